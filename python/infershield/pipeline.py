@@ -1,0 +1,143 @@
+"""Runs checks in order and folds their verdicts into one result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from infershield.checks.base import Check, CheckContext
+from infershield.verdict import Decision, Status, Verdict
+
+log = logging.getLogger(__name__)
+OnError = Literal["block", "allow"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineResult:
+    """The folded outcome: any BLOCK blocks; the score is the maximum over checks."""
+
+    decision: Decision
+    score: float
+    verdicts: tuple[Verdict, ...]
+    text: str  # the text after any REDACT rewrites
+    elapsed_ms: float
+
+    @property
+    def blocked(self) -> bool:
+        return self.decision is Decision.BLOCK
+
+    @property
+    def categories(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for v in self.verdicts:
+            if v.decision is not Decision.ALLOW:
+                for c in v.categories:
+                    seen.setdefault(c, None)
+        return list(seen)
+
+    @property
+    def blocking_verdict(self) -> Verdict | None:
+        for v in self.verdicts:
+            if v.decision is Decision.BLOCK:
+                return v
+        return None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "blocked": self.blocked,
+            "decision": self.decision.value,
+            "score": round(self.score, 6),
+            "categories": self.categories,
+            "verdicts": [v.to_dict() for v in self.verdicts],
+            "elapsed_ms": round(self.elapsed_ms, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A check placed in a pipeline, with what to do when the check itself fails."""
+
+    check: Check
+    on_error: OnError = "block"
+
+
+class Pipeline:
+    """Runs its steps in order over one text or a batch.
+
+    A REDACT rewrites the text that later steps see. ``fail_fast`` stops at the first BLOCK;
+    it saves work but never changes the outcome (one BLOCK already decides it).
+    A check that raises yields a Verdict with status ERROR and the step's ``on_error``
+    decision: blocking by default, so a crash never lets a request through by accident.
+    """
+
+    def __init__(self, steps: Sequence[Step], *, fail_fast: bool = False) -> None:
+        self.steps = tuple(steps)
+        self.fail_fast = fail_fast
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        return tuple(s.check for s in self.steps)
+
+    def run(self, ctx: CheckContext) -> PipelineResult:
+        return self.run_batch([ctx])[0]
+
+    def run_batch(self, ctxs: Sequence[CheckContext]) -> list[PipelineResult]:
+        t0 = time.perf_counter()
+        verdicts: list[list[Verdict]] = [[] for _ in ctxs]
+        done = [False] * len(ctxs)
+        for step in self.steps:
+            live = [i for i in range(len(ctxs)) if not done[i]]
+            if not live:
+                break
+            batch = [ctxs[i] for i in live]
+            for i, v in zip(live, self._run_step(step, batch), strict=True):
+                verdicts[i].append(v)
+                if v.decision is Decision.REDACT and v.rewritten is not None:
+                    ctxs[i].text = v.rewritten
+                    ctxs[i].memo.clear()
+                if v.decision is Decision.BLOCK and self.fail_fast:
+                    done[i] = True
+        elapsed = (time.perf_counter() - t0) * 1000.0
+        return [_fold(vs, ctx.text, elapsed) for vs, ctx in zip(verdicts, ctxs, strict=True)]
+
+    def _run_step(self, step: Step, batch: list[CheckContext]) -> list[Verdict]:
+        t0 = time.perf_counter()
+        try:
+            out = step.check.check_batch(batch) if len(batch) > 1 else [step.check.check(batch[0])]
+            if len(out) != len(batch):
+                raise RuntimeError(f"{step.check.name} returned {len(out)} verdicts for {len(batch)}")
+        except Exception as exc:  # a failing check must never pass silently
+            log.warning("check %s failed: %s", step.check.name, type(exc).__name__, exc_info=True)
+            return [self._error_verdict(step, exc) for _ in batch]
+        per_item = (time.perf_counter() - t0) * 1000.0 / max(len(batch), 1)
+        return [v if v.elapsed_ms else replace(v, elapsed_ms=per_item) for v in out]
+
+    @staticmethod
+    def _error_verdict(step: Step, exc: Exception) -> Verdict:
+        decision = Decision.BLOCK if step.on_error == "block" else Decision.ALLOW
+        return Verdict(
+            step.check.name,
+            decision,
+            Status.ERROR,
+            1.0 if decision is Decision.BLOCK else 0.0,
+            f"check failed ({type(exc).__name__}); on_error={step.on_error}",
+        )
+
+    def close(self) -> None:
+        for s in self.steps:
+            s.check.close()
+
+
+def _fold(verdicts: list[Verdict], text: str, elapsed_ms: float) -> PipelineResult:
+    decision = Decision.ALLOW
+    for v in verdicts:
+        if v.decision is Decision.BLOCK:
+            decision = Decision.BLOCK
+            break
+        if v.decision is Decision.REDACT:
+            decision = Decision.REDACT
+    score = max((v.score for v in verdicts), default=0.0)
+    return PipelineResult(decision, score, tuple(verdicts), text, elapsed_ms)
