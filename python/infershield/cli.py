@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="screen text offline; one JSON verdict per input line")
     _add_config_flag(scan)
     scan.add_argument("text", nargs="*", help="text to scan (default: read stdin)")
-    scan.add_argument("--jsonl", metavar="FILE", help='one {"text": ...} object per line ("-" = stdin)')
+    scan.add_argument(
+        "--jsonl", metavar="FILE", help='one {"text": ...} object per line ("-" = stdin)'
+    )
     scan.add_argument("--stage", choices=["input", "output"], default="input")
     scan.add_argument("--batch-size", type=int, default=256)
     scan.add_argument(
@@ -44,7 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _subcommand_registrars() -> list[Any]:
     """Subcommands living in their own modules register themselves here."""
     regs: list[Any] = []
-    for mod_name in ("infershield.rules.cli", "infershield.server.cli", "infershield.detectors.cli"):
+    for mod_name in (
+        "infershield.rules.cli",
+        "infershield.server.cli",
+        "infershield.detectors.cli",
+    ):
         try:
             mod = __import__(mod_name, fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -58,7 +64,9 @@ def _subcommand_registrars() -> list[Any]:
 # ------------------------------------------------------------------------------ scan
 
 
-def _iter_inputs(args: argparse.Namespace, stdin: TextIO) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _iter_inputs(
+    args: argparse.Namespace, stdin: TextIO
+) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """Yield (line_no, record-or-error-message)."""
     if args.jsonl:
         fh = stdin if args.jsonl == "-" else open(args.jsonl, encoding="utf-8", errors="replace")  # noqa: SIM115
@@ -85,7 +93,9 @@ def _iter_inputs(args: argparse.Namespace, stdin: TextIO) -> Iterator[tuple[int,
         yield 1, {"text": stdin.read()}
 
 
-def cmd_scan(args: argparse.Namespace, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+def cmd_scan(
+    args: argparse.Namespace, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
+) -> int:
     from infershield.checks.base import CheckContext
     from infershield.config import load_config
     from infershield.policy import Policy

@@ -304,8 +304,14 @@ def validate(cfg: Config) -> None:
     if not 0.0 <= cfg.telemetry.sample_ratio <= 1.0:
         raise ConfigError("telemetry.sample_ratio: must be within [0, 1]")
     lim = cfg.limits
-    for name in ("max_request_bytes", "max_text_bytes", "max_batch_elements",
-                 "max_input_tokens", "max_output_tokens", "max_concurrency"):
+    for name in (
+        "max_request_bytes",
+        "max_text_bytes",
+        "max_batch_elements",
+        "max_input_tokens",
+        "max_output_tokens",
+        "max_concurrency",
+    ):
         if getattr(lim, name) <= 0:
             raise ConfigError(f"limits.{name}: must be positive")
     if lim.deadline_s <= 0:

@@ -78,9 +78,7 @@ class Blocked(FirewallError):
         score: float = 1.0,
     ) -> None:
         cats = ",".join(categories) if categories else "none"
-        super().__init__(
-            f"blocked by {check} on {stage} (category: {cats}): {reason}"
-        )
+        super().__init__(f"blocked by {check} on {stage} (category: {cats}): {reason}")
         self.check = check
         self.reason = reason
         self.categories = categories

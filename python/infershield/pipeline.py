@@ -108,7 +108,9 @@ class Pipeline:
         try:
             out = step.check.check_batch(batch) if len(batch) > 1 else [step.check.check(batch[0])]
             if len(out) != len(batch):
-                raise RuntimeError(f"{step.check.name} returned {len(out)} verdicts for {len(batch)}")
+                raise RuntimeError(
+                    f"{step.check.name} returned {len(out)} verdicts for {len(batch)}"
+                )
         except Exception as exc:  # a failing check must never pass silently
             log.warning("check %s failed: %s", step.check.name, type(exc).__name__, exc_info=True)
             return [self._error_verdict(step, exc) for _ in batch]

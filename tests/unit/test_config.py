@@ -77,12 +77,17 @@ def test_missing_and_empty_files_are_errors(tmp_path: Path) -> None:
 
 
 def test_env_values_are_typed() -> None:
-    out = env_overrides({"INFERSHIELD_POLICY__FAIL_FAST": "false", "OTHER": "1",
-                         "INFERSHIELD_LIMITS__MAX_QUEUE": "7"})
+    out = env_overrides(
+        {
+            "INFERSHIELD_POLICY__FAIL_FAST": "false",
+            "OTHER": "1",
+            "INFERSHIELD_LIMITS__MAX_QUEUE": "7",
+        }
+    )
     assert out == {"policy": {"fail_fast": False}, "limits": {"max_queue": 7}}
 
 
 def test_build_rejects_bool_for_int_and_accepts_int_for_float() -> None:
-    with pytest.raises(ConfigError, match="limits.max_queue"):
+    with pytest.raises(ConfigError, match=r"limits\.max_queue"):
         build(Config, {"limits": {"max_queue": True}})
     assert build(Config, {"limits": {"deadline_s": 3}}).limits.deadline_s == 3.0

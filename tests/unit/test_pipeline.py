@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+
 import pytest
 
 from infershield.checks.base import Check, CheckContext
@@ -30,8 +31,9 @@ class Boom(Check):
 class Redactor(Check):
     def check(self, ctx: CheckContext) -> Verdict:
         if "4111" in ctx.text:
-            return self.redact("card", ctx.text.replace("4111", "[REDACTED:card]"), 0.7,
-                               categories=("pii",))
+            return self.redact(
+                "card", ctx.text.replace("4111", "[REDACTED:card]"), 0.7, categories=("pii",)
+            )
         return self.allow()
 
 
@@ -61,7 +63,9 @@ def test_fail_fast_stops_early_without_changing_the_outcome() -> None:
     assert fast_b.calls == 0 and b.calls == 1
 
 
-@pytest.mark.parametrize(("on_error", "decision"), [("block", Decision.BLOCK), ("allow", Decision.ALLOW)])
+@pytest.mark.parametrize(
+    ("on_error", "decision"), [("block", Decision.BLOCK), ("allow", Decision.ALLOW)]
+)
 def test_a_crashing_check_follows_on_error(on_error: str, decision: Decision) -> None:
     p = Pipeline([Step(Boom("boom"), on_error)])  # type: ignore[arg-type]
     r = p.run(CheckContext("hello"))
