@@ -101,6 +101,12 @@ class TelemetryConfig:
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     log_prompts: bool = False
+    #: ``auto`` exports over OTLP when an OTLP endpoint is set (here or in
+    #: ``OTEL_EXPORTER_OTLP_ENDPOINT``) and traces nothing otherwise. ``OTEL_TRACES_EXPORTER``
+    #: overrides this field, as env overrides the file.
+    traces_exporter: Literal["auto", "otlp", "console", "none"] = "auto"
+    #: OTLP/gRPC collector, e.g. ``http://127.0.0.1:4317``; ``OTEL_EXPORTER_OTLP_ENDPOINT`` wins.
+    otlp_endpoint: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from infershield.checks.base import Check, CheckContext
+from infershield.telemetry.instrument import check_span, record_check
 from infershield.verdict import Decision, Status, Verdict
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,15 @@ class Pipeline:
         return [_fold(vs, ctx.text, elapsed) for vs, ctx in zip(verdicts, ctxs, strict=True)]
 
     def _run_step(self, step: Step, batch: list[CheckContext]) -> list[Verdict]:
+        # One span per check per batch (attributes aggregated; see telemetry.instrument).
+        stage = batch[0].stage
+        with check_span(step.check.name, stage, len(batch)) as span:
+            t0 = time.perf_counter()
+            out = self._run_step_untraced(step, batch)
+            record_check(span, step.check.name, stage, out, time.perf_counter() - t0)
+        return out
+
+    def _run_step_untraced(self, step: Step, batch: list[CheckContext]) -> list[Verdict]:
         t0 = time.perf_counter()
         try:
             out = step.check.check_batch(batch) if len(batch) > 1 else [step.check.check(batch[0])]

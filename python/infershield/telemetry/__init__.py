@@ -1,0 +1,83 @@
+"""Observability: OpenTelemetry traces, Prometheus metrics and structured JSON logs.
+
+``setup_telemetry(config)`` is what ``infershield serve`` calls; the pieces are also usable
+alone: :func:`setup_tracing`, :class:`Metrics` + :func:`start_metrics_server`,
+:func:`setup_logging`, and the span sites in :mod:`infershield.telemetry.instrument`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infershield.config import Config
+from infershield.telemetry import metrics as metrics
+from infershield.telemetry.instrument import (
+    check_span,
+    detector_span,
+    record_check,
+    server_span,
+    set_rpc_status,
+    upstream_span,
+)
+from infershield.telemetry.logs import JsonFormatter, setup_logging
+from infershield.telemetry.metrics import Metrics, MetricsServer, start_metrics_server
+from infershield.telemetry.tracing import (
+    extract_context,
+    inject_metadata,
+    setup_tracing,
+    shutdown_tracing,
+    tracing_enabled,
+)
+
+__all__ = [
+    "JsonFormatter",
+    "Metrics",
+    "MetricsServer",
+    "Telemetry",
+    "check_span",
+    "detector_span",
+    "extract_context",
+    "inject_metadata",
+    "record_check",
+    "server_span",
+    "set_rpc_status",
+    "setup_logging",
+    "setup_telemetry",
+    "setup_tracing",
+    "shutdown_tracing",
+    "start_metrics_server",
+    "tracing_enabled",
+    "upstream_span",
+]
+
+
+@dataclass
+class Telemetry:
+    """What :func:`setup_telemetry` started; ``close()`` stops it (flushing spans)."""
+
+    metrics: Metrics
+    metrics_server: MetricsServer | None
+
+    def close(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if metrics.active() is self.metrics:
+            metrics.install(None)
+        shutdown_tracing()
+
+
+def setup_telemetry(config: Config, *, logging: bool = True) -> Telemetry:
+    """Set up logs, tracing and metrics for a server process from ``config`` (+ ``OTEL_*``).
+
+    The metrics endpoint starts only when ``server.metrics_listen`` is set; the metrics are
+    recorded (and installed process-wide) either way, so they cost the same in both cases.
+    """
+    if logging:
+        setup_logging(config.telemetry, exclusive=True)
+    setup_tracing(config.telemetry)
+    m = Metrics()
+    metrics.install(m)
+    server = None
+    if config.server.metrics_listen:
+        server = start_metrics_server(m, config.server.metrics_listen)
+    return Telemetry(m, server)

@@ -1,0 +1,169 @@
+"""The span and metric sites the firewall calls: RPC, check, detector batch, upstream call.
+
+Span tree of one RPC::
+
+    <rpc method>                 SERVER  (continues the caller's W3C trace context)
+    ├── check <name>             INTERNAL, one per check per batch (input checks)
+    │   └── detector.batch       INTERNAL, a batched classifier call inside a check
+    ├── upstream <method>        CLIENT  (its context is injected into the Triton metadata)
+    └── check <name>             INTERNAL (output checks)
+
+A check span covers one check over one *batch* of texts (a request with several text
+elements runs each check once over all of them). Its attributes aggregate the batch: the
+decision is the strongest one (block > redact > allow), the status the worst (error > ok >
+skipped), the score the maximum, the category the sorted union over non-allow verdicts,
+and ``infershield.batch_size`` / ``infershield.check.blocked`` give the counts. Attributes
+never hold raw text: no prompt, no completion, no check reason (a reason may quote a match).
+
+When tracing is off every helper returns one shared ``nullcontext``; inside an unsampled
+trace the child helpers skip span creation altogether, so sampling costs almost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
+from infershield.telemetry import metrics as _metrics
+from infershield.telemetry.tracing import STATE, extract_context
+from infershield.verdict import Decision, Status, Verdict
+
+_NOOP: AbstractContextManager[None] = contextlib.nullcontext(None)
+
+ATTR_CHECK_NAME = "infershield.check.name"
+ATTR_CHECK_DECISION = "infershield.check.decision"
+ATTR_CHECK_STATUS = "infershield.check.status"
+ATTR_CHECK_SCORE = "infershield.check.score"
+ATTR_CHECK_CATEGORY = "infershield.check.category"
+ATTR_CHECK_BLOCKED = "infershield.check.blocked"
+ATTR_STAGE = "infershield.stage"
+ATTR_BATCH_SIZE = "infershield.batch_size"
+ATTR_MODEL = "infershield.model"
+ATTR_DECISION = "infershield.decision"
+ATTR_BLOCKED_BY = "infershield.blocked_by"
+
+_DECISION_RANK = {Decision.ALLOW: 0, Decision.REDACT: 1, Decision.BLOCK: 2}
+_STATUS_RANK = {Status.SKIPPED: 0, Status.OK: 1, Status.ERROR: 2}
+
+
+def _child_allowed() -> bool:
+    """False when tracing is off or the current trace is not sampled (children would not be)."""
+    if not STATE.enabled:
+        return False
+    parent = trace.get_current_span()
+    return parent.is_recording() or not parent.get_span_context().is_valid
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_span(name: str, stage: str, batch_size: int) -> AbstractContextManager[Span | None]:
+    """A span around one check over one batch; yields None when not traced."""
+    if not _child_allowed():
+        return _NOOP
+    return STATE.tracer.start_as_current_span(
+        f"check {name}",
+        attributes={ATTR_CHECK_NAME: name, ATTR_STAGE: stage, ATTR_BATCH_SIZE: batch_size},
+    )
+
+
+def record_check(
+    span: Span | None, name: str, stage: str, verdicts: Sequence[Verdict], seconds: float
+) -> None:
+    """Record one check's outcome on its span (aggregated over the batch) and in the metrics."""
+    m = _metrics.active()
+    if m is not None:
+        m.observe_check(name, stage, verdicts, seconds)
+    if span is None or not span.is_recording() or not verdicts:
+        return
+    decision = max((v.decision for v in verdicts), key=_DECISION_RANK.__getitem__)
+    status = max((v.status for v in verdicts), key=_STATUS_RANK.__getitem__)
+    categories = sorted(
+        {c for v in verdicts if v.decision is not Decision.ALLOW for c in v.categories}
+    )
+    span.set_attributes({
+        ATTR_CHECK_DECISION: decision.value,
+        ATTR_CHECK_STATUS: status.value,
+        ATTR_CHECK_SCORE: max(v.score for v in verdicts),
+        ATTR_CHECK_CATEGORY: ",".join(categories) or "none",
+        ATTR_CHECK_BLOCKED: sum(v.decision is Decision.BLOCK for v in verdicts),
+    })
+    if status is Status.ERROR:
+        # The pipeline's error reason names only the exception type and on_error.
+        failed = next(v for v in verdicts if v.status is Status.ERROR)
+        span.set_status(StatusCode.ERROR, failed.reason)
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+def detector_span(model: str, batch_size: int) -> AbstractContextManager[Span | None]:
+    """A span around one batched detector (classifier) call; also records the batch size."""
+    m = _metrics.active()
+    if m is not None:
+        m.batch_size.labels("detector").observe(batch_size)
+    if not _child_allowed():
+        return _NOOP
+    return STATE.tracer.start_as_current_span(
+        "detector.batch",
+        attributes={"infershield.detector.model": model, ATTR_BATCH_SIZE: batch_size},
+    )
+
+
+# --------------------------------------------------------------------------- RPCs
+
+
+def server_span(
+    method: str, metadata: Iterable[tuple[str, Any]] | None
+) -> AbstractContextManager[Span | None]:
+    """The SERVER span of one RPC, continuing the caller's trace from its gRPC metadata.
+
+    ``method`` is the full gRPC method (``/inference.GRPCInferenceService/ModelInfer``).
+    """
+    if not STATE.enabled:
+        return _NOOP
+    service, _, rpc = method.lstrip("/").rpartition("/")
+    return STATE.tracer.start_as_current_span(
+        rpc or method,
+        context=extract_context(metadata),
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc},
+        # The error-mapping interceptor turns exceptions into statuses; we record the code.
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+def upstream_span(
+    method: str, *, model: str = "", target: str = ""
+) -> AbstractContextManager[Span | None]:
+    """The CLIENT span of one upstream call; inject its context with ``inject_metadata()``."""
+    if not _child_allowed():
+        return _NOOP
+    service, _, rpc = method.lstrip("/").rpartition("/")
+    attrs: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
+    if model:
+        attrs[ATTR_MODEL] = model
+    host, sep, port = target.rpartition(":")
+    if sep and port.isdigit():
+        attrs["server.address"], attrs["server.port"] = host, int(port)
+    return STATE.tracer.start_as_current_span(
+        f"upstream {rpc or method}", kind=SpanKind.CLIENT, attributes=attrs,
+        record_exception=False, set_status_on_exception=False,
+    )
+
+
+def set_rpc_status(span: Span | None, code: grpc.StatusCode, message: str = "") -> None:
+    """Record a gRPC status on a server or client span (OpenTelemetry RPC conventions)."""
+    if span is None or not span.is_recording():
+        return
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        # Blocks are PERMISSION_DENIED: a deliberate outcome, but still a failed RPC.
+        span.set_status(StatusCode.ERROR, f"{code.name}: {message}" if message else code.name)

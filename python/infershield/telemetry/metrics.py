@@ -1,0 +1,183 @@
+"""Prometheus metrics: one :class:`Metrics` object per process, on its own registry.
+
+Every metric the firewall exposes is defined here, so names and labels stay in one place
+(the Grafana dashboard and ``infershield top`` read these names). Other components update
+them through typed attributes (``metrics.queue_depth.set(n)``) or the ``observe_*``
+helpers. A fresh ``CollectorRegistry`` per instance (not the global default) lets tests run
+several side by side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import start_http_server
+
+from infershield.errors import ConfigError
+from infershield.verdict import Decision, Verdict
+
+PREFIX = "infershield"
+#: Pipeline stages with their own latency series.
+STAGES = ("input_checks", "upstream", "output_checks", "total")
+BreakerState = Literal["closed", "half_open", "open"]
+#: Numeric breaker state for the gauge, so Grafana can threshold and graph it.
+BREAKER_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
+
+# Latency buckets (seconds): checks run in tens of microseconds, upstream calls in seconds.
+_LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """All firewall metrics, registered on ``registry`` (a new one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_requests", "RPCs handled, by method, model, decision and gRPC status code.",
+            ["rpc", "model", "decision", "code"], registry=r,
+        )
+        self.blocks = Counter(
+            f"{PREFIX}_blocks", "Texts blocked, by check, category and stage.",
+            ["check", "category", "stage"], registry=r,
+        )
+        self.stage_latency = Histogram(
+            f"{PREFIX}_stage_duration_seconds",
+            "Latency per request stage (input_checks, upstream, output_checks, total).",
+            ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.check_latency = Histogram(
+            f"{PREFIX}_check_duration_seconds", "Latency of one check over one batch of texts.",
+            ["check", "stage"], buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{PREFIX}_in_flight_requests", "Requests being handled now.", registry=r
+        )
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Requests waiting for a concurrency slot.", registry=r
+        )
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size", "Texts per batch, by component (request, detector).",
+            ["component"], buckets=_BATCH_BUCKETS, registry=r,
+        )
+        self.worker_restarts = Counter(
+            f"{PREFIX}_worker_restarts", "Sandboxed model workers restarted.", ["reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            f"{PREFIX}_rate_limit_rejections", "Requests rejected by a limit, by limit name.",
+            ["limit"], registry=r,
+        )
+        self.quarantines = Counter(
+            f"{PREFIX}_quarantines", "Models or workers quarantined, by reason.", ["reason"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            f"{PREFIX}_upstream_circuit_state",
+            "Upstream circuit breaker: 0 closed, 1 half-open, 2 open.", ["upstream"], registry=r,
+        )
+        self._breaker_last: dict[str, str] = {}
+        self.breaker_transitions = Counter(
+            f"{PREFIX}_upstream_circuit_transitions", "Circuit breaker state changes.",
+            ["upstream", "state"], registry=r,
+        )
+        self.upstream_errors = Counter(
+            f"{PREFIX}_upstream_errors", "Upstream calls that failed, by gRPC status code.",
+            ["code"], registry=r,
+        )
+
+    # ------------------------------------------------------------------ typed helpers
+
+    def observe_request(
+        self, *, rpc: str, model: str, decision: str, code: str, seconds: float
+    ) -> None:
+        """One finished RPC; ``decision`` is allow/block/redact/error, ``code`` a gRPC name."""
+        self.requests.labels(rpc, model or "-", decision, code).inc()
+        self.stage_latency.labels("total").observe(seconds)
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage_latency.labels(stage).observe(seconds)
+
+    def observe_check(
+        self, check: str, stage: str, verdicts: Iterable[Verdict], seconds: float
+    ) -> None:
+        """One check over one batch: its latency, and a block per blocked text and category."""
+        self.check_latency.labels(check, stage).observe(seconds)
+        for v in verdicts:
+            if v.decision is Decision.BLOCK:
+                for category in v.categories or ("none",):
+                    self.blocks.labels(check, category, stage).inc()
+
+    def set_breaker_state(self, upstream: str, state: BreakerState) -> None:
+        """Record the upstream circuit breaker's state (and count the transition)."""
+        if self._breaker_last.get(upstream, "closed") != state:  # count real transitions only
+            self.breaker_transitions.labels(upstream, state).inc()
+        self._breaker_last[upstream] = state
+        self.breaker_state.labels(upstream).set(BREAKER_VALUES[state])
+
+
+# --------------------------------------------------------------------------- process-wide
+
+_active: Metrics | None = None
+_lock = threading.Lock()
+
+
+def install(metrics: Metrics | None) -> Metrics | None:
+    """Make ``metrics`` the process-wide instance instrumentation records into; return the old.
+
+    Nothing is recorded while none is installed (``infershield scan`` pays nothing).
+    """
+    global _active
+    with _lock:
+        old, _active = _active, metrics
+    return old
+
+
+def active() -> Metrics | None:
+    return _active
+
+
+# --------------------------------------------------------------------------- HTTP endpoint
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` HTTP endpoint; ``port`` is the bound one (useful with port 0)."""
+
+    host: str
+    port: int
+    _httpd: object
+    _thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._httpd.shutdown()  # type: ignore[attr-defined]
+        self._httpd.server_close()  # type: ignore[attr-defined]
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(metrics: Metrics, listen: str) -> MetricsServer:
+    """Serve ``metrics`` as Prometheus text on ``listen`` (``HOST:PORT``; port 0 picks one)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"server.metrics_listen: expected HOST:PORT, got {listen!r}")
+    host = host.strip("[]")
+    try:
+        httpd, thread = start_http_server(int(port), addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"server.metrics_listen: cannot listen on {listen}: {exc.strerror}"
+        ) from None
+    return MetricsServer(host, httpd.server_port, httpd, thread)
