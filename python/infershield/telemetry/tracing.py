@@ -160,7 +160,8 @@ def setup_tracing(
     STATE.enabled = True
     log.info(
         "tracing enabled",
-        extra={"exporter": settings.exporter, "endpoint": settings.endpoint,
+        extra={"exporter": type(exporter).__name__ if exporter else settings.exporter,
+               "endpoint": settings.endpoint,
                "service_name": settings.service_name},
     )
     return provider

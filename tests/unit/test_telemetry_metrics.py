@@ -1,0 +1,158 @@
+"""Metrics: every series is scraped over HTTP from a live endpoint on a free port."""
+
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from infershield.checks.base import Check, CheckContext
+from infershield.config import Config, ServerConfig, TelemetryConfig
+from infershield.errors import ConfigError
+from infershield.pipeline import Pipeline, Step
+from infershield.telemetry import Metrics, metrics, setup_telemetry, start_metrics_server
+from infershield.verdict import Verdict
+
+
+class Keyword(Check):
+    def __init__(self, name: str, word: str, categories: tuple[str, ...]) -> None:
+        super().__init__(name)
+        self.word = word
+        self.cats = categories
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        if self.word in ctx.text:
+            return self.block("matched", categories=self.cats)
+        return self.allow()
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert resp.status == 200
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Metrics, str]]:
+    m = Metrics()
+    server = start_metrics_server(m, "127.0.0.1:0")
+    try:
+        yield m, server.url
+    finally:
+        server.close()
+
+
+def test_every_documented_series_is_scraped(served: tuple[Metrics, str]) -> None:
+    m, url = served
+    m.observe_request(rpc="ModelInfer", model="llm", decision="block",
+                      code="PERMISSION_DENIED", seconds=0.004)
+    m.observe_request(rpc="ModelInfer", model="llm", decision="allow", code="OK", seconds=0.002)
+    m.observe_stage("upstream", 0.0015)
+    m.queue_depth.set(3)
+    m.in_flight.inc()
+    m.batch_size.labels("request").observe(4)
+    m.worker_restarts.labels("oom").inc()
+    m.rate_limited.labels("max_concurrency").inc(2)
+    m.quarantines.labels("crash_loop").inc()
+    m.upstream_errors.labels("UNAVAILABLE").inc()
+    m.set_breaker_state("triton:8001", "open")
+    m.set_breaker_state("triton:8001", "open")  # no transition
+    m.set_breaker_state("triton:8001", "half_open")
+
+    s = scrape(url)
+    req = "infershield_requests_total"
+    assert value(s, req, rpc="ModelInfer", model="llm", decision="block",
+                 code="PERMISSION_DENIED") == 1
+    assert value(s, req, rpc="ModelInfer", model="llm", decision="allow", code="OK") == 1
+    hist = "infershield_stage_duration_seconds"
+    assert value(s, f"{hist}_count", stage="total") == 2
+    assert value(s, f"{hist}_sum", stage="total") == pytest.approx(0.006)
+    assert value(s, f"{hist}_bucket", stage="upstream", le="0.0025") == 1
+    assert value(s, f"{hist}_bucket", stage="upstream", le="0.001") == 0
+    assert value(s, "infershield_queue_depth") == 3
+    assert value(s, "infershield_in_flight_requests") == 1
+    assert value(s, "infershield_batch_size_count", component="request") == 1
+    assert value(s, "infershield_worker_restarts_total", reason="oom") == 1
+    assert value(s, "infershield_rate_limit_rejections_total", limit="max_concurrency") == 2
+    assert value(s, "infershield_quarantines_total", reason="crash_loop") == 1
+    assert value(s, "infershield_upstream_errors_total", code="UNAVAILABLE") == 1
+    assert value(s, "infershield_upstream_circuit_state", upstream="triton:8001") == 1
+    trans = "infershield_upstream_circuit_transitions_total"
+    assert value(s, trans, upstream="triton:8001", state="open") == 1
+    assert value(s, trans, upstream="triton:8001", state="half_open") == 1
+
+
+def test_pipeline_records_blocks_by_check_and_category(served: tuple[Metrics, str]) -> None:
+    m, url = served
+    old = metrics.install(m)
+    try:
+        p = Pipeline([
+            Step(Keyword("signatures", "evil", ("injection", "jailbreak"))),
+            Step(Keyword("length", "long", ())),
+        ])
+        p.run_batch([CheckContext("evil"), CheckContext("evil long"), CheckContext("ok")])
+        p.run(CheckContext("fine", stage="output"))
+    finally:
+        metrics.install(old)
+    s = scrape(url)
+    blocks = "infershield_blocks_total"
+    for cat in ("injection", "jailbreak"):
+        assert value(s, blocks, check="signatures", category=cat, stage="input") == 2
+    assert value(s, blocks, check="length", category="none", stage="input") == 1
+    checks = "infershield_check_duration_seconds_count"
+    # One observation per check per batch, not per text.
+    assert value(s, checks, check="signatures", stage="input") == 1
+    assert value(s, checks, check="signatures", stage="output") == 1
+
+
+def test_registries_are_independent() -> None:
+    a, b = Metrics(), Metrics()
+    a.queue_depth.set(5)
+    assert b.registry.get_sample_value("infershield_queue_depth") == 0
+    assert a.registry.get_sample_value("infershield_queue_depth") == 5
+
+
+def test_nothing_is_recorded_without_an_installed_instance() -> None:
+    m = Metrics()
+    assert metrics.active() is None
+    Pipeline([Step(Keyword("k", "x", ()))]).run(CheckContext("x"))
+    assert m.registry.get_sample_value(
+        "infershield_blocks_total", {"check": "k", "category": "none", "stage": "input"}
+    ) is None
+
+
+@pytest.mark.parametrize("listen", ["nonsense", ":9100", "host:port"])
+def test_bad_listen_address(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"server\.metrics_listen"):
+        start_metrics_server(Metrics(), listen)
+
+
+def test_port_in_use_is_a_config_error(served: tuple[Metrics, str]) -> None:
+    _, url = served
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    with pytest.raises(ConfigError, match="cannot listen"):
+        start_metrics_server(Metrics(), f"127.0.0.1:{port}")
+
+
+def test_setup_telemetry_serves_metrics_and_closes() -> None:
+    cfg = Config(server=ServerConfig(metrics_listen="127.0.0.1:0"),
+                 telemetry=TelemetryConfig(traces_exporter="none"))
+    tel = setup_telemetry(cfg, logging=False)
+    try:
+        assert tel.metrics_server is not None
+        assert metrics.active() is tel.metrics
+        tel.metrics.queue_depth.set(7)
+        assert value(scrape(tel.metrics_server.url), "infershield_queue_depth") == 7
+    finally:
+        tel.close()
+    assert metrics.active() is None
