@@ -8,7 +8,7 @@ NATIVE_SRC := $(shell find native proto -type f 2>/dev/null) CMakeLists.txt pypr
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu clean models
+.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu bench-peers-env clean models
 
 all: install
 
@@ -66,11 +66,35 @@ fuzz: install
 soak: install
 	$(BIN)/pytest -q -m slow tests
 
-bench: install
-	$(BIN)/python -m bench.run
+# Benches: one entry point (bench/run.py) writes bench/results/ and RESULTS.md's headline.
+BENCH_ARGS ?=
+PEERS_VENV := .venv-peers
+# A CPU build of torch, installed first so llm-guard's torch requirement needs no CUDA download.
+PEERS_TORCH ?= torch==2.13.0
 
-bench-gpu: install
-	$(BIN)/python -m bench.run --gpu
+$(VENV)/.stamp-bench: $(VENV)/.stamp-install
+	$(BIN)/pip install -q "matplotlib>=3.7"
+	@touch $@
+
+# LLM Guard (torch, transformers) never enters .venv: it gets a bench-only venv. A failed
+# install leaves its log in $(PEERS_VENV)/install.log and the peers suite reports why.
+$(PEERS_VENV)/.stamp-peers:
+	@mkdir -p $(PEERS_VENV)
+	@( $(PYTHON) -m venv $(PEERS_VENV) \
+	  && $(PEERS_VENV)/bin/pip install -q --upgrade pip \
+	  && $(PEERS_VENV)/bin/pip install -q "$(PEERS_TORCH)" \
+	  && $(PEERS_VENV)/bin/pip install -q llm-guard ) > $(PEERS_VENV)/install.log 2>&1 \
+	  || { echo "bench-peers-env: install failed, see $(PEERS_VENV)/install.log"; tail -3 $(PEERS_VENV)/install.log; exit 1; }
+	@touch $@
+
+bench-peers-env: $(PEERS_VENV)/.stamp-peers
+
+bench: install $(VENV)/.stamp-bench
+	-@$(MAKE) --no-print-directory bench-peers-env
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-gpu: install $(VENV)/.stamp-bench
+	$(BIN)/python -m bench.run --gpu $(BENCH_ARGS)
 
 models: install
 	$(BIN)/infershield models build

@@ -1,0 +1,1 @@
+"""InferShield benchmarks: one script per suite, run together by ``python -m bench.run``."""

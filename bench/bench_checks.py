@@ -1,0 +1,223 @@
+"""Each check of the default policy: p50/p99 per prompt size, single thread.
+
+Every check of the shipped default policy (input and output stages) is built once, as the
+server builds it, and timed on a fresh :class:`CheckContext` per call, so analysis that checks
+share through ``ctx.memo`` is counted in each check that needs it. In the same run the whole
+input and output pipelines are timed (where the memo *is* shared), and so is the baseline: an
+empty pipeline (the framework's own cost) and one pass of Python's ``str.casefold`` over the
+text (the cost of touching every byte once from Python).
+
+Run alone: ``python -m bench.bench_checks [--quick] [--json OUT]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    PROMPT_SIZES,
+    QUICK_PROMPT_SIZES,
+    RESULTS_DIR,
+    bar_plot,
+    environment,
+    make_prompts,
+    markdown_table,
+    ratio,
+    size_label,
+    suite_result,
+    summarize,
+    time_calls,
+    write_json,
+)
+
+SUITE = "checks"
+
+
+def _timer(fn: Any, prompts: list[str], *, iters: int, max_seconds: float) -> dict[str, Any]:
+    """Time ``fn(text)`` round-robin over ``prompts``."""
+    idx = [0]
+
+    def one() -> None:
+        p = prompts[idx[0] % len(prompts)]
+        idx[0] += 1
+        fn(p)
+
+    return summarize(time_calls(one, iters=iters, warmup=min(5, iters), max_seconds=max_seconds))
+
+
+def run(
+    *,
+    quick: bool = False,
+    out_dir: Path | None = None,
+    sizes: tuple[int, ...] | None = None,
+    **_: Any,
+) -> dict[str, Any]:
+    """Time every check of the default policy per prompt size; returns a suite result."""
+    try:
+        from infershield.checks.base import CheckContext
+        from infershield.config import load_config
+        from infershield.pipeline import Pipeline
+        from infershield.policy import build_check
+    except ImportError as exc:
+        return suite_result(SUITE, status="skipped", reason=f"infershield not importable: {exc}")
+
+    sizes = sizes or (QUICK_PROMPT_SIZES if quick else PROMPT_SIZES)
+    iters = 20 if quick else 300
+    max_seconds = 2.0 if quick else 15.0
+    n_prompts = 8 if quick else 64
+    cfg = load_config(None, env={})
+    notes: list[str] = []
+
+    built: list[tuple[str, str, Any]] = []  # (stage, name, check)
+    for stage in ("input", "output"):
+        for i, spec in enumerate(getattr(cfg.policy, stage)):
+            if not spec.enabled:
+                continue
+            try:
+                check = build_check(spec, stage, cfg, f"policy.{stage}[{i}]")  # type: ignore[arg-type]
+            except Exception as exc:
+                notes.append(f"{stage}/{spec.display_name}: not built ({exc})")
+                continue
+            built.append((stage, spec.display_name, check))
+
+    pipelines: dict[str, Any] = {}
+    try:
+        from infershield.policy import Policy
+
+        policy = Policy.from_config(cfg)
+        pipelines = {"input": policy.input, "output": policy.output}
+    except Exception as exc:
+        policy = None
+        notes.append(f"full pipelines not built: {exc}")
+
+    empty = Pipeline([], fail_fast=False)
+    rows: list[dict[str, Any]] = []
+    try:
+        for size in sizes:
+            prompts = make_prompts(size, n_prompts)
+            label = size_label(size)
+
+            def baseline_casefold(t: str) -> None:
+                t.casefold()
+
+            base = _timer(baseline_casefold, prompts, iters=iters, max_seconds=max_seconds)
+            rows.append(_row("baseline", "str.casefold (one pass)", label, size, base, None))
+            emp = _timer(
+                lambda t: empty.run(CheckContext(text=t)),
+                prompts,
+                iters=iters,
+                max_seconds=max_seconds,
+            )
+            rows.append(_row("baseline", "empty pipeline", label, size, emp, None))
+            for stage, name, check in built:
+
+                def one_check(t: str, check: Any = check, stage: str = stage) -> None:
+                    check.check(CheckContext(text=t, stage=stage))
+
+                try:
+                    s = _timer(one_check, prompts, iters=iters, max_seconds=max_seconds)
+                except Exception as exc:
+                    notes.append(f"{stage}/{name} @ {label}: raised {type(exc).__name__}: {exc}")
+                    continue
+                rows.append(_row(stage, name, label, size, s, base["p50_ms"]))
+            for stage, pipe in pipelines.items():
+                if not pipe.steps:
+                    continue
+
+                def one_pipe(t: str, pipe: Any = pipe, stage: str = stage) -> None:
+                    pipe.run(CheckContext(text=t, stage=stage))
+
+                s = _timer(one_pipe, prompts, iters=iters, max_seconds=max_seconds)
+                rows.append(_row(stage, f"{stage} pipeline (all)", label, size, s, base["p50_ms"]))
+    finally:
+        for _, _, check in built:
+            check.close()
+        if policy is not None:
+            policy.close()
+
+    plots: list[str] = []
+    if out_dir is not None:
+        plots = _plots(rows, out_dir)
+    headline = {}
+    for r in rows:
+        if r["check"] == "input pipeline (all)" and r["size"] == "4 KB":
+            headline["input_pipeline_4kb_p50_ms"] = r["p50_ms"]
+            headline["input_pipeline_4kb_p99_ms"] = r["p99_ms"]
+    return suite_result(
+        SUITE,
+        status="ok" if built else "skipped",
+        reason="" if built else "no check of the default policy could be built",
+        baseline="str.casefold over the same text, and an empty pipeline",
+        rows=rows,
+        headline=headline,
+        notes=notes,
+        plots=plots,
+    )
+
+
+def _row(
+    stage: str, name: str, label: str, size: int, s: dict[str, Any], base_p50: float | None
+) -> dict[str, Any]:
+    mb_s = (size / 1e6) / (s["p50_ms"] / 1e3) if s["p50_ms"] else None
+    return {
+        "stage": stage,
+        "check": name,
+        "size": label,
+        "bytes": size,
+        "p50_ms": s["p50_ms"],
+        "p99_ms": s["p99_ms"],
+        "mean_ms": s["mean_ms"],
+        "n": s["n"],
+        "MB/s (p50)": round(mb_s, 1) if mb_s else None,
+        "x casefold": ratio(s["p50_ms"], base_p50) if base_p50 else None,
+    }
+
+
+def _plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    names = [r["check"] for r in rows if r["stage"] != "baseline"]
+    names = list(dict.fromkeys(names))
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    plots = []
+    for metric in ("p50_ms", "p99_ms"):
+        series = {
+            sz: [
+                next((r[metric] for r in rows if r["check"] == n and r["size"] == sz), None)
+                for n in names
+            ]
+            for sz in sizes
+        }
+        p = bar_plot(
+            out_dir / f"checks_{metric}.png",
+            title=f"Per-check latency ({metric.split('_')[0]}) by prompt size",
+            groups=names,
+            series=series,
+            ylabel="ms (log)",
+            log_y=True,
+        )
+        if p:
+            plots.append(p.name)
+    return plots
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    args = parser.parse_args(argv)
+    out = args.json or RESULTS_DIR / "checks.json"
+    res = run(quick=args.quick, out_dir=out.parent)
+    res["environment"] = environment()
+    write_json(out, res)
+    print(markdown_table(res["rows"]))
+    for n in res["notes"]:
+        print("note:", n)
+    print(json.dumps(res["headline"]))
+    return 0 if res["status"] != "error" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
