@@ -1,0 +1,267 @@
+"""The sandboxed worker pool: misbehaving models fail only their own request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infershield.config import BackendConfig
+from infershield.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, LimitExceeded
+from infershield.sandbox import ModelError, ModelSpec, WorkerPool, onnx_model
+
+TESTS = str(Path(__file__).resolve().parents[1])
+NAMES = ("echo", "sleepy", "hog", "spin", "suicide", "raises", "rejects")
+SPECS = {n: ModelSpec(factory=f"sandbox_models:{n}", sys_path=(TESTS,)) for n in NAMES}
+
+
+def run_pool(body: Callable[[WorkerPool], Awaitable[Any]], **kw: Any) -> Any:
+    """Run ``body(pool)`` against a fresh pool in a fresh event loop."""
+    kw.setdefault("workers", 1)
+    kw.setdefault("memory_mb", 768)
+    kw.setdefault("timeout_s", 10.0)
+
+    async def main() -> Any:
+        async with WorkerPool(SPECS, **kw) as pool:
+            return await body(pool)
+
+    return asyncio.run(main())
+
+
+async def wait_for_pids(pool: WorkerPool, n: int, exclude: set[int] = frozenset()) -> list[int]:  # type: ignore[assignment]
+    """Pids once ``n`` workers are up again, none of them in ``exclude``."""
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        pids = pool.pids
+        if len(pids) == n and not exclude & set(pids):
+            return pids
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"workers not replaced: {pool.pids}")
+
+
+def test_round_trip_and_worker_is_another_process() -> None:
+    async def body(pool: WorkerPool) -> None:
+        out = await pool.run("echo", {"x": [1, 2, 3]})
+        assert out["out"] == [1, 2, 3]
+        assert out["pid"] != os.getpid()
+        assert out["pid"] in pool.pids
+
+    run_pool(body)
+
+
+def test_model_sleeping_past_deadline_is_killed_and_replaced() -> None:
+    async def body(pool: WorkerPool) -> None:
+        old = pool.pids
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as ei:
+            await pool.run("sleepy", {"seconds": 30}, timeout=0.3)
+        assert ei.value.stage == "forward"
+        assert time.monotonic() - t0 < 2.0
+        await wait_for_pids(pool, 1, exclude=set(old))
+        assert (await pool.run("echo", {"x": 1}))["out"] == 1
+        assert pool.stats.timeouts == 1
+
+    run_pool(body)
+
+
+def test_allocation_past_memory_cap_names_the_limit() -> None:
+    async def body(pool: WorkerPool) -> None:
+        old = pool.pids
+        with pytest.raises(LimitExceeded) as ei:
+            await pool.run("hog", {"mb": 2048})
+        assert ei.value.limit == "worker_memory_mb"
+        assert "worker_memory_mb" in ei.value.message
+        # A worker that hit MemoryError is replaced; the next request is served.
+        await wait_for_pids(pool, 1, exclude=set(old))
+        assert (await pool.run("hog", {"mb": 16}))["allocated"] == 16 * 1024 * 1024
+
+    run_pool(body, memory_mb=512)
+
+
+def test_cpu_time_cap_kills_a_spinning_worker() -> None:
+    async def body(pool: WorkerPool) -> None:
+        with pytest.raises(LimitExceeded) as ei:
+            await pool.run("spin", {"seconds": 20})
+        assert ei.value.limit == "worker_cpu_seconds"
+        # The limit is per request: a short spin on the replacement is fine.
+        assert (await pool.run("spin", {"seconds": 0.05}))["n"] > 0
+
+    run_pool(body, cpu_seconds=1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL, signal.SIGABRT])
+def test_worker_crash_fails_only_that_request(sig: signal.Signals) -> None:
+    async def body(pool: WorkerPool) -> None:
+        with pytest.raises(BackendUnavailable) as ei:
+            await pool.run("suicide", {"signal": int(sig)})
+        assert "worker crashed" in ei.value.message
+        assert sig.name in ei.value.message
+        assert (await pool.run("echo", {"x": "after"}))["out"] == "after"
+
+    run_pool(body)
+
+
+def test_sigkill_from_outside_mid_request_spares_other_requests() -> None:
+    async def body(pool: WorkerPool) -> None:
+        # Two workers: one runs a long request, the other is killed mid-request; requests
+        # queued behind the killed one go to its replacement.
+        long_run = asyncio.create_task(pool.run("sleepy", {"seconds": 1.0}))
+        victim = asyncio.create_task(pool.run("sleepy", {"seconds": 10}))
+        await asyncio.sleep(0.3)
+        queued = [asyncio.create_task(pool.run("echo", {"x": i})) for i in range(8)]
+        victim_pid = _busy_pid(pool, seconds=10)
+        os.kill(victim_pid, signal.SIGKILL)
+        with pytest.raises(BackendUnavailable) as ei:
+            await victim
+        assert "SIGKILL" in ei.value.message
+        assert (await long_run)["slept"] == 1.0
+        assert [(await q)["out"] for q in queued] == list(range(8))
+        assert victim_pid not in pool.pids
+
+    run_pool(body, workers=2)
+
+
+def _busy_pid(pool: WorkerPool, *, seconds: float) -> int:
+    for w in pool._workers:
+        if (
+            w is not None
+            and w.busy_with is not None
+            and w.busy_with.inputs.get("seconds") == seconds
+        ):
+            return w.pid
+    raise AssertionError("no worker runs that job")
+
+
+def test_cancelled_running_request_stops_the_work() -> None:
+    async def body(pool: WorkerPool) -> None:
+        old = pool.pids
+        task = asyncio.create_task(pool.run("sleepy", {"seconds": 30}))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The worker is killed after the grace period instead of sleeping on.
+        await wait_for_pids(pool, 1, exclude=set(old))
+        assert pool.stats.cancelled == 1
+        assert (await pool.run("echo", {"x": 1}))["out"] == 1
+
+    run_pool(body, cancel_grace_s=0.1)
+
+
+def test_cancelled_queued_request_never_runs() -> None:
+    async def body(pool: WorkerPool) -> None:
+        old = pool.pids
+        busy = asyncio.create_task(pool.run("sleepy", {"seconds": 0.4}))
+        await asyncio.sleep(0.1)
+        queued = asyncio.create_task(pool.run("suicide", {"signal": int(signal.SIGKILL)}))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        assert (await busy)["slept"] == 0.4
+        await asyncio.sleep(0.05)
+        # The queued job was dropped: it never ran (it would have killed the worker).
+        assert pool.pids == old
+        assert pool.stats.cancelled == 1
+
+    run_pool(body)
+
+
+def test_deadline_while_queued_answers_on_time() -> None:
+    async def body(pool: WorkerPool) -> None:
+        busy = asyncio.create_task(pool.run("sleepy", {"seconds": 1.0}))
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as ei:
+            await pool.run("echo", {"x": 1}, timeout=0.2)
+        assert ei.value.stage == "forward"
+        assert "free worker" in ei.value.message
+        assert time.monotonic() - t0 < 0.6
+        await busy
+
+    run_pool(body)
+
+
+def test_model_errors_keep_the_worker() -> None:
+    async def body(pool: WorkerPool) -> None:
+        old = pool.pids
+        with pytest.raises(ModelError) as e1:
+            await pool.run("raises", {})
+        # The client sees the exception type only, never the model's text.
+        assert "ValueError" in e1.value.message
+        assert "unhappy" not in e1.value.message
+        with pytest.raises(InvalidRequest, match="must be a string"):
+            await pool.run("rejects", {})
+        with pytest.raises(InvalidRequest, match="unknown model"):
+            await pool.run("nope", {})
+        assert pool.pids == old
+
+    run_pool(body)
+
+
+def test_broken_model_fails_start_clearly() -> None:
+    async def main() -> None:
+        pool = WorkerPool(
+            {"bad": ModelSpec(factory="sandbox_models:broken_loader", sys_path=(TESTS,))},
+            workers=1,
+        )
+        with pytest.raises(BackendUnavailable, match="weights file is corrupt"):
+            await pool.start()
+
+    asyncio.run(main())
+
+
+def test_closed_pool_refuses_and_fork_is_rejected() -> None:
+    async def main() -> None:
+        pool = WorkerPool(SPECS)
+        with pytest.raises(BackendUnavailable, match="not running"):
+            await pool.run("echo", {})
+
+    asyncio.run(main())
+    with pytest.raises(ValueError, match="fork"):
+        WorkerPool(SPECS, start_method="fork")
+
+
+def test_from_config_uses_backend_limits() -> None:
+    pool = WorkerPool.from_config(
+        BackendConfig(workers=3, worker_memory_mb=300, worker_cpu_seconds=7, timeout_s=2.5), SPECS
+    )
+    assert (pool.n_workers, pool.memory_mb, pool.cpu_seconds, pool.timeout_s) == (3, 300, 7, 2.5)
+
+
+def test_onnx_session_runs_inside_the_worker(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["c"])],
+        "add",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [None]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [None]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [None])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "add.onnx"
+    onnx.save(model, str(path))
+    import numpy as np
+
+    specs = {"add": ModelSpec(factory="infershield.sandbox:onnx_model", args=(str(path),))}
+    assert callable(onnx_model)
+
+    async def main() -> None:
+        async with WorkerPool(specs, workers=1, memory_mb=2048) as pool:
+            out = await pool.run(
+                "add", {"a": np.array([1.0, 2.0], np.float32), "b": np.ones(2, np.float32)}
+            )
+            assert out["c"].tolist() == [2.0, 3.0]
+            with pytest.raises(InvalidRequest, match="rejected the inputs"):
+                await pool.run("add", {"a": np.array([1.0], np.float32)})
+
+    asyncio.run(main())
