@@ -1,0 +1,128 @@
+"""``classifier``: an ONNX sequence classifier that scores every token window of the text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from infershield.checks.base import Check, CheckContext, Stage
+from infershield.config import Config
+from infershield.errors import ConfigError, LimitExceeded
+from infershield.verdict import Verdict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierOptions:
+    """Options of :class:`ClassifierCheck`.
+
+    ``model`` is a directory (model.onnx + tokenizer.json + config.json) or the name of a model
+    under ``<cache>/models``; empty means the shipped injection/jailbreak model.
+    """
+
+    model: str = ""
+    #: Block at or above this attack probability; ``None`` = the model's recommended value.
+    threshold: float | None = None
+    attack_labels: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ("auto",)
+    fp16: bool = False
+    max_batch: int = 32
+    max_wait_ms: float = 2.0
+    window: int = 0
+    stride: int = 0
+    max_windows: int = 64
+    threads: int = 0
+    #: What to do when the shipped model is not in the cache yet.
+    on_missing_model: Literal["build", "error"] = "build"
+
+
+class ClassifierCheck(Check):
+    """Blocks text whose attack probability (max over windows) reaches the threshold."""
+
+    Options = ClassifierOptions
+    stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
+    REASON_ATTACK = "classifier: attack probability {score:.3f} >= {threshold:.3f}"
+    REASON_TOO_LONG = "classifier: text exceeds the window limit"
+
+    def __init__(self, name: str, options: ClassifierOptions, model_dir: Path) -> None:
+        from infershield.detectors.runtime import MicroBatcher, RuntimeOptions, SequenceClassifier
+
+        super().__init__(name, options)
+        o = options
+        self.model = SequenceClassifier(
+            model_dir,
+            RuntimeOptions(
+                attack_labels=o.attack_labels, providers=o.providers, fp16=o.fp16,
+                window=o.window, stride=o.stride, max_windows=o.max_windows,
+                intra_op_threads=o.threads, max_batch=o.max_batch,
+            ),
+        )
+        recommended = float(self.model.meta.get("threshold", 0.5))
+        self.threshold = o.threshold if o.threshold is not None else recommended
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
+        self.categories = tuple(dict.fromkeys(
+            "jailbreak" if "jailbreak" in lab.lower() else "injection"
+            for lab in self.model.attack_labels
+        ))
+        self.batcher = MicroBatcher(self.model, max_batch=o.max_batch, max_wait_ms=o.max_wait_ms)
+
+    @classmethod
+    def from_config(cls, name: str, options: ClassifierOptions, config: Config) -> ClassifierCheck:
+        """Resolve ``options.model`` against the cache (building the shipped model if allowed)."""
+        from infershield.detectors.models import ensure_shipped_model, models_dir
+
+        if not options.model:
+            model_dir = ensure_shipped_model(
+                config.cache_path, build=options.on_missing_model == "build"
+            )
+        else:
+            p = Path(options.model).expanduser()
+            model_dir = p if p.is_dir() else models_dir(config.cache_path) / options.model
+            if not model_dir.is_dir():
+                raise ConfigError(f"classifier model {options.model!r} not found ({model_dir})")
+        return cls(name, options, model_dir)
+
+    def _verdict(self, score: float) -> Verdict:
+        score = min(max(score, 0.0), 1.0)
+        if score >= self.threshold:
+            reason = self.REASON_ATTACK.format(score=score, threshold=self.threshold)
+            return self.block(reason, score, categories=self.categories)
+        return self.allow(score=score)
+
+    def _too_long(self) -> Verdict:
+        # Fail closed: text we cannot fully score is never waved through.
+        return self.block(self.REASON_TOO_LONG, 1.0, categories=self.categories)
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        try:
+            return self._verdict(self.batcher.submit(ctx.text).result())
+        except LimitExceeded:
+            return self._too_long()
+
+    async def acheck(self, ctx: CheckContext) -> Verdict:
+        """Event-loop friendly: awaits the batcher's future instead of blocking the loop."""
+        try:
+            return self._verdict(await asyncio.wrap_future(self.batcher.submit(ctx.text)))
+        except LimitExceeded:
+            return self._too_long()
+
+    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
+        # A batch already is a batch: score it directly, windows sorted by length.
+        per_text: list[list[list[int]] | None] = []
+        for ctx in ctxs:
+            try:
+                per_text.append(self.model.windows(ctx.text))
+            except LimitExceeded:
+                per_text.append(None)
+        ok = [w for w in per_text if w is not None]
+        scores = iter(self.model.score_windows(ok).tolist()) if ok else iter(())
+        return [self._too_long() if w is None else self._verdict(next(scores)) for w in per_text]
+
+    def close(self) -> None:
+        self.batcher.close()

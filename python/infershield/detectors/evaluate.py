@@ -1,0 +1,132 @@
+"""``infershield eval``: detection quality and latency of model, rules, and both combined."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from infershield.checks.base import CheckContext
+from infershield.config import CheckSpec, Config
+from infershield.detectors.training import BENIGN, Row, auc, source_family, tpr_at_fpr
+from infershield.pipeline import Pipeline
+from infershield.policy import build_pipeline
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass
+class Scored:
+    scores: F32
+    blocked: npt.NDArray[np.bool_]
+    latency_ms: F32
+
+
+def _run(pipe: Pipeline, texts: Sequence[str], batch: int) -> Scored:
+    scores, blocked, lat = [], [], []
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        t0 = time.perf_counter()
+        res = pipe.run_batch([CheckContext(text=t) for t in chunk])
+        per = (time.perf_counter() - t0) * 1000.0 / len(chunk)
+        scores += [r.score for r in res]
+        blocked += [r.blocked for r in res]
+        lat += [per] * len(chunk)
+    return Scored(np.array(scores, np.float32), np.array(blocked), np.array(lat, np.float32))
+
+
+def pipelines(config: Config) -> dict[str, Pipeline]:
+    """``model`` (classifier checks only; the shipped one if the policy has none), ``rules``
+    (the policy's input checks minus classifiers) and ``combined`` (both)."""
+    specs = [s for s in config.policy.input if s.enabled]
+    model = [s for s in specs if s.type == "classifier"] or [CheckSpec(type="classifier")]
+    rules = [s for s in specs if s.type != "classifier"]
+    out: dict[str, Pipeline] = {}
+    out["model"] = build_pipeline(model, "input", config, fail_fast=False)
+    out["rules"] = build_pipeline(rules, "input", config, fail_fast=False)
+    # Combined reuses the built checks: Pipeline only holds references.
+    out["combined"] = Pipeline([*out["rules"].steps, *out["model"].steps], fail_fast=False)
+    return out
+
+
+def evaluate(rows: Sequence[Row], config: Config, *, batch: int = 32) -> dict[str, Any]:
+    """Scores every row with each pipeline and returns the metrics as a JSON-ready dict."""
+    pipes = pipelines(config)
+    texts = [r.text for r in rows]
+    labels = np.array([r.label for r in rows])
+    fams = np.array([source_family(r.source) if r.source else "-" for r in rows])
+    neg = labels == BENIGN
+    report: dict[str, Any] = {"rows": len(rows), "labels": {}, "pipelines": {}}
+    for lab in sorted(set(labels.tolist())):
+        report["labels"][lab] = int((labels == lab).sum())
+    try:
+        for name in ("model", "rules", "combined"):
+            sc = _run(pipes[name], texts, batch)
+            rep: dict[str, Any] = {
+                "latency_ms": {"mean": float(sc.latency_ms.mean()),
+                               "p50": float(np.percentile(sc.latency_ms, 50)),
+                               "p95": float(np.percentile(sc.latency_ms, 95))},
+                "blocked_benign_rate": float(sc.blocked[neg].mean()) if neg.any() else None,
+                "per_label": {}, "per_source": {},
+            }
+            attack_mask = np.isin(labels, ["injection", "jailbreak"])
+            groups = {lab: labels == lab for lab in sorted(set(labels.tolist())) if lab != BENIGN}
+            if attack_mask.any():
+                groups["injection+jailbreak"] = attack_mask
+            t1 = None
+            for lab, mask in groups.items():
+                sel = mask | neg
+                y = mask[sel].astype(np.int64)
+                s = sc.scores[sel]
+                tpr1, t1_lab = tpr_at_fpr(y, s, 0.01)
+                tpr5, _ = tpr_at_fpr(y, s, 0.05)
+                rep["per_label"][lab] = {
+                    "n": int(mask.sum()), "auc": auc(y, s), "tpr_at_1pct_fpr": tpr1,
+                    "tpr_at_5pct_fpr": tpr5, "threshold_at_1pct_fpr": t1_lab,
+                    "blocked_rate": float(sc.blocked[mask].mean()),
+                }
+                if lab == "injection+jailbreak":
+                    t1 = t1_lab
+            if t1 is not None:
+                for fam in sorted(set(fams.tolist())):
+                    m = fams == fam
+                    by_lab: defaultdict[str, int] = defaultdict(int)
+                    for lab in labels[m]:
+                        by_lab[str(lab)] += 1
+                    rep["per_source"][fam] = {
+                        "n": int(m.sum()), "labels": dict(by_lab),
+                        "flagged_at_1pct_threshold": float((sc.scores[m] >= t1).mean()),
+                        "blocked_rate": float(sc.blocked[m].mean()),
+                    }
+            report["pipelines"][name] = rep
+    finally:
+        for p in (pipes["model"], pipes["rules"]):
+            p.close()
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text table of :func:`evaluate`'s result."""
+    lines = [f"rows: {report['rows']}  labels: {report['labels']}"]
+    for name, rep in report["pipelines"].items():
+        lat = rep["latency_ms"]
+        lines.append(f"\n== {name}  latency ms/text mean {lat['mean']:.2f} p50 {lat['p50']:.2f} "
+                     f"p95 {lat['p95']:.2f}  benign blocked {rep['blocked_benign_rate']}")
+        lines.append(f"{'label':<22}{'n':>6}{'AUC':>8}{'TPR@1%':>9}{'TPR@5%':>9}"
+                     f"{'thr@1%':>9}{'blocked':>9}")
+        for lab, m in rep["per_label"].items():
+            lines.append(f"{lab:<22}{m['n']:>6}{m['auc']:>8.4f}{m['tpr_at_1pct_fpr']:>9.3f}"
+                         f"{m['tpr_at_5pct_fpr']:>9.3f}{m['threshold_at_1pct_fpr']:>9.4f}"
+                         f"{m['blocked_rate']:>9.3f}")
+        if rep["per_source"]:
+            lines.append(f"{'source':<70}{'n':>6}{'flag@1%':>9}{'blocked':>9}")
+            for fam, m in rep["per_source"].items():
+                lines.append(f"{fam[:69]:<70}{m['n']:>6}{m['flagged_at_1pct_threshold']:>9.3f}"
+                             f"{m['blocked_rate']:>9.3f}")
+    return "\n".join(lines)
+

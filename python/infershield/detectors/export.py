@@ -1,0 +1,185 @@
+"""Our own numpy + ``onnx`` exporter: a safetensors BERT becomes an ONNX graph.
+
+Graph inputs are ``input_ids`` and ``attention_mask`` (int64, ``[batch, seq]``). The output is
+``embeddings`` (mean-pooled, L2-normalised; sentence-transformers semantics) or, with a
+:class:`~infershield.detectors.head.Head`, ``logits`` — the Hugging Face
+sequence-classification layout the generic runtime loads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from infershield.detectors.bert import BertConfig, Weights, load_bert, minilm_dir
+from infershield.detectors.head import Head
+
+OPSET = 17  # LayerNormalization is a core op from 17 on.
+
+
+class _Graph:
+    """Tiny helper that names nodes and initializers uniquely."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._n = 0
+
+    def const(self, name: str, arr: np.ndarray) -> str:  # type: ignore[type-arg]
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs: Any) -> str:
+        self._n += 1
+        out = f"{op_type.lower()}_{self._n}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+
+def _linear(g: _Graph, x: str, w: Weights, name: str) -> str:
+    # HF stores Linear weights as (out, in); MatMul wants (in, out).
+    wt = g.const(name + ".wT", np.ascontiguousarray(w[name + ".weight"].T))
+    return g.op("Add", [g.op("MatMul", [x, wt]), g.const(name + ".b", w[name + ".bias"])])
+
+
+def _layer_norm(g: _Graph, x: str, w: Weights, name: str, eps: float) -> str:
+    gamma = g.const(name + ".g", w[name + ".weight"])
+    beta = g.const(name + ".bb", w[name + ".bias"])
+    return g.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=eps)
+
+
+def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None) -> onnx.ModelProto:
+    """Build the ONNX model for ``cfg``/``w`` (+ optional head); see the module docstring."""
+    g = _Graph()
+    f32 = np.float32
+    i64 = np.int64
+    # Embeddings: word + position + token type 0 (single-segment input).
+    word_emb = g.const("word_emb", w["embeddings.word_embeddings.weight"])
+    word = g.op("Gather", [word_emb, "input_ids"])
+    seq_len = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_i", np.array(1, i64))],
+                   axis=0)
+    pos_ids = g.op("Range", [g.const("zero_i", np.array(0, i64)), seq_len, "one_i"])
+    pos = g.op("Gather", [g.const("pos_emb", w["embeddings.position_embeddings.weight"]), pos_ids])
+    typ = g.const("type0_emb", w["embeddings.token_type_embeddings.weight"][0])
+    x = g.op("Add", [g.op("Add", [word, pos]), typ])
+    x = _layer_norm(g, x, w, "embeddings.LayerNorm", cfg.layer_norm_eps)
+
+    mask_f = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
+    # Additive attention bias [B, 1, 1, S]: 0 for real tokens, -1e4 for padding (fp16-safe).
+    inv = g.op("Sub", [g.const("one_f", np.array(1.0, f32)), mask_f])
+    bias = g.op("Unsqueeze", [g.op("Mul", [inv, g.const("neg_big", np.array(-10000.0, f32))]),
+                              g.const("ax12", np.array([1, 2], i64))])
+    nh, hd = cfg.num_attention_heads, cfg.head_dim
+    split_shape = g.const("split_shape", np.array([0, 0, nh, hd], i64))
+    merge_shape = g.const("merge_shape", np.array([0, 0, cfg.hidden_size], i64))
+    scale = g.const("attn_scale", np.array(1.0 / math.sqrt(hd), f32))
+    sqrt2 = g.const("sqrt2", np.array(math.sqrt(2.0), f32))
+    half = g.const("half", np.array(0.5, f32))
+    for n in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{n}."
+        q, k, v = (
+            g.op("Reshape", [_linear(g, x, w, p + f"attention.self.{m}"), split_shape])
+            for m in ("query", "key", "value")
+        )
+        qt = g.op("Transpose", [q], perm=[0, 2, 1, 3])
+        kt = g.op("Transpose", [k], perm=[0, 2, 3, 1])
+        vt = g.op("Transpose", [v], perm=[0, 2, 1, 3])
+        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [qt, kt]), scale]), bias])
+        ctx = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), vt])
+        ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge_shape])
+        x = _layer_norm(g, g.op("Add", [_linear(g, ctx, w, p + "attention.output.dense"), x]), w,
+                        p + "attention.output.LayerNorm", cfg.layer_norm_eps)
+        inter = _linear(g, x, w, p + "intermediate.dense")
+        # Exact (erf) GELU, as BERT uses; ORT fuses this pattern into one Gelu kernel.
+        erf = g.op("Erf", [g.op("Div", [inter, sqrt2])])
+        gelu = g.op("Mul", [g.op("Mul", [inter, half]), g.op("Add", [erf, "one_f"])])
+        x = _layer_norm(g, g.op("Add", [_linear(g, gelu, w, p + "output.dense"), x]), w,
+                        p + "output.LayerNorm", cfg.layer_norm_eps)
+
+    # Mean pooling over real tokens, then L2 normalisation.
+    m3 = g.op("Unsqueeze", [mask_f, g.const("ax2", np.array([2], i64))])
+    ax1 = g.const("ax1", np.array([1], i64))
+    summed = g.op("ReduceSum", [g.op("Mul", [x, m3]), ax1], keepdims=0)
+    count = g.op("Max", [g.op("ReduceSum", [m3, ax1], keepdims=0),
+                         g.const("eps_cnt", np.array(1e-9, f32))])
+    pooled = g.op("Div", [summed, count])
+    norm = g.op("Max", [g.op("ReduceL2", [pooled], axes=[1], keepdims=1),
+                        g.const("eps_norm", np.array(1e-12, f32))])
+    emb = g.op("Div", [pooled, norm])
+
+    batch, seq = "batch", "sequence"
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, [batch, seq])
+              for name in ("input_ids", "attention_mask")]
+    if head is None:
+        g.nodes.append(helper.make_node("Identity", [emb], ["embeddings"], name="out"))
+        outputs = [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT,
+                                                 [batch, cfg.hidden_size])]
+    else:
+        h = emb
+        if head.w1.size:
+            h = g.op("Relu", [g.op("Add", [g.op("MatMul", [h, g.const("head.w1", head.w1)]),
+                                           g.const("head.b1", head.b1)])])
+        logits = g.op("Add", [g.op("MatMul", [h, g.const("head.w2", head.w2)]),
+                              g.const("head.b2", head.b2)])
+        g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="out"))
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                 [batch, len(head.labels)])]
+    graph = helper.make_graph(g.nodes, "infershield_bert", inputs, outputs, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="infershield")
+    model.ir_version = 8  # readable by onnxruntime >= 1.14
+    onnx.checker.check_model(model)
+    return model
+
+
+def _write_dir(out_dir: Path, model: onnx.ModelProto, config: dict[str, object]) -> Path:
+    """Write model.onnx + tokenizer.json + config.json atomically (tmp dir, then rename)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    onnx.save_model(model, str(tmp / "model.onnx"))
+    shutil.copyfile(minilm_dir() / "tokenizer.json", tmp / "tokenizer.json")
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
+                                     encoding="utf-8")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256) -> Path:
+    """Export all-MiniLM-L6-v2 to ``out_dir`` (model.onnx, tokenizer.json, config.json).
+
+    Without ``head`` the model outputs sentence embeddings; with it, classification logits and
+    a Hugging Face-style ``config.json`` (``id2label``) that
+    :class:`~infershield.detectors.runtime.SequenceClassifier` loads. ``window`` is the token
+    window the runtime uses (sentence-transformers trained MiniLM on 256 tokens).
+    """
+    cfg, weights = load_bert(minilm_dir())
+    model = bert_graph(cfg, weights, head)
+    config: dict[str, object] = {
+        "model_type": "bert",
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+        "hidden_size": cfg.hidden_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "infershield": {"window": window},
+    }
+    if head is not None:
+        config["id2label"] = {str(i): lab for i, lab in enumerate(head.labels)}
+        config["label2id"] = {lab: i for i, lab in enumerate(head.labels)}
+        config["architectures"] = ["BertForSequenceClassification"]
+        config["infershield"] = {"window": window, "threshold": head.threshold, **head.meta}
+    return _write_dir(out_dir, model, config)
+
+
+def build_embedding_model(out_dir: Path) -> Path:
+    """The plain MiniLM sentence-embedding model (no head): the ``local`` backend's demo model."""
+    return export_minilm(out_dir, head=None)

@@ -1,0 +1,156 @@
+"""A small classification head over sentence embeddings: an MLP (or, with no hidden layer,
+logistic regression) trained in plain numpy, stored as a tiny ``.npz``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from infershield.errors import ConfigError
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class Head:
+    """``logits = relu(x @ w1 + b1) @ w2 + b2`` (or ``x @ w2 + b2`` when ``w1`` is empty).
+
+    ``labels[i]`` names logit ``i``; ``threshold`` is the recommended attack-probability cut
+    chosen on a held-out split when the head was trained.
+    """
+
+    w1: F32
+    b1: F32
+    w2: F32
+    b2: F32
+    labels: tuple[str, ...]
+    threshold: float = 0.5
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.w2.shape[1] != len(self.labels) or self.b2.shape != (len(self.labels),):
+            raise ConfigError("head: output size does not match the number of labels")
+        if self.w1.size and self.w1.shape[1] != self.w2.shape[0]:
+            raise ConfigError("head: hidden sizes do not match")
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"head: threshold must be in (0, 1), got {self.threshold}")
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.w1.shape[0] if self.w1.size else self.w2.shape[0])
+
+    def logits(self, x: F32) -> F32:
+        h = np.maximum(x @ self.w1 + self.b1, 0.0) if self.w1.size else x
+        out: F32 = (h @ self.w2 + self.b2).astype(np.float32)
+        return out
+
+    def probs(self, x: F32) -> F32:
+        z = self.logits(x)
+        z = np.exp(z - z.max(1, keepdims=True))
+        out: F32 = z / z.sum(1, keepdims=True)
+        return out
+
+    def save(self, path: Path) -> None:
+        meta_keys = np.array(list(self.meta), dtype=str)
+        meta_vals = np.array(list(self.meta.values()), dtype=str)
+        np.savez_compressed(
+            path, w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2,
+            labels=np.array(self.labels, dtype=str), threshold=np.array(self.threshold),
+            meta_keys=meta_keys, meta_vals=meta_vals,
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Head:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(
+                    z["w1"].astype(np.float32), z["b1"].astype(np.float32),
+                    z["w2"].astype(np.float32), z["b2"].astype(np.float32),
+                    tuple(str(s) for s in z["labels"]), float(z["threshold"]),
+                    dict(zip((str(k) for k in z["meta_keys"]), (str(v) for v in z["meta_vals"]),
+                             strict=True)),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"cannot read classifier head {path}: {exc}") from None
+
+
+def train_head(
+    x: F32,
+    y: npt.NDArray[np.int64],
+    labels: tuple[str, ...],
+    *,
+    hidden: int = 64,
+    epochs: int = 60,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
+    sample_weight: F32 | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+) -> Head:
+    """Train the head with Adam on weighted softmax cross-entropy (numpy only, deterministic).
+
+    Classes are re-weighted to balance, times ``sample_weight`` when given.
+    """
+    if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError("train_head: x must be (n, d) with one label per row")
+    n_cls = len(labels)
+    if y.min() < 0 or y.max() >= n_cls:
+        raise ValueError("train_head: label index out of range")
+    rng = np.random.default_rng(seed)
+    d = x.shape[1]
+    counts = np.bincount(y, minlength=n_cls).astype(np.float64)
+    cw = np.where(counts > 0, len(y) / (n_cls * np.maximum(counts, 1)), 0.0)
+    sw = cw[y] * (sample_weight if sample_weight is not None else 1.0)
+    sw = (sw / sw.mean()).astype(np.float32)
+
+    params: list[F32]
+    if hidden > 0:
+        params = [
+            (rng.standard_normal((d, hidden)) * np.sqrt(2.0 / d)).astype(np.float32),
+            np.zeros(hidden, np.float32),
+            (rng.standard_normal((hidden, n_cls)) * np.sqrt(1.0 / hidden)).astype(np.float32),
+            np.zeros(n_cls, np.float32),
+        ]
+    else:
+        params = [np.zeros((d, 0), np.float32), np.zeros(0, np.float32),
+                  np.zeros((d, n_cls), np.float32), np.zeros(n_cls, np.float32)]
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    step = 0
+    b1_, b2_, eps = 0.9, 0.999, 1e-8
+    for _ in range(epochs):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), batch_size):
+            idx = order[start : start + batch_size]
+            xb, yb, wb = x[idx], y[idx], sw[idx]
+            w1, b1, w2, b2 = params
+            if hidden > 0:
+                pre = xb @ w1 + b1
+                h = np.maximum(pre, 0.0)
+            else:
+                h = xb
+            z = h @ w2 + b2
+            z = np.exp(z - z.max(1, keepdims=True))
+            p = z / z.sum(1, keepdims=True)
+            g = p
+            g[np.arange(len(yb)), yb] -= 1.0
+            g *= (wb / len(yb))[:, None]
+            grads = [np.zeros_like(w1), np.zeros_like(b1), h.T @ g, g.sum(0)]
+            if hidden > 0:
+                gh = (g @ w2.T) * (pre > 0)
+                grads[0], grads[1] = xb.T @ gh, gh.sum(0)
+            step += 1
+            for i, (pr, gr) in enumerate(zip(params, grads, strict=True)):
+                if pr.size == 0:
+                    continue
+                if pr.ndim == 2:
+                    gr = gr + weight_decay * pr
+                m[i] = b1_ * m[i] + (1 - b1_) * gr
+                v[i] = b2_ * v[i] + (1 - b2_) * gr * gr
+                mh = m[i] / (1 - b1_**step)
+                vh = v[i] / (1 - b2_**step)
+                params[i] = (pr - lr * mh / (np.sqrt(vh) + eps)).astype(np.float32)
+    return Head(params[0], params[1], params[2], params[3], labels)

@@ -1,0 +1,96 @@
+"""The shipped model: MiniLM embedding + our trained head, built reproducibly into the cache."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+from infershield.detectors.export import export_minilm
+from infershield.detectors.head import Head
+from infershield.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Name of the shipped classifier under ``<cache>/models/``.
+SHIPPED_MODEL = "injection-minilm"
+#: Name of the plain embedding model (the ``local`` backend's demo model).
+EMBEDDING_MODEL = "minilm-embedding"
+
+
+def shipped_head_path() -> Path:
+    """The committed head weights (trained by ``infershield models train``)."""
+    return Path(str(resources.files("infershield") / "models" / "injection_head.npz"))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def models_dir(cache_path: Path) -> Path:
+    return Path(cache_path) / "models"
+
+
+def build_classifier(out_dir: Path, head_path: Path | None = None) -> Path:
+    """Export MiniLM + head to ``out_dir``; records the head's hash so stale builds are redone."""
+    head_path = head_path or shipped_head_path()
+    head = Head.load(head_path)
+    out = export_minilm(out_dir, head=head)
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg["infershield"]["head_sha256"] = _sha256(head_path)
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+def _is_current(model_dir: Path, head_path: Path) -> bool:
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        (model_dir / "model.onnx").is_file()
+        and (model_dir / "tokenizer.json").is_file()
+        and cfg.get("infershield", {}).get("head_sha256") == _sha256(head_path)
+    )
+
+
+def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = False) -> Path:
+    """Return the shipped classifier's directory, building it first when missing or stale.
+
+    Concurrent processes serialise on a lock file, so a server and a test run starting at the
+    same time build it once. With ``build=False`` a missing model is a ConfigError.
+    """
+    target = models_dir(cache_path) / SHIPPED_MODEL
+    head_path = shipped_head_path()
+    if not force and _is_current(target, head_path):
+        return target
+    if not build:
+        raise ConfigError(
+            f"classifier model not built at {target}: run `infershield models build`"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{SHIPPED_MODEL}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if force or not _is_current(target, head_path):
+            log.info("building classifier model into %s", target)
+            build_classifier(target, head_path)
+    return target
+
+
+def ensure_embedding_model(cache_path: Path) -> Path:
+    """The plain MiniLM embedding model in the cache (built on first use)."""
+    from infershield.detectors.export import build_embedding_model
+
+    target = models_dir(cache_path) / EMBEDDING_MODEL
+    if (target / "model.onnx").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{EMBEDDING_MODEL}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "model.onnx").is_file():
+            build_embedding_model(target)
+    return target

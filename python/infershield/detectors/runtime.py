@@ -1,0 +1,334 @@
+"""Generic ONNX sequence-classification runtime: windowing, providers, micro-batching.
+
+Loads any Hugging Face-style directory (``model.onnx`` + ``tokenizer.json`` + ``config.json``
+with ``id2label``): our shipped MiniLM head, or an optimum export of ProtectAI's deberta-v3
+prompt-injection model or Llama Prompt Guard 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from infershield.errors import ConfigError, LimitExceeded
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeOptions:
+    """How a model directory is run. ``attack_labels`` empty means every non-benign label."""
+
+    attack_labels: tuple[str, ...] = ()
+    #: "auto" = CUDA EP when onnxruntime-gpu and a GPU are present, else CPU EP.
+    providers: tuple[str, ...] = ("auto",)
+    fp16: bool = False
+    window: int = 0  # tokens per window incl. specials; 0 = the model's own (config.json)
+    stride: int = 0  # tokens shared by consecutive windows; 0 = window // 4
+    max_windows: int = 64
+    intra_op_threads: int = 0  # 0 = min(cores, 4)
+    max_batch: int = 32
+    warmup: bool = True
+
+
+def resolve_providers(requested: Sequence[str]) -> list[str]:
+    """Map the configured provider list to what this onnxruntime build can run.
+
+    A requested provider that is not available is dropped with a warning, and the CPU EP is
+    always kept last, so a CUDA request on a CPU-only host still serves (on the CPU).
+    """
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    wanted: list[str] = []
+    for p in requested:
+        if p == "auto":
+            wanted += [CUDA] if CUDA in available and _gpu_present() else []
+        elif p in ("cuda", CUDA):
+            if CUDA in available and _gpu_present():
+                wanted.append(CUDA)
+            else:
+                log.warning("CUDA execution provider requested but unavailable; using the CPU")
+        elif p in ("cpu", CPU):
+            pass
+        elif p in available:
+            wanted.append(p)
+        else:
+            raise ConfigError(f"unknown or unavailable execution provider {p!r}")
+    return [*dict.fromkeys(wanted), CPU]
+
+
+def _gpu_present() -> bool:
+    # onnxruntime-gpu lists CUDA even without a device; check for a driver-visible GPU.
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
+
+
+class SequenceClassifier:
+    """One ONNX session (built once, warmed up, thread-safe) plus tokenizer and label map.
+
+    ``score`` returns one attack probability per text: every overlapping token window is
+    scored and the maximum wins, so an attack cannot hide past the first window.
+    """
+
+    def __init__(self, model_dir: Path, options: RuntimeOptions | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.options = opts = options or RuntimeOptions()
+        self.model_dir = model_dir = Path(model_dir)
+        model_path = model_dir / "model.onnx"
+        if opts.fp16 and (model_dir / "model_fp16.onnx").is_file():
+            model_path = model_dir / "model_fp16.onnx"
+        for p in (model_path, model_dir / "tokenizer.json", model_dir / "config.json"):
+            if not p.is_file():
+                raise ConfigError(f"classifier model file missing: {p}")
+        try:
+            cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+            id2label = {int(k): str(v) for k, v in cfg["id2label"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(
+                f"{model_dir / 'config.json'}: needs an id2label map ({exc})"
+            ) from None
+        self.labels = tuple(id2label[i] for i in range(len(id2label)))
+        self.meta: dict[str, Any] = dict(cfg.get("infershield", {}))
+        attack = opts.attack_labels or tuple(
+            lab for lab in self.labels if lab.lower() not in ("benign", "safe", "legit", "label_0")
+        )
+        unknown = [a for a in attack if a not in self.labels]
+        if unknown or not attack:
+            raise ConfigError(
+                f"attack labels {list(unknown or attack)} not in the model's labels "
+                f"{list(self.labels)}"
+            )
+        self.attack_labels = tuple(attack)
+        self._attack_idx = np.array([self.labels.index(a) for a in attack])
+
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self._prefix, self._suffix = _special_tokens(self.tokenizer)
+        self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or cfg.get("pad_token_id") or 0)
+        model_max = int(cfg.get("max_position_embeddings", 512))
+        self.window = min(opts.window or int(self.meta.get("window", model_max)), model_max)
+        body = self.window - len(self._prefix) - len(self._suffix)
+        self.stride = opts.stride or max(1, body // 4)
+        if body <= 0 or not 0 < self.stride < body:
+            raise ConfigError(
+                f"window {self.window} / stride {self.stride}: need 0 < stride < body"
+            )
+        self._body = body
+        if opts.max_windows < 1 or opts.max_batch < 1:
+            raise ConfigError("max_windows and max_batch must be positive")
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = opts.intra_op_threads or min(os.cpu_count() or 1, 4)
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.providers = resolve_providers(opts.providers)
+        try:
+            self.session = ort.InferenceSession(str(model_path), so, providers=self.providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ConfigError(f"cannot load {model_path}: {exc}") from None
+        self.active_providers = tuple(self.session.get_providers())
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        if not {"input_ids", "attention_mask"} <= self._inputs:
+            raise ConfigError(f"{model_path}: needs input_ids and attention_mask inputs")
+        self._output = self.session.get_outputs()[0].name
+        self._use_io_binding = CUDA in self.active_providers
+        if opts.warmup:
+            self.score(["warm up"])
+
+    # ------------------------------------------------------------------ tokenisation
+
+    def windows(self, text: str) -> list[list[int]]:
+        """Overlapping token windows (with special tokens) covering all of ``text``."""
+        return self.windows_batch([text])[0]
+
+    def windows_batch(self, texts: Sequence[str]) -> list[list[list[int]]]:
+        out = []
+        for enc in self.tokenizer.encode_batch(list(texts), add_special_tokens=False):
+            ids = enc.ids
+            starts = list(range(0, max(len(ids) - self._body, 0) + 1, self.stride))
+            if starts[-1] + self._body < len(ids):
+                starts.append(len(ids) - self._body)  # the tail is always covered
+            if len(starts) > self.options.max_windows:
+                raise LimitExceeded(
+                    f"text needs {len(starts)} windows (> max_windows {self.options.max_windows})",
+                    limit="classifier.max_windows",
+                )
+            out.append([self._prefix + ids[s : s + self._body] + self._suffix for s in starts])
+        return out
+
+    # ------------------------------------------------------------------ inference
+
+    def score(self, texts: Sequence[str]) -> F32:
+        """Attack probability per text: the max over its windows."""
+        return self.score_windows(self.windows_batch(texts))
+
+    def score_windows(self, per_text: Sequence[Sequence[list[int]]]) -> F32:
+        flat = [w for ws in per_text for w in ws]
+        probs = self.window_probs(flat)
+        out = np.zeros(len(per_text), np.float32)
+        i = 0
+        for t, ws in enumerate(per_text):
+            out[t] = probs[i : i + len(ws)].max() if ws else 0.0
+            i += len(ws)
+        return out
+
+    def window_probs(self, windows: Sequence[list[int]]) -> F32:
+        """Attack probability per window; windows are sorted by length so padding stays low."""
+        probs = np.zeros(len(windows), np.float32)
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        mb = self.options.max_batch
+        for start in range(0, len(order), mb):
+            idx = order[start : start + mb]
+            logits = self.forward([windows[i] for i in idx])
+            probs[idx] = self._attack_prob(logits)
+        return probs
+
+    def forward(self, windows: Sequence[list[int]]) -> F32:
+        """Raw logits for a padded batch of token windows (releases the GIL inside ORT)."""
+        length = max(len(w) for w in windows)
+        ids = np.full((len(windows), length), self.pad_id, np.int64)
+        mask = np.zeros((len(windows), length), np.int64)
+        for r, w in enumerate(windows):
+            ids[r, : len(w)] = w
+            mask[r, : len(w)] = 1
+        feeds: dict[str, I64] = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        if self._use_io_binding:
+            binding = self.session.io_binding()
+            for name, arr in feeds.items():
+                binding.bind_cpu_input(name, arr)
+            binding.bind_output(self._output, "cpu")
+            self.session.run_with_iobinding(binding)
+            out = binding.copy_outputs_to_cpu()[0]
+        else:
+            out = self.session.run([self._output], feeds)[0]
+        return np.asarray(out, np.float32)
+
+    def _attack_prob(self, logits: F32) -> F32:
+        if logits.ndim != 2 or logits.shape[1] != len(self.labels):
+            raise RuntimeError(f"model returned logits of shape {logits.shape}")
+        if logits.shape[1] == 1:  # a single-logit (sigmoid) head
+            p: F32 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+            return p
+        z = np.exp(logits - logits.max(1, keepdims=True))
+        sm = z / z.sum(1, keepdims=True)
+        out: F32 = np.clip(sm[:, self._attack_idx].sum(1), 0.0, 1.0)
+        return out
+
+
+def _special_tokens(tok: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's post-processor puts before and after a single sequence."""
+    probe = tok.encode("hello", add_special_tokens=False).ids
+    full = tok.encode("hello", add_special_tokens=True).ids
+    for i in range(len(full) - len(probe) + 1):
+        if full[i : i + len(probe)] == probe:
+            return list(full[:i]), list(full[i + len(probe) :])
+    raise ConfigError("cannot locate the tokenizer's special tokens")
+
+
+# ---------------------------------------------------------------------- micro-batching
+
+
+@dataclass(slots=True)
+class _Request:
+    windows: list[list[int]]
+    future: Future[float]
+
+
+class MicroBatcher:
+    """Batches concurrent ``submit`` calls into one forward pass.
+
+    A background thread takes the first waiting request, then keeps collecting for at most
+    ``max_wait_ms`` or until ``max_batch`` windows are queued; the windows are then scored
+    together (sorted by length so similar lengths share a padded batch). Callers block only
+    on their own future, so an asyncio caller can ``await asyncio.wrap_future(...)``.
+    """
+
+    def __init__(self, model: SequenceClassifier, *, max_batch: int = 32, max_wait_ms: float = 2.0):
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ConfigError("max_batch must be >= 1 and max_wait_ms >= 0")
+        self.model = model
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000.0
+        self._q: queue.Queue[_Request | None] = queue.Queue()
+        self._closed = False
+        self.batches_run = 0
+        self._thread = threading.Thread(target=self._loop, name="infershield-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, text: str) -> Future[float]:
+        """Queue ``text``; the future resolves to its attack probability (or the error)."""
+        fut: Future[float] = Future()
+        if self._closed:
+            fut.set_exception(RuntimeError("the classifier batcher is closed"))
+            return fut
+        try:
+            windows = self.model.windows(text)
+        except Exception as exc:
+            fut.set_exception(exc)
+            return fut
+        self._q.put(_Request(windows, fut))
+        return fut
+
+    def _loop(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            n = len(first.windows)
+            deadline = time.monotonic() + self.max_wait_s
+            stop = False
+            while n < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                n += len(nxt.windows)
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[_Request]) -> None:
+        try:
+            scores = self.model.score_windows([r.windows for r in batch])
+        except Exception as exc:  # every waiting caller sees the failure (fail closed upstream)
+            for r in batch:
+                r.future.set_exception(exc)
+            return
+        self.batches_run += 1
+        for r, s in zip(batch, scores, strict=True):
+            r.future.set_result(float(s))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._q.put(None)
+            self._thread.join(timeout=5.0)

@@ -1,0 +1,192 @@
+"""The generic ONNX runtime against a tiny in-test classifier."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tiny_model import build_tiny_classifier, filler  # type: ignore[import-not-found]
+
+from infershield.checks.base import CheckContext
+from infershield.checks.input.classifier import ClassifierCheck, ClassifierOptions
+from infershield.config import CheckSpec, Config
+from infershield.detectors.runtime import CPU, MicroBatcher, RuntimeOptions, SequenceClassifier
+from infershield.errors import ConfigError, LimitExceeded
+from infershield.policy import build_pipeline
+from infershield.verdict import Decision
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_classifier(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir: Path) -> SequenceClassifier:
+    return SequenceClassifier(tiny_dir, RuntimeOptions(max_batch=4))
+
+
+@pytest.mark.parametrize(
+    ("text", "attack_labels", "blocked"),
+    [
+        ("w1 w2 inject w3", (), True),
+        ("w1 jailbreak w2", (), True),
+        ("w1 w2 w3", (), False),
+        ("w1 jailbreak w2", ("INJECTION",), False),
+        ("w1 inject w2", ("INJECTION",), True),
+        ("w1 inject w2", ("JAILBREAK",), False),
+    ],
+)
+def test_label_mapping(
+    tiny_dir: Path, text: str, attack_labels: tuple[str, ...], blocked: bool
+) -> None:
+    m = SequenceClassifier(tiny_dir, RuntimeOptions(attack_labels=attack_labels))
+    assert bool(m.score([text])[0] >= 0.5) is blocked
+
+
+def test_default_attack_labels_skip_benign(model: SequenceClassifier) -> None:
+    assert model.labels == ("BENIGN", "INJECTION", "JAILBREAK")
+    assert model.attack_labels == ("INJECTION", "JAILBREAK")
+
+
+def test_unknown_attack_label_is_config_error(tiny_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="not in the model's labels"):
+        SequenceClassifier(tiny_dir, RuntimeOptions(attack_labels=("NOPE",)))
+
+
+def test_missing_file_is_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model\.onnx"):
+        SequenceClassifier(tmp_path)
+
+
+@pytest.mark.parametrize("position", [0, 7, 20, 55, 99])
+def test_attack_anywhere_in_long_input_is_caught(model: SequenceClassifier, position: int) -> None:
+    words = filler(100).split()
+    words[position] = "inject"
+    text = " ".join(words)
+    assert len(model.windows(text)) > 1  # really longer than one window (16 tokens)
+    assert model.score([text])[0] > 0.99
+    # A plain single-window run (what truncation would do) misses it when it is late.
+    first = model.windows(text)[0]
+    if position > 20:
+        assert model._attack_prob(model.forward([first]))[0] < 0.5
+
+
+def test_windows_cover_every_token(model: SequenceClassifier) -> None:
+    text = filler(57)
+    ids = model.tokenizer.encode(text, add_special_tokens=False).ids
+    seen: set[int] = set()
+    for w in model.windows(text):
+        assert len(w) <= model.window and w[0] == 2 and w[-1] == 3
+    # Recover positions: windows start every `stride` tokens, the last one ends at the tail.
+    starts = list(range(0, len(ids) - model._body + 1, model.stride))
+    for s in starts:
+        seen.update(range(s, s + model._body))
+    seen.update(range(len(ids) - model._body, len(ids)))
+    assert seen == set(range(len(ids)))
+
+
+def test_max_windows_limit(tiny_dir: Path) -> None:
+    m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=3))
+    with pytest.raises(LimitExceeded) as err:
+        m.score([filler(200)])
+    assert err.value.limit == "classifier.max_windows"
+
+
+def test_batched_scores_equal_unbatched(model: SequenceClassifier) -> None:
+    rng = np.random.default_rng(0)
+    texts = [filler(int(n), offset=int(n)) for n in rng.integers(1, 60, 25)]
+    texts[3] += " inject"
+    texts[11] = "jailbreak " + texts[11]
+    single = np.array([model.score([t])[0] for t in texts])
+    batched = model.score(texts)
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(single, 4))) > 5  # the scores really vary with content
+
+    batcher = MicroBatcher(model, max_batch=64, max_wait_ms=30.0)
+    try:
+        results: dict[int, float] = {}
+        barrier = threading.Barrier(len(texts))
+
+        def call(i: int) -> None:
+            barrier.wait()
+            results[i] = batcher.submit(texts[i]).result(timeout=10)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        np.testing.assert_allclose([results[i] for i in range(len(texts))], single, rtol=1e-5,
+                                   atol=1e-6)
+        assert batcher.batches_run < len(texts)  # concurrent callers were batched together
+    finally:
+        batcher.close()
+
+
+def test_batcher_propagates_errors(tiny_dir: Path) -> None:
+    m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=2))
+    b = MicroBatcher(m)
+    try:
+        with pytest.raises(LimitExceeded):
+            b.submit(filler(300)).result(timeout=5)
+    finally:
+        b.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        b.submit("w1").result(timeout=5)
+
+
+def test_cuda_request_falls_back_to_cpu(tiny_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if "CUDAExecutionProvider" in ort.get_available_providers() and Path("/dev/nvidia0").exists():
+        pytest.skip("a GPU is present; fallback is not exercised")
+    with caplog.at_level(logging.WARNING, logger="infershield.detectors.runtime"):
+        m = SequenceClassifier(tiny_dir, RuntimeOptions(providers=("cuda",)))
+    assert m.active_providers == (CPU,)
+    assert "CUDA execution provider requested but unavailable" in caplog.text
+    assert m.score(["w1 inject"])[0] > 0.99
+
+
+def test_unknown_provider_is_config_error(tiny_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="execution provider"):
+        SequenceClassifier(tiny_dir, RuntimeOptions(providers=("NoSuchExecutionProvider",)))
+
+
+def test_check_through_policy(tiny_dir: Path, tmp_path: Path) -> None:
+    cfg = Config(cache_dir=str(tmp_path))
+    spec = CheckSpec(type="classifier", options={"model": str(tiny_dir), "max_windows": 4})
+    pipe = build_pipeline([spec], "input", cfg, fail_fast=False)
+    try:
+        res = pipe.run_batch([CheckContext(text=t) for t in
+                              ["w1 w2", "w1 inject", "w3 jailbreak", filler(300)]])
+        assert [r.blocked for r in res] == [False, True, True, True]
+        assert res[1].verdicts[0].categories == ("injection", "jailbreak")
+        assert res[3].verdicts[0].reason == ClassifierCheck.REASON_TOO_LONG
+        single = pipe.run(CheckContext(text="w5 inject w6"))
+        assert single.blocked and single.verdicts[0].reason.startswith("classifier: attack")
+    finally:
+        pipe.close()
+
+
+def test_check_async_path(tiny_dir: Path) -> None:
+    chk = ClassifierCheck("clf", ClassifierOptions(threshold=0.5), tiny_dir)
+    try:
+        async def main() -> list[bool]:
+            vs = await asyncio.gather(*(chk.acheck(CheckContext(text=t))
+                                        for t in ["w1 inject", "w2 w3", "jailbreak"]))
+            return [v.decision is Decision.BLOCK for v in vs]
+
+        assert asyncio.run(main()) == [True, False, True]
+    finally:
+        chk.close()
+
+
+def test_missing_named_model_is_config_error(tmp_path: Path) -> None:
+    cfg = Config(cache_dir=str(tmp_path))
+    spec = CheckSpec(type="classifier", options={"model": "nope"})
+    with pytest.raises(ConfigError, match="not found"):
+        build_pipeline([spec], "input", cfg, fail_fast=False)
