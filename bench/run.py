@@ -336,14 +336,16 @@ def render_headline(data: dict[str, Any]) -> str:
     for key, label, _ in HEADLINE_METRICS:
         cells = []
         for col, _ in cols:
-            v = data.get(col, {}).get("values", {}).get(key)
-            cells.append(fmt(v) if v is not None else "n/a")
+            meta = data.get(col, {})
+            v = meta.get("values", {}).get(key)
+            stale = " (earlier run)" if key in meta.get("stale", []) else ""
+            cells.append(fmt(v) + stale if v is not None else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     for col, label in cols:
         meta = data.get(col)
         if not meta:
-            lines.append(f"- **{label}**: no run recorded yet.")
+            lines.append(f"- **{label}**: no run recorded yet (see `bench/README.md`).")
             continue
         lines.append(
             f"- **{label}**: {meta.get('machine', '?')}; commit `{meta.get('commit', '?')}`; "
