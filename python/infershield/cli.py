@@ -50,6 +50,7 @@ def _subcommand_registrars() -> list[Any]:
         "infershield.rules.cli",
         "infershield.server.cli",
         "infershield.detectors.cli",
+        "infershield.top",
     ):
         try:
             mod = __import__(mod_name, fromlist=["register"])

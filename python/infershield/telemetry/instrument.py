@@ -104,11 +104,15 @@ def record_check(
 
 
 def detector_span(model: str, batch_size: int) -> AbstractContextManager[Span | None]:
-    """A span around one batched detector (classifier) call; also records the batch size."""
+    """A span around one batched detector (classifier) call; also records the batch size.
+
+    Only traced inside a recording span (a request): a micro-batcher thread serving many
+    requests at once has no single parent, and must not start a root trace per batch.
+    """
     m = _metrics.active()
     if m is not None:
         m.batch_size.labels("detector").observe(batch_size)
-    if not _child_allowed():
+    if not STATE.enabled or not trace.get_current_span().is_recording():
         return _NOOP
     return STATE.tracer.start_as_current_span(
         "detector.batch",
