@@ -496,6 +496,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rewrite RESULTS.md's headline (auto: only on full runs into bench/results)",
     )
     p.add_argument(
+        "--headline-from",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="only update RESULTS.md's headline from a results.json written elsewhere "
+        "(e.g. brought back from a GPU machine); runs no suite",
+    )
+    p.add_argument(
         "--suite-timeout",
         type=float,
         default=None,
@@ -516,6 +523,12 @@ def _suite_names(args: argparse.Namespace) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.headline_from is not None:
+        recorded = json.loads(args.headline_from.read_text(encoding="utf-8"))
+        update_results_md(recorded, command=recorded.get("command", "python -m bench.run"))
+        col = "GPU" if recorded["environment"].get("gpu_run") else "CPU"
+        print(f"bench: {col} headline of {RESULTS_MD} updated from {args.headline_from}")
+        return 0
     names = _suite_names(args)
     if args.gpu:
         ok, why = cuda_available()
