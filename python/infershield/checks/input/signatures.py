@@ -1,0 +1,172 @@
+"""``signatures``: the shipped rule packs, compiled into one Hyperscan database.
+
+Every view of a text is scanned in one native call: the raw text, the analyser's normalised
+form (confusables, leetspeak and zero-width folded), hidden Unicode-tag text and decoded
+base64/hex/url blobs.
+
+Severity policy:
+
+* Each matching attack rule contributes its severity; the verdict takes the highest.
+* Two or more distinct attack rules raise it one level (real attacks stack signals).
+* Text that *discusses* attacks ("how do I defend against 'ignore previous instructions'?")
+  matches a ``discussion`` rule; then a lone attack rule (or two) is lowered one level, so
+  a quoted high-severity phrase scores but does not block, while a critical one still
+  blocks. Three or more distinct attack rules are never lowered: a real payload wrapped in
+  a security question still carries many signals.
+* The check BLOCKs at ``block_severity`` and above; below it the verdict ALLOWs with the
+  score, which the pipeline still reports.
+
+Reasons name rule ids only, never the prompt text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from infershield.checks.base import Check, CheckContext, Stage
+from infershield.config import Config
+from infershield.errors import ConfigError
+from infershield.rules import SEVERITIES, SEVERITY_SCORE, Rule, load_packs
+from infershield.rules.engine import SignatureEngine
+from infershield.verdict import Verdict
+
+Severity = Literal["low", "medium", "high", "critical"]
+DEFAULT_PACKS: tuple[str, ...] = (
+    "injection",
+    "jailbreak",
+    "exfiltration",
+    "obfuscation",
+    "multilingual",
+    "delimiters",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignatureOptions:
+    """Options of the ``signatures`` check."""
+
+    #: Shipped pack names or paths to user packs.
+    packs: tuple[str, ...] = DEFAULT_PACKS
+    #: Rules below this severity are not loaded at all.
+    min_severity: Severity = "low"
+    #: Findings at or above this (effective) severity block; below it they only score.
+    block_severity: Severity = "high"
+    #: Packs of ``discussion`` rules that lower a lone match's severity; empty disables it.
+    discussion_packs: tuple[str, ...] = ("discussion",)
+    #: Also scan the normalised text (confusables, leetspeak, zero-width folded).
+    scan_normalized: bool = True
+    #: Also scan hidden Unicode-tag text and decoded base64/hex/url blobs.
+    scan_decoded: bool = True
+    #: How many rule ids the reason names.
+    max_reported: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Assessment:
+    rank: int  # effective severity index into SEVERITIES, -1 when nothing matched
+    rules: tuple[Rule, ...]  # attack rules that matched, most severe first
+    discussed: bool
+
+
+class SignatureCheck(Check):
+    """Blocks text that matches attack signatures (injection, jailbreak, exfiltration …)."""
+
+    Options: ClassVar[type[Any]] = SignatureOptions
+    stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
+    REASON_MATCH: ClassVar[str] = "signature match: {rules}"
+    REASON_DISCUSSED: ClassVar[str] = "signature match in text discussing attacks: {rules}"
+
+    def __init__(
+        self, name: str, options: SignatureOptions | None = None, *, cache_dir: Path | None = None
+    ) -> None:
+        super().__init__(name, options)
+        opts: SignatureOptions = self.options
+        if opts.max_reported < 1:
+            raise ConfigError("max_reported: must be at least 1")
+        floor = SEVERITIES.index(opts.min_severity)
+        attack = [r for r in load_packs(opts.packs) if r.severity_rank >= floor]
+        if not attack:
+            raise ConfigError(f"packs {list(opts.packs)}: no rules at or above {opts.min_severity}")
+        if any(r.category == "discussion" for r in attack):
+            raise ConfigError("discussion rules belong in discussion_packs, not packs")
+        discussion = load_packs(opts.discussion_packs) if opts.discussion_packs else []
+        if any(r.category != "discussion" for r in discussion):
+            raise ConfigError("discussion_packs may only hold rules of category 'discussion'")
+        ids = {r.id for r in attack}
+        dup = [r.id for r in discussion if r.id in ids]
+        if dup:
+            raise ConfigError(f"rule ids {dup} appear in both packs and discussion_packs")
+        self.rules: tuple[Rule, ...] = tuple(attack) + tuple(discussion)
+        self._n_attack = len(attack)
+        self._block_rank = SEVERITIES.index(opts.block_severity)
+        self._engine = SignatureEngine(
+            self.rules,
+            cache_dir,
+            normalized=opts.scan_normalized,
+            decoded=opts.scan_decoded,
+        )
+
+    @classmethod
+    def from_config(cls, name: str, options: SignatureOptions, config: Config) -> SignatureCheck:
+        """Build with the compiled-database cache under ``config.cache_path``."""
+        return cls(name, options, cache_dir=config.cache_path / "hyperscan")
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        return self.check_batch([ctx])[0]
+
+    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
+        t0 = time.perf_counter()
+        analyses: list[Any | None] = [None] * len(ctxs)
+        if self._engine.wants_analysis:
+            analyses = [_analysis(ctx) for ctx in ctxs]
+        matched = self._engine.matched_batch([c.text for c in ctxs], analyses)
+        per_item = (time.perf_counter() - t0) * 1000.0 / max(len(ctxs), 1)
+        return [self._verdict(self.assess(m), per_item) for m in matched]
+
+    def assess(self, matched: set[int]) -> _Assessment:
+        """Fold matched rule indices into an effective severity (see the module docstring)."""
+        attack = sorted(
+            (self.rules[i] for i in matched if i < self._n_attack),
+            key=lambda r: (-r.severity_rank, r.id),
+        )
+        if not attack:
+            return _Assessment(-1, (), False)
+        discussed = any(i >= self._n_attack for i in matched)
+        rank = attack[0].severity_rank
+        if discussed and len(attack) < 3:
+            rank = max(rank - 1, 0)
+        elif not discussed and len(attack) >= 2:
+            rank = min(rank + 1, len(SEVERITIES) - 1)
+        return _Assessment(rank, tuple(attack), discussed and len(attack) < 3)
+
+    def _verdict(self, a: _Assessment, elapsed_ms: float) -> Verdict:
+        if a.rank < 0:
+            return self.allow(elapsed_ms=elapsed_ms)
+        opts: SignatureOptions = self.options
+        shown = ",".join(r.id for r in a.rules[: opts.max_reported])
+        more = len(a.rules) - opts.max_reported
+        if more > 0:
+            shown += f" (+{more} more)"
+        template = self.REASON_DISCUSSED if a.discussed else self.REASON_MATCH
+        categories = tuple(dict.fromkeys(r.category for r in a.rules))
+        severity = SEVERITIES[a.rank]
+        kw: dict[str, Any] = {
+            "categories": categories,
+            "elapsed_ms": elapsed_ms,
+            "details": (("severity", severity), ("rules", ",".join(r.id for r in a.rules))),
+        }
+        score = SEVERITY_SCORE[severity]
+        if a.rank >= self._block_rank:
+            return self.block(template.format(rules=shown), score, **kw)
+        return self.allow(template.format(rules=shown), score, **kw)
+
+
+def _analysis(ctx: CheckContext) -> Any:
+    """The native analysis of ``ctx.text``, computed once and shared with other checks."""
+    from infershield.native import analyze
+
+    return ctx.cached("analysis", lambda: analyze(ctx.text))

@@ -1,0 +1,34 @@
+"""``secrets``: API keys, tokens, private keys and JWTs, found and redacted (or blocked).
+
+Built on the ``secrets`` span pack (case-sensitive key formats); a private-key block is
+redacted from its BEGIN line to its END line, or to the end of the text when the END line
+is missing (fail closed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from infershield.checks.output.pii import SpanRuleCheck
+
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretsOptions:
+    """Options of the ``secrets`` check."""
+
+    action: Literal["block", "redact"] = "redact"
+    #: Kinds to detect (``aws_access_key``, ``github_token``, ``private_key``, ``jwt`` …);
+    #: empty means every kind in ``packs``.
+    detectors: tuple[str, ...] = ()
+    packs: tuple[str, ...] = ("secrets",)
+    min_severity: Severity = "low"
+
+
+class SecretsCheck(SpanRuleCheck):
+    """Finds and redacts (or blocks) credentials."""
+
+    Options: ClassVar[type[Any]] = SecretsOptions
+    LABEL: ClassVar[str] = "secret"
