@@ -1,0 +1,341 @@
+"""Deadlines, size/token limits, load shedding, rate limiting and the circuit breaker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from infershield.config import LimitsConfig
+from infershield.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, LimitExceeded
+from infershield.limits import (
+    BreakerState,
+    CircuitBreaker,
+    ConcurrencyLimiter,
+    Deadline,
+    OutputTokenMeter,
+    RateLimiter,
+    check_inputs,
+    check_request_bytes,
+)
+from infershield.tokens import ByteTokenCounter, HFTokenCounter, TokenCounters, find_tokenizer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+@pytest.mark.parametrize(
+    ("policy_s", "client_s", "expected"),
+    [(30.0, None, 30.0), (30.0, 2.0, 2.0), (1.0, 5.0, 1.0), (30.0, float("nan"), 30.0)],
+)
+def test_effective_deadline_is_the_smaller(
+    policy_s: float, client_s: float | None, expected: float
+) -> None:
+    clock = FakeClock()
+    d = Deadline.effective(policy_s, client_s, clock=clock)
+    assert d.remaining() == pytest.approx(expected)
+
+
+def test_stage_budget_never_outlives_the_request() -> None:
+    clock = FakeClock()
+    req = Deadline.after(1.0, clock=clock)
+    assert req.budget("check:signatures", 0.2).remaining() == pytest.approx(0.2)
+    assert req.budget("upstream", 30.0).remaining() == pytest.approx(1.0)
+    clock.now += 2
+    with pytest.raises(DeadlineExceeded) as ei:
+        req.budget("upstream", 30.0).check()
+    assert ei.value.stage == "upstream"
+
+
+def test_deadline_run_cancels_overrunning_work() -> None:
+    cancelled = asyncio.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main() -> None:
+        with pytest.raises(DeadlineExceeded) as ei:
+            await Deadline.after(0.05).run(slow(), stage="upstream")
+        assert ei.value.stage == "upstream"
+        assert cancelled.is_set()
+        assert await Deadline.after(1).run(asyncio.sleep(0, "done")) == "done"
+
+    asyncio.run(main())
+
+
+def test_nan_deadline_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Deadline.after(float("nan"))
+
+
+# --------------------------------------------------------------------------- sequence limits
+
+LIMITS = LimitsConfig(
+    max_request_bytes=1000, max_text_bytes=100, max_batch_elements=3, max_input_tokens=10
+)
+
+
+@pytest.mark.parametrize(
+    ("texts", "limit"),
+    [
+        (["a"] * 4, "max_batch_elements"),
+        (["ok", "x" * 101], "max_text_bytes"),
+        (["ä" * 51], "max_text_bytes"),  # 102 UTF-8 bytes in 51 characters
+        (["one two three four five six seven eight nine ten eleven"], "max_input_tokens"),
+    ],
+)
+def test_input_limits_name_the_limit(
+    texts: list[str], limit: str, tokenizer: HFTokenCounter
+) -> None:
+    with pytest.raises(LimitExceeded) as ei:
+        check_inputs(texts, LIMITS, tokenizer)
+    assert ei.value.limit == limit
+    assert limit in ei.value.message
+    assert ("infershield-limit", limit) in ei.value.trailing_metadata()
+
+
+def test_inputs_within_limits_return_token_counts(tokenizer: HFTokenCounter) -> None:
+    assert check_inputs(["hello world", "one two three"], LIMITS, tokenizer) == [2, 3]
+    assert check_inputs([b"hi there"], LIMITS, None) == [0]
+    # Lone surrogates (from untrusted JSON) are counted, not a crash.
+    assert check_inputs(["a\ud800b"], LIMITS, tokenizer)[0] >= 1
+
+
+def test_request_bytes() -> None:
+    check_request_bytes(1000, LIMITS)
+    with pytest.raises(LimitExceeded) as ei:
+        check_request_bytes(1001, LIMITS)
+    assert ei.value.limit == "max_request_bytes"
+
+
+def test_output_tokens_are_counted_across_stream_chunks(tokenizer: HFTokenCounter) -> None:
+    meter = OutputTokenMeter(5, tokenizer)
+    assert meter.add("one two") == 2
+    assert meter.add("three four") == 4
+    with pytest.raises(LimitExceeded) as ei:
+        meter.add("five six")
+    assert ei.value.limit == "max_output_tokens"
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real word-level ``tokenizer.json`` built offline with ``tokenizers``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "hello", "world", "one", "two", "three"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.enable_truncation(4)  # must be disabled by the counter, or it would hide length
+    d = tmp_path_factory.mktemp("model") / "1"
+    d.mkdir()
+    tok.save(str(d / "tokenizer.json"))
+    return d / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_path: Path) -> HFTokenCounter:
+    return HFTokenCounter(tokenizer_path)
+
+
+def test_hf_counter_ignores_truncation_and_batches(tokenizer: HFTokenCounter) -> None:
+    text = " ".join(["hello"] * 50)
+    assert tokenizer.count(text) == 50
+    assert tokenizer.count_batch([text, "one two", ""]) == [50, 2, 0]
+
+
+def test_byte_fallback_never_undercounts() -> None:
+    c = ByteTokenCounter()
+    assert c.count("abc") == 3
+    assert c.count("日本") == 6
+    assert ByteTokenCounter(4).count("abcde") == 2
+    with pytest.raises(ValueError):
+        ByteTokenCounter(0)
+
+
+def test_counters_per_model(tokenizer_path: Path, tmp_path: Path) -> None:
+    model_dir = tokenizer_path.parent.parent
+    assert find_tokenizer(model_dir) == tokenizer_path
+    assert find_tokenizer(tmp_path) is None
+    counters = TokenCounters()
+    assert isinstance(counters.register_dir("m", model_dir), HFTokenCounter)
+    assert counters.register_dir("plain", tmp_path) is counters.fallback
+    assert counters.for_model("m").count("hello world") == 2
+    assert counters.for_model("unknown").count("hello world") == 11
+
+
+def test_bad_tokenizer_file_is_a_config_error(tmp_path: Path) -> None:
+    from infershield.errors import ConfigError
+
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot load tokenizer"):
+        HFTokenCounter(bad)
+
+
+# --------------------------------------------------------------------------- load shedding
+
+
+def test_limiter_runs_n_queues_m_and_sheds_the_rest() -> None:
+    async def main() -> None:
+        lim = ConcurrencyLimiter(2, 3)
+        gate = asyncio.Event()
+        running = 0
+        peak = 0
+
+        async def request() -> str:
+            nonlocal running, peak
+            async with lim.slot():
+                running += 1
+                peak = max(peak, running)
+                await gate.wait()
+                running -= 1
+                return "ok"
+
+        tasks = [asyncio.create_task(request()) for _ in range(10)]
+        await asyncio.sleep(0.01)
+        assert (lim.active, lim.queued) == (2, 3)
+        shed = [t for t in tasks if t.done()]
+        assert len(shed) == 5  # rejected at once, without waiting for a slot
+        for t in shed:
+            exc = t.exception()
+            assert isinstance(exc, LimitExceeded) and exc.limit == "max_queue"
+        gate.set()
+        results = [await t for t in tasks if t not in shed]
+        assert results == ["ok"] * 5
+        assert peak == 2
+        assert (lim.active, lim.queued, lim.shed) == (0, 0, 5)
+
+    asyncio.run(main())
+
+
+def test_queued_request_times_out_or_cancels_without_leaking_a_slot() -> None:
+    async def main() -> None:
+        lim = ConcurrencyLimiter(1, 5)
+        await lim.acquire()
+        with pytest.raises(DeadlineExceeded) as ei:
+            await lim.acquire(Deadline.after(0.02))
+        assert ei.value.stage == "queue"
+        waiter = asyncio.create_task(lim.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert lim.queued == 0
+        # A slot handed over at the moment the waiter gives up is passed on, not lost.
+        w2 = asyncio.create_task(lim.acquire())
+        await asyncio.sleep(0)
+        lim.release()  # hands the slot to w2 ...
+        w2.cancel()  # ... which is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await w2
+        assert lim.active == 0
+        await asyncio.wait_for(lim.acquire(), 0.1)
+        assert lim.active == 1
+
+    asyncio.run(main())
+
+
+def test_limiter_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError):
+        ConcurrencyLimiter(0, 1)
+    assert ConcurrencyLimiter.from_limits(LimitsConfig()).max_queue == LimitsConfig().max_queue
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+def test_rate_limiter_buckets_per_caller() -> None:
+    clock = FakeClock()
+    rl = RateLimiter(rate=2, burst=3, max_keys=2, clock=clock)
+    for _ in range(3):
+        rl.try_acquire("alice")
+    with pytest.raises(LimitExceeded) as ei:
+        rl.try_acquire("alice")
+    assert ei.value.limit == "rate"
+    rl.try_acquire("bob")  # other callers have their own bucket
+    clock.now += 0.5  # one token refilled
+    rl.try_acquire("alice")
+    with pytest.raises(LimitExceeded):
+        rl.try_acquire("alice")
+    rl.try_acquire("carol")
+    assert len(rl) == 2  # bounded: the least recently used caller was forgotten
+
+
+# --------------------------------------------------------------------------- breaker
+
+
+def test_breaker_opens_fails_fast_probes_and_closes() -> None:
+    clock = FakeClock()
+    br = CircuitBreaker("triton", failure_threshold=3, reset_timeout_s=5, clock=clock)
+    calls = 0
+
+    async def failing() -> None:
+        nonlocal calls
+        calls += 1
+        raise BackendUnavailable("upstream down")
+
+    async def ok() -> str:
+        nonlocal calls
+        calls += 1
+        return "ok"
+
+    async def main() -> None:
+        for _ in range(3):
+            with pytest.raises(BackendUnavailable, match="upstream down"):
+                await br.call(failing)
+        assert br.state is BreakerState.OPEN
+        with pytest.raises(BackendUnavailable, match="circuit breaker is open"):
+            await br.call(ok)
+        assert calls == 3  # open: the upstream is not called at all
+        clock.now += 5
+        assert br.state is BreakerState.HALF_OPEN
+        with pytest.raises(BackendUnavailable, match="upstream down"):
+            await br.call(failing)  # the probe fails: open again
+        assert br.state is BreakerState.OPEN
+        clock.now += 5
+        assert await br.call(ok) == "ok"
+        assert br.state is BreakerState.CLOSED
+
+    asyncio.run(main())
+
+
+def test_breaker_ignores_caller_errors_and_limits_probes() -> None:
+    clock = FakeClock()
+    br = CircuitBreaker(failure_threshold=2, reset_timeout_s=1, clock=clock)
+
+    async def bad_request() -> None:
+        raise InvalidRequest("bad tensor")
+
+    async def main() -> None:
+        for _ in range(5):
+            with pytest.raises(InvalidRequest):
+                await br.call(bad_request)
+        assert br.state is BreakerState.CLOSED
+        br.on_failure()
+        br.on_failure()
+        clock.now += 1
+        br.before_call()  # the single probe
+        with pytest.raises(BackendUnavailable):
+            br.before_call()  # a second concurrent probe is refused
+        br.on_cancel()  # the probe's caller went away: the probe slot is returned
+        br.before_call()
+        br.on_success()
+        assert br.state is BreakerState.CLOSED
+
+    asyncio.run(main())
