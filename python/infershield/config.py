@@ -194,7 +194,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer literal past the float range
+            raise ConfigError(f"{where}: number out of range") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -320,8 +323,18 @@ def validate(cfg: Config) -> None:
     ):
         if getattr(lim, name) <= 0:
             raise ConfigError(f"limits.{name}: must be positive")
-    if lim.deadline_s <= 0:
-        raise ConfigError("limits.deadline_s: must be positive")
+    # ``not 0 < x < inf`` also rejects NaN, which every comparison lets through.
+    if not 0 < lim.deadline_s < float("inf"):
+        raise ConfigError("limits.deadline_s: must be a positive, finite number of seconds")
+    if lim.max_queue < 0:
+        raise ConfigError("limits.max_queue: must not be negative")
+    be = cfg.backend
+    if be.workers < 1:
+        raise ConfigError("backend.workers: must be at least 1")
+    if be.worker_memory_mb < 0 or be.worker_cpu_seconds < 0:
+        raise ConfigError("backend.worker_memory_mb/worker_cpu_seconds: 0 (off) or positive")
+    if not 0 < be.timeout_s < float("inf"):
+        raise ConfigError("backend.timeout_s: must be a positive, finite number of seconds")
     _check_hostport(cfg.server.listen, "server.listen")
     if cfg.server.metrics_listen:
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
@@ -329,5 +342,5 @@ def validate(cfg: Config) -> None:
 
 def _check_hostport(value: str, where: str) -> None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) < 65536:
         raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
