@@ -52,7 +52,7 @@ lint: install
 	$(BIN)/mypy
 
 test: install lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/pytest -q -x -m "not e2e" $(PYTEST_ARGS)

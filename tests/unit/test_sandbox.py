@@ -265,3 +265,74 @@ def test_onnx_session_runs_inside_the_worker(tmp_path: Path) -> None:
                 await pool.run("add", {"a": np.array([1.0], np.float32)})
 
     asyncio.run(main())
+
+
+def test_flood_past_the_limiter_sheds_and_serves_the_rest() -> None:
+    from infershield.limits import ConcurrencyLimiter
+
+    async def body(pool: WorkerPool) -> None:
+        limiter = ConcurrencyLimiter(max_concurrency=2, max_queue=4)
+
+        async def request(i: int) -> Any:
+            async with limiter.slot():
+                return (await pool.run("sleepy", {"seconds": 0.05}))["slept"]
+
+        results = await asyncio.gather(*(request(i) for i in range(60)), return_exceptions=True)
+        ok = [r for r in results if r == 0.05]
+        shed = [r for r in results if isinstance(r, LimitExceeded) and r.limit == "max_queue"]
+        assert len(ok) == 6  # 2 running + 4 queued: every accepted request succeeds
+        assert len(shed) == 54  # the rest are refused at once
+        assert (limiter.active, limiter.queued, pool.pending) == (0, 0, 0)
+
+    run_pool(body, workers=2)
+
+
+@pytest.mark.slow
+def test_soak_mixed_misbehaviour_loses_no_request() -> None:
+    """Hundreds of requests, one in five misbehaving: each gets its own, right answer."""
+    import random
+
+    rng = random.Random(5)
+    kinds = ["echo"] * 12 + ["deadline", "memory", "segv", "kill", "raise"]
+    plan = [rng.choice(kinds) for _ in range(400)]
+
+    async def one(pool: WorkerPool, i: int, kind: str) -> str:
+        try:
+            if kind == "echo":
+                assert (await pool.run("echo", {"x": i}))["out"] == i
+            elif kind == "deadline":
+                await pool.run("sleepy", {"seconds": 5}, timeout=0.2)
+            elif kind == "memory":
+                await pool.run("hog", {"mb": 4096})
+            elif kind == "segv":
+                await pool.run("suicide", {"signal": int(signal.SIGSEGV)})
+            elif kind == "kill":
+                await pool.run("suicide", {"signal": int(signal.SIGKILL)})
+            else:
+                await pool.run("raises", {})
+        except DeadlineExceeded:
+            return "deadline"
+        except LimitExceeded:
+            return "memory"
+        except BackendUnavailable as exc:
+            return "segv" if "SIGSEGV" in exc.message else "kill"
+        except ModelError:
+            return "raise"
+        return "echo"
+
+    async def body(pool: WorkerPool) -> None:
+        sem = asyncio.Semaphore(6)
+
+        async def bounded(i: int, kind: str) -> str:
+            async with sem:
+                return await one(pool, i, kind)
+
+        got = await asyncio.wait_for(
+            asyncio.gather(*(bounded(i, k) for i, k in enumerate(plan))), timeout=240
+        )
+        # A queued request can time out behind crashes only if its own deadline is short;
+        # echo has the default 10 s, so every answer matches its request's own behaviour.
+        assert got == plan
+        assert len(pool.pids) >= 1
+
+    run_pool(body, workers=2, memory_mb=512)
