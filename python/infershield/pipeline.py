@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from infershield.checks.base import Check, CheckContext
-from infershield.telemetry.instrument import check_span, record_check
+from infershield.telemetry.instrument import check_span, record_check, record_stage
 from infershield.verdict import Decision, Status, Verdict
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ class Pipeline:
                 if v.decision is Decision.BLOCK and self.fail_fast:
                     done[i] = True
         elapsed = (time.perf_counter() - t0) * 1000.0
-        return [_fold(vs, ctx.text, elapsed) for vs, ctx in zip(verdicts, ctxs, strict=True)]
+        results = [_fold(vs, ctx.text, elapsed) for vs, ctx in zip(verdicts, ctxs, strict=True)]
+        record_stage(ctxs, results, elapsed / 1000.0)
+        return results
 
     def _run_step(self, step: Step, batch: list[CheckContext]) -> list[Verdict]:
         # One span per check per batch (attributes aggregated; see telemetry.instrument).

@@ -1,16 +1,27 @@
 """Metrics: every series is scraped over HTTP from a live endpoint on a free port."""
 
+import asyncio
 import urllib.request
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from infershield.checks.base import Check, CheckContext
 from infershield.config import Config, ServerConfig, TelemetryConfig
-from infershield.errors import ConfigError
+from infershield.errors import ConfigError, LimitExceeded
 from infershield.pipeline import Pipeline, Step
-from infershield.telemetry import Metrics, metrics, setup_telemetry, start_metrics_server
+from infershield.telemetry import (
+    Metrics,
+    current_rpc,
+    metrics,
+    rpc_scope,
+    set_rpc_status,
+    setup_telemetry,
+    start_metrics_server,
+    upstream_timer,
+)
 from infershield.verdict import Verdict
 
 
@@ -156,3 +167,85 @@ def test_setup_telemetry_serves_metrics_and_closes() -> None:
     finally:
         tel.close()
     assert metrics.active() is None
+
+
+# --------------------------------------------------------------------------- per-RPC recording
+
+SCAN = "/infershield.v1.Firewall/Scan"
+
+
+class _Req:
+    model_name = "llm"
+
+
+@pytest.fixture
+def installed() -> Iterator[Metrics]:
+    m = Metrics()
+    old = metrics.install(m)
+    try:
+        yield m
+    finally:
+        metrics.install(old)
+
+
+def sample(m: Metrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def test_rpc_scope_records_request_stage_and_decision(installed: Metrics) -> None:
+    pipeline = Pipeline([Step(Keyword("signatures", "evil", ("injection",)))])
+
+    async def handler() -> None:
+        with rpc_scope(SCAN, [], _Req()) as rpc:
+            assert sample(installed, "infershield_in_flight_requests") == 1
+            # The pipeline runs off the event loop; the RPC scope follows (contextvars).
+            await asyncio.to_thread(pipeline.run_batch, [CheckContext("evil"), CheckContext("ok")])
+            with upstream_timer():
+                await asyncio.sleep(0.01)
+            set_rpc_status(rpc, grpc.StatusCode.PERMISSION_DENIED, "blocked")
+
+    asyncio.run(handler())
+    assert sample(installed, "infershield_requests_total", rpc="Scan", model="llm",
+                  decision="block", code="PERMISSION_DENIED") == 1
+    assert sample(installed, "infershield_in_flight_requests") == 0
+    for stage in ("input_checks", "upstream", "total"):
+        assert sample(installed, "infershield_stage_duration_seconds_count", stage=stage) == 1
+    up = sample(installed, "infershield_stage_duration_seconds_sum", stage="upstream")
+    assert up is not None and up >= 0.01
+    assert sample(installed, "infershield_batch_size_sum", component="request") == 2
+
+
+def test_rpc_scope_model_from_screening_and_no_decision_when_unscreened(
+    installed: Metrics,
+) -> None:
+    with rpc_scope(SCAN, None) as rpc:
+        Pipeline([]).run(CheckContext("hi", model="from-ctx"))
+        assert current_rpc() is rpc
+    with rpc_scope("/inference.GRPCInferenceService/ServerLive", None):
+        pass
+    assert current_rpc() is None
+    assert sample(installed, "infershield_requests_total", rpc="Scan", model="from-ctx",
+                  decision="allow", code="OK") == 1
+    assert sample(installed, "infershield_requests_total", rpc="ServerLive", model="-",
+                  decision="none", code="OK") == 1
+
+
+def test_limit_rejections_are_counted_by_limit(installed: Metrics) -> None:
+    exc = LimitExceeded("too many requests", limit="max_concurrency")
+    with rpc_scope(SCAN, None) as rpc:
+        set_rpc_status(rpc, exc.grpc_code, exc.message, error=exc)
+    assert sample(installed, "infershield_rate_limit_rejections_total",
+                  limit="max_concurrency") == 1
+    assert sample(installed, "infershield_requests_total", rpc="Scan", model="-",
+                  decision="none", code="RESOURCE_EXHAUSTED") == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"), [(RuntimeError("bug"), "UNKNOWN"), (asyncio.CancelledError(), "CANCELLED")]
+)
+def test_an_rpc_ending_without_a_status(installed: Metrics, exc: BaseException,
+                                        code: str) -> None:
+    with pytest.raises(type(exc)), rpc_scope(SCAN, None):
+        raise exc
+    assert sample(installed, "infershield_requests_total", rpc="Scan", model="-",
+                  decision="none", code=code) == 1

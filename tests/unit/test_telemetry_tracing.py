@@ -17,6 +17,7 @@ from infershield.telemetry import (
     detector_span,
     extract_context,
     inject_metadata,
+    rpc_scope,
     server_span,
     set_rpc_status,
     setup_tracing,
@@ -271,3 +272,25 @@ def test_set_rpc_status_ok_leaves_status_unset(memory: InMemorySpanExporter) -> 
     assert bad.status.status_code is StatusCode.ERROR
     assert bad.status.description == "UNAVAILABLE: connection refused"
     assert bad.attributes is not None and bad.attributes["rpc.grpc.status_code"] == 14
+
+
+def test_rpc_scope_puts_model_and_decision_on_the_server_span(
+    memory: InMemorySpanExporter,
+) -> None:
+    with rpc_scope(INFER, traceparent()) as rpc:
+        Pipeline([Step(Keyword("sig", "bad"))]).run(CheckContext("bad", model="llm"))
+        set_rpc_status(rpc, grpc.StatusCode.PERMISSION_DENIED, "blocked by sig")
+    check, root = memory.get_finished_spans()
+    assert root.parent is not None and format(root.parent.span_id, "016x") == PARENT_ID
+    assert check.parent is not None and check.parent.span_id == root.context.span_id
+    assert root.attributes is not None
+    assert root.attributes["infershield.model"] == "llm"
+    assert root.attributes["infershield.decision"] == "block"
+    assert root.status.description == "PERMISSION_DENIED: blocked by sig"
+
+
+def test_detector_span_never_starts_a_root_trace(memory: InMemorySpanExporter) -> None:
+    with detector_span("m", 4) as outside:
+        assert outside is None
+    with server_span(INFER, []), detector_span("m", 4) as inside:
+        assert inside is not None

@@ -12,12 +12,17 @@ from dataclasses import dataclass
 from infershield.config import Config
 from infershield.telemetry import metrics as metrics
 from infershield.telemetry.instrument import (
+    RpcScope,
     check_span,
+    current_rpc,
     detector_span,
     record_check,
+    record_stage,
+    rpc_scope,
     server_span,
     set_rpc_status,
     upstream_span,
+    upstream_timer,
 )
 from infershield.telemetry.logs import JsonFormatter, setup_logging
 from infershield.telemetry.metrics import Metrics, MetricsServer, start_metrics_server
@@ -33,12 +38,16 @@ __all__ = [
     "JsonFormatter",
     "Metrics",
     "MetricsServer",
+    "RpcScope",
     "Telemetry",
     "check_span",
+    "current_rpc",
     "detector_span",
     "extract_context",
     "inject_metadata",
     "record_check",
+    "record_stage",
+    "rpc_scope",
     "server_span",
     "set_rpc_status",
     "setup_logging",
@@ -48,6 +57,7 @@ __all__ = [
     "start_metrics_server",
     "tracing_enabled",
     "upstream_span",
+    "upstream_timer",
 ]
 
 

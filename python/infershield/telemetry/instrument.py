@@ -21,10 +21,13 @@ trace the child helpers skip span creation altogether, so sampling costs almost 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+import contextvars
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry import trace
@@ -33,6 +36,10 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.tracing import STATE, extract_context
 from infershield.verdict import Decision, Status, Verdict
+
+if TYPE_CHECKING:
+    from infershield.checks.base import CheckContext
+    from infershield.pipeline import PipelineResult
 
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext(None)
 
@@ -123,12 +130,106 @@ def detector_span(model: str, batch_size: int) -> AbstractContextManager[Span | 
 # --------------------------------------------------------------------------- RPCs
 
 
+class RpcScope:
+    """One RPC being served: its span (or None) and what its metrics need.
+
+    The firewall fills it in as the request goes (model, the strongest screening decision);
+    :func:`set_rpc_status` records the final gRPC code. On exit, ``infershield_requests_total``
+    and the ``total`` latency are recorded. ``decision`` is ``none`` when nothing was screened
+    (metadata RPCs, requests rejected before screening).
+    """
+
+    __slots__ = ("_t0", "code", "decision", "method", "model", "span")
+
+    def __init__(self, method: str, span: Span | None, model: str = "") -> None:
+        self.method = method
+        self.span = span
+        self.model = model
+        self.decision: Decision | None = None
+        self.code: grpc.StatusCode | None = None
+        self._t0 = time.perf_counter()
+
+    def note_decision(self, decision: Decision) -> None:
+        if self.decision is None or _DECISION_RANK[decision] > _DECISION_RANK[self.decision]:
+            self.decision = decision
+
+    def _finish(self, exc: BaseException | None) -> None:
+        m = _metrics.active()
+        if m is None:
+            return
+        code = self.code
+        if code is None:  # no status recorded: a clean return, a cancellation, or a bug
+            if exc is None:
+                code = grpc.StatusCode.OK
+            elif isinstance(exc, asyncio.CancelledError):
+                code = grpc.StatusCode.CANCELLED
+            else:
+                code = grpc.StatusCode.UNKNOWN
+        m.observe_request(
+            rpc=self.method.rpartition("/")[2] or self.method,
+            model=self.model,
+            decision=self.decision.value if self.decision is not None else "none",
+            code=code.name,
+            seconds=time.perf_counter() - self._t0,
+        )
+
+
+_RPC: contextvars.ContextVar[RpcScope | None] = contextvars.ContextVar(
+    "infershield_rpc", default=None
+)
+
+
+def current_rpc() -> RpcScope | None:
+    """The RPC the calling code serves (contextvars follow ``asyncio.to_thread``)."""
+    return _RPC.get()
+
+
+@contextlib.contextmanager
+def rpc_scope(
+    method: str, metadata: Iterable[tuple[str, Any]] | None, request: Any = None
+) -> Iterator[RpcScope]:
+    """Serve one RPC: its SERVER span (continuing the caller's trace) plus its metrics.
+
+    ``method`` is the full gRPC method (``/inference.GRPCInferenceService/ModelInfer``);
+    ``request`` (unary RPCs) names the model when it has ``model_name``/``name``/``model``.
+    """
+    model = ""
+    if request is not None:
+        model = str(next((v for v in (getattr(request, a, "") for a in _MODEL_FIELDS) if v), ""))
+    m = _metrics.active()
+    if m is not None:
+        m.in_flight.inc()
+    with server_span(method, metadata) as span:
+        scope = RpcScope(method, span, model)
+        token = _RPC.set(scope)
+        try:
+            yield scope
+        except BaseException as exc:
+            scope._finish(exc)
+            raise
+        else:
+            scope._finish(None)
+        finally:
+            _RPC.reset(token)
+            if m is not None:
+                m.in_flight.dec()
+            if span is not None and span.is_recording():
+                if scope.model:
+                    span.set_attribute(ATTR_MODEL, scope.model)
+                if scope.decision is not None:
+                    span.set_attribute(ATTR_DECISION, scope.decision.value)
+
+
+_MODEL_FIELDS = ("model_name", "name", "model")
+
+
 def server_span(
     method: str, metadata: Iterable[tuple[str, Any]] | None
 ) -> AbstractContextManager[Span | None]:
     """The SERVER span of one RPC, continuing the caller's trace from its gRPC metadata.
 
     ``method`` is the full gRPC method (``/inference.GRPCInferenceService/ModelInfer``).
+    Prefer :func:`rpc_scope`, which also records the request metrics.
     """
     if not STATE.enabled:
         return _NOOP
@@ -142,6 +243,40 @@ def server_span(
         record_exception=False,
         set_status_on_exception=False,
     )
+
+
+def record_stage(
+    ctxs: Sequence[CheckContext], results: Sequence[PipelineResult], seconds: float
+) -> None:
+    """One pipeline run over a batch: stage latency, request batch size, the RPC's decision."""
+    if not ctxs:
+        return
+    stage = ctxs[0].stage
+    m = _metrics.active()
+    if m is not None:
+        m.observe_stage(f"{stage}_checks", seconds)
+        if stage == "input":
+            m.batch_size.labels("request").observe(len(ctxs))
+    rpc = _RPC.get()
+    if rpc is not None:
+        if not rpc.model:
+            rpc.model = ctxs[0].model
+        for r in results:
+            rpc.note_decision(r.decision)
+
+
+@contextlib.contextmanager
+def upstream_timer() -> Iterator[None]:
+    """Time a call to the backend as the ``upstream`` stage (spans are the backend's job)."""
+    m = _metrics.active()
+    if m is None:
+        yield
+        return
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        m.observe_stage("upstream", time.perf_counter() - t0)
 
 
 def upstream_span(
@@ -163,8 +298,25 @@ def upstream_span(
     )
 
 
-def set_rpc_status(span: Span | None, code: grpc.StatusCode, message: str = "") -> None:
-    """Record a gRPC status on a server or client span (OpenTelemetry RPC conventions)."""
+def set_rpc_status(
+    span: Span | RpcScope | None,
+    code: grpc.StatusCode,
+    message: str = "",
+    *,
+    error: BaseException | None = None,
+) -> None:
+    """Record a gRPC status on an RPC scope, or a server or client span (OTel RPC conventions).
+
+    ``error`` (the exception that became the status) lets a limit rejection be counted by
+    the limit that fired.
+    """
+    if isinstance(span, RpcScope):
+        span.code = code
+        limit = getattr(error, "limit", None)
+        m = _metrics.active()
+        if m is not None and code is grpc.StatusCode.RESOURCE_EXHAUSTED and isinstance(limit, str):
+            m.rate_limited.labels(limit).inc()
+        span = span.span
     if span is None or not span.is_recording():
         return
     span.set_attribute("rpc.grpc.status_code", code.value[0])
