@@ -6,4 +6,5 @@
 PYBIND11_MODULE(_native, m) {
   m.doc() = "InferShield native core: Hyperscan matcher and UTF-8 token analysis.";
   infershield::bindings::register_matcher(m);
+  infershield::bindings::register_analyzer(m);
 }

@@ -8,6 +8,7 @@
 namespace infershield::bindings {
 
 void register_matcher(pybind11::module_& m);
+void register_analyzer(pybind11::module_& m);
 
 /// A view over a bytes object's buffer. The caller keeps the object alive (bytes are
 /// immutable, so the view stays valid while the GIL is released).

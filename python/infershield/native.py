@@ -15,13 +15,27 @@ from infershield import _native
 from infershield.errors import ConfigError
 
 __all__ = [
+    "TEMPLATE_TOKENS",
+    "Analysis",
+    "Blob",
     "Match",
     "Matcher",
     "Pattern",
     "PatternError",
+    "analyze",
+    "analyze_batch",
     "encode",
     "hyperscan_version",
+    "normalize",
 ]
+
+#: The native analysis of one text (read-only; see native/include/infershield/analyzer.hpp).
+Analysis = _native.Analysis
+#: An encoded run found by :func:`analyze`: ``kind`` (base64, base64_data_uri, hex, url),
+#: byte offsets ``start``/``end`` and ``decoded`` text ("" when opaque or not printable).
+Blob = _native.Blob
+#: The chat-template control tokens :func:`analyze` reports, in canonical spelling.
+TEMPLATE_TOKENS: tuple[str, ...] = tuple(_native.template_token_list())
 
 
 def encode(text: str | bytes) -> bytes:
@@ -151,3 +165,28 @@ class Matcher:
     def serialize(self) -> bytes:
         """The compiled database in Hyperscan's serialised form."""
         return self._m.serialize()
+
+
+def analyze(text: str | bytes, *, min_blob_len: int = 24) -> Analysis:
+    """Token-level analysis of ``text`` in native code (the GIL is released).
+
+    Reports invalid UTF-8 (``invalid_offset`` is a byte offset), invisible characters and
+    the ASCII hidden in Unicode tags, mixed-script words, encoded blobs with their decoded
+    text, repetition statistics, chat-template tokens and the normalised text.
+    """
+    if min_blob_len < 4:
+        raise ValueError("min_blob_len must be at least 4")
+    return _native.analyze(encode(text), min_blob_len)
+
+
+def analyze_batch(texts: Sequence[str | bytes], *, min_blob_len: int = 24) -> list[Analysis]:
+    """:func:`analyze` over many texts in one native call."""
+    if min_blob_len < 4:
+        raise ValueError("min_blob_len must be at least 4")
+    return _native.analyze_batch([encode(t) for t in texts], min_blob_len)
+
+
+def normalize(text: str | bytes) -> str:
+    """The normaliser alone: confusables/fullwidth/leetspeak folded, invisibles removed,
+    whitespace collapsed, lowercased."""
+    return _native.normalize(encode(text))

@@ -1,0 +1,566 @@
+#include "infershield/analyzer.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+#include <unordered_map>
+
+#include "infershield/utf8.hpp"
+
+namespace infershield {
+namespace {
+
+bool is_bidi(std::uint32_t c) { return (c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069); }
+bool is_tag(std::uint32_t c) { return c >= 0xE0000 && c <= 0xE007F; }
+bool is_zero_width(std::uint32_t c) {
+  return (c >= 0x200B && c <= 0x200F) || (c >= 0x2060 && c <= 0x2064) || c == 0xFEFF ||
+         c == 0x00AD || c == 0x180E || c == 0x034F || c == 0x061C || c == 0x115F || c == 0x1160 ||
+         c == 0x3164 || c == 0xFFA0;
+}
+bool is_variation_selector(std::uint32_t c) {
+  return (c >= 0xFE00 && c <= 0xFE0F) || (c >= 0xE0100 && c <= 0xE01EF);
+}
+bool is_space(std::uint32_t c) {
+  return c == ' ' || (c >= 0x09 && c <= 0x0D) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
+// Emoji and pictographs: a ZWJ after one of these is part of an emoji sequence.
+bool is_emoji_context(std::uint32_t c) {
+  return c >= 0x1F000 || (c >= 0x2600 && c <= 0x27BF) || (c >= 0x2B00 && c <= 0x2BFF) ||
+         c == 0xFE0F || c == 0x200D;
+}
+// Scripts where ZWJ/ZWNJ control glyph joining (Arabic, Syriac, Indic …).
+bool is_joining_script(std::uint32_t c) { return (c >= 0x0600 && c <= 0x08FF) || (c >= 0x0900 && c <= 0x0DFF); }
+
+bool is_ascii_alpha(std::uint32_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
+bool is_latin_letter(std::uint32_t c) {
+  return is_ascii_alpha(c) || (c >= 0xC0 && c <= 0x24F && c != 0xD7 && c != 0xF7);
+}
+bool is_cyrillic(std::uint32_t c) { return c >= 0x0400 && c <= 0x052F; }
+bool is_greek(std::uint32_t c) { return (c >= 0x0370 && c <= 0x03FF) || (c >= 0x1F00 && c <= 0x1FFF); }
+
+// Cyrillic and Greek letters that render like a Latin letter (lowercase target), else 0.
+char homoglyph(std::uint32_t c) {
+  switch (c) {
+    // Cyrillic lowercase
+    case 0x0430: return 'a';
+    case 0x0435: return 'e';
+    case 0x043E: return 'o';
+    case 0x0440: return 'p';
+    case 0x0441: return 'c';
+    case 0x0443: return 'y';
+    case 0x0445: return 'x';
+    case 0x0455: return 's';
+    case 0x0456: return 'i';
+    case 0x0458: return 'j';
+    case 0x0501: return 'd';
+    case 0x051B: return 'q';
+    case 0x051D: return 'w';
+    case 0x04CF: return 'l';
+    case 0x04BB: return 'h';
+    case 0x0457: return 'i';
+    case 0x043A: return 'k';
+    case 0x0442: return 't';
+    case 0x043C: return 'm';
+    case 0x043D: return 'h';
+    case 0x0432: return 'b';
+    // Cyrillic uppercase
+    case 0x0410: return 'a';
+    case 0x0412: return 'b';
+    case 0x0415: return 'e';
+    case 0x041A: return 'k';
+    case 0x041C: return 'm';
+    case 0x041D: return 'h';
+    case 0x041E: return 'o';
+    case 0x0420: return 'p';
+    case 0x0421: return 'c';
+    case 0x0422: return 't';
+    case 0x0423: return 'y';
+    case 0x0425: return 'x';
+    case 0x0405: return 's';
+    case 0x0406: return 'i';
+    case 0x0408: return 'j';
+    case 0x04C0: return 'l';
+    // Greek
+    case 0x03B1: return 'a';
+    case 0x03BF: return 'o';
+    case 0x03C1: return 'p';
+    case 0x03B9: return 'i';
+    case 0x03BA: return 'k';
+    case 0x03BD: return 'v';
+    case 0x03C4: return 't';
+    case 0x03C5: return 'u';
+    case 0x03C7: return 'x';
+    case 0x0391: return 'a';
+    case 0x0392: return 'b';
+    case 0x0395: return 'e';
+    case 0x0396: return 'z';
+    case 0x0397: return 'h';
+    case 0x0399: return 'i';
+    case 0x039A: return 'k';
+    case 0x039C: return 'm';
+    case 0x039D: return 'n';
+    case 0x039F: return 'o';
+    case 0x03A1: return 'p';
+    case 0x03A4: return 't';
+    case 0x03A5: return 'y';
+    case 0x03A7: return 'x';
+    default: return 0;
+  }
+}
+
+// Latin-1 letters U+00C0–U+00FF without their accents ('*' = not a letter).
+constexpr char kLatin1Fold[] = "aaaaaaaceeeeiiiidnooooo*ouuuuytsaaaaaaaceeeeiiiidnooooo*ouuuuyty";
+
+// Compatibility forms that fold to one ASCII character (fullwidth, mathematical
+// alphanumerics, circled letters, accented Latin-1); 0 if `c` is not one.
+char compat_fold(std::uint32_t c) {
+  if (c >= 0xFF01 && c <= 0xFF5E) {
+    const std::uint32_t a = c - 0xFEE0;
+    return static_cast<char>(a >= 'A' && a <= 'Z' ? a + 32 : a);
+  }
+  if (c >= 0x1D400 && c <= 0x1D6A3) {
+    const std::uint32_t k = (c - 0x1D400) % 52;
+    return static_cast<char>('a' + (k % 26));
+  }
+  if (c >= 0x1D7CE && c <= 0x1D7FF) return static_cast<char>('0' + (c - 0x1D7CE) % 10);
+  if (c >= 0x24B6 && c <= 0x24E9) return static_cast<char>('a' + (c - 0x24B6) % 26);
+  if (c >= 0xC0 && c <= 0xFF) {
+    const char f = kLatin1Fold[c - 0xC0];
+    return f == '*' ? 0 : f;
+  }
+  return 0;
+}
+bool is_confusable_form(std::uint32_t c) {
+  return (c >= 0xFF01 && c <= 0xFF5E) || (c >= 0x1D400 && c <= 0x1D7FF) ||
+         (c >= 0x24B6 && c <= 0x24E9);
+}
+
+std::uint32_t lower_cp(std::uint32_t c) {
+  if (c >= 'A' && c <= 'Z') return c + 32;
+  if (c >= 0x0410 && c <= 0x042F) return c + 0x20;
+  if (c >= 0x0400 && c <= 0x040F) return c + 0x50;
+  if (c >= 0x0391 && c <= 0x03A9 && c != 0x03A2) return c + 0x20;
+  return c;
+}
+
+char leet(std::uint32_t c) {
+  switch (c) {
+    case '0': return 'o';
+    case '1': return 'i';
+    case '3': return 'e';
+    case '4': return 'a';
+    case '5': return 's';
+    case '7': return 't';
+    case '@': return 'a';
+    case '$': return 's';
+    default: return 0;
+  }
+}
+
+bool is_word_cp(std::uint32_t c) {
+  if (c < 0x80) return (c >= '0' && c <= '9') || is_ascii_alpha(c) || c == '@' || c == '$' || c == '_';
+  if (c >= 0xA1 && c <= 0xBF) return false;           // Latin-1 punctuation and symbols
+  if (c >= 0x2010 && c <= 0x205E) return false;       // general punctuation
+  if (c >= 0x3000 && c <= 0x303F) return false;       // CJK punctuation
+  if (c >= 0xFF01 && c <= 0xFF5E) {                   // fullwidth: only the alphanumerics
+    const char a = compat_fold(c);
+    return (a >= '0' && a <= '9') || (a >= 'a' && a <= 'z');
+  }
+  return true;
+}
+
+bool is_letter_cp(std::uint32_t c) {
+  if (c < 0x80) return is_ascii_alpha(c);
+  const char f = compat_fold(c);
+  if (f) return f >= 'a' && f <= 'z';
+  return is_word_cp(c);
+}
+
+const std::vector<std::string> kTemplateTokens = {
+    "<|im_start|>",       "<|im_end|>",         "<|im_sep|>",      "<|endoftext|>",
+    "<|eot_id|>",         "<|eom_id|>",         "<|start_header_id|>", "<|end_header_id|>",
+    "<|begin_of_text|>",  "<|end_of_text|>",    "<|system|>",      "<|user|>",
+    "<|assistant|>",      "<|end|>",            "<|python_tag|>",  "<|start|>",
+    "<|channel|>",        "<|message|>",        "[INST]",          "[/INST]",
+    "<<SYS>>",            "<</SYS>>",           "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
+    "<start_of_turn>",    "<end_of_turn>",      "### Instruction:", "### Response:",
+    "### System:",        "<|fim_prefix|>",     "<|fim_middle|>",  "<|fim_suffix|>",
+};
+
+// The normaliser and the word-level statistics share one word buffer.
+class WordState {
+ public:
+  WordState(Analysis& a, const AnalyzerOptions& opt) : a_(a), opt_(opt) {}
+
+  void push(std::uint32_t c) {
+    orig_.push_back(c);
+    if (is_latin_letter(c) || is_confusable_form(c)) has_latin_ = true;
+    if (is_cyrillic(c) || is_greek(c)) {
+      if (homoglyph(c)) {
+        ++homoglyphs_;
+      } else {
+        has_foreign_other_ = true;
+      }
+    }
+    if (is_letter_cp(c)) has_letter_ = true;
+  }
+
+  void flush() {
+    if (orig_.empty()) return;
+    const bool mixed = has_latin_ && homoglyphs_ > 0;
+    // A word made only of look-alikes ("рор") is folded too; real Cyrillic/Greek words
+    // almost always contain a letter with no Latin twin and are left alone.
+    const bool fold_foreign = mixed || (homoglyphs_ > 0 && !has_foreign_other_);
+    if (mixed) {
+      ++a_.mixed_script_count;
+      a_.confusables += homoglyphs_;
+      if (a_.mixed_script_words.size() < opt_.max_words_kept) {
+        std::string w;
+        for (std::uint32_t c : orig_) utf8_append(w, c);
+        a_.mixed_script_words.push_back(std::move(w));
+      }
+    }
+    std::string& out = a_.normalized;
+    for (std::uint32_t c : orig_) {
+      if (const char f = compat_fold(c)) {
+        if (has_letter_ && leet(static_cast<unsigned char>(f))) {
+          out.push_back(leet(static_cast<unsigned char>(f)));
+        } else {
+          out.push_back(f);
+        }
+        continue;
+      }
+      if (fold_foreign) {
+        if (const char h = homoglyph(c)) {
+          out.push_back(h);
+          continue;
+        }
+      }
+      if (c < 0x80) {
+        const char l = has_letter_ ? leet(c) : 0;
+        out.push_back(l ? l : static_cast<char>(lower_cp(c)));
+        continue;
+      }
+      utf8_append(out, lower_cp(c));
+    }
+    orig_.clear();
+    has_latin_ = has_letter_ = has_foreign_other_ = false;
+    homoglyphs_ = 0;
+  }
+
+ private:
+  Analysis& a_;
+  const AnalyzerOptions& opt_;
+  std::vector<std::uint32_t> orig_;
+  bool has_latin_ = false;
+  bool has_letter_ = false;
+  bool has_foreign_other_ = false;
+  std::uint32_t homoglyphs_ = 0;
+};
+
+bool is_hex(unsigned char c) { return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f'); }
+int hex_val(unsigned char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; }
+bool is_b64(unsigned char c) {
+  return (c >= '0' && c <= '9') || is_ascii_alpha(c) || c == '+' || c == '/' || c == '-' || c == '_';
+}
+int b64_val(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+' || c == '-') return 62;
+  return 63;  // '/' or '_'
+}
+bool is_url_unreserved(unsigned char c) {
+  return (c >= '0' && c <= '9') || is_ascii_alpha(c) || c == '.' || c == '_' || c == '~' ||
+         c == '-' || c == '+';
+}
+
+// Keeps `s` only if it is valid UTF-8 and mostly printable; otherwise clears it.
+void keep_if_printable(std::string& s, double min_printable) {
+  if (s.empty() || utf8_first_invalid(s) != std::string_view::npos) {
+    s.clear();
+    return;
+  }
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  std::size_t total = 0, printable = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    std::uint32_t c = 0;
+    const std::size_t len = utf8_decode(p + i, s.size() - i, &c);
+    if (len == 0) break;  // unreachable: validated above
+    i += len;
+    ++total;
+    if ((c >= 0x20 && c != 0x7F && !(c >= 0x80 && c < 0xA0) && c != 0xFFFD) || c == '\t' ||
+        c == '\n' || c == '\r')
+      ++printable;
+  }
+  if (static_cast<double>(printable) < min_printable * static_cast<double>(total)) s.clear();
+}
+
+class BlobFinder {
+ public:
+  BlobFinder(std::string_view s, const AnalyzerOptions& opt, Analysis& a)
+      : p_(reinterpret_cast<const unsigned char*>(s.data())), n_(s.size()), opt_(opt), a_(a) {}
+
+  void run() {
+    find_b64_hex();
+    find_url();
+    std::sort(a_.blobs.begin(), a_.blobs.end(),
+              [](const Blob& x, const Blob& y) { return x.start < y.start; });
+  }
+
+ private:
+  bool full() const { return a_.blobs.size() >= opt_.max_blobs; }
+
+  void add(const char* kind, std::size_t start, std::size_t end, std::string decoded) {
+    if (full()) return;
+    if (decoded_total_ + decoded.size() > opt_.max_decoded_bytes) decoded.clear();
+    keep_if_printable(decoded, opt_.min_printable);
+    decoded_total_ += decoded.size();
+    a_.blobs.push_back({kind, start, end, std::move(decoded)});
+  }
+
+  void find_b64_hex() {
+    std::size_t i = 0;
+    while (i < n_ && !full()) {
+      if (!is_b64(p_[i])) {
+        ++i;
+        continue;
+      }
+      const std::size_t start = i;
+      bool all_hex = true, hex_letter = false, digit = false, upper = false, lower = false;
+      bool std_sym = false, url_sym = false;
+      while (i < n_ && is_b64(p_[i])) {
+        const unsigned char c = p_[i];
+        if (!is_hex(c)) all_hex = false;
+        if (is_ascii_alpha(c) && is_hex(c)) hex_letter = true;
+        if (c >= '0' && c <= '9') digit = true;
+        if (c >= 'A' && c <= 'Z') upper = true;
+        if (c >= 'a' && c <= 'z') lower = true;
+        if (c == '+' || c == '/') std_sym = true;
+        if (c == '-' || c == '_') url_sym = true;
+        ++i;
+      }
+      const std::size_t core_end = i;
+      std::size_t pad = 0;
+      while (i < n_ && p_[i] == '=' && pad < 2) {
+        ++i;
+        ++pad;
+      }
+      const std::size_t len = core_end - start;
+      if (len < opt_.min_blob_len) continue;
+      if (all_hex && hex_letter && digit) {
+        std::string out;
+        out.reserve(len / 2);
+        for (std::size_t k = start; k + 1 < core_end; k += 2)
+          out.push_back(static_cast<char>(hex_val(p_[k]) * 16 + hex_val(p_[k + 1])));
+        add("hex", start, core_end, std::move(out));
+        continue;
+      }
+      // Prose never forms one 24+ character run with digits or '+/' and both cases;
+      // plain long words (no digits, no symbols, no padding) are not reported.
+      if (std_sym && url_sym) continue;
+      if (!(digit || std_sym || pad > 0) || !(upper || lower)) continue;
+      if (len % 4 == 1) continue;  // impossible base64 length
+      std::string out;
+      out.reserve(len * 3 / 4);
+      std::uint32_t acc = 0;
+      int bits = 0;
+      for (std::size_t k = start; k < core_end; ++k) {
+        acc = (acc << 6) | static_cast<std::uint32_t>(b64_val(p_[k]));
+        bits += 6;
+        if (bits >= 8) {
+          bits -= 8;
+          out.push_back(static_cast<char>((acc >> bits) & 0xFF));
+        }
+      }
+      static constexpr std::string_view kDataUri = "base64,";
+      const bool data_uri =
+          start >= kDataUri.size() &&
+          std::memcmp(p_ + start - kDataUri.size(), kDataUri.data(), kDataUri.size()) == 0;
+      add(data_uri ? "base64_data_uri" : "base64", start, i, std::move(out));
+    }
+  }
+
+  void find_url() {
+    std::size_t i = 0;
+    while (i < n_ && !full()) {
+      const auto is_escape = [&](std::size_t k) {
+        return p_[k] == '%' && k + 2 < n_ && is_hex(p_[k + 1]) && is_hex(p_[k + 2]);
+      };
+      if (!(is_url_unreserved(p_[i]) || (i + 2 < n_ && is_escape(i)))) {
+        ++i;
+        continue;
+      }
+      const std::size_t start = i;
+      std::size_t escapes = 0;
+      std::string out;
+      while (i < n_) {
+        if (i + 2 < n_ && is_escape(i)) {
+          out.push_back(static_cast<char>(hex_val(p_[i + 1]) * 16 + hex_val(p_[i + 2])));
+          ++escapes;
+          i += 3;
+        } else if (is_url_unreserved(p_[i])) {
+          out.push_back(p_[i] == '+' ? ' ' : static_cast<char>(p_[i]));
+          ++i;
+        } else {
+          break;
+        }
+      }
+      if (i - start >= opt_.min_blob_len && escapes >= 3 && escapes * 3 * 4 >= i - start)
+        add("url", start, i, std::move(out));
+    }
+  }
+
+  const unsigned char* p_;
+  std::size_t n_;
+  const AnalyzerOptions& opt_;
+  Analysis& a_;
+  std::size_t decoded_total_ = 0;
+};
+
+void find_template_tokens(Analysis& a) {
+  // The normalised text is lowercase and has invisibles/fullwidth folded, so searching it
+  // also catches "<|im_\u200bstart|>" and "＜|im_start|＞".
+  static const std::vector<std::string> lowered = [] {
+    std::vector<std::string> v;
+    for (const std::string& t : kTemplateTokens) {
+      std::string l = t;
+      for (char& c : l) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+      v.push_back(l);
+    }
+    return v;
+  }();
+  const std::string_view hay(a.normalized);
+  if (hay.find_first_of("<[#") == std::string_view::npos) return;
+  std::vector<std::pair<std::size_t, std::size_t>> found;  // (position, token index)
+  for (std::size_t t = 0; t < lowered.size(); ++t) {
+    const std::size_t pos = hay.find(lowered[t]);
+    if (pos != std::string_view::npos) found.emplace_back(pos, t);
+  }
+  std::sort(found.begin(), found.end());
+  for (const auto& f : found) a.template_tokens.push_back(kTemplateTokens[f.second]);
+}
+
+void token_stats(Analysis& a) {
+  std::unordered_map<std::string_view, std::uint32_t> counts;
+  const std::string_view s(a.normalized);
+  std::uint32_t best = 0;
+  std::string_view best_tok;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const std::size_t j = std::min(s.find(' ', i), s.size());
+    if (j > i) {
+      const std::string_view tok = s.substr(i, j - i);
+      const std::uint32_t c = ++counts[tok];
+      ++a.token_count;
+      if (c > best) {
+        best = c;
+        best_tok = tok;
+      }
+    }
+    i = j + 1;
+  }
+  a.unique_tokens = static_cast<std::uint32_t>(counts.size());
+  a.top_token = std::string(best_tok.substr(0, 64));
+  // A 64-byte cut may split a code point; trim back to a boundary.
+  while (!a.top_token.empty() && utf8_first_invalid(a.top_token) != std::string_view::npos)
+    a.top_token.pop_back();
+  a.top_token_ratio = a.token_count ? static_cast<double>(best) / a.token_count : 0.0;
+}
+
+}  // namespace
+
+const std::vector<std::string>& template_token_list() { return kTemplateTokens; }
+
+Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
+  Analysis a;
+  a.normalized.reserve(text.size());
+  WordState word(a, opt);
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  std::uint32_t prev = 0, run_cp = 0xFFFFFFFF, run = 0;
+  bool in_flag = false;  // inside an emoji flag tag sequence (U+1F3F4 + tags)
+  for (std::size_t i = 0; i < n;) {
+    std::uint32_t c;
+    const std::size_t len = utf8_decode(p + i, n - i, &c);
+    if (len == 0) {
+      if (!a.invalid_utf8) {
+        a.invalid_utf8 = true;
+        a.invalid_offset = static_cast<std::int64_t>(i);
+      }
+      ++a.invalid_bytes;
+      ++i;
+      run_cp = 0xFFFFFFFF;
+      run = 0;
+      continue;
+    }
+    i += len;
+    ++a.code_points;
+    if (c == run_cp) {
+      ++run;
+    } else {
+      run_cp = c;
+      run = 1;
+    }
+    a.max_char_run = std::max(a.max_char_run, run);
+
+    if (is_tag(c)) {
+      if (!in_flag) {
+        ++a.tag_chars;
+        if (c >= 0xE0020 && c <= 0xE007E && a.tag_text.size() < (1u << 16))
+          a.tag_text.push_back(static_cast<char>(c - 0xE0000));
+      }
+      continue;  // invisible: skipped by the normaliser, does not end a word
+    }
+    in_flag = (c == 0x1F3F4);
+    if (is_bidi(c)) {
+      ++a.bidi;
+      continue;
+    }
+    if (is_zero_width(c)) {
+      const bool legit = (c == 0x200D && is_emoji_context(prev)) ||
+                         ((c == 0x200C || c == 0x200D) && is_joining_script(prev));
+      if (!legit) ++a.zero_width;
+      if (c != 0x200D) prev = c;
+      continue;
+    }
+    if (is_variation_selector(c) || (c >= 0x0300 && c <= 0x036F)) {
+      if (c == 0xFE0F) prev = c;
+      continue;  // dropped by the normaliser (NFKC-style), never counted as invisible
+    }
+    prev = c;
+    if (is_confusable_form(c)) ++a.confusables;
+    if (is_space(c)) {
+      word.flush();
+      if (!a.normalized.empty() && a.normalized.back() != ' ') a.normalized.push_back(' ');
+      continue;
+    }
+    if (is_word_cp(c)) {
+      word.push(c);
+      continue;
+    }
+    word.flush();
+    if (const char f = compat_fold(c)) {
+      a.normalized.push_back(f);
+    } else {
+      utf8_append(a.normalized, c);
+    }
+  }
+  word.flush();
+  if (!a.normalized.empty() && a.normalized.back() == ' ') a.normalized.pop_back();
+  a.invisible = a.zero_width + a.tag_chars + a.bidi;
+  BlobFinder(text, opt, a).run();
+  find_template_tokens(a);
+  token_stats(a);
+  return a;
+}
+
+std::string normalize(std::string_view text) {
+  AnalyzerOptions opt;
+  opt.max_blobs = 0;
+  return analyze(text, opt).normalized;
+}
+
+}  // namespace infershield
