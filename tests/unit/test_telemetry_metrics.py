@@ -249,3 +249,25 @@ def test_an_rpc_ending_without_a_status(installed: Metrics, exc: BaseException,
         raise exc
     assert sample(installed, "infershield_requests_total", rpc="Scan", model="-",
                   decision="none", code=code) == 1
+
+
+def test_watched_gauges_are_read_at_scrape_time(served: tuple[Metrics, str]) -> None:
+    import enum
+
+    class State(str, enum.Enum):  # like limits.BreakerState
+        CLOSED = "closed"
+        OPEN = "open"
+
+    m, url = served
+    queue = [1, 2, 3]
+    state = [State.CLOSED]
+    m.watch_queue(lambda: len(queue))
+    m.watch_breaker("triton:8001", lambda: state[0])
+    s = scrape(url)
+    assert value(s, "infershield_queue_depth") == 3
+    assert value(s, "infershield_upstream_circuit_state", upstream="triton:8001") == 0
+    queue.clear()
+    state[0] = State.OPEN
+    s = scrape(url)
+    assert value(s, "infershield_queue_depth") == 0
+    assert value(s, "infershield_upstream_circuit_state", upstream="triton:8001") == 2

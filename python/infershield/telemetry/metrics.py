@@ -10,7 +10,7 @@ several side by side.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -115,6 +115,26 @@ class Metrics:
             if v.decision is Decision.BLOCK:
                 for category in v.categories or ("none",):
                     self.blocks.labels(check, category, stage).inc()
+
+    def watch_queue(self, queued: Callable[[], int]) -> None:
+        """Read ``queue_depth`` from ``queued()`` at scrape time (e.g. a limiter's ``queued``).
+
+        Pull, not push: the hot path pays nothing and the gauge can never go stale.
+        """
+        self.queue_depth.set_function(lambda: float(queued()))
+
+    def watch_breaker(self, upstream: str, state: Callable[[], object]) -> None:
+        """Read the breaker gauge from ``state()`` (``closed``/``half_open``/``open``, or an
+        enum with those values, like ``limits.BreakerState``) at scrape time.
+
+        Transitions are counted only through :meth:`set_breaker_state`.
+        """
+
+        def read() -> float:
+            st = state()
+            return float(BREAKER_VALUES.get(str(getattr(st, "value", st)), -1))
+
+        self.breaker_state.labels(upstream).set_function(read)
 
     def set_breaker_state(self, upstream: str, state: BreakerState) -> None:
         """Record the upstream circuit breaker's state (and count the transition)."""
