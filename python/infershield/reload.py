@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import logging
 import signal
@@ -30,6 +31,20 @@ if TYPE_CHECKING:
     from infershield.policy import Policy
 
 log = logging.getLogger(__name__)
+
+#: The policy pinned for the request running in this context (see PolicyHolder.pin).
+_PINNED: contextvars.ContextVar[Policy | None] = contextvars.ContextVar(
+    "infershield_pinned_policy", default=None
+)
+
+
+def pinned_policy() -> Policy | None:
+    """The policy the current request pinned with :meth:`PolicyHolder.pin`, if any.
+
+    Context variables follow ``await`` and ``asyncio.to_thread``, so everything a request
+    does sees the policy it started with.
+    """
+    return _PINNED.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +87,11 @@ class PolicyHolder:
         *,
         loader: Callable[[], Config],
         builder: Callable[[Config], Policy] = _build_policy,
+        on_swap: Callable[[Policy], object] | None = None,
     ) -> None:
         self._loader = loader
         self._builder = builder
+        self._on_swap = on_swap
         self._lock = threading.Lock()  # guards refcounts and the current generation
         self._reload_lock = threading.Lock()  # one reload at a time
         self._current = _Generation(1, policy)
@@ -104,6 +121,16 @@ class PolicyHolder:
             if close:
                 _close(gen)
 
+    @contextlib.contextmanager
+    def pin(self) -> Iterator[Policy]:
+        """:meth:`acquire`, and make the policy :func:`pinned_policy` for this context."""
+        with self.acquire() as policy:
+            token = _PINNED.set(policy)
+            try:
+                yield policy
+            finally:
+                _PINNED.reset(token)
+
     def reload(self) -> ReloadResult:
         """Load, validate and build a new policy, then swap it in; the old one stays on error."""
         with self._reload_lock:
@@ -126,6 +153,8 @@ class PolicyHolder:
             old.retired = True
             close = old.refs == 0
             number = self._current.number
+            if self._on_swap is not None:
+                self._on_swap(policy)  # e.g. the Firewall's own reference, under the same lock
         if close:
             _close(old)
         log.info("policy reloaded: generation %d is live", number)

@@ -1,0 +1,113 @@
+"""Admission control: load shedding and policy pinning around every screened RPC.
+
+Sits inside :class:`~infershield.server.interceptor.ErrorInterceptor` (so its rejections
+become statuses there). For each call to the Triton service or the own API it:
+
+- pins the live policy for the whole call (:meth:`PolicyHolder.pin`): a hot reload never
+  changes the policy under a running request, and the old policy is closed only after the
+  last request that uses it has finished;
+- for the calls that do real work (inference, scans, streams), takes a slot from the
+  :class:`~infershield.limits.ConcurrencyLimiter`: past ``max_concurrency`` running and
+  ``max_queue`` waiting, the call gets RESOURCE_EXHAUSTED (``infershield-limit: max_queue``)
+  at once, and a queued call whose deadline passes gets DEADLINE_EXCEEDED (stage ``queue``).
+
+Cheap calls (liveness, readiness, metadata) are never shed, so health checks keep working
+while the server is saturated. A stream holds one slot for as long as it is open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import grpc
+
+from infershield.limits import ConcurrencyLimiter, Deadline
+from infershield.reload import PolicyHolder
+
+#: Full method names that do real work and so are subject to load shedding.
+ADMITTED_METHODS: frozenset[str] = frozenset(
+    {
+        "/inference.GRPCInferenceService/ModelInfer",
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+        "/infershield.v1.Firewall/Infer",
+        "/infershield.v1.Firewall/Scan",
+    }
+)
+#: Services whose calls pin the policy.
+PINNED_SERVICES = ("/inference.GRPCInferenceService/", "/infershield.v1.Firewall/")
+
+
+class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Load shedding and policy pinning; see the module docstring."""
+
+    def __init__(self, limiter: ConcurrencyLimiter, holder: PolicyHolder | None = None) -> None:
+        self.limiter = limiter
+        self.holder = holder
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(PINNED_SERVICES):
+            return handler
+        admit = method in ADMITTED_METHODS
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, admit),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(handler.stream_stream, admit),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _deadline(self, context: grpc.aio.ServicerContext[Any, Any]) -> Deadline | None:
+        if self.holder is None:
+            remaining = context.time_remaining()
+            return None if remaining is None else Deadline.after(remaining)
+        limits = self.holder.current.config.limits
+        return Deadline.effective(limits.deadline_s, context.time_remaining())
+
+    @contextlib.contextmanager
+    def _pinned(self) -> Iterator[None]:
+        if self.holder is None:
+            yield
+            return
+        with self.holder.pin():
+            yield
+
+    def _wrap_unary(self, behavior: Any, admit: bool) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if not admit:
+                with self._pinned():
+                    return await behavior(request, context)
+            async with self.limiter.slot(self._deadline(context)):
+                with self._pinned():
+                    return await behavior(request, context)
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Any, admit: bool) -> Any:
+        async def wrapped(
+            request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            if not admit:
+                with self._pinned():
+                    async for response in behavior(request_iterator, context):
+                        yield response
+                return
+            async with self.limiter.slot(self._deadline(context)):
+                with self._pinned():
+                    async for response in behavior(request_iterator, context):
+                        yield response
+
+        return wrapped

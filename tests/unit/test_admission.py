@@ -1,0 +1,120 @@
+"""The admission interceptor on a real grpc.aio server: shedding, health bypass, pinning."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+import pytest
+
+from infershield.config import Config, LimitsConfig
+from infershield.limits import ConcurrencyLimiter
+from infershield.reload import PolicyHolder, pinned_policy
+from infershield.server.admission import AdmissionInterceptor
+
+pytest.importorskip("infershield.server.interceptor")
+from infershield.server.interceptor import ErrorInterceptor
+
+SCAN = "/infershield.v1.Firewall/Scan"
+LIVE = "/inference.GRPCInferenceService/ServerLive"
+
+
+class FakePolicy:
+    """Stands in for a Policy: the interceptor only reads ``config`` and closes it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.config = Config(limits=LimitsConfig(deadline_s=5.0))
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def start_server(interceptor: AdmissionInterceptor, gate: asyncio.Event) -> tuple[Any, int]:
+    async def scan(request: bytes, context: Any) -> bytes:
+        policy = pinned_policy()
+        await gate.wait()
+        # The policy seen at the end is the one pinned at the start, whatever was reloaded.
+        assert pinned_policy() is policy
+        return (policy.name if policy is not None else "none").encode()  # type: ignore[attr-defined]
+
+    async def live(request: bytes, context: Any) -> bytes:
+        return b"live"
+
+    handlers = {
+        "Scan": grpc.unary_unary_rpc_method_handler(scan),
+    }
+    triton = {"ServerLive": grpc.unary_unary_rpc_method_handler(live)}
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler("infershield.v1.Firewall", handlers),
+            grpc.method_handlers_generic_handler("inference.GRPCInferenceService", triton),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
+def test_sheds_past_queue_keeps_health_and_pins_policy() -> None:
+    async def main() -> None:
+        old = FakePolicy("old")
+        holder = PolicyHolder(old, loader=Config)  # type: ignore[arg-type]
+        limiter = ConcurrencyLimiter(max_concurrency=2, max_queue=2)
+        gate = asyncio.Event()
+        server, port = await start_server(AdmissionInterceptor(limiter, holder), gate)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                scan = ch.unary_unary(SCAN)
+                live = ch.unary_unary(LIVE)
+                calls = [asyncio.ensure_future(scan(b"", timeout=10)) for _ in range(10)]
+                while limiter.active + limiter.queued < 4:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.1)
+                # Saturated: health still answers at once.
+                assert await live(b"", timeout=2) == b"live"
+                # A reload while requests run: they keep the old policy, which stays open.
+                holder.swap(FakePolicy("new"))  # type: ignore[arg-type]
+                assert not old.closed
+                gate.set()
+                results = await asyncio.gather(*calls, return_exceptions=True)
+            ok = [r for r in results if isinstance(r, bytes)]
+            shed = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+            assert len(ok) == 4 and len(shed) == 6
+            # The two running pinned "old"; the two queued started after the swap.
+            assert sorted(ok) == [b"new", b"new", b"old", b"old"]
+            for e in shed:
+                assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert ("infershield-limit", "max_queue") in tuple(e.trailing_metadata() or ())
+            assert old.closed  # closed once its last request finished
+            assert (limiter.active, limiter.queued) == (0, 0)
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())
+
+
+def test_queued_call_past_its_deadline_leaves_the_queue() -> None:
+    async def main() -> None:
+        limiter = ConcurrencyLimiter(max_concurrency=1, max_queue=5)
+        gate = asyncio.Event()
+        server, port = await start_server(AdmissionInterceptor(limiter), gate)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                scan = ch.unary_unary(SCAN)
+                first = asyncio.ensure_future(scan(b"", timeout=10))
+                while limiter.active < 1:
+                    await asyncio.sleep(0.01)
+                with pytest.raises(grpc.aio.AioRpcError) as ei:
+                    await scan(b"", timeout=0.3)
+                assert ei.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+                gate.set()
+                assert await first == b"none"
+            assert limiter.queued == 0
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())
