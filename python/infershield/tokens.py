@@ -134,6 +134,11 @@ class TokenCounters:
         self.register(model, counter)
         return counter
 
+    def get(self, model: str) -> TokenCounter | None:
+        """The model's own counter, or None when it has no tokenizer registered."""
+        with self._lock:
+            return self._by_model.get(model)
+
     def for_model(self, model: str) -> TokenCounter:
         with self._lock:
             return self._by_model.get(model, self.fallback)

@@ -177,6 +177,8 @@ def test_counters_per_model(tokenizer_path: Path, tmp_path: Path) -> None:
     assert counters.register_dir("plain", tmp_path) is counters.fallback
     assert counters.for_model("m").count("hello world") == 2
     assert counters.for_model("unknown").count("hello world") == 11
+    assert counters.get("unknown") is None
+    assert counters.get("m") is counters.for_model("m")
 
 
 def test_bad_tokenizer_file_is_a_config_error(tmp_path: Path) -> None:
