@@ -1,0 +1,7 @@
+"""Backends that run the forward pass: ``triton`` (remote upstream) and ``local`` (embedded)."""
+
+from __future__ import annotations
+
+from infershield.backends.base import Backend, CallContext, Unsupported, build_backend
+
+__all__ = ["Backend", "CallContext", "Unsupported", "build_backend"]

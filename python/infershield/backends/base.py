@@ -1,0 +1,127 @@
+"""The backend interface: the Triton gRPC inference service, minus the transport.
+
+Both backends speak Triton's protobuf messages (``tritonclient.grpc.service_pb2``), which
+are the data model of the drop-in API: the firewall screens them and hands them on, so a
+benign response reaches the caller byte for byte as the backend produced it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from infershield.errors import FirewallError
+from infershield.limits import Deadline
+
+if TYPE_CHECKING:
+    from tritonclient.grpc import service_pb2 as pb
+
+    from infershield.config import Config
+
+Metadata = tuple[tuple[str, "str | bytes"], ...]
+
+#: Triton's unary RPCs, by method name.
+UNARY_METHODS: tuple[str, ...] = (
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelConfig",
+    "ModelInfer",
+    "ModelStatistics",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+    "TraceSetting",
+    "LogSettings",
+)
+
+#: Calls that only read state: safe to retry on a transient upstream failure.
+IDEMPOTENT_METHODS: frozenset[str] = frozenset(
+    {
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
+        "SystemSharedMemoryStatus",
+        "CudaSharedMemoryStatus",
+    }
+)
+
+
+class Unsupported(FirewallError):
+    """The backend does not implement this RPC (e.g. shared memory on the local backend)."""
+
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a request carries from the transport: caller metadata and its deadline."""
+
+    deadline: Deadline
+    #: Caller metadata to forward (already stripped of transport-level headers).
+    metadata: Metadata = ()
+    peer: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def after(cls, seconds: float, metadata: Metadata = ()) -> CallContext:
+        return cls(Deadline.after(seconds), metadata)
+
+    def timeout(self) -> float:
+        """Seconds left for a downstream call (never negative)."""
+        return self.deadline.remaining()
+
+
+class Backend(abc.ABC):
+    """Runs Triton RPCs. Implementations raise FirewallError subclasses only."""
+
+    #: ``triton`` or ``local``.
+    kind: str = ""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect / load models; called once inside the server's event loop."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and workers."""
+
+    @abc.abstractmethod
+    async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
+        """Run the unary RPC ``method`` (one of :data:`UNARY_METHODS`)."""
+
+    @abc.abstractmethod
+    def stream_infer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], ctx: CallContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """The bidirectional ModelStreamInfer: responses in the order the backend sends them."""
+
+    @abc.abstractmethod
+    async def ready(self) -> bool:
+        """Whether the backend can serve (for the health service)."""
+
+
+def build_backend(config: Config) -> Backend:
+    """The backend ``config.backend`` names."""
+    if config.backend.kind == "triton":
+        from infershield.backends.triton import TritonBackend
+
+        return TritonBackend.from_config(config)
+    from infershield.backends.local import LocalBackend
+
+    return LocalBackend.from_config(config)

@@ -1,0 +1,166 @@
+"""The ``triton`` backend: a remote Triton over one pooled grpc.aio channel.
+
+One channel multiplexes every call (HTTP/2 streams), with keepalive so a dead upstream is
+noticed between requests. Only idempotent metadata calls are retried, and only on
+UNAVAILABLE, within the caller's deadline: an inference is never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from infershield.backends.base import (
+    IDEMPOTENT_METHODS,
+    UNARY_METHODS,
+    Backend,
+    CallContext,
+)
+from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallError, UpstreamError
+from infershield.telemetry.instrument import set_rpc_status, upstream_span
+from infershield.telemetry.tracing import inject_metadata
+
+if TYPE_CHECKING:
+    from infershield.config import Config
+
+log = logging.getLogger(__name__)
+SERVICE = "/inference.GRPCInferenceService/"
+
+
+def parse_upstream(value: str) -> str:
+    """``triton://host:port`` or ``host:port`` -> ``host:port``."""
+    target = value.removeprefix("triton://").removeprefix("grpc://").rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        from infershield.errors import ConfigError
+
+        raise ConfigError(f"backend.upstream: expected triton://HOST:PORT, got {value!r}")
+    return target
+
+
+def map_rpc_error(exc: grpc.aio.AioRpcError, method: str) -> FirewallError:
+    """An upstream status as a domain error; the caller sees Triton's own message."""
+    code = exc.code()
+    if code is grpc.StatusCode.UNAVAILABLE:
+        log.warning("upstream unavailable in %s: %s", method, exc.details())
+        return BackendUnavailable(f"upstream Triton is unavailable ({method})")
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(
+            f"deadline exceeded waiting for upstream {method}", stage="upstream"
+        )
+    return UpstreamError(exc.details() or code.name, code)
+
+
+class TritonBackend(Backend):
+    """Forwards Triton RPCs to ``target`` (``host:port``)."""
+
+    kind = "triton"
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        max_message_bytes: int = 2**31 - 1,
+        retries: int = 2,
+        retry_backoff_s: float = 0.05,
+        keepalive_ms: int = 30_000,
+    ) -> None:
+        self.target = parse_upstream(target)
+        self.max_message_bytes = max_message_bytes
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        self.keepalive_ms = keepalive_ms
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> TritonBackend:
+        return cls(config.backend.upstream, max_message_bytes=config.server.max_message_bytes)
+
+    async def start(self) -> None:
+        opts = [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.keepalive_time_ms", self.keepalive_ms),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            # Reconnect quickly once the upstream is back.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            ("grpc.min_reconnect_backoff_ms", 100),
+        ]
+        self._channel = grpc.aio.insecure_channel(self.target, options=opts)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub = None
+
+    @property
+    def stub(self) -> pb_grpc.GRPCInferenceServiceStub:
+        if self._stub is None:
+            raise BackendUnavailable("the upstream connection is not open")
+        return self._stub
+
+    async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
+        if method not in UNARY_METHODS:
+            raise ValueError(f"not a unary Triton RPC: {method}")
+        fn = getattr(self.stub, method)
+        attempts = 1 + (self.retries if method in IDEMPOTENT_METHODS else 0)
+        model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        for attempt in range(attempts):
+            with upstream_span(SERVICE + method, model=model, target=self.target) as span:
+                try:
+                    response = await fn(
+                        request,
+                        metadata=inject_metadata(ctx.metadata),
+                        timeout=ctx.deadline.remaining(),
+                        wait_for_ready=False,
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    set_rpc_status(span, exc.code(), exc.details() or "")
+                    retry = (
+                        exc.code() is grpc.StatusCode.UNAVAILABLE
+                        and attempt + 1 < attempts
+                        and ctx.deadline.remaining() > self.retry_backoff_s * (attempt + 1)
+                    )
+                    if not retry:
+                        raise map_rpc_error(exc, method) from None
+                else:
+                    set_rpc_status(span, grpc.StatusCode.OK)
+                    return response
+            await asyncio.sleep(self.retry_backoff_s * (attempt + 1))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def stream_infer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], ctx: CallContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        with upstream_span(SERVICE + "ModelStreamInfer", target=self.target):
+            call = self.stub.ModelStreamInfer(
+                requests,
+                metadata=inject_metadata(ctx.metadata),
+                timeout=ctx.extra.get("stream_timeout"),
+                wait_for_ready=False,
+            )
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as exc:
+                raise map_rpc_error(exc, "ModelStreamInfer") from None
+            finally:
+                call.cancel()
+
+    async def ready(self) -> bool:
+        try:
+            resp = await self.call("ServerReady", pb.ServerReadyRequest(), CallContext.after(2.0))
+        except FirewallError:
+            return False
+        return bool(resp.ready)

@@ -1,0 +1,1 @@
+"""The gRPC server: Triton drop-in + own API servicers, the error interceptor, the app."""

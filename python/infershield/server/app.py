@@ -1,0 +1,163 @@
+"""The server's lifecycle: build the policy and backend, serve, drain on SIGTERM.
+
+:class:`FirewallServer` serves the Triton drop-in service, the own ``infershield.v1.Firewall``
+API, the standard gRPC health service and (optionally) reflection on one port.
+:func:`serve` runs it until SIGTERM/SIGINT, then stops accepting calls and gives in-flight
+ones ``server.grace_period_s`` to finish. :class:`ServerThread` runs one on a background event
+loop (tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from tritonclient.grpc import service_pb2 as pb
+
+from infershield.backends.base import Backend, build_backend
+from infershield.config import Config
+from infershield.errors import ConfigError
+from infershield.firewall import Firewall
+from infershield.policy import Policy
+from infershield.server import firewall_service, triton_service
+from infershield.server.interceptor import ErrorInterceptor
+from infershield.v1 import firewall_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    firewall_pb2.DESCRIPTOR.services_by_name["Firewall"].full_name,
+)
+
+
+class FirewallServer:
+    """One gRPC server in front of one backend. ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self, config: Config, *, policy: Policy | None = None, backend: Backend | None = None
+    ) -> None:
+        self.config = config
+        self._policy = policy
+        self._backend = backend
+        self.firewall: Firewall | None = None
+        self.server: grpc.aio.Server | None = None
+        self.health = HealthServicer()
+        self.port = 0
+
+    async def start(self) -> int:
+        """Build the policy and backend, bind and start serving; returns the bound port."""
+        cfg = self.config
+        policy = self._policy or Policy.from_config(cfg)
+        try:
+            backend = self._backend or build_backend(cfg)
+            self.firewall = Firewall(policy, backend)
+            await self.firewall.start()
+        except BaseException:
+            policy.close()
+            raise
+        opts = [
+            ("grpc.max_send_message_length", cfg.server.max_message_bytes),
+            ("grpc.max_receive_message_length", cfg.server.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=opts)
+        triton_service.add_to_server(self.firewall, server)
+        firewall_service.add_to_server(self.firewall, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if cfg.server.reflection:
+            reflection.enable_server_reflection(
+                (
+                    *SERVICES,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                server,
+            )
+        try:
+            self.port = server.add_insecure_port(cfg.server.listen)
+        except RuntimeError as exc:
+            await self.firewall.close()
+            raise ConfigError(f"server.listen: cannot bind {cfg.server.listen}: {exc}") from None
+        await server.start()
+        self.server = server
+        for name in ("", *SERVICES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving on %s (backend %s)",
+            cfg.server.listen.rpartition(":")[0] + f":{self.port}",
+            self.firewall.backend.kind,
+        )
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish within ``grace`` seconds, close."""
+        grace = self.config.server.grace_period_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            await self.server.stop(grace)
+            self.server = None
+        if self.firewall is not None:
+            await self.firewall.close()
+            self.firewall = None
+
+    async def wait(self) -> None:
+        if self.server is not None:
+            await self.server.wait_for_termination()
+
+
+async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain gracefully."""
+    app = FirewallServer(config)
+    await app.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("draining (grace %.1fs)", config.server.grace_period_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await app.stop()
+
+
+class ServerThread:
+    """A :class:`FirewallServer` on its own event loop in a daemon thread."""
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        self.app = FirewallServer(config, **kwargs)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="infershield-server"
+        )
+
+    def start(self, timeout: float = 120.0) -> int:
+        self._thread.start()
+        fut: Future[int] = asyncio.run_coroutine_threadsafe(self.app.start(), self.loop)
+        try:
+            return fut.result(timeout)
+        except BaseException:
+            self._shutdown_loop()
+            raise
+
+    def stop(self, grace: float = 1.0) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self.app.stop(grace), self.loop).result(grace + 30)
+        finally:
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        if not self.loop.is_running():
+            self.loop.close()

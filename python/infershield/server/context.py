@@ -1,0 +1,47 @@
+"""From a gRPC servicer context to the transport-free :class:`CallContext`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from infershield.backends.base import CallContext
+from infershield.config import LimitsConfig
+from infershield.limits import Deadline
+
+#: Transport-level headers that must not be forwarded upstream.
+_HOP_HEADERS = frozenset({"user-agent", "content-type", "te", "host", "content-length"})
+#: Streams are long-lived: without a client deadline they get this much.
+STREAM_DEFAULT_S = 24 * 3600.0
+
+
+def forwardable(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
+    """The caller's metadata minus transport headers (``grpc-*``, pseudo-headers, hop)."""
+    out: list[tuple[str, str | bytes]] = []
+    for key, value in metadata or ():
+        k = key.lower()
+        if k.startswith(("grpc-", ":")) or k in _HOP_HEADERS:
+            continue
+        out.append((k, value))
+    return tuple(out)
+
+
+def call_context(context: grpc.aio.ServicerContext[Any, Any], limits: LimitsConfig) -> CallContext:
+    """A unary call: deadline = min(client deadline, ``limits.deadline_s``)."""
+    return CallContext(
+        Deadline.effective(limits.deadline_s, context.time_remaining()),
+        forwardable(context.invocation_metadata()),
+        context.peer(),
+    )
+
+
+def stream_context(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
+    """A stream: bounded by the client's deadline only (it may carry many requests)."""
+    remaining = context.time_remaining()
+    return CallContext(
+        Deadline.after(STREAM_DEFAULT_S if remaining is None else remaining),
+        forwardable(context.invocation_metadata()),
+        context.peer(),
+        {"stream_timeout": remaining},
+    )

@@ -1,0 +1,113 @@
+"""``infershield.v1.Firewall``: the own Infer/Scan API. Converts and delegates only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from infershield.backends.tensors import decode_bytes
+from infershield.checks.base import Stage
+from infershield.errors import InvalidRequest
+from infershield.firewall import Firewall
+from infershield.pipeline import PipelineResult
+from infershield.server.context import call_context
+from infershield.v1 import firewall_pb2 as fpb
+from infershield.v1 import firewall_pb2_grpc as fpb_grpc
+from infershield.verdict import Verdict
+
+
+def render_messages(messages: fpb.ChatMessages) -> str:
+    """Chat messages as one text, one ``role: content`` block per message."""
+    if not messages.messages:
+        raise InvalidRequest("messages is empty")
+    return "\n".join(f"{m.role or 'user'}: {m.content}" for m in messages.messages)
+
+
+def verdict_pb(v: Verdict) -> fpb.Verdict:
+    return fpb.Verdict(
+        name=v.check,
+        decision=v.decision.value,
+        status=v.status.value,
+        score=v.score,
+        reason=v.reason,
+        categories=list(v.categories),
+        elapsed_ms=v.elapsed_ms,
+        rewritten=v.rewritten,
+        details=dict(v.details),
+    )
+
+
+def result_pb(r: PipelineResult, original: str | None = None) -> fpb.ScanResult:
+    """The same fields as ``infershield scan``'s JSON line."""
+    return fpb.ScanResult(
+        blocked=r.blocked,
+        decision=r.decision.value,
+        score=r.score,
+        categories=r.categories,
+        verdicts=[verdict_pb(v) for v in r.verdicts],
+        elapsed_ms=r.elapsed_ms,
+        rewritten=r.text if original is not None and r.text != original else None,
+    )
+
+
+class FirewallService(fpb_grpc.FirewallServicer):  # type: ignore[misc]
+    """Infer and Scan, delegated to the :class:`Firewall`."""
+
+    def __init__(self, firewall: Firewall) -> None:
+        self.firewall = firewall
+
+    async def Infer(
+        self, request: fpb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> fpb.InferResponse:
+        which = request.WhichOneof("input")
+        if which == "prompt":
+            text = request.prompt
+        elif which == "messages":
+            text = render_messages(request.messages)
+        else:
+            raise InvalidRequest("set either prompt or messages")
+        if not request.model:
+            raise InvalidRequest("model is required")
+        ctx = call_context(context, self.firewall.policy.config.limits)
+        out = await self.firewall.infer_text(
+            request.model,
+            text,
+            ctx,
+            version=request.model_version,
+            parameters=dict(request.parameters),
+            request_id=request.id,
+        )
+        resp = out.response
+        reply = fpb.InferResponse(
+            model=resp.model_name,
+            model_version=resp.model_version,
+            id=resp.id,
+            input_scan=result_pb(out.input_results[0], text) if out.input_results else None,
+            output_scans=[result_pb(r) for r in out.output_results],
+        )
+        for i, t in enumerate(resp.outputs):
+            tensor = reply.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
+            if i < len(resp.raw_output_contents):
+                tensor.raw_contents = resp.raw_output_contents[i]
+                if t.datatype == "BYTES":
+                    elems = decode_bytes(resp.raw_output_contents[i], f"output {t.name!r}")
+                    tensor.text.extend(e.decode("utf-8", "replace") for e in elems)
+            elif t.datatype == "BYTES":
+                tensor.text.extend(e.decode("utf-8", "replace") for e in t.contents.bytes_contents)
+        return reply
+
+    async def Scan(
+        self, request: fpb.ScanRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> fpb.ScanResponse:
+        stage: Stage = "output" if request.stage == fpb.STAGE_OUTPUT else "input"
+        ctx = call_context(context, self.firewall.policy.config.limits)
+        texts = list(request.texts)
+        results = await self.firewall.scan(texts, stage, ctx, model=request.model)
+        return fpb.ScanResponse(
+            results=[result_pb(r, t) for r, t in zip(results, texts, strict=True)]
+        )
+
+
+def add_to_server(firewall: Firewall, server: grpc.aio.Server) -> None:
+    fpb_grpc.add_FirewallServicer_to_server(FirewallService(firewall), server)

@@ -1,0 +1,101 @@
+"""The one place domain errors become gRPC statuses.
+
+Every :class:`~infershield.errors.FirewallError` carries its ``grpc_code``; its ``message``
+becomes the status details and its ``trailing_metadata()`` (which check blocked, which limit
+was hit) the trailers. Anything else is a bug: it is logged with its traceback and the caller
+gets INTERNAL with a fixed message, so no internals leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from infershield.errors import FirewallError
+from infershield.telemetry.instrument import server_span, set_rpc_status
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error in the firewall"
+#: Services whose handlers this interceptor wraps (health and reflection pass through).
+WRAPPED_SERVICES = ("/inference.GRPCInferenceService/", "/infershield.v1.Firewall/")
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    """(code, details, trailing metadata) for an exception raised by a handler."""
+    if isinstance(exc, FirewallError):
+        return exc.grpc_code, exc.message, exc.trailing_metadata()
+    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, ()
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, span: Any, method: str
+) -> None:
+    code, details, trailers = status_of(exc)
+    if not isinstance(exc, FirewallError):
+        log.error("unhandled error in %s", method, exc_info=exc)
+    set_rpc_status(span, code, details)
+    await context.abort(code, details, trailing_metadata=trailers)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps exceptions to statuses and opens the RPC's server span."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(WRAPPED_SERVICES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(handler.stream_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _wrap_unary(behavior: Any, method: str) -> Any:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        with server_span(method, context.invocation_metadata()) as span:
+            try:
+                response = await behavior(request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc, span, method)
+            set_rpc_status(span, grpc.StatusCode.OK)
+            return response
+
+    return wrapped
+
+
+def _wrap_stream(behavior: Any, method: str) -> Any:
+    async def wrapped(
+        request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        with server_span(method, context.invocation_metadata()) as span:
+            try:
+                async for response in behavior(request_iterator, context):
+                    yield response
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await _abort(context, exc, span, method)
+            set_rpc_status(span, grpc.StatusCode.OK)
+
+    return wrapped

@@ -1,0 +1,38 @@
+"""Shared fixtures: a real Triton (pytriton, CPU) and InferShield servers on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firewall_support import TritonHandle, run_triton, write_config
+
+
+@pytest.fixture(scope="session")
+def triton() -> Iterator[TritonHandle]:
+    """One Triton for the whole session (it takes seconds to start)."""
+    pytest.importorskip("pytriton")
+    with run_triton() as handle:
+        yield handle
+
+
+@pytest.fixture
+def start_firewall(tmp_path: Path) -> Iterator[Callable[..., int]]:
+    """``start_firewall(config_dict) -> port``: an InferShield server in a background thread."""
+    from infershield.server.app import ServerThread
+
+    started: list[ServerThread] = []
+
+    def start(data: dict[str, Any]) -> int:
+        cfg = write_config(tmp_path / f"config{len(started)}.yaml", data)
+        st = ServerThread(cfg)
+        port = st.start()
+        started.append(st)
+        return port
+
+    yield start
+    for st in reversed(started):
+        st.stop(grace=0.5)
