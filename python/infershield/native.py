@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from infershield import _native
 from infershield.errors import ConfigError
@@ -22,6 +23,8 @@ __all__ = [
     "Matcher",
     "Pattern",
     "PatternError",
+    "analyses_for",
+    "analysis_for",
     "analyze",
     "analyze_batch",
     "encode",
@@ -190,3 +193,31 @@ def normalize(text: str | bytes) -> str:
     """The normaliser alone: confusables/fullwidth/leetspeak folded, invisibles removed,
     whitespace collapsed, lowercased."""
     return _native.normalize(encode(text))
+
+
+#: The memo key under which checks share one analysis per text.
+ANALYSIS_KEY = "analysis"
+
+
+class _Memoised(Protocol):
+    """What :func:`analysis_for` needs of a check context."""
+
+    text: str
+    memo: dict[str, Any]
+
+    def cached(self, key: str, compute: Any) -> Any: ...
+
+
+def analysis_for(ctx: _Memoised) -> Analysis:
+    """The default analysis of ``ctx.text``, computed once per text and shared by checks."""
+    result: Analysis = ctx.cached(ANALYSIS_KEY, lambda: analyze(ctx.text))
+    return result
+
+
+def analyses_for(ctxs: Sequence[_Memoised]) -> list[Analysis]:
+    """:func:`analysis_for` over a batch: the texts not analysed yet go in one native call."""
+    missing = [c for c in ctxs if ANALYSIS_KEY not in c.memo]
+    if missing:
+        for c, a in zip(missing, analyze_batch([c.text for c in missing]), strict=True):
+            c.memo[ANALYSIS_KEY] = a
+    return [analysis_for(c) for c in ctxs]

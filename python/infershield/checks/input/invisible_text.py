@@ -1,0 +1,73 @@
+"""``invisible_text``: characters a model reads but a human does not see.
+
+Unicode tag characters (U+E0000..E007F, "ASCII smuggling") and bidi overrides/isolates block;
+a few zero-width characters are tolerated (they occur in pasted text), many are not. Emoji
+ZWJ sequences, emoji flag tags and ZWNJ in joining scripts are legitimate and not counted
+(the native analyzer skips them). The hidden tag text itself is scanned by ``signatures``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from infershield.checks.base import Check, CheckContext
+from infershield.native import Analysis, analyses_for, analysis_for
+from infershield.verdict import Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvisibleTextOptions:
+    """Options of the ``invisible_text`` check."""
+
+    #: Zero-width/format characters tolerated per text; more block.
+    max_zero_width: int = 3
+    #: Unicode tag characters tolerated (outside emoji flags); more block.
+    max_tag_chars: int = 0
+    #: Bidi embedding/override/isolate characters tolerated; more block.
+    max_bidi: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_zero_width", "max_tag_chars", "max_bidi"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+class InvisibleTextCheck(Check):
+    """Blocks text carrying hidden Unicode tag text, bidi overrides or many zero-width chars."""
+
+    Options = InvisibleTextOptions
+    CATEGORY: ClassVar[str] = "obfuscation"
+    REASON_TAGS: ClassVar[str] = "hidden Unicode tag characters (ASCII smuggling)"
+    REASON_BIDI: ClassVar[str] = "bidi override or isolate characters"
+    REASON_ZERO_WIDTH: ClassVar[str] = "too many zero-width characters"
+    REASON_SOME: ClassVar[str] = "a few zero-width characters (tolerated)"
+
+    options: InvisibleTextOptions
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        return self._verdict(analysis_for(ctx))
+
+    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
+        return [self._verdict(a) for a in analyses_for(ctxs)]
+
+    def _verdict(self, a: Analysis) -> Verdict:
+        o = self.options
+        details = (
+            ("tag_chars", str(a.tag_chars)),
+            ("bidi", str(a.bidi)),
+            ("zero_width", str(a.zero_width)),
+        )
+        cats = (self.CATEGORY,)
+        if a.tag_chars > o.max_tag_chars:
+            return self.block(self.REASON_TAGS, 1.0, categories=cats, details=details)
+        if a.bidi > o.max_bidi:
+            return self.block(self.REASON_BIDI, 0.9, categories=cats, details=details)
+        if a.zero_width > o.max_zero_width:
+            score = min(1.0, 0.6 + 0.02 * (a.zero_width - o.max_zero_width))
+            return self.block(self.REASON_ZERO_WIDTH, score, categories=cats, details=details)
+        if a.zero_width:
+            score = 0.3 * a.zero_width / (o.max_zero_width + 1)
+            return self.allow(self.REASON_SOME, score, details=details)
+        return self.allow()

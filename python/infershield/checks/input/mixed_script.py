@@ -1,0 +1,59 @@
+"""``mixed_script``: words that mix Latin letters with Cyrillic/Greek look-alikes.
+
+"ignore" with Cyrillic U+0456, U+043E, U+0435 in place of i, o, e still reads as
+"ignore" but slips past naive filters.
+Words written wholly in Cyrillic or Greek are ordinary text and never count, nor do
+non-look-alike letters next to Latin ones (``2πr``). The normalised text, with the
+look-alikes folded to Latin, is what ``signatures`` scans in addition to the raw text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from infershield.checks.base import Check, CheckContext
+from infershield.native import Analysis, analyses_for, analysis_for
+from infershield.verdict import Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class MixedScriptOptions:
+    """Options of the ``mixed_script`` check."""
+
+    #: Block when at least this many mixed-script words occur (one can be a typo).
+    min_words: int = 2
+
+    def __post_init__(self) -> None:
+        if self.min_words < 1:
+            raise ValueError("min_words must be >= 1")
+
+
+class MixedScriptCheck(Check):
+    """Blocks text with several Latin/Cyrillic/Greek homoglyph words."""
+
+    Options = MixedScriptOptions
+    CATEGORY: ClassVar[str] = "obfuscation"
+    REASON_BLOCK: ClassVar[str] = "words mixing Latin with Cyrillic/Greek look-alike letters"
+    REASON_FEW: ClassVar[str] = "a mixed-script word below the threshold"
+
+    options: MixedScriptOptions
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        return self._verdict(analysis_for(ctx))
+
+    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
+        return [self._verdict(a) for a in analyses_for(ctxs)]
+
+    def _verdict(self, a: Analysis) -> Verdict:
+        n = a.mixed_script_count
+        if n == 0:
+            return self.allow()
+        details = (("mixed_words", str(n)), ("confusables", str(a.confusables)))
+        if n >= self.options.min_words:
+            score = min(1.0, 0.7 + 0.1 * (n - self.options.min_words))
+            return self.block(
+                self.REASON_BLOCK, score, categories=(self.CATEGORY,), details=details
+            )
+        return self.allow(self.REASON_FEW, 0.5 * n / self.options.min_words, details=details)

@@ -1,0 +1,73 @@
+"""``repetition``: character and token flooding.
+
+Long runs of one character and texts dominated by one token are used to push instructions
+out of a model's context, to exhaust tokens, or to trigger degenerate outputs. The token
+ratio only applies to texts with enough tokens, so short replies like "yes yes" pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from infershield.checks.base import Check, CheckContext
+from infershield.native import Analysis, analyses_for, analysis_for
+from infershield.verdict import Verdict
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepetitionOptions:
+    """Options of the ``repetition`` check."""
+
+    #: Block when one code point repeats more than this many times in a row.
+    max_char_run: int = 256
+    #: Block when the most frequent token is more than this share of all tokens ...
+    max_top_token_ratio: float = 0.5
+    #: ... provided the text has at least this many tokens.
+    min_tokens: int = 50
+
+    def __post_init__(self) -> None:
+        if self.max_char_run < 1 or self.min_tokens < 1:
+            raise ValueError("max_char_run and min_tokens must be >= 1")
+        if not 0.0 < self.max_top_token_ratio <= 1.0:
+            raise ValueError("max_top_token_ratio must be in (0, 1]")
+
+
+class RepetitionCheck(Check):
+    """Blocks character runs and token floods."""
+
+    Options = RepetitionOptions
+    CATEGORY: ClassVar[str] = "flooding"
+    REASON_CHAR_RUN: ClassVar[str] = "character flooding (one character repeated)"
+    REASON_TOKEN: ClassVar[str] = "token flooding (one token dominates the text)"
+
+    options: RepetitionOptions
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        return self._verdict(analysis_for(ctx))
+
+    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
+        return [self._verdict(a) for a in analyses_for(ctxs)]
+
+    def _verdict(self, a: Analysis) -> Verdict:
+        o = self.options
+        details = (
+            ("max_char_run", str(a.max_char_run)),
+            ("top_token_ratio", f"{a.top_token_ratio:.3f}"),
+            ("tokens", str(a.token_count)),
+        )
+        cats = (self.CATEGORY,)
+        if a.max_char_run > o.max_char_run:
+            score = min(1.0, 0.7 + 0.3 * (a.max_char_run - o.max_char_run) / o.max_char_run)
+            return self.block(self.REASON_CHAR_RUN, score, categories=cats, details=details)
+        ratio_applies = a.token_count >= o.min_tokens
+        if ratio_applies and a.top_token_ratio > o.max_top_token_ratio:
+            room = 1.0 - o.max_top_token_ratio + 1e-9
+            over = (a.top_token_ratio - o.max_top_token_ratio) / room
+            score = min(1.0, 0.7 + 0.3 * over)
+            return self.block(self.REASON_TOKEN, score, categories=cats, details=details)
+        score = 0.5 * a.max_char_run / (o.max_char_run + 1)
+        if ratio_applies:
+            score = max(score, 0.5 * a.top_token_ratio / o.max_top_token_ratio)
+        return self.allow(score=min(score, 0.5), details=details)
