@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 import socket
@@ -154,7 +155,21 @@ def run_triton() -> Iterator[TritonHandle]:
         config=ModelConfig(max_batch_size=16),
         strict=True,
     )
-    t.run()
+    # pytriton polls readiness with gevent-based tritonclient.http clients whose __del__ fails
+    # (InvalidThreadUseError) when collected off their hub's greenlet: a known pytriton wart.
+    # Swallow exactly that while starting, and collect them here; forward anything else.
+    previous = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        if type(u.exc_value).__name__ != "InvalidThreadUseError":
+            previous(u)
+
+    sys.unraisablehook = hook
+    try:
+        t.run()
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
     try:
         yield TritonHandle(port, t)
     finally:

@@ -43,6 +43,7 @@ from infershield.errors import (
 from infershield.limits import check_inputs, check_request_bytes
 from infershield.pipeline import PipelineResult
 from infershield.policy import Policy
+from infershield.telemetry.instrument import upstream_timer
 from infershield.verdict import Decision
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,8 @@ class Firewall:
     async def forward(self, method: str, request: Any, ctx: CallContext) -> Any:
         """The one place a unary RPC reaches the backend."""
         ctx.deadline.check("upstream")
-        return await self.backend.call(method, request, ctx)
+        with upstream_timer():
+            return await self.backend.call(method, request, ctx)
 
     # ------------------------------------------------------------------ own API
 
@@ -316,7 +318,7 @@ class Firewall:
                 "ModelConfig", pb.ModelConfigRequest(name=model, version=version), ctx
             )
         except UpstreamError as exc:
-            if exc.grpc_code.name in ("NOT_FOUND", "INVALID_ARGUMENT", "UNAVAILABLE"):
+            if exc.grpc_code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
                 raise NotFound(
                     f"unknown model {model!r}" + (f" version {version!r}" if version else "")
                 ) from None
