@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from infershield.errors import FirewallError
-from infershield.telemetry.instrument import server_span, set_rpc_status
+from infershield.telemetry.instrument import rpc_scope, set_rpc_status
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ async def _abort(
     code, details, trailers = status_of(exc)
     if not isinstance(exc, FirewallError):
         log.error("unhandled error in %s", method, exc_info=exc)
-    set_rpc_status(span, code, details)
+    set_rpc_status(span, code, details, error=exc)
     await context.abort(code, details, trailing_metadata=trailers)
 
 
@@ -71,7 +71,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 def _wrap_unary(behavior: Any, method: str) -> Any:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        with server_span(method, context.invocation_metadata()) as span:
+        with rpc_scope(method, context.invocation_metadata(), request) as span:
             try:
                 response = await behavior(request, context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -88,7 +88,7 @@ def _wrap_stream(behavior: Any, method: str) -> Any:
     async def wrapped(
         request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        with server_span(method, context.invocation_metadata()) as span:
+        with rpc_scope(method, context.invocation_metadata()) as span:
             try:
                 async for response in behavior(request_iterator, context):
                     yield response

@@ -210,7 +210,10 @@ def rpc_scope(
         else:
             scope._finish(None)
         finally:
-            _RPC.reset(token)
+            try:
+                _RPC.reset(token)
+            except ValueError:  # an async generator finalised in another context
+                _RPC.set(None)
             if m is not None:
                 m.in_flight.dec()
             if span is not None and span.is_recording():

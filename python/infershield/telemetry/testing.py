@@ -36,6 +36,8 @@ class ReceivedSpan:
     status_code: int
     status_message: str
     service_name: str
+    start_ns: int = 0
+    end_ns: int = 0
     events: tuple[str, ...] = field(default=())
 
 
@@ -70,6 +72,8 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):
                         status_code=s.status.code,
                         status_message=s.status.message,
                         service_name=str(res.get("service.name", "")),
+                        start_ns=s.start_time_unix_nano,
+                        end_ns=s.end_time_unix_nano,
                         events=tuple(e.name for e in s.events),
                     ))
         self.sink._add(got)
