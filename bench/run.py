@@ -144,7 +144,13 @@ def _run_subprocess(
 
 
 def run_suite(
-    name: str, *, quick: bool, gpu: bool, out_dir: Path, timeout: float
+    name: str,
+    *,
+    quick: bool,
+    gpu: bool,
+    out_dir: Path,
+    timeout: float,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run one suite and return its normalised result; never raises."""
     module_name = SUITES[name]
@@ -159,7 +165,10 @@ def run_suite(
         )
     fn = getattr(module, "run", None)
     if callable(fn):
-        kwargs = _accepts(fn, {"quick": quick, "gpu": gpu, "out_dir": out_dir})
+        given: dict[str, Any] = {"quick": quick, "gpu": gpu, "out_dir": out_dir}
+        if only:
+            given["only"] = list(only)
+        kwargs = _accepts(fn, given)
         try:
             raw = fn(**kwargs)
         except SystemExit as exc:
@@ -488,6 +497,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="tiny counts: a smoke run of the harness; does not touch RESULTS.md",
     )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="CHECK",
+        help="restrict suites that support it (checks) to these check names",
+    )
     p.add_argument("--out-dir", type=Path, help="write here instead of bench/results/<run id>/")
     p.add_argument(
         "--update-results",
@@ -557,7 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in names:
         t0 = time.monotonic()
         print(f"bench: {name} …", flush=True)
-        res = run_suite(name, quick=args.quick, gpu=args.gpu, out_dir=out_dir, timeout=timeout)
+        res = run_suite(
+            name, quick=args.quick, gpu=args.gpu, out_dir=out_dir, timeout=timeout, only=args.only
+        )
         res.setdefault("elapsed_s", round(time.monotonic() - t0, 2))
         suites[name] = res
         msg = res["status"] + (f" ({res['reason']})" if res.get("reason") else "")
