@@ -40,11 +40,13 @@ from bench.common import (
     BENCH_DIR,
     REPO_ROOT,
     RESULTS_DIR,
+    bar_plot,
     cuda_available,
     environment,
     fmt,
     machine_label,
     markdown_table,
+    slug,
     suite_result,
     write_json,
 )
@@ -247,6 +249,58 @@ def _find_headline(raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(raw.get(key), dict):
             return dict(raw[key])
     return {}
+
+
+# ------------------------------------------------------------------------------ plots
+
+#: Metrics a fallback plot looks for, in order; log scale where values span decades.
+_PLOT_METRICS: tuple[tuple[str, bool], ...] = (
+    ("MB/s", True),
+    ("p50_ms", True),
+    ("prompts_per_s", True),
+    ("added_p50_ms", False),
+    ("rps", False),
+    ("default cost %", False),
+)
+
+
+def fallback_plot(name: str, rows: Sequence[dict[str, Any]], out_dir: Path) -> list[str]:
+    """One bar chart for a suite that returned a table but no plot.
+
+    Groups are the first text column, series the second (if any); the metric is the first of
+    :data:`_PLOT_METRICS` the rows carry.
+    """
+    if not rows:
+        return []
+    metric = next(((m, log) for m, log in _PLOT_METRICS if m in rows[0]), None)
+    if metric is None:
+        return []
+    key, log_y = metric
+    text_cols = [k for k, v in rows[0].items() if isinstance(v, str) and k != "stage"]
+    if not text_cols:
+        return []
+    gcol = text_cols[0]
+    scol = text_cols[1] if len(text_cols) > 1 else None
+    groups = list(dict.fromkeys(str(r.get(gcol)) for r in rows))
+    names = list(dict.fromkeys(str(r.get(scol)) for r in rows)) if scol else [key]
+
+    def value(g: str, n: str) -> float | None:
+        for r in rows:
+            if str(r.get(gcol)) == g and (scol is None or str(r.get(scol)) == n):
+                v = r.get(key)
+                return float(v) if isinstance(v, (int, float)) and v > 0 else None
+        return None
+
+    series = {n: [value(g, n) for g in groups] for n in names}
+    path = bar_plot(
+        out_dir / f"{name}_{slug(key)}.png",
+        title=f"{name}: {key}" + (f" by {gcol} and {scol}" if scol else f" by {gcol}"),
+        groups=groups,
+        series=series,
+        ylabel=key + (" (log)" if log_y else ""),
+        log_y=log_y,
+    )
+    return [path.name] if path else []
 
 
 # ------------------------------------------------------------------------------ headline
@@ -576,6 +630,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, quick=args.quick, gpu=args.gpu, out_dir=out_dir, timeout=timeout, only=args.only
         )
         res.setdefault("elapsed_s", round(time.monotonic() - t0, 2))
+        if res["status"] == "ok" and not res.get("plots"):
+            try:
+                res["plots"] = fallback_plot(name, res["rows"], out_dir)
+            except Exception as exc:  # a plot must never lose the numbers
+                res["notes"].append(f"plot failed: {type(exc).__name__}: {exc}")
         suites[name] = res
         msg = res["status"] + (f" ({res['reason']})" if res.get("reason") else "")
         print(f"bench: {name}: {msg} in {res['elapsed_s']} s", flush=True)
