@@ -73,8 +73,8 @@ def run(
         return suite_result(SUITE, status="skipped", reason=f"infershield not importable: {exc}")
 
     sizes = sizes or (QUICK_PROMPT_SIZES if quick else PROMPT_SIZES)
-    iters = 20 if quick else 300
-    max_seconds = 2.0 if quick else 15.0
+    iters = 20 if quick else 200
+    max_seconds = 2.0 if quick else 5.0
     n_prompts = 8 if quick else 64
     cfg = load_config(None, env={})
     notes: list[str] = []

@@ -231,8 +231,8 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
         )
     sizes = QUICK_PROMPT_SIZES if quick else PROMPT_SIZES
     iters = 10 if quick else 200
-    max_seconds = 2.0 if quick else 10.0
-    n_prompts = 6 if quick else 48
+    max_seconds = 2.0 if quick else 6.0
+    n_prompts = 6 if quick else 32
     prompts = {str(s): make_prompts(s, n_prompts, attack_rate=0.3, seed=11) for s in sizes}
 
     with tempfile.TemporaryDirectory(prefix="infershield-peers-") as tmp:
