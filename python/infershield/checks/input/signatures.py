@@ -7,8 +7,7 @@ base64/hex/url blobs.
 Severity policy:
 
 * Each matching attack rule contributes its severity; the verdict takes the highest.
-* Three or more distinct attack rules raise it one level (real attacks stack signals; two
-  medium hits are common in harmless role-play prompts, so two are not enough).
+* Two or more distinct attack rules raise it one level (real attacks stack signals).
 * Text that *discusses* attacks ("how do I defend against 'ignore previous instructions'?")
   matches a ``discussion`` rule; then a lone attack rule (or two) is lowered one level, so
   a quoted high-severity phrase scores but does not block, while a critical one still
@@ -140,7 +139,7 @@ class SignatureCheck(Check):
         rank = attack[0].severity_rank
         if discussed and len(attack) < 3:
             rank = max(rank - 1, 0)
-        elif not discussed and len(attack) >= 3:
+        elif not discussed and len(attack) >= 2:
             rank = min(rank + 1, len(SEVERITIES) - 1)
         return _Assessment(rank, tuple(attack), discussed and len(attack) < 3)
 
