@@ -79,8 +79,9 @@ def _failures(
     return out
 
 
-def cmd_check(args: argparse.Namespace, *, stdout: TextIO = sys.stdout) -> int:
+def cmd_check(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     """Exit 0 when every example of every pack behaves; 1 naming each failing rule."""
+    stdout = stdout or sys.stdout
     names: Sequence[str] = args.packs or shipped_packs()
     load_packs(names)  # rule ids must be unique across the packs checked together
     failures: list[str] = []
@@ -101,8 +102,9 @@ def cmd_check(args: argparse.Namespace, *, stdout: TextIO = sys.stdout) -> int:
     return 1 if failures else 0
 
 
-def cmd_list(args: argparse.Namespace, *, stdout: TextIO = sys.stdout) -> int:
+def cmd_list(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     """Print one line per rule: id, category, severity, pack."""
+    stdout = stdout or sys.stdout
     for name in args.packs or shipped_packs():
         pack = load_pack(name)
         for r in pack.rules:
