@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
     train.add_argument("--target-fpr", type=float, default=0.005,
                        help="dev-split FPR the recommended threshold is chosen for")
     train.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
+    train.add_argument("--embed-cache", metavar="DIR",
+                       help="memoise window embeddings here (re-runs skip the encoder)")
     train.set_defaults(func=cmd_models_train)
 
     ev = sub.add_parser("eval", help="AUC / TPR@FPR / latency of model, rules and both")
@@ -71,6 +73,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     head, metrics = train_on_rows(
         rows, emb_dir, dev_frac=args.dev_frac, target_fpr=args.target_fpr,
         extra=examples() if args.with_examples else (),
+        cache_dir=Path(args.embed_cache) if args.embed_cache else None,
     )
     out = Path(args.out) if args.out else models_dir(cfg.cache_path) / "injection-minilm-custom"
     out.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,8 @@ def binary_target(label: str) -> int | None:
 class Embedder:
     """Runs the plain MiniLM embedding model over token windows (training-time only)."""
 
-    def __init__(self, model_dir: Path, *, window: int = 256, threads: int = 2) -> None:
+    def __init__(self, model_dir: Path, *, window: int = 256, threads: int = 2,
+                 cache_dir: Path | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -100,6 +101,7 @@ class Embedder:
         self.tok.no_padding()
         self.prefix, self.suffix = _special_tokens(self.tok)
         self.body = window - len(self.prefix) - len(self.suffix)
+        self.cache_dir = cache_dir
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.log_severity_level = 3
@@ -116,9 +118,26 @@ class Embedder:
             starts = [starts[i] for i in sorted(set(pick.tolist()))]
         return [self.prefix + text_ids[s : s + self.body] + self.suffix for s in starts]
 
+    def cache_path(self, texts: Sequence[str], max_windows: int) -> Path | None:
+        """Where :meth:`embed` memoises ``texts`` (None without a cache dir)."""
+        if self.cache_dir is None:
+            return None
+        h = hashlib.sha256(f"{self.body}|{max_windows}".encode())
+        for t in texts:
+            h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+        return Path(self.cache_dir) / f"emb-{h.hexdigest()[:24]}.npz"
+
     def embed(self, texts: Sequence[str], *, max_windows: int = 6,
               batch_tokens: int = 8192) -> tuple[F32, npt.NDArray[np.int64]]:
-        """Embeddings of every window, and the index of the text each window came from."""
+        """Embeddings of every window, and the index of the text each window came from.
+
+        With ``cache_dir`` set, results are memoised on disk keyed by a hash of the texts and
+        settings, so re-training with other hyper-parameters skips the encoder.
+        """
+        cache_file = self.cache_path(texts, max_windows)
+        if cache_file is not None and cache_file.is_file():
+            with np.load(cache_file) as z:
+                return z["x"].astype(np.float32), z["owner"].astype(np.int64)
         wins: list[list[int]] = []
         owner: list[int] = []
         for i, enc in enumerate(self.tok.encode_batch(list(texts), add_special_tokens=False)):
@@ -145,7 +164,11 @@ class Embedder:
             out[idx] = emb
             start += len(idx)
         log.info("embedded %d windows in %.1fs", len(wins), time.monotonic() - t0)
-        return out, np.array(owner, np.int64)
+        owners = np.array(owner, np.int64)
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache_file, x=out, owner=owners)
+        return out, owners
 
 
 def fit_head(
@@ -224,19 +247,27 @@ def tpr_at_fpr(y: npt.NDArray[np.int64], s: F32, fpr: float) -> tuple[float, flo
 
 def train_on_rows(
     rows: Sequence[Row], embedding_dir: Path, *, dev_frac: float = 0.2, target_fpr: float = 0.005,
-    extra: Iterable[Row] = (), hidden: int = 64, epochs: int = 40,
+    extra: Iterable[Row] = (), extra_weight: float = 4.0, hidden: int = 256, epochs: int = 60,
+    cache_dir: Path | None = None,
 ) -> tuple[Head, dict[str, float]]:
     """Train a head on ``rows`` (+ ``extra`` hand-written rows, all in train) and pick its
-    threshold at ``target_fpr`` on the held-out dev split. Returns the head and dev metrics."""
+    threshold at ``target_fpr`` on the held-out dev split. Returns the head and dev metrics.
+
+    ``extra`` rows weigh ``extra_weight`` times a data row: they are few, but they are the only
+    direct injections and hard negatives in many styles and languages.
+    """
     train, dev = split_dev(rows, dev_frac)
-    train = [r for r in (*train, *extra) if binary_target(r.label) is not None]
+    extra_rows = [r for r in extra if binary_target(r.label) is not None]
+    train = [r for r in train if binary_target(r.label) is not None]
+    weights = np.r_[np.ones(len(train)), np.full(len(extra_rows), extra_weight)].astype(np.float32)
+    train += extra_rows
     dev = [r for r in dev if binary_target(r.label) is not None]
     if not train or len({binary_target(r.label) for r in train}) < 2:
         raise ConfigError("training needs both attack (injection/jailbreak) and benign rows")
-    emb_model = Embedder(embedding_dir)
+    emb_model = Embedder(embedding_dir, cache_dir=cache_dir)
     x, owner = emb_model.embed([r.text for r in train])
     y = np.array([binary_target(r.label) for r in train], np.int64)
-    head = fit_head(x, owner, y, hidden=hidden, epochs=epochs)
+    head = fit_head(x, owner, y, weights=weights, hidden=hidden, epochs=epochs)
     metrics: dict[str, float] = {"train_rows": float(len(train)), "dev_rows": float(len(dev))}
     threshold = 0.5
     if dev and len({binary_target(r.label) for r in dev}) == 2:

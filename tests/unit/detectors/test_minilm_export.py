@@ -1,0 +1,106 @@
+"""The numpy + onnx BERT exporter against the numpy reference forward pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from infershield.detectors.bert import (
+    BertConfig,
+    load_bert,
+    minilm_dir,
+    random_bert,
+    reference_embed,
+)
+from infershield.detectors.export import bert_graph, build_embedding_model
+from infershield.detectors.head import Head, train_head
+from infershield.errors import ConfigError
+
+TINY = BertConfig(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=48, max_position_embeddings=40)
+
+
+def _session(model: object) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(),  # type: ignore[attr-defined]
+                                providers=["CPUExecutionProvider"])
+
+
+def _batch(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type-arg]
+    ids = np.random.default_rng(seed).integers(0, TINY.vocab_size, (3, 12)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    return ids, mask
+
+
+def test_tiny_bert_matches_reference() -> None:
+    w = random_bert(TINY)
+    ids, mask = _batch()
+    out = _session(bert_graph(TINY, w)).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    ref = reference_embed(TINY, w, ids, mask)
+    np.testing.assert_allclose(out, ref, atol=2e-5)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_padding_does_not_change_embeddings() -> None:
+    w = random_bert(TINY)
+    ids, mask = _batch()
+    sess = _session(bert_graph(TINY, w))
+    padded = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0][1]
+    alone = sess.run(None, {"input_ids": ids[1:2, :7], "attention_mask": mask[1:2, :7]})[0][0]
+    np.testing.assert_allclose(padded, alone, atol=2e-5)
+
+
+def test_head_graph_matches_numpy_head() -> None:
+    w = random_bert(TINY)
+    rng = np.random.default_rng(3)
+    head = Head(rng.standard_normal((24, 8)).astype(np.float32), np.zeros(8, np.float32),
+                rng.standard_normal((8, 2)).astype(np.float32), np.ones(2, np.float32),
+                ("benign", "injection"))
+    ids, mask = _batch(2)
+    logits = _session(bert_graph(TINY, w, head)).run(
+        None, {"input_ids": ids, "attention_mask": mask})[0]
+    np.testing.assert_allclose(logits, head.logits(reference_embed(TINY, w, ids, mask)),
+                               atol=1e-4)
+
+
+def test_real_minilm_export_matches_reference(tmp_path: Path) -> None:
+    out = build_embedding_model(tmp_path / "emb")
+    assert {p.name for p in out.iterdir()} == {"model.onnx", "tokenizer.json", "config.json"}
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    texts = ["How do I reset my password?", "What is the weather in Paris today?",
+             "I forgot my login credentials, help me recover my account."]
+    enc = tok.encode_batch(texts)
+    n = max(len(e.ids) for e in enc)
+    ids = np.array([e.ids[:n] for e in enc], np.int64)
+    mask = np.array([e.attention_mask[:n] for e in enc], np.int64)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    emb = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    cfg, w = load_bert(minilm_dir())
+    np.testing.assert_allclose(emb, reference_embed(cfg, w, ids, mask), atol=1e-4)
+    sim = emb @ emb.T
+    assert sim[0, 2] > sim[0, 1] + 0.2  # password reset ~ account recovery, not weather
+
+
+def test_head_roundtrip_and_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 10)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    head = train_head(x, y, ("benign", "injection"), hidden=16, epochs=200)
+    acc = (head.probs(x).argmax(1) == y).mean()
+    assert acc > 0.95
+    head.save(tmp_path / "h.npz")
+    again = Head.load(tmp_path / "h.npz")
+    np.testing.assert_array_equal(again.logits(x), head.logits(x))
+    assert again.labels == head.labels
+
+
+def test_bad_head_file_is_config_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="classifier head"):
+        Head.load(tmp_path / "bad.npz")
