@@ -96,8 +96,10 @@ class LimitsConfig:
 @dataclass(frozen=True, kw_only=True)
 class TelemetryConfig:
     service_name: str = "infershield"
-    #: Trace sampling ratio in [0, 1] (parent-based).
-    sample_ratio: float = 1.0
+    #: Share of requests without an incoming trace context that start a trace, in [0, 1].
+    #: Parent-based: a caller's sampled ``traceparent`` is always continued. 1% keeps the
+    #: cost of tracing well under 5% of throughput (bench/bench_tracing.py); raise it to debug.
+    sample_ratio: float = 0.01
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     log_prompts: bool = False

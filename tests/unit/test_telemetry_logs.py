@@ -39,7 +39,7 @@ def test_json_line_carries_trace_and_span_ids(
 ) -> None:
     stream, _ = logged
     exporter = InMemorySpanExporter()
-    setup_tracing(TelemetryConfig(), env={}, exporter=exporter, set_global=False)
+    setup_tracing(TelemetryConfig(sample_ratio=1.0), env={}, exporter=exporter, set_global=False)
     log = logging.getLogger("infershield.test")
     with check_span("signatures", "input", 1) as span:
         assert span is not None

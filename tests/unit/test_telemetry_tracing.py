@@ -78,7 +78,8 @@ def _tracing_off() -> Iterator[None]:
 def traced(cfg: TelemetryConfig | None = None, **env: str) -> InMemorySpanExporter:
     """Set up tracing into a fresh in-memory exporter (a shut-down exporter drops spans)."""
     exporter = InMemorySpanExporter()
-    setup_tracing(cfg or TelemetryConfig(), env=env, exporter=exporter, set_global=False)
+    cfg = cfg or TelemetryConfig(sample_ratio=1.0)
+    setup_tracing(cfg, env=env, exporter=exporter, set_global=False)
     return exporter
 
 
@@ -89,7 +90,8 @@ def memory() -> InMemorySpanExporter:
 
 def test_pipeline_span_tree_is_exported_over_otlp() -> None:
     with OtlpReceiver() as rx:
-        cfg = TelemetryConfig(traces_exporter="otlp", otlp_endpoint=rx.endpoint, service_name="fw")
+        cfg = TelemetryConfig(traces_exporter="otlp", otlp_endpoint=rx.endpoint, service_name="fw",
+                              sample_ratio=0.0)  # the caller's sampled context is continued
         provider = setup_tracing(cfg, env={}, set_global=False)
         assert provider is not None
         pipeline = Pipeline([
@@ -148,6 +150,7 @@ def test_env_alone_exports_spans() -> None:
             "OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint,
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_SERVICE_NAME": "from-env",
+            "OTEL_TRACES_SAMPLER_ARG": "1",  # the default samples 1% of new roots
         }
         provider = setup_tracing(TelemetryConfig(), env=env, set_global=False)
         assert provider is not None
@@ -210,12 +213,29 @@ def test_tracing_off_uses_no_spans() -> None:
 
 def test_sample_ratio_zero_drops_root_traces() -> None:
     memory = traced(TelemetryConfig(sample_ratio=0.0))
-    with server_span(INFER, []) as root:
-        assert root is not None and not root.is_recording()
-        # Inside an unsampled trace children are not even created.
-        with check_span("c", "input", 1) as child:
-            assert child is None
+    # An unsampled root costs no span at all, and its children follow.
+    with server_span(INFER, []) as root, check_span("c", "input", 1) as child:
+        assert root is None and child is None
+    with rpc_scope(INFER, []) as rpc, check_span("c", "input", 1) as child:
+        assert rpc.span is None and not rpc.traced and child is None
+    with check_span("c", "input", 1) as lone:
+        assert lone is None
     assert memory.get_finished_spans() == ()
+
+
+def test_root_ratio_is_applied_once() -> None:
+    """Roots are drawn at the ratio once (a second draw in the SDK would square it)."""
+    memory = traced(TelemetryConfig(sample_ratio=0.5))
+    n = 2000
+    for _ in range(n):
+        with rpc_scope(INFER, [("x-request-id", "r")]):
+            Pipeline([Step(Keyword("k", "x"))]).run(CheckContext("text"))
+    spans = memory.get_finished_spans()
+    roots = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert 0.42 * n < len(roots) < 0.58 * n  # 0.25 * n if squared
+    # Every sampled root has its check span, and no check span is an orphan root.
+    assert len(spans) == 2 * len(roots)
+    assert all(s.parent is not None for s in spans if s.kind is SpanKind.INTERNAL)
 
 
 def test_sampling_follows_the_callers_decision() -> None:

@@ -51,15 +51,19 @@ class TracingSettings:
     endpoint: str
     service_name: str
     sampler: Sampler
+    #: Probability that a span with no parent (a request without incoming trace context)
+    #: starts a trace; drawn by the instrumentation, 1.0 leaves every decision to ``sampler``.
+    root_ratio: float
 
 
 class _State:
     """Module state: the tracer the instrumentation helpers use, and whether it records."""
 
-    __slots__ = ("enabled", "provider", "tracer")
+    __slots__ = ("enabled", "provider", "root_ratio", "tracer")
 
     def __init__(self) -> None:
         self.enabled = False
+        self.root_ratio = 0.0
         self.provider: TracerProvider | None = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
 
@@ -89,15 +93,17 @@ def resolve_settings(
             f"OTEL_TRACES_EXPORTER / telemetry.traces_exporter: unsupported exporter {exporter!r} "
             "(supported: otlp, console, none)"
         )
+    sampler, root_ratio = _sampler(config.sample_ratio, env)
     return TracingSettings(
         exporter=exporter,
         endpoint=endpoint or "http://localhost:4317",
         service_name=env.get("OTEL_SERVICE_NAME") or config.service_name,
-        sampler=_sampler(config.sample_ratio, env),
+        sampler=sampler,
+        root_ratio=root_ratio,
     )
 
 
-def _sampler(ratio: float, env: Mapping[str, str]) -> Sampler:
+def _sampler(ratio: float, env: Mapping[str, str]) -> tuple[Sampler, float]:
     name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
     arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
     if arg:
@@ -107,14 +113,17 @@ def _sampler(ratio: float, env: Mapping[str, str]) -> Sampler:
             raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG: expected a number, got {arg!r}") from None
         if not 0.0 <= ratio <= 1.0:
             raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG: must be within [0, 1], got {ratio}")
-    table: dict[str, Sampler] = {
-        "": ParentBased(TraceIdRatioBased(ratio)),
-        "parentbased_traceidratio": ParentBased(TraceIdRatioBased(ratio)),
-        "traceidratio": TraceIdRatioBased(ratio),
-        "always_on": ALWAYS_ON,
-        "always_off": ALWAYS_OFF,
-        "parentbased_always_on": ParentBased(ALWAYS_ON),
-        "parentbased_always_off": ParentBased(ALWAYS_OFF),
+    # For the parent-based ratio (our default) the root decision is taken by the
+    # instrumentation (``instrument._draw_root``) before any span exists, so the SDK sampler
+    # only follows parents; a second ratio draw in the SDK would square the ratio.
+    table: dict[str, tuple[Sampler, float]] = {
+        "": (ParentBased(ALWAYS_ON), ratio),
+        "parentbased_traceidratio": (ParentBased(ALWAYS_ON), ratio),
+        "traceidratio": (TraceIdRatioBased(ratio), 1.0),  # ignores parents: the SDK decides
+        "always_on": (ALWAYS_ON, 1.0),
+        "always_off": (ALWAYS_OFF, 0.0),
+        "parentbased_always_on": (ParentBased(ALWAYS_ON), 1.0),
+        "parentbased_always_off": (ParentBased(ALWAYS_OFF), 0.0),
     }
     if name not in table:
         known = ", ".join(k for k in table if k)
@@ -157,6 +166,7 @@ def setup_tracing(
         trace.set_tracer_provider(provider)
     STATE.provider = provider
     STATE.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
+    STATE.root_ratio = settings.root_ratio
     STATE.enabled = True
     log.info(
         "tracing enabled",

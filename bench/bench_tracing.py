@@ -1,0 +1,335 @@
+"""Cost of tracing on the hot path: throughput with tracing off vs the default sampling.
+
+Two paths, each measured in the same run with the modes interleaved round by round (so
+drift and noisy neighbours hit every mode alike), the median round per mode reported:
+
+- ``pipeline``: the default policy's input and output pipelines inside an RPC server span,
+  in-process, one thread: the instrumentation's own cost, with no transport to hide it.
+- ``server``: unary ``Scan`` RPCs against a real firewall (``infershield.server``) on a
+  loopback port, driven by a client in a separate process, when the server is available.
+
+Modes: ``off`` (no tracing; metrics on, as in production), ``default`` (tracing at
+``TelemetryConfig().sample_ratio``, parent-based, exporting over OTLP/gRPC to a receiver in
+another process), and ``full`` (ratio 1.0, for reference). The budget is ``default`` costing
+under 5% of ``off`` throughput.
+
+Run alone: ``python -m bench.bench_tracing [--quick] [--json OUT]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    RESULTS_DIR,
+    environment,
+    make_prompts,
+    markdown_table,
+    python_executable,
+    ratio,
+    suite_result,
+    write_json,
+)
+
+SUITE = "tracing"
+#: ``--default-ratio`` overrides the config default (to explore other ratios); empty = config.
+_DEFAULT_RATIO: list[float] = []
+MODES = ("off", "default", "full")
+
+_RECEIVER = """
+import sys
+from infershield.telemetry.testing import OtlpReceiver
+rx = OtlpReceiver()
+print(rx.port, flush=True)
+sys.stdin.read()  # until the parent closes our stdin
+rx.close()
+"""
+
+
+@contextmanager
+def otlp_receiver() -> Iterator[str]:
+    """An OTLP/gRPC trace receiver in a child process (its CPU is not the measured one's)."""
+    proc = subprocess.Popen(
+        [python_executable(), "-c", _RECEIVER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _set_mode(mode: str, endpoint: str) -> None:
+    from infershield.config import TelemetryConfig
+    from infershield.telemetry import setup_tracing, shutdown_tracing
+
+    shutdown_tracing()
+    if mode == "off":
+        return
+    ratio_ = (
+        (_DEFAULT_RATIO[0] if _DEFAULT_RATIO else TelemetryConfig().sample_ratio)
+        if (mode == "default")
+        else 1.0
+    )
+    cfg = TelemetryConfig(traces_exporter="otlp", otlp_endpoint=endpoint, sample_ratio=ratio_)
+    setup_tracing(cfg, env={}, set_global=False)
+
+
+def _throughput(fn: Callable[[], None], *, n: int, max_seconds: float) -> float:
+    """Calls per second of ``fn`` over up to ``n`` calls or ``max_seconds``."""
+    for _ in range(min(20, n)):
+        fn()
+    done = 0
+    t0 = time.perf_counter()
+    deadline = t0 + max_seconds
+    while done < n:
+        fn()
+        done += 1
+        if time.perf_counter() > deadline:
+            break
+    return done / (time.perf_counter() - t0)
+
+
+def _rounds(
+    run_mode: Callable[[str], float], rounds: int
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    per_mode: dict[str, list[float]] = {m: [] for m in MODES}
+    for r in range(rounds):
+        # Rotate the order each round so no mode always runs first (cold) or last.
+        order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
+        for mode in order:
+            per_mode[mode].append(run_mode(mode))
+    return {m: statistics.median(v) for m, v in per_mode.items()}, per_mode
+
+
+def bench_pipeline(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None, str]:
+    """The in-process pipeline path; returns (row, note)."""
+    from infershield.checks.base import CheckContext
+    from infershield.config import load_config
+    from infershield.policy import Policy
+    from infershield.telemetry import Metrics, metrics, rpc_scope
+
+    try:
+        policy = Policy.from_config(load_config(None, env={}))
+    except Exception as exc:
+        return None, f"pipeline path skipped: the default policy does not build here ({exc})"
+    prompts = make_prompts(1024, 64)
+    meta = [("x-request-id", "bench")]
+    i = [0]
+
+    def one() -> None:
+        text = prompts[i[0] % len(prompts)]
+        i[0] += 1
+        with rpc_scope("/infershield.v1.Firewall/Scan", meta):
+            policy.input.run(CheckContext(text=text, stage="input", model="bench"))
+            policy.output.run(CheckContext(text=text, stage="output", model="bench"))
+
+    old = metrics.install(Metrics())
+    try:
+
+        def run_mode(mode: str) -> float:
+            _set_mode(mode, endpoint)
+            return _throughput(one, n=300 if quick else 3000, max_seconds=1.0 if quick else 6.0)
+
+        med, raw = _rounds(run_mode, 2 if quick else 5)
+    finally:
+        _set_mode("off", endpoint)
+        metrics.install(old)
+        policy.close()
+    checks = len(policy.input.steps) + len(policy.output.steps)
+    return _row("pipeline (in-process, 1 KB prompts)", med, raw, checks), ""
+
+
+_CLIENT = """
+import sys, threading, time
+import grpc
+from infershield.v1 import firewall_pb2 as fpb, firewall_pb2_grpc as fpb_grpc
+target, conc, corpus = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+texts = open(corpus, encoding="utf-8").read().split("\\x1e")
+ch = grpc.insecure_channel(target)
+grpc.channel_ready_future(ch).result(timeout=120)
+stub = fpb_grpc.FirewallStub(ch)
+print("ready", flush=True)
+for line in sys.stdin:  # one measurement window per line: its length in seconds
+    stop = time.perf_counter() + float(line)
+    counts = [0] * conc
+    def worker(k):
+        i = k
+        while time.perf_counter() < stop:
+            stub.Scan(fpb.ScanRequest(texts=[texts[i % len(texts)]]), timeout=30)
+            counts[k] += 1
+            i += conc
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(conc)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(sum(counts) / (time.perf_counter() - t0), flush=True)
+"""
+
+
+def bench_server(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None, str]:
+    """Scan RPCs against a real firewall (default policy, local backend) on loopback.
+
+    The firewall runs in this process (so the tracing mode can be switched between rounds);
+    the load comes from a client process with ``concurrency`` blocking callers.
+    """
+    import tempfile
+
+    try:
+        from infershield.config import load_config
+        from infershield.server.app import ServerThread
+        from infershield.telemetry import Metrics, metrics
+    except ImportError as exc:
+        return None, f"server path skipped: the server is not importable ({exc})"
+    try:
+        cfg = load_config(None, env={}, overrides={"server.listen": "127.0.0.1:0"})
+        server = ServerThread(cfg)
+        port = server.start()
+    except Exception as exc:
+        return None, f"server path skipped: the firewall did not start ({exc})"
+    old = metrics.install(Metrics())
+    concurrency = 4
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as f:
+        f.write("\x1e".join(make_prompts(1024, 64)))
+        corpus = f.name
+    client = subprocess.Popen(
+        [python_executable(), "-c", _CLIENT, f"127.0.0.1:{port}", str(concurrency), corpus],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    cin, cout = client.stdin, client.stdout
+    try:
+        if cout.readline().strip() != "ready":
+            return None, "server path skipped: the load client did not connect"
+        window = 1.0 if quick else 5.0
+
+        def run_mode(mode: str) -> float:
+            _set_mode(mode, endpoint)
+            cin.write(f"{window}\n")
+            cin.flush()
+            return float(cout.readline())
+
+        run_mode("off")  # warm-up: connections, schema caches, first-call costs
+        med, raw = _rounds(run_mode, 2 if quick else 5)
+    finally:
+        cin.close()
+        client.wait(timeout=30)
+        Path(corpus).unlink(missing_ok=True)
+        _set_mode("off", endpoint)
+        metrics.install(old)
+        server.stop(grace=0.5)
+    n_checks = len(cfg.policy.input)
+    return _row(
+        f"server (Scan RPC, loopback, {concurrency} callers, 1 KB prompts)", med, raw, n_checks
+    ), ""
+
+
+def _row(
+    path: str, med: dict[str, float], raw: dict[str, list[float]], spans: int
+) -> dict[str, Any]:
+    def cost(mode: str) -> float | None:
+        r = ratio(med[mode], med["off"])
+        return None if r is None else round(100.0 * (1.0 - r), 2)
+
+    return {
+        "path": path,
+        "spans/request (sampled)": spans + 1,
+        "off req/s": round(med["off"], 1),
+        "default req/s": round(med["default"], 1),
+        "full req/s": round(med["full"], 1),
+        "default cost %": cost("default"),
+        "full cost %": cost("full"),
+        "rounds": len(raw["off"]),
+        "raw": {m: [round(x, 1) for x in v] for m, v in raw.items()},
+    }
+
+
+def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[str, Any]:
+    """Measure both paths; returns a suite result (``headline``: the default-sampling cost)."""
+    # At ratio 1.0 under full load the SDK drops spans (bounded queue) and says so per span.
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+    try:
+        from infershield.config import TelemetryConfig
+    except ImportError as exc:
+        return suite_result(SUITE, status="skipped", reason=f"infershield not importable: {exc}")
+    default_ratio = _DEFAULT_RATIO[0] if _DEFAULT_RATIO else TelemetryConfig().sample_ratio
+    rows: list[dict[str, Any]] = []
+    source = "--default-ratio" if _DEFAULT_RATIO else "TelemetryConfig default"
+    notes = [f"default sampling: parent-based ratio {default_ratio} ({source})"]
+    with otlp_receiver() as endpoint:
+        row, note = bench_pipeline(endpoint, quick=quick)
+        if row:
+            rows.append(row)
+        if note:
+            notes.append(note)
+        srow, snote = bench_server(endpoint, quick=quick)
+        if srow:
+            rows.append(srow)
+        if snote:
+            notes.append(snote)
+    headline = {}
+    for r in rows:
+        key = "server" if r["path"].startswith("server") else "pipeline"
+        headline[f"tracing_default_cost_pct_{key}"] = r["default cost %"]
+    table = [{k: v for k, v in r.items() if k != "raw"} for r in rows]
+    return suite_result(
+        SUITE,
+        status="ok" if rows else "skipped",
+        reason="" if rows else "; ".join(notes[1:]),
+        baseline="tracing off (metrics on), interleaved with the traced modes in the same run",
+        rows=table,
+        headline=headline,
+        notes=notes,
+        raw={"rows": rows},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument(
+        "--default-ratio",
+        type=float,
+        metavar="R",
+        help="measure this ratio as 'default' instead of the config default",
+    )
+    args = parser.parse_args(argv)
+    if args.default_ratio is not None:
+        _DEFAULT_RATIO[:] = [args.default_ratio]
+    out = args.json or RESULTS_DIR / "tracing.json"
+    res = run(quick=args.quick, out_dir=out.parent)
+    res["environment"] = environment()
+    write_json(out, res)
+    print(markdown_table(res["rows"]))
+    for n in res["notes"]:
+        print("note:", n)
+    print(json.dumps(res["headline"]))
+    return 0 if res["status"] != "error" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
