@@ -25,6 +25,7 @@ from firewall_support import (
     free_port,
     write_config,
 )
+from infershield.backends.tensors import decode_bytes
 from infershield.server.app import ServerThread
 
 pytestmark = pytest.mark.e2e
@@ -188,3 +189,34 @@ def test_upstream_down_is_unavailable_then_recovers(triton: TritonHandle, tmp_pa
     finally:
         st.stop(grace=0.5)
         proxy.close()
+
+
+def test_shipped_default_policy_in_front_of_triton(triton: TritonHandle, tmp_path: Path) -> None:
+    """The real default policy (native rules in, secrets/PII out) with real Triton."""
+    from infershield.config import default_policy_path, read_yaml
+
+    policy = read_yaml(default_policy_path())["policy"]
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        config_data(f"127.0.0.1:{free_port()}", upstream=f"triton://{triton.url}", policy=policy),
+    )
+    st = ServerThread(cfg)
+    url = f"127.0.0.1:{st.start()}"
+    try:
+        with tg.InferenceServerClient(url) as c:
+            out = c.infer("echo", [_texts(["What is the capital of France?"])])
+            assert out.as_numpy("OUTPUT").tolist() == [[b"echo: What is the capital of France?"]]
+        ch, via = stub(url)
+        with ch:
+            with pytest.raises(grpc.RpcError) as err:
+                via.ModelInfer(text_request(["hello", INJECTION]), timeout=10)
+            e: Any = err.value
+            assert e.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert dict(e.trailing_metadata())["infershield-stage"] == "input"
+            # The shipped secrets check redacts outputs: the leak never reaches the caller.
+            resp = via.ModelInfer(text_request([f"my key is {LEAK}"]), timeout=10)
+        (leaked,) = decode_bytes(resp.raw_output_contents[0], "OUTPUT")
+        assert LEAK.encode() not in leaked
+        assert leaked == b"echo: my key is [REDACTED:aws_access_key]"
+    finally:
+        st.stop(grace=0.5)
