@@ -8,10 +8,10 @@ from typing import Any
 
 import grpc
 import pytest
-from e2e.helpers import encode, stub, text_request
-from firewall_support import TritonHandle, config_data, free_port, write_config
 from tritonclient.grpc import service_pb2 as pb
 
+from e2e.helpers import encode, stub, text_request
+from firewall_support import TritonHandle, config_data, free_port, write_config
 from infershield.server.app import ServerThread
 
 pytestmark = pytest.mark.e2e
@@ -58,18 +58,38 @@ def _missing_input() -> pb.ModelInferRequest:
 
 CASES: list[tuple[str, Callable[[], pb.ModelInferRequest], grpc.StatusCode, str]] = [
     ("wrong datatype", _wrong_datatype, grpc.StatusCode.INVALID_ARGUMENT, "datatype INT32"),
-    ("shape mismatch", lambda: _raw(encode([b"a"]), [2, 1]),
-     grpc.StatusCode.INVALID_ARGUMENT, "shape declares 2 elements"),
-    ("truncated length prefix", lambda: _raw(b"\x05\x00", [1, 1]),
-     grpc.StatusCode.INVALID_ARGUMENT, "truncated BYTES length prefix"),
-    ("overlong length prefix", lambda: _raw(b"\xff\x00\x00\x00abc", [1, 1]),
-     grpc.StatusCode.INVALID_ARGUMENT, "declares 255 bytes"),
-    ("invalid utf-8", lambda: _raw(encode([b"ok \xff\xfe"]), [1, 1]),
-     grpc.StatusCode.INVALID_ARGUMENT, "not valid UTF-8"),
+    (
+        "shape mismatch",
+        lambda: _raw(encode([b"a"]), [2, 1]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "shape declares 2 elements",
+    ),
+    (
+        "truncated length prefix",
+        lambda: _raw(b"\x05\x00", [1, 1]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "truncated BYTES length prefix",
+    ),
+    (
+        "overlong length prefix",
+        lambda: _raw(b"\xff\x00\x00\x00abc", [1, 1]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "declares 255 bytes",
+    ),
+    (
+        "invalid utf-8",
+        lambda: _raw(encode([b"ok \xff\xfe"]), [1, 1]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not valid UTF-8",
+    ),
     ("unknown model", _unknown_model, grpc.StatusCode.NOT_FOUND, "unknown model 'no_such_model'"),
     ("missing input", _missing_input, grpc.StatusCode.INVALID_ARGUMENT, "missing input(s) TEXT"),
-    ("oversize message", lambda: text_request(["x" * (2 * MAX_REQUEST_BYTES)]),
-     grpc.StatusCode.RESOURCE_EXHAUSTED, "max_request_bytes"),
+    (
+        "oversize message",
+        lambda: text_request(["x" * (2 * MAX_REQUEST_BYTES)]),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "max_request_bytes",
+    ),
 ]
 
 

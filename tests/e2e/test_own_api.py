@@ -10,12 +10,12 @@ from typing import Any
 
 import grpc
 import pytest
-from firewall_support import INJECTION, TritonHandle, config_data, free_port, write_config
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from infershield.server.app import ServerThread
 from infershield.v1 import firewall_pb2 as fpb
 from infershield.v1 import firewall_pb2_grpc as fpb_grpc
+
+from firewall_support import INJECTION, TritonHandle, config_data, free_port, write_config
+from infershield.server.app import ServerThread
 
 pytestmark = pytest.mark.e2e
 
@@ -94,10 +94,18 @@ def test_scan_is_batched_and_matches_the_cli(channel: grpc.Channel, tmp_path: An
     cfg = tmp_path / "cli.yaml"
     write_config(cfg, config_data("127.0.0.1:1", upstream="triton://127.0.0.1:1"))
     out = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, firewall_support; from infershield.cli import main; sys.exit(main())",
-         "scan", "--config", str(cfg), *texts],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, firewall_support; from infershield.cli import main; sys.exit(main())",
+            "scan",
+            "--config",
+            str(cfg),
+            *texts,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])},
     )
     cli = [json.loads(line) for line in out.stdout.splitlines()]
