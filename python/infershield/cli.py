@@ -95,8 +95,11 @@ def _iter_inputs(
 
 
 def cmd_scan(
-    args: argparse.Namespace, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
+    args: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO | None = None
 ) -> int:
+    # Resolved at call time, not import time, so redirected/captured streams are honoured.
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
     from infershield.checks.base import CheckContext
     from infershield.config import load_config
     from infershield.policy import Policy

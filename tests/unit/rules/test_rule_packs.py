@@ -80,7 +80,7 @@ def test_unknown_pack_name_and_missing_file(tmp_path: Path) -> None:
 def test_ids_must_be_unique_across_packs(tmp_path: Path) -> None:
     a = write_pack(tmp_path, GOOD_RULE, "first")
     b = write_pack(tmp_path, GOOD_RULE, "second")
-    with pytest.raises(ConfigError, match="mine.hello: duplicate id"):
+    with pytest.raises(ConfigError, match=r"mine\.hello: duplicate id"):
         load_packs([str(a), str(b)])
 
 
@@ -117,7 +117,7 @@ def test_rules_check_names_the_failing_rule(tmp_path: Path, examples: str, expec
 
 def test_rules_check_reports_an_uncompilable_pattern(tmp_path: Path) -> None:
     p = write_pack(tmp_path, GOOD_RULE.replace("hello\\s+world", "(a)\\1"))
-    with pytest.raises(ConfigError, match="mine.hello"):
+    with pytest.raises(ConfigError, match=r"mine\.hello"):
         cmd_check(argparse.Namespace(packs=[str(p)]), stdout=io.StringIO())
 
 
