@@ -1,8 +1,11 @@
 """A pool of killable worker processes that run a model's forward pass.
 
 Why processes: a model that leaks, loops, allocates without bound or segfaults must not take
-the firewall down with it. Each worker is a ``spawn``-ed process (never ``fork``: the server
-has gRPC threads, and forking a threaded process can deadlock the child) that:
+the firewall down with it. Each worker is a fresh interpreter started with ``subprocess``
+(fork+exec, like multiprocessing's ``spawn``; never a bare ``fork``: the server has gRPC
+threads, and forking a threaded process can deadlock the child). Unlike ``spawn`` it does not
+re-import the parent's ``__main__``, so the pool works from any program. The worker talks
+to the parent over a socket pair with length-prefixed pickles, and:
 
 - caps its address space with ``RLIMIT_AS`` (``backend.worker_memory_mb``), so a runaway
   allocation fails inside the worker (MemoryError) instead of in the server;
@@ -24,12 +27,13 @@ import contextlib
 import importlib
 import itertools
 import logging
-import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
 import resource
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -132,9 +136,10 @@ def _worker_main(
     memory_bytes: int,
     cpu_seconds: int,
 ) -> None:
-    """Entry point of a worker process (runs in the spawned child)."""
+    """The worker's serving loop (runs in the child, see :func:`_child_entry`)."""
     # Ctrl-C goes to the whole process group; shutdown is the parent's decision.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     if memory_bytes > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
@@ -179,6 +184,30 @@ def _worker_main(
             return  # a worker that hit MemoryError may be in a bad state: let it be replaced
 
 
+def _child_entry() -> None:
+    """``python -c 'from infershield.sandbox import _child_entry; _child_entry()' FD``.
+
+    The first message is the parent's ``sys.path`` (so factories import as they would in
+    the parent), the second the worker's arguments.
+    """
+    conn = multiprocessing.connection.Connection(int(sys.argv[1]))
+    paths: list[str] = pickle.loads(conn.recv_bytes())
+    sys.path[:] = paths + [p for p in sys.path if p not in paths]
+    specs, memory_bytes, cpu_seconds = pickle.loads(conn.recv_bytes())
+    _worker_main(conn, specs, memory_bytes, cpu_seconds)
+
+
+def _die_with_parent() -> None:
+    # If the server is SIGKILLed, its workers must not live on (Linux only; best effort).
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+
+
 def _arm_cpu_limit(cpu_seconds: int) -> None:
     # RLIMIT_CPU counts the process's lifetime; re-arm it per request so the cap means
     # "CPU seconds for this request". The hard limit stays where it was, so this can only
@@ -214,6 +243,8 @@ def _describe(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- parent side
 
+_CHILD_CMD = "from infershield.sandbox import _child_entry; _child_entry()"
+
 
 @dataclass(eq=False)
 class _Job:
@@ -228,11 +259,11 @@ class _Worker:
     """One worker process and the parent's end of its pipe."""
 
     def __init__(
-        self, proc: multiprocessing.process.BaseProcess, conn: multiprocessing.connection.Connection
+        self, proc: subprocess.Popen[bytes], conn: multiprocessing.connection.Connection
     ) -> None:
         self.proc = proc
         self.conn = conn
-        self.pid: int = proc.pid or 0
+        self.pid: int = proc.pid
         self.served = 0
         #: The job this worker is running (diagnostics, and tests that kill a busy worker).
         self.busy_with: _Job | None = None
@@ -262,19 +293,23 @@ class _Worker:
         with contextlib.suppress(ProcessLookupError, AttributeError, OSError):
             self.proc.kill()
 
+    @property
+    def exitcode(self) -> int | None:
+        """The exit status (negative: killed by that signal), None while it runs."""
+        return self.proc.poll()
+
     async def reap(self, timeout: float = 5.0) -> int | None:
         """Wait for the process to exit (without blocking the loop); returns its exit code."""
         end = time.monotonic() + timeout
-        while self.proc.exitcode is None and time.monotonic() < end:
+        while self.exitcode is None and time.monotonic() < end:
             await asyncio.sleep(0.005)
-        if self.proc.exitcode is None:
+        if self.exitcode is None:
             self.kill()
-            await asyncio.to_thread(self.proc.join, 1.0)
-        code = self.proc.exitcode
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(self.proc.wait, 1.0)
+        code = self.exitcode
         with contextlib.suppress(Exception):
             self.conn.close()
-        with contextlib.suppress(Exception):
-            self.proc.close()
         return code
 
 
@@ -325,12 +360,9 @@ class WorkerPool:
         max_pending: int = 1024,
         start_timeout_s: float = 120.0,
         cancel_grace_s: float = 0.25,
-        start_method: str = "spawn",
     ) -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
-        if start_method == "fork":
-            raise ValueError("fork is unsafe in a threaded server; use spawn or forkserver")
         self.models = dict(models)
         self.n_workers = workers
         self.memory_bytes = max(0, memory_mb) * 1024 * 1024
@@ -340,8 +372,6 @@ class WorkerPool:
         self.max_pending = max_pending
         self.start_timeout_s = start_timeout_s
         self.cancel_grace_s = cancel_grace_s
-        # SpawnContext/ForkServerContext; typed as Any since BaseContext lacks Process.
-        self._ctx: Any = multiprocessing.get_context(start_method)
         self._queue: asyncio.Queue[_Job] | None = None
         self._drivers: list[asyncio.Task[None]] = []
         self._workers: list[_Worker | None] = [None] * workers
@@ -421,21 +451,26 @@ class WorkerPool:
         return self._queue.qsize() if self._queue is not None else 0
 
     async def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=_worker_main,
-            args=(child, self.models, self.memory_bytes, self.cpu_seconds),
-            name="infershield-sandbox",
-            daemon=True,
-        )
-        proc.start()
-        # Only the worker may hold the child end: then its death reads as EOF here.
-        child.close()
-        w = _Worker(proc, parent)
+        parent_sock, child_sock = socket.socketpair()
         try:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_CMD, str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError as exc:
+            parent_sock.close()
+            raise BackendUnavailable(f"cannot start a model worker: {exc.strerror}") from None
+        finally:
+            # Only the worker may hold the child end: then its death reads as EOF here.
+            child_sock.close()
+        w = _Worker(proc, multiprocessing.connection.Connection(parent_sock.detach()))
+        try:
+            w.conn.send_bytes(pickle.dumps(list(sys.path)))
+            w.conn.send_bytes(pickle.dumps((self.models, self.memory_bytes, self.cpu_seconds)))
             reply = await w.recv(self.start_timeout_s)
         except (EOFError, OSError):
-            reply = None
             code = await w.reap()
             raise BackendUnavailable(
                 f"model worker failed to start ({_exit_reason(code)[1]})"
@@ -612,9 +647,9 @@ class WorkerPool:
 
     async def _exit_of(self, w: _Worker) -> int | None:
         end = time.monotonic() + 2.0
-        while w.proc.exitcode is None and time.monotonic() < end:
+        while w.exitcode is None and time.monotonic() < end:
             await asyncio.sleep(0.005)
-        return w.proc.exitcode
+        return w.exitcode
 
     def _fail_crashed(self, w: _Worker, job: _Job, code: int | None) -> bool:
         limit, why = _exit_reason(code)

@@ -215,15 +215,59 @@ def test_broken_model_fails_start_clearly() -> None:
     asyncio.run(main())
 
 
-def test_closed_pool_refuses_and_fork_is_rejected() -> None:
+def test_closed_pool_refuses() -> None:
     async def main() -> None:
         pool = WorkerPool(SPECS)
         with pytest.raises(BackendUnavailable, match="not running"):
             await pool.run("echo", {})
 
     asyncio.run(main())
-    with pytest.raises(ValueError, match="fork"):
-        WorkerPool(SPECS, start_method="fork")
+
+
+def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
+    """A server killed with SIGKILL must not leave model workers running, even busy ones
+    (an idle worker sees EOF and exits; a busy one is killed by PR_SET_PDEATHSIG)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    # No ``if __name__ == "__main__"`` guard on purpose: the pool must not need one.
+    script.write_text(
+        "import asyncio, sys, time\n"
+        "from infershield.sandbox import ModelSpec, WorkerPool\n"
+        f"specs = {{'sleepy': ModelSpec(factory='sandbox_models:sleepy', sys_path=({TESTS!r},))}}\n"
+        "async def main():\n"
+        "    pool = WorkerPool(specs, workers=2)\n"
+        "    await pool.start()\n"
+        "    busy = [asyncio.create_task(pool.run('sleepy', {'seconds': 60})) for _ in range(2)]\n"
+        "    await asyncio.sleep(0.5)\n"
+        "    print(*pool.pids, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            pids = [int(p) for p in parent.stdout.readline().split()]
+            assert len(pids) == 2
+        finally:
+            parent.kill()
+    end = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.02)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes (its parent has not reaped it yet).
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().split(") ")[1][0] != "Z"
 
 
 def test_from_config_uses_backend_limits() -> None:
