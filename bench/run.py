@@ -349,18 +349,28 @@ HEADLINE_METRICS: tuple[tuple[str, str, Callable[[dict[str, dict[str, Any]]], An
     ),
     (
         "e2e_added_p50",
-        "E2E added latency p50, rules-only (ms)",
+        "E2E added latency p50, rules-only, concurrency 1 (ms)",
         lambda s: _h(s, "e2e", "added_p50_ms_rules_only", "added_p50_ms"),
     ),
     (
         "e2e_added_p99",
-        "E2E added latency p99, rules-only (ms)",
+        "E2E added latency p99, rules-only, concurrency 1 (ms)",
         lambda s: _h(s, "e2e", "added_p99_ms_rules_only", "added_p99_ms"),
     ),
     (
         "e2e_tput_ratio",
-        "Throughput vs direct Triton, rules-only (ratio)",
+        "Throughput through / direct Triton, rules-only, concurrency 64",
         lambda s: _h(s, "e2e", "throughput_ratio_rules_only", "throughput_ratio"),
+    ),
+    (
+        "e2e_full_added_p50",
+        "E2E added latency p50, full policy (rules + classifier), concurrency 1 (ms)",
+        lambda s: _h(s, "e2e", "added_p50_ms_full"),
+    ),
+    (
+        "e2e_full_tput_ratio",
+        "Throughput through / direct Triton, full policy, concurrency 64",
+        lambda s: _h(s, "e2e", "throughput_ratio_full"),
     ),
     (
         "peers_speedup",
