@@ -1,6 +1,8 @@
 """Tracing: OTLP export of the pipeline's spans, env/config resolution, sampling, W3C context."""
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -314,3 +316,39 @@ def test_detector_span_never_starts_a_root_trace(memory: InMemorySpanExporter) -
         assert outside is None
     with server_span(INFER, []), detector_span("m", 4) as inside:
         assert inside is not None
+
+
+class _TinyModel:
+    """Duck-types the SequenceClassifier surface the micro-batcher uses."""
+
+    model_dir = Path("tiny-detector")
+
+    def windows(self, text: str) -> list[list[int]]:
+        return [[1, 2, 3]]
+
+    def score_windows(self, per_text: Sequence[Sequence[list[int]]]) -> Any:
+        import numpy as np
+
+        return np.full(len(per_text), 0.25, np.float32)
+
+
+def test_micro_batch_span_joins_the_submitters_traces(memory: InMemorySpanExporter) -> None:
+    from infershield.detectors.runtime import MicroBatcher
+
+    batcher = MicroBatcher(_TinyModel(), max_batch=8, max_wait_ms=500)  # type: ignore[arg-type]
+    try:
+        with server_span(INFER, traceparent()) as a:
+            fa = batcher.submit("one")
+        with server_span(INFER, []) as b:
+            fb = batcher.submit("two")
+        outside = batcher.submit("three")  # not traced: counted in the batch, not linked
+        assert [f.result(5) for f in (fa, fb, outside)] == [0.25, 0.25, 0.25]
+    finally:
+        batcher.close()
+    assert a is not None and b is not None
+    (det,) = [s for s in memory.get_finished_spans() if s.name == "detector.batch"]
+    assert det.parent is not None and det.parent.span_id == a.get_span_context().span_id
+    assert [link.context.span_id for link in det.links] == [b.get_span_context().span_id]
+    assert det.attributes is not None
+    assert det.attributes["infershield.detector.requests"] == 3
+    assert det.attributes["infershield.detector.model"] == "tiny-detector"

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infershield.errors import ConfigError, LimitExceeded
+from infershield.telemetry.instrument import capture_context, detector_batch_span
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class RuntimeOptions:
     providers: tuple[str, ...] = ("auto",)
     fp16: bool = False
     window: int = 0  # tokens per window incl. specials; 0 = the model's own (config.json)
-    stride: int = 0  # tokens shared by consecutive windows; 0 = window // 4
+    stride: int = 0  # step between window starts, in tokens; 0 = half a window (50% overlap)
     max_windows: int = 64
     intra_op_threads: int = 0  # 0 = min(cores, 4)
     max_batch: int = 32
@@ -128,7 +129,7 @@ class SequenceClassifier:
         model_max = int(cfg.get("max_position_embeddings", 512))
         self.window = min(opts.window or int(self.meta.get("window", model_max)), model_max)
         body = self.window - len(self._prefix) - len(self._suffix)
-        self.stride = opts.stride or max(1, body // 4)
+        self.stride = opts.stride or max(1, body // 2)
         if body <= 0 or not 0 < self.stride < body:
             raise ConfigError(
                 f"window {self.window} / stride {self.stride}: need 0 < stride < body"
@@ -255,6 +256,7 @@ def _special_tokens(tok: Any) -> tuple[list[int], list[int]]:
 class _Request:
     windows: list[list[int]]
     future: Future[float]
+    trace_ctx: Any = None  # the submitter's sampled trace context, for the batch span
 
 
 class MicroBatcher:
@@ -289,7 +291,7 @@ class MicroBatcher:
         except Exception as exc:
             fut.set_exception(exc)
             return fut
-        self._q.put(_Request(windows, fut))
+        self._q.put(_Request(windows, fut, capture_context()))
         return fut
 
     def _loop(self) -> None:
@@ -318,7 +320,9 @@ class MicroBatcher:
 
     def _run(self, batch: list[_Request]) -> None:
         try:
-            scores = self.model.score_windows([r.windows for r in batch])
+            name = self.model.model_dir.name
+            with detector_batch_span(name, len(batch), [r.trace_ctx for r in batch]):
+                scores = self.model.score_windows([r.windows for r in batch])
         except Exception as exc:  # every waiting caller sees the failure (fail closed upstream)
             for r in batch:
                 r.future.set_exception(exc)

@@ -13,8 +13,10 @@ from infershield.config import Config
 from infershield.telemetry import metrics as metrics
 from infershield.telemetry.instrument import (
     RpcScope,
+    capture_context,
     check_span,
     current_rpc,
+    detector_batch_span,
     detector_span,
     record_check,
     record_stage,
@@ -40,8 +42,10 @@ __all__ = [
     "MetricsServer",
     "RpcScope",
     "Telemetry",
+    "capture_context",
     "check_span",
     "current_rpc",
+    "detector_batch_span",
     "detector_span",
     "extract_context",
     "inject_metadata",

@@ -31,8 +31,10 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, StatusCode
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.tracing import STATE, extract_context
@@ -140,6 +142,37 @@ def detector_span(model: str, batch_size: int) -> AbstractContextManager[Span | 
     return STATE.tracer.start_as_current_span(
         "detector.batch",
         attributes={"infershield.detector.model": model, ATTR_BATCH_SIZE: batch_size},
+    )
+
+
+def capture_context() -> Context | None:
+    """The current trace context when it is sampled, to hand to another thread (a batcher)."""
+    if not STATE.enabled or not trace.get_current_span().is_recording():
+        return None
+    return otel_context.get_current()
+
+
+def detector_batch_span(
+    model: str, batch_size: int, contexts: Sequence[Context | None]
+) -> AbstractContextManager[Span | None]:
+    """A span for one micro-batch that serves several requests (from :func:`capture_context`).
+
+    Its parent is the first traced request's span; every other traced request is a link, so
+    each request's trace shows the batch it rode in. Records the batch size either way.
+    """
+    m = _metrics.active()
+    if m is not None:
+        m.batch_size.labels("detector").observe(batch_size)
+    traced = [c for c in contexts if c is not None]
+    if not traced or not STATE.enabled:
+        return _NOOP
+    links = [Link(trace.get_current_span(c).get_span_context()) for c in traced[1:]]
+    return STATE.tracer.start_as_current_span(
+        "detector.batch",
+        context=traced[0],
+        links=links,
+        attributes={"infershield.detector.model": model, ATTR_BATCH_SIZE: batch_size,
+                    "infershield.detector.requests": len(contexts)},
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 from infershield.checks.base import Check, CheckContext, Stage
 from infershield.config import Config
 from infershield.errors import ConfigError, LimitExceeded
+from infershield.telemetry.instrument import detector_span
 from infershield.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,10 @@ class ClassifierCheck(Check):
             except LimitExceeded:
                 per_text.append(None)
         ok = [w for w in per_text if w is not None]
-        scores = iter(self.model.score_windows(ok).tolist()) if ok else iter(())
+        scores: Iterator[float] = iter(())
+        if ok:
+            with detector_span(self.model.model_dir.name, len(ok)):
+                scores = iter(self.model.score_windows(ok).tolist())
         return [self._too_long() if w is None else self._verdict(next(scores)) for w in per_text]
 
     def close(self) -> None:
