@@ -253,10 +253,14 @@ def time_calls(
 ) -> list[float]:
     """Latencies (ms) of up to ``iters`` calls of ``fn``, stopping after ``max_seconds``.
 
-    At least one measured call is always made, so a very slow function still reports.
+    Warm-up stops early once it has used half of ``max_seconds``. At least one measured call
+    is always made, so a very slow function still reports.
     """
+    started = time.perf_counter()
     for _ in range(warmup):
         fn()
+        if time.perf_counter() - started > max_seconds / 2:  # a slow call: warm up less
+            break
     samples: list[float] = []
     deadline = time.perf_counter() + max_seconds
     for _ in range(max(1, iters)):

@@ -334,8 +334,13 @@ HEADLINE_METRICS: tuple[tuple[str, str, Callable[[dict[str, dict[str, Any]]], An
     ),
     (
         "checks_input_p50",
-        "Input pipeline p50, 4 KB prompt (ms)",
+        "Input pipeline (default policy) p50, 4 KB prompt (ms)",
         lambda s: _h(s, "checks", "input_pipeline_4kb_p50_ms"),
+    ),
+    (
+        "checks_rules_p50",
+        "Input pipeline without the classifier (rules only) p50, 4 KB prompt (ms)",
+        lambda s: _h(s, "checks", "input_rules_only_4kb_p50_ms"),
     ),
     (
         "detector_p50_256",
