@@ -78,3 +78,28 @@ def rejects() -> Model:
 
 def broken_loader() -> Model:
     raise RuntimeError("weights file is corrupt")
+
+
+def text_toy() -> Model:
+    """A Triton-style text model (``TEXT`` in, ``OUTPUT`` out) whose behaviour the text picks:
+    ``sleep:<s>`` sleeps, ``hog:<mb>`` allocates, anything else is echoed back."""
+
+    def run(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        import numpy as np
+
+        arr = np.asarray(inputs["TEXT"], dtype=object)
+        first = arr.reshape(-1)[0]
+        text = first.decode() if isinstance(first, bytes) else str(first)
+        verb, _, arg = text.partition(":")
+        if verb == "sleep":
+            time.sleep(float(arg))
+        elif verb == "hog":
+            block = bytearray(int(arg) * 1024 * 1024)
+            del block
+        out = np.array(
+            [b"echo: " + (e if isinstance(e, bytes) else str(e).encode()) for e in arr.reshape(-1)],
+            dtype=object,
+        )
+        return {"OUTPUT": out.reshape(arr.shape)}
+
+    return run

@@ -40,10 +40,17 @@ from infershield.errors import (
     PermissionDenied,
     UpstreamError,
 )
-from infershield.limits import check_inputs, check_request_bytes
+from infershield.limits import (
+    OutputTokenMeter,
+    check_inputs,
+    check_output_texts,
+    check_request_bytes,
+)
 from infershield.pipeline import PipelineResult
 from infershield.policy import Policy
+from infershield.reload import pinned_policy
 from infershield.telemetry.instrument import upstream_timer
+from infershield.tokens import HFTokenCounter, TokenCounters
 from infershield.verdict import Decision
 
 log = logging.getLogger(__name__)
@@ -120,13 +127,16 @@ class Firewall:
         self.backend = backend
         self.schema_ttl_s = schema_ttl_s
         self._schemas: dict[tuple[str, str], ModelSchema] = {}
+        #: Per-model tokenizers for token limits; models without one get byte limits only.
+        self.tokens = TokenCounters()
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def policy(self) -> Policy:
-        """The current policy; take it once per request."""
-        return self._policy
+        """The current policy; take it once per request. Inside a server call this is the
+        policy the call pinned at its start (``PolicyHolder.pin``), whatever was reloaded."""
+        return pinned_policy() or self._policy
 
     def swap_policy(self, policy: Policy) -> Policy:
         """Install a new policy atomically; returns the old one (close it once drained)."""
@@ -135,6 +145,8 @@ class Firewall:
 
     async def start(self) -> None:
         await self.backend.start()
+        for model, path in self.backend.tokenizer_files().items():
+            self.tokens.register(model, HFTokenCounter(path))
 
     async def close(self) -> None:
         await self.backend.close()
@@ -174,7 +186,7 @@ class Firewall:
     ) -> list[PipelineResult]:
         """Screen texts without calling a model (the ``Scan`` RPC and ``infershield scan``)."""
         policy = self.policy
-        check_inputs(texts, policy.config.limits)
+        check_inputs(texts, policy.config.limits, self.tokens.get(model))
         return await self.screen(policy, texts, stage, ctx, model=model)
 
     async def infer_text(
@@ -266,14 +278,23 @@ class Firewall:
 
         async def pump_out() -> None:
             blocked: set[str] = set()
+            # Output tokens of a decoupled request add up over all its responses.
+            meters: dict[str, OutputTokenMeter] = {}
             try:
                 async for resp in self.backend.stream_infer(upstream_requests(), ctx):
                     ir = resp.infer_response
                     if ir.id and ir.id in blocked:
                         continue
                     if not resp.error_message:
+                        counter = self.tokens.get(ir.model_name)
+                        limit = policy.config.limits.max_output_tokens
+                        meter = (
+                            meters.setdefault(ir.id, OutputTokenMeter(limit, counter))
+                            if counter is not None and ir.id
+                            else None
+                        )
                         try:
-                            await self._check_response(policy, ir, ctx)
+                            await self._check_response(policy, ir, ctx, meter)
                         except FirewallError as exc:
                             if ir.id:
                                 blocked.add(ir.id)
@@ -344,16 +365,23 @@ class Firewall:
         (await self.schema(req.model_name, req.model_version, ctx)).validate(req)
         tensors = input_texts(req, cfg.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
-        check_inputs(texts, cfg.limits)
+        check_inputs(texts, cfg.limits, self.tokens.get(req.model_name))
         results = await self.screen(policy, texts, "input", ctx, model=req.model_name)
         _apply(results, tensors, "input", lambda t, s: rewrite_input(req, t, s))
         return tuple(results)
 
     async def _check_response(
-        self, policy: Policy, resp: pb.ModelInferResponse, ctx: CallContext
+        self,
+        policy: Policy,
+        resp: pb.ModelInferResponse,
+        ctx: CallContext,
+        meter: OutputTokenMeter | None = None,
     ) -> tuple[PipelineResult, ...]:
         tensors = output_texts(resp, policy.config.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
+        counter = self.tokens.get(resp.model_name)
+        if counter is not None:
+            check_output_texts(texts, policy.config.limits, counter, meter)
         results = await self.screen(policy, texts, "output", ctx, model=resp.model_name)
         _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s))
         return tuple(results)

@@ -189,6 +189,26 @@ class OutputTokenMeter:
         return self.total
 
 
+def check_output_texts(
+    texts: Iterable[str],
+    limits: LimitsConfig,
+    counter: TokenCounter,
+    meter: OutputTokenMeter | None = None,
+) -> None:
+    """Each output element within ``max_output_tokens``; with a ``meter`` (one per streamed
+    request) the count is cumulative across all the responses of that request."""
+    for text in texts:
+        if meter is not None:
+            meter.add(text)
+            continue
+        n = counter.count(text)
+        if n > limits.max_output_tokens:
+            raise LimitExceeded(
+                f"response is {n} tokens; max_output_tokens is {limits.max_output_tokens}",
+                limit="max_output_tokens",
+            )
+
+
 # --------------------------------------------------------------------------- load shedding
 
 
@@ -362,6 +382,7 @@ class CircuitBreaker:
         success_threshold: int = 1,
         is_failure: Callable[[BaseException], bool] = is_upstream_failure,
         clock: Clock = time.monotonic,
+        on_state_change: Callable[[BreakerState], object] | None = None,
     ) -> None:
         if failure_threshold < 1 or half_open_probes < 1 or success_threshold < 1:
             raise ValueError("breaker thresholds must be >= 1")
@@ -372,6 +393,8 @@ class CircuitBreaker:
         self.success_threshold = min(success_threshold, half_open_probes) or 1
         self.is_failure = is_failure
         self._clock = clock
+        #: Called with the new state on every transition (metrics, logs).
+        self.on_state_change = on_state_change
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._successes = 0
@@ -384,9 +407,14 @@ class CircuitBreaker:
             self._state is BreakerState.OPEN
             and self._clock() - self._opened_at >= self.reset_timeout_s
         ):
-            self._state = BreakerState.HALF_OPEN
             self._probes = self._successes = 0
+            self._set(BreakerState.HALF_OPEN)
         return self._state
+
+    def _set(self, state: BreakerState) -> None:
+        self._state = state
+        if self.on_state_change is not None:
+            self.on_state_change(state)
 
     def before_call(self) -> None:
         """Admit one call or raise BackendUnavailable; pair with on_success/on_failure."""
@@ -407,7 +435,7 @@ class CircuitBreaker:
             self._successes += 1
             if self._successes >= self.success_threshold:
                 log.info("%s circuit breaker closed: probe succeeded", self.name)
-                self._state = BreakerState.CLOSED
+                self._set(BreakerState.CLOSED)
         self._failures = 0
 
     def on_failure(self) -> None:
@@ -420,9 +448,9 @@ class CircuitBreaker:
 
     def _open(self, why: str) -> None:
         log.warning("%s circuit breaker opened: %s", self.name, why)
-        self._state = BreakerState.OPEN
         self._opened_at = self._clock()
         self._failures = 0
+        self._set(BreakerState.OPEN)
 
     def on_cancel(self) -> None:
         """The caller went away: the call proved nothing, so a probe slot is returned."""

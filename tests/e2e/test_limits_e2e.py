@@ -48,6 +48,12 @@ def _toy_repo(root: Path) -> Path:
     d.mkdir(parents=True)
     onnx.save(model, str(d / "model.onnx"))
     (root / "toy" / "config.yaml").write_text("max_batch_size: 8\n", encoding="utf-8")
+    # The served model's own tokenizer: token limits are counted with it.
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "echo": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(root / "toy" / "tokenizer.json"))
     return root
 
 
@@ -85,7 +91,13 @@ def shield(tmp_path: Path) -> Iterator[Shield]:
     data = config_data(
         f"127.0.0.1:{free_port()}",
         backend={"model_repository": str(repo), "workers": 2, "worker_memory_mb": 768},
-        limits={"deadline_s": 2.0, "max_concurrency": 4, "max_queue": 4},
+        limits={
+            "deadline_s": 2.0,
+            "max_concurrency": 4,
+            "max_queue": 4,
+            "max_input_tokens": 20,
+            "max_output_tokens": 20,
+        },
     )
     path = tmp_path / "config.yaml"
     cfg = _write(path, data)
@@ -252,6 +264,32 @@ def test_invalid_reload_keeps_the_old_policy(
     original["policy"] = _policy_blocking("new phrase")
     shield.config_path.write_text(yaml.safe_dump(original), encoding="utf-8")
     _wait_blocked(shield.url, "new phrase")
+
+
+def test_token_limits_use_the_models_tokenizer(shield: Shield) -> None:
+    # 25 words: 25 tokens for the model, well under any byte limit.
+    code, exc = infer(shield.url, " ".join(["word"] * 25))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert trailers(exc).get("infershield-limit") == "max_input_tokens"
+    # 19 words pass the input limit, but "echo: " makes the output 21 tokens.
+    code, exc = infer(shield.url, " ".join(["word"] * 19))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert trailers(exc).get("infershield-limit") == "max_output_tokens"
+    assert infer(shield.url, " ".join(["word"] * 10))[0] is grpc.StatusCode.OK
+
+
+def test_output_token_limit_inside_a_stream(shield: Shield) -> None:
+    ch, s = stub(shield.url)
+    try:
+        reqs = [text_request([" ".join(["word"] * n)], model="toy") for n in (5, 19, 5)]
+        for i, r in enumerate(reqs):
+            r.id = f"r{i}"
+        out = list(s.ModelStreamInfer(iter(reqs), timeout=20))
+    finally:
+        ch.close()
+    assert [r.infer_response.id for r in out] == ["r0", "r1", "r2"]
+    assert out[0].error_message == "" and out[2].error_message == ""
+    assert "max_output_tokens" in out[1].error_message  # an error in the stream, not a cut
 
 
 def test_health_answers_while_saturated(shield: Shield) -> None:

@@ -284,7 +284,14 @@ def test_rate_limiter_buckets_per_caller() -> None:
 
 def test_breaker_opens_fails_fast_probes_and_closes() -> None:
     clock = FakeClock()
-    br = CircuitBreaker("triton", failure_threshold=3, reset_timeout_s=5, clock=clock)
+    seen: list[str] = []
+    br = CircuitBreaker(
+        "triton",
+        failure_threshold=3,
+        reset_timeout_s=5,
+        clock=clock,
+        on_state_change=lambda s: seen.append(s.value),
+    )
     calls = 0
 
     async def failing() -> None:
@@ -313,6 +320,7 @@ def test_breaker_opens_fails_fast_probes_and_closes() -> None:
         clock.now += 5
         assert await br.call(ok) == "ok"
         assert br.state is BreakerState.CLOSED
+        assert seen == ["open", "half_open", "open", "half_open", "closed"]
 
     asyncio.run(main())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -114,6 +115,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def ready(self) -> bool:
         """Whether the backend can serve (for the health service)."""
+
+    def tokenizer_files(self) -> dict[str, Path]:
+        """Model name -> its ``tokenizer.json``, for token limits counted in its own tokens."""
+        return {}
 
 
 def build_backend(config: Config) -> Backend:

@@ -200,6 +200,18 @@ class LocalBackend(Backend):
     async def ready(self) -> bool:
         return self._started and bool(self.pool.pids)
 
+    def tokenizer_files(self) -> dict[str, Path]:
+        from infershield.tokens import find_tokenizer
+
+        out: dict[str, Path] = {}
+        for name, versions in self.models.items():
+            ti = next(iter(versions.values())).config.text_input
+            path = self.repo / name / ti.tokenizer if ti is not None else None
+            path = path if path is not None and path.is_file() else find_tokenizer(self.repo / name)
+            if path is not None:
+                out[name] = path
+        return out
+
     # ------------------------------------------------------------------ lookup
 
     def model(self, name: str, version: str = "") -> LocalModel:

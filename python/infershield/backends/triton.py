@@ -23,6 +23,8 @@ from infershield.backends.base import (
     CallContext,
 )
 from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallError, UpstreamError
+from infershield.limits import CircuitBreaker, is_upstream_failure
+from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.instrument import set_rpc_status, upstream_span
 from infershield.telemetry.tracing import inject_metadata
 
@@ -57,6 +59,10 @@ def map_rpc_error(exc: grpc.aio.AioRpcError, method: str) -> FirewallError:
     return UpstreamError(exc.details() or code.name, code)
 
 
+#: Upstream timeouts count against the breaker only when the call had at least this long.
+_MIN_BREAKER_BUDGET_S = 1.0
+
+
 class TritonBackend(Backend):
     """Forwards Triton RPCs to ``target`` (``host:port``)."""
 
@@ -70,6 +76,8 @@ class TritonBackend(Backend):
         retries: int = 2,
         retry_backoff_s: float = 0.05,
         keepalive_ms: int = 30_000,
+        breaker_failures: int = 5,
+        breaker_reset_s: float = 2.0,
     ) -> None:
         self.target = parse_upstream(target)
         self.max_message_bytes = max_message_bytes
@@ -78,6 +86,19 @@ class TritonBackend(Backend):
         self.keepalive_ms = keepalive_ms
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
+        m = _metrics.active()
+        # Repeated upstream failures open the breaker: calls then fail at once (UNAVAILABLE)
+        # instead of each waiting out its deadline, until a probe succeeds.
+        self.breaker = CircuitBreaker(
+            f"upstream {self.target}",
+            failure_threshold=breaker_failures,
+            reset_timeout_s=breaker_reset_s,
+            on_state_change=(
+                (lambda s: m.set_breaker_state(self.target, s.value)) if m is not None else None
+            ),
+        )
+        if m is not None:
+            m.watch_breaker(self.target, lambda: self.breaker.state)
 
     @classmethod
     def from_config(cls, config: Config) -> TritonBackend:
@@ -111,6 +132,28 @@ class TritonBackend(Backend):
         return self._stub
 
     async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
+        """One unary RPC upstream, through the circuit breaker."""
+        self.breaker.before_call()
+        budget = ctx.deadline.remaining()
+        try:
+            response = await self._call(method, request, ctx)
+        except asyncio.CancelledError:
+            self.breaker.on_cancel()
+            raise
+        except BaseException as exc:
+            if not is_upstream_failure(exc):
+                self.breaker.on_success()  # the upstream answered; the request was bad
+            elif isinstance(exc, DeadlineExceeded) and budget < _MIN_BREAKER_BUDGET_S:
+                # A caller's own tight deadline says nothing about the upstream's health
+                # (and must not let impatient callers open the breaker for everyone).
+                self.breaker.on_cancel()
+            else:
+                self.breaker.on_failure()
+            raise
+        self.breaker.on_success()
+        return response
+
+    async def _call(self, method: str, request: Any, ctx: CallContext) -> Any:
         if method not in UNARY_METHODS:
             raise ValueError(f"not a unary Triton RPC: {method}")
         fn = getattr(self.stub, method)

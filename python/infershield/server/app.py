@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -26,8 +27,11 @@ from infershield.backends.base import Backend, build_backend
 from infershield.config import Config
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
+from infershield.limits import ConcurrencyLimiter
 from infershield.policy import Policy
+from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
+from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
 from infershield.v1 import firewall_pb2
 
@@ -43,11 +47,27 @@ class FirewallServer:
     """One gRPC server in front of one backend. ``await start()``, then ``await stop()``."""
 
     def __init__(
-        self, config: Config, *, policy: Policy | None = None, backend: Backend | None = None
+        self,
+        config: Config,
+        *,
+        policy: Policy | None = None,
+        backend: Backend | None = None,
+        loader: Callable[[], Config] | None = None,
+        watch_path: str | None = None,
+        reload_interval_s: float = 1.0,
     ) -> None:
+        """``loader`` re-reads the config on reload (default: rebuild from ``config``, which
+        still re-reads rule files); ``watch_path`` is the policy file to watch for changes."""
         self.config = config
         self._policy = policy
         self._backend = backend
+        self._loader = loader
+        self._watch_path = watch_path
+        self._reload_interval_s = reload_interval_s
+        self._watch_task: asyncio.Task[None] | None = None
+        self.holder: PolicyHolder | None = None
+        self.watcher: PolicyWatcher | None = None
+        self.limiter = ConcurrencyLimiter.from_limits(config.limits)
         self.firewall: Firewall | None = None
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
@@ -69,7 +89,15 @@ class FirewallServer:
             ("grpc.max_receive_message_length", cfg.server.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=opts)
+        # Reloads swap the policy here; requests pin theirs in the admission interceptor.
+        self.holder = PolicyHolder(
+            policy, loader=self._loader or (lambda: cfg), on_swap=self.firewall.swap_policy
+        )
+        self.watcher = PolicyWatcher(
+            self.holder, self._watch_path, interval_s=self._reload_interval_s
+        )
+        interceptors = [ErrorInterceptor(), AdmissionInterceptor(self.limiter, self.holder)]
+        server = grpc.aio.server(interceptors=interceptors, options=opts)
         triton_service.add_to_server(self.firewall, server)
         firewall_service.add_to_server(self.firewall, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -89,6 +117,8 @@ class FirewallServer:
             raise ConfigError(f"server.listen: cannot bind {cfg.server.listen}: {exc}") from None
         await server.start()
         self.server = server
+        if self._watch_path:
+            self._watch_task = asyncio.create_task(self.watcher.run(), name="policy-watch")
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -101,6 +131,9 @@ class FirewallServer:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds, close."""
         grace = self.config.server.grace_period_s if grace is None else grace
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            self._watch_task = None
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
@@ -114,19 +147,30 @@ class FirewallServer:
             await self.server.wait_for_termination()
 
 
-async def serve(config: Config, *, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain gracefully."""
-    app = FirewallServer(config)
+async def serve(
+    config: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    loader: Callable[[], Config] | None = None,
+    config_path: str | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain gracefully.
+
+    SIGHUP, or a change to ``config_path``, reloads the policy through ``loader``.
+    """
+    app = FirewallServer(config, loader=loader, watch_path=config_path)
     await app.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    assert app.watcher is not None
+    app.watcher.install_sighup(loop)
     try:
         await stop.wait()
         log.info("draining (grace %.1fs)", config.server.grace_period_s)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         await app.stop()
 

@@ -37,7 +37,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides=overrides)
     telemetry = setup_telemetry(config)
     try:
-        asyncio.run(serve(config))
+        # Reloads (SIGHUP, or the --config file changing) re-read file, env and flags alike.
+        asyncio.run(
+            serve(
+                config,
+                loader=lambda: load_config(args.config, overrides=overrides),
+                config_path=args.config,
+            )
+        )
     finally:
         telemetry.close()
     return 0
