@@ -56,12 +56,13 @@ SUITES: dict[str, str] = {
     "matcher": "bench.bench_matcher",
     "checks": "bench.bench_checks",
     "detector": "bench.bench_detector",
+    "detector_sweep": "bench.bench_detector_sweep",
     "e2e": "bench.bench_e2e",
     "tracing": "bench.bench_tracing",
     "peers": "bench.bench_peers",
 }
 #: What ``--gpu`` runs by default: the suites whose numbers depend on the CUDA EP.
-GPU_SUITES: tuple[str, ...] = ("detector", "e2e")
+GPU_SUITES: tuple[str, ...] = ("detector", "detector_sweep", "e2e")
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 HEADLINE_START = (
     "<!-- headline:start (written by `python -m bench.run`; edit the code, not this) -->"
