@@ -303,3 +303,52 @@ def test_health_answers_while_saturated(shield: Shield) -> None:
             ch.close()
         for f in futs:
             f.result()
+
+
+def _serve_config(path: Path, repo: Path, port: int, banned: str) -> None:
+    data = {
+        "server": {"listen": f"127.0.0.1:{port}", "grace_period_s": 1.0},
+        "backend": {"kind": "local", "model_repository": str(repo), "workers": 1},
+        "policy": {
+            "input": [],
+            "output": [{"type": "ban_substrings", "options": {"substrings": [banned]}}],
+        },
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+def test_infershield_serve_reloads_on_sighup(tmp_path: Path) -> None:
+    """The real CLI: SIGHUP reloads the --config file (the file watch is covered above)."""
+    import subprocess
+    import sys
+
+    repo = _toy_repo(tmp_path / "repo")
+    cfg, port = tmp_path / "serve.yaml", free_port()
+    _serve_config(cfg, repo, port, "first")
+    url = f"127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "infershield", "serve", "--config", str(cfg)]
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL) as proc:
+        try:
+            end = time.monotonic() + 60
+            while infer(url, "hello", timeout=1)[0] is not grpc.StatusCode.OK:
+                assert proc.poll() is None and time.monotonic() < end, "server did not start"
+                time.sleep(0.2)
+            assert infer(url, "first")[0] is grpc.StatusCode.PERMISSION_DENIED
+            # Same size and, restored, the same mtime: the file poller cannot see this
+            # edit, so only SIGHUP can load it.
+            st = cfg.stat()
+            _serve_config(cfg, repo, port, "secnd")
+            os.utime(cfg, ns=(st.st_atime_ns, st.st_mtime_ns))
+            time.sleep(1.5)  # more than one poll interval
+            assert infer(url, "secnd")[0] is grpc.StatusCode.OK
+            proc.send_signal(signal.SIGHUP)
+            end = time.monotonic() + 10
+            while infer(url, "secnd")[0] is not grpc.StatusCode.PERMISSION_DENIED:
+                assert time.monotonic() < end, "SIGHUP did not reload the policy"
+                time.sleep(0.1)
+            assert infer(url, "first")[0] is grpc.StatusCode.OK
+            assert proc.poll() is None  # SIGHUP did not stop the server
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    assert proc.returncode == 0  # SIGTERM drains and exits cleanly
