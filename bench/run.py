@@ -259,7 +259,7 @@ _PLOT_METRICS: tuple[tuple[str, bool], ...] = (
     ("MB/s", True),
     ("p50_ms", True),
     ("prompts_per_s", True),
-    ("added_p50_ms", False),
+    ("added_p50_ms", True),
     ("rps", False),
     ("default cost %", False),
 )
@@ -268,8 +268,8 @@ _PLOT_METRICS: tuple[tuple[str, bool], ...] = (
 def fallback_plot(name: str, rows: Sequence[dict[str, Any]], out_dir: Path) -> list[str]:
     """One bar chart for a suite that returned a table but no plot.
 
-    Groups are the first text column, series the second (if any); the metric is the first of
-    :data:`_PLOT_METRICS` the rows carry.
+    Groups are the first text column, series the second (or a numeric setting such as
+    ``concurrency``); the metric is the first of :data:`_PLOT_METRICS` the rows carry.
     """
     if not rows:
         return []
@@ -282,8 +282,13 @@ def fallback_plot(name: str, rows: Sequence[dict[str, Any]], out_dir: Path) -> l
         return []
     gcol = text_cols[0]
     scol = text_cols[1] if len(text_cols) > 1 else None
+    if scol is None:  # a numeric setting (concurrency, batch) makes the series instead
+        scol = next(
+            (k for k in ("concurrency", "batch", "tokens", "callers") if k in rows[0]), None
+        )
     groups = list(dict.fromkeys(str(r.get(gcol)) for r in rows))
     names = list(dict.fromkeys(str(r.get(scol)) for r in rows)) if scol else [key]
+    numeric = scol is not None and not isinstance(rows[0].get(scol), str)
 
     def value(g: str, n: str) -> float | None:
         for r in rows:
@@ -292,7 +297,7 @@ def fallback_plot(name: str, rows: Sequence[dict[str, Any]], out_dir: Path) -> l
                 return float(v) if isinstance(v, (int, float)) and v > 0 else None
         return None
 
-    series = {n: [value(g, n) for g in groups] for n in names}
+    series = {(f"{scol} {n}" if numeric else n): [value(g, n) for g in groups] for n in names}
     path = bar_plot(
         out_dir / f"{name}_{slug(key)}.png",
         title=f"{name}: {key}" + (f" by {gcol} and {scol}" if scol else f" by {gcol}"),
