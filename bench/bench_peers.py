@@ -223,6 +223,11 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
         for c in checks.values():
             c.close()
         return suite_result(SUITE, status="skipped", reason=reason)
+    notes.append(
+        "signatures scans every view of a text in one native call (raw, normalised, hidden "
+        "Unicode-tag text, decoded base64/hex/url blobs), so it does more work per prompt than "
+        "LLM Guard's Regex, which scans the raw text only."
+    )
     if rejected:
         notes.append(
             f"{len(rejected)} of {len(patterns) + len(rejected)} signature patterns are not "
