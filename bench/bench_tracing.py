@@ -3,17 +3,21 @@
 Two paths, each measured in the same run with the modes interleaved round by round (so
 drift and noisy neighbours hit every mode alike), the median round per mode reported:
 
-- ``pipeline``: the default policy's input and output pipelines inside an RPC server span,
-  in-process, one thread: the instrumentation's own cost, with no transport to hide it.
-- ``server``: unary ``Scan`` RPCs against a real firewall (``infershield.server``) on a
-  loopback port, driven by a client in a separate process, when the server is available.
+- ``pipeline``: a shipped policy's input and output pipelines inside an RPC scope (server
+  span + request metrics), in-process, one thread: the instrumentation's own cost, with no
+  transport to hide it.
+- ``server``: unary ``Scan`` RPCs against a real firewall (``infershield.server``, local
+  backend) on a loopback port, driven by a client in a separate process.
+
+Each path runs under the ``rules_only`` policy (the fastest, so tracing's worst case in
+relative terms) and the ``default`` one (which adds the ONNX classifier).
 
 Modes: ``off`` (no tracing; metrics on, as in production), ``default`` (tracing at
 ``TelemetryConfig().sample_ratio``, parent-based, exporting over OTLP/gRPC to a receiver in
 another process), and ``full`` (ratio 1.0, for reference). The budget is ``default`` costing
 under 5% of ``off`` throughput.
 
-Run alone: ``python -m bench.bench_tracing [--quick] [--json OUT]``.
+Run alone: ``python -m bench.bench_tracing [--quick] [--json OUT] [--default-ratio R]``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ SUITE = "tracing"
 #: ``--default-ratio`` overrides the config default (to explore other ratios); empty = config.
 _DEFAULT_RATIO: list[float] = []
 MODES = ("off", "default", "full")
+#: Shipped policies measured: rules_only is the fastest path (tracing's worst case in
+#: relative terms); default adds the ONNX classifier.
+POLICIES = ("rules_only", "default")
 
 _RECEIVER = """
 import sys
@@ -121,17 +128,19 @@ def _rounds(
     return {m: statistics.median(v) for m, v in per_mode.items()}, per_mode
 
 
-def bench_pipeline(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None, str]:
-    """The in-process pipeline path; returns (row, note)."""
+def bench_pipeline(
+    endpoint: str, policy_name: str, *, quick: bool
+) -> tuple[dict[str, Any] | None, str]:
+    """The in-process pipeline path under a shipped policy; returns (row, note)."""
     from infershield.checks.base import CheckContext
-    from infershield.config import load_config
+    from infershield.config import default_policy_path, load_config
     from infershield.policy import Policy
     from infershield.telemetry import Metrics, metrics, rpc_scope
 
     try:
-        policy = Policy.from_config(load_config(None, env={}))
+        policy = Policy.from_config(load_config(default_policy_path(policy_name), env={}))
     except Exception as exc:
-        return None, f"pipeline path skipped: the default policy does not build here ({exc})"
+        return None, f"pipeline path skipped: policy {policy_name} does not build here ({exc})"
     prompts = make_prompts(1024, 64)
     meta = [("x-request-id", "bench")]
     i = [0]
@@ -148,7 +157,7 @@ def bench_pipeline(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None
 
         def run_mode(mode: str) -> float:
             _set_mode(mode, endpoint)
-            return _throughput(one, n=300 if quick else 3000, max_seconds=1.0 if quick else 6.0)
+            return _throughput(one, n=300 if quick else 5000, max_seconds=1.0 if quick else 4.0)
 
         med, raw = _rounds(run_mode, 2 if quick else 5)
     finally:
@@ -156,7 +165,8 @@ def bench_pipeline(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None
         metrics.install(old)
         policy.close()
     checks = len(policy.input.steps) + len(policy.output.steps)
-    return _row("pipeline (in-process, 1 KB prompts)", med, raw, checks), ""
+    return _row(f"pipeline, {policy_name} policy (in-process, 1 KB prompts)", med, raw,
+                checks), ""
 
 
 _CLIENT = """
@@ -188,8 +198,10 @@ for line in sys.stdin:  # one measurement window per line: its length in seconds
 """
 
 
-def bench_server(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None, str]:
-    """Scan RPCs against a real firewall (default policy, local backend) on loopback.
+def bench_server(
+    endpoint: str, policy_name: str, *, quick: bool
+) -> tuple[dict[str, Any] | None, str]:
+    """Scan RPCs against a real firewall (a shipped policy, local backend) on loopback.
 
     The firewall runs in this process (so the tracing mode can be switched between rounds);
     the load comes from a client process with ``concurrency`` blocking callers.
@@ -197,13 +209,14 @@ def bench_server(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None, 
     import tempfile
 
     try:
-        from infershield.config import load_config
+        from infershield.config import default_policy_path, load_config
         from infershield.server.app import ServerThread
         from infershield.telemetry import Metrics, metrics
     except ImportError as exc:
         return None, f"server path skipped: the server is not importable ({exc})"
     try:
-        cfg = load_config(None, env={}, overrides={"server.listen": "127.0.0.1:0"})
+        cfg = load_config(default_policy_path(policy_name), env={},
+                          overrides={"server.listen": "127.0.0.1:0"})
         server = ServerThread(cfg)
         port = server.start()
     except Exception as exc:
@@ -224,7 +237,7 @@ def bench_server(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None, 
     try:
         if cout.readline().strip() != "ready":
             return None, "server path skipped: the load client did not connect"
-        window = 1.0 if quick else 5.0
+        window = 1.0 if quick else 4.0
 
         def run_mode(mode: str) -> float:
             _set_mode(mode, endpoint)
@@ -242,9 +255,8 @@ def bench_server(endpoint: str, *, quick: bool) -> tuple[dict[str, Any] | None, 
         metrics.install(old)
         server.stop(grace=0.5)
     n_checks = len(cfg.policy.input)
-    return _row(
-        f"server (Scan RPC, loopback, {concurrency} callers, 1 KB prompts)", med, raw, n_checks
-    ), ""
+    return _row(f"server, {policy_name} policy (Scan RPC, {concurrency} callers, 1 KB prompts)",
+                med, raw, n_checks), ""
 
 
 def _row(
@@ -280,20 +292,18 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
     source = "--default-ratio" if _DEFAULT_RATIO else "TelemetryConfig default"
     notes = [f"default sampling: parent-based ratio {default_ratio} ({source})"]
     with otlp_receiver() as endpoint:
-        row, note = bench_pipeline(endpoint, quick=quick)
-        if row:
-            rows.append(row)
-        if note:
-            notes.append(note)
-        srow, snote = bench_server(endpoint, quick=quick)
-        if srow:
-            rows.append(srow)
-        if snote:
-            notes.append(snote)
+        for policy_name in POLICIES:
+            for bench in (bench_pipeline, bench_server):
+                row, note = bench(endpoint, policy_name, quick=quick)
+                if row:
+                    rows.append(row)
+                if note:
+                    notes.append(note)
     headline = {}
     for r in rows:
-        key = "server" if r["path"].startswith("server") else "pipeline"
-        headline[f"tracing_default_cost_pct_{key}"] = r["default cost %"]
+        path = "server" if r["path"].startswith("server") else "pipeline"
+        policy_name = "rules_only" if "rules_only" in r["path"] else "default"
+        headline[f"tracing_default_cost_pct_{path}_{policy_name}"] = r["default cost %"]
     table = [{k: v for k, v in r.items() if k != "raw"} for r in rows]
     return suite_result(
         SUITE,

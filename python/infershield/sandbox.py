@@ -504,6 +504,11 @@ class WorkerPool:
                 delay = min(delay * 2, 5.0)
                 continue
             self.stats.restarts += 1
+            # Imported here: worker processes import this module and need no telemetry.
+            from infershield.telemetry.metrics import active
+
+            if (m := active()) is not None:
+                m.worker_restarts.inc()
             self._workers[slot] = w
             return w
 

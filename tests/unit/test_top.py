@@ -67,7 +67,7 @@ def test_top_once_shows_rates_ratios_and_percentiles(
     _traffic(m, 50, 0)  # before the window: counts in totals, not in the window's ratios
     m.queue_depth.set(4)
     m.set_breaker_state("triton:8001", "open")
-    m.worker_restarts.labels("oom").inc()
+    m.worker_restarts.inc()
     m.rate_limited.labels("max_concurrency").inc(3)
     real_sleep = time.sleep
 

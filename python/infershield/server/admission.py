@@ -25,6 +25,7 @@ import grpc
 
 from infershield.limits import ConcurrencyLimiter, Deadline
 from infershield.reload import PolicyHolder
+from infershield.telemetry import metrics
 
 #: Full method names that do real work and so are subject to load shedding.
 ADMITTED_METHODS: frozenset[str] = frozenset(
@@ -45,6 +46,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, limiter: ConcurrencyLimiter, holder: PolicyHolder | None = None) -> None:
         self.limiter = limiter
         self.holder = holder
+        if (m := metrics.active()) is not None:
+            m.watch_queue(lambda: limiter.queued)  # read at scrape time: no hot-path cost
 
     async def intercept_service(
         self,

@@ -69,8 +69,8 @@ class Metrics:
             ["component"], buckets=_BATCH_BUCKETS, registry=r,
         )
         self.worker_restarts = Counter(
-            f"{PREFIX}_worker_restarts", "Sandboxed model workers restarted.", ["reason"],
-            registry=r,
+            f"{PREFIX}_worker_restarts", "Sandboxed model workers replaced after a crash, a limit "
+            "or a timeout.", registry=r,
         )
         self.rate_limited = Counter(
             f"{PREFIX}_rate_limit_rejections", "Requests rejected by a limit, by limit name.",
