@@ -289,6 +289,7 @@ def test_metrics_after_the_requests(shield: tuple[str, Telemetry]) -> None:
     for stage in ("input_checks", "upstream", "output_checks", "total"):
         assert got[("infershield_stage_duration_seconds_count", (("stage", stage),))] >= 1
     assert got[("infershield_in_flight_requests", ())] == 0
+    assert got[("infershield_upstream_errors_total", (("code", "INTERNAL"),))] >= 1
 
 
 # --------------------------------------------------------------------------- `infershield serve`

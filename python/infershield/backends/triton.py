@@ -25,7 +25,11 @@ from infershield.backends.base import (
 from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallError, UpstreamError
 from infershield.limits import CircuitBreaker, is_upstream_failure
 from infershield.telemetry import metrics as _metrics
-from infershield.telemetry.instrument import set_rpc_status, upstream_span
+from infershield.telemetry.instrument import (
+    record_upstream_error,
+    set_rpc_status,
+    upstream_span,
+)
 from infershield.telemetry.tracing import inject_metadata
 
 if TYPE_CHECKING:
@@ -170,6 +174,7 @@ class TritonBackend(Backend):
                     )
                 except grpc.aio.AioRpcError as exc:
                     set_rpc_status(span, exc.code(), exc.details() or "")
+                    record_upstream_error(exc.code())
                     retry = (
                         exc.code() is grpc.StatusCode.UNAVAILABLE
                         and attempt + 1 < attempts

@@ -360,6 +360,12 @@ def upstream_span(
     )
 
 
+def record_upstream_error(code: grpc.StatusCode) -> None:
+    """Count one failed upstream call (every attempt, retries included) by its gRPC code."""
+    if (m := _metrics.active()) is not None:
+        m.upstream_errors.labels(code.name).inc()
+
+
 def set_rpc_status(
     span: Span | RpcScope | None,
     code: grpc.StatusCode,
