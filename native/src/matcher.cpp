@@ -172,11 +172,16 @@ void write_cache(const std::string& path, const std::string& hash, const std::st
 struct CollectCtx {
   std::vector<MatchResult>* out;
   const std::vector<unsigned char>* som;
+  bool overflow = false;
 };
 
 int on_match(unsigned int id, unsigned long long from, unsigned long long to, unsigned int,
              void* ctx) {
   auto* c = static_cast<CollectCtx*>(ctx);
+  if (c->out->size() >= Matcher::kMaxMatchesPerScan) {
+    c->overflow = true;
+    return 1;  // stop scanning
+  }
   const bool has_som = (*c->som)[id] != 0;
   c->out->push_back({id, has_som ? static_cast<std::int64_t>(from) : -1, to});
   return 0;
@@ -301,6 +306,9 @@ struct Matcher::Impl {
   void scan_one(std::string_view data, hs_scratch_t* s, std::vector<MatchResult>* out) const {
     CollectCtx ctx{out, &som};
     run(data, s, on_match, &ctx);
+    if (ctx.overflow)
+      throw MatcherError("more than " + std::to_string(Matcher::kMaxMatchesPerScan) +
+                         " matches in one input; refusing to report them all");
   }
 
   void matched_one(std::string_view data, hs_scratch_t* s, std::vector<std::uint32_t>* out,

@@ -212,3 +212,24 @@ def test_batch_equals_single() -> None:
             many.tag_text,
             many.invalid_offset,
         )
+
+
+def test_threads_agree() -> None:
+    import threading
+
+    texts = ["1gn0r3 <|im_end|> \u0456gnore " + base64.b64encode(b"x" * 40).decode()] * 50
+    expected = [a.normalized for a in analyze_batch(texts)]
+    results: list[list[str]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        out = [a.normalized for a in analyze_batch(texts)]
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8 and all(r == expected for r in results)

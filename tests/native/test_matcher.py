@@ -219,3 +219,11 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, matcher: Matcher, damage: str)
 
 def test_serialize_is_nonempty(matcher: Matcher) -> None:
     assert len(matcher.serialize()) > 100
+
+
+def test_match_flood_is_a_clear_error_not_a_memory_blowup() -> None:
+    m = Matcher([Pattern("digit.any", r"\d")])
+    assert len(m.scan("7" * 1000)) == 1000
+    with pytest.raises(RuntimeError, match="matches in one input"):
+        m.scan("7" * (1 << 20 + 1))
+    assert m.matched_indices("7" * (1 << 21)) == {0}  # the distinct path has no such limit

@@ -81,7 +81,12 @@ class Matcher {
   Matcher(Matcher&&) = delete;
   Matcher& operator=(Matcher&&) = delete;
 
-  /// Every match, in Hyperscan's report order (by end offset).
+  /// scan() refuses to report more matches than this for one buffer (a pathological input
+  /// such as megabytes of digits against `\d+` would otherwise need gigabytes).
+  static constexpr std::size_t kMaxMatchesPerScan = std::size_t{1} << 20;
+
+  /// Every match, in Hyperscan's report order (by end offset). Throws MatcherError when one
+  /// buffer has more than kMaxMatchesPerScan matches.
   std::vector<MatchResult> scan(std::string_view data) const;
   /// The distinct rule indices that matched, sorted ascending.
   std::vector<std::uint32_t> matched(std::string_view data) const;
