@@ -2,7 +2,10 @@
 
 #include <hs/hs.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <cstring>
@@ -156,7 +159,9 @@ void write_cache(const std::string& path, const std::string& hash, const std::st
   put<std::uint64_t>(out, checksum(payload));
   out += payload;
   // Write then rename, so a concurrent reader never sees a half-written file.
-  const std::string tmp = path + ".tmp." + std::to_string(reinterpret_cast<std::uintptr_t>(&out));
+  static std::atomic<unsigned> counter{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
     if (!f) return;  // an unwritable cache only costs a recompile next time
