@@ -41,16 +41,14 @@ def _run(pipe: Pipeline, texts: Sequence[str], batch: int) -> Scored:
 
 
 def pipelines(config: Config) -> dict[str, Pipeline]:
-    """``model`` (classifier checks only; the shipped one if the policy has none), ``rules``
-    (the policy's input checks minus classifiers) and ``combined`` (both)."""
+    """``model`` (classifier checks only; the shipped one if the policy has none) and ``rules``
+    (the policy's input checks minus classifiers)."""
     specs = [s for s in config.policy.input if s.enabled]
     model = [s for s in specs if s.type == "classifier"] or [CheckSpec(type="classifier")]
     rules = [s for s in specs if s.type != "classifier"]
     out: dict[str, Pipeline] = {}
     out["model"] = build_pipeline(model, "input", config, fail_fast=False)
     out["rules"] = build_pipeline(rules, "input", config, fail_fast=False)
-    # Combined reuses the built checks: Pipeline only holds references.
-    out["combined"] = Pipeline([*out["rules"].steps, *out["model"].steps], fail_fast=False)
     return out
 
 
@@ -65,8 +63,13 @@ def evaluate(rows: Sequence[Row], config: Config, *, batch: int = 32) -> dict[st
     for lab in sorted(set(labels.tolist())):
         report["labels"][lab] = int((labels == lab).sum())
     try:
-        for name in ("model", "rules", "combined"):
-            sc = _run(pipes[name], texts, batch)
+        runs = {name: _run(pipes[name], texts, batch) for name in ("model", "rules")}
+        # The pipeline folds by max score / any BLOCK, so "combined" is the fold of the two
+        # runs (rules' REDACT rewrites are not fed to the model here; the input rules block).
+        m, r = runs["model"], runs["rules"]
+        runs["combined"] = Scored(np.maximum(m.scores, r.scores), m.blocked | r.blocked,
+                                  m.latency_ms + r.latency_ms)
+        for name, sc in runs.items():
             rep: dict[str, Any] = {
                 "latency_ms": {"mean": float(sc.latency_ms.mean()),
                                "p50": float(np.percentile(sc.latency_ms, 50)),
