@@ -91,6 +91,8 @@ class LimitsConfig:
     max_concurrency: int = 64
     max_queue: int = 256
     deadline_s: float = 30.0
+    #: Longest one check may take on one batch before the request fails (stage check:<name>).
+    check_budget_s: float = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -330,6 +332,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("limits.deadline_s: must be a positive, finite number of seconds")
     if lim.max_queue < 0:
         raise ConfigError("limits.max_queue: must not be negative")
+    if not 0 < lim.check_budget_s < float("inf"):
+        raise ConfigError("limits.check_budget_s: must be a positive, finite number of seconds")
     be = cfg.backend
     if be.workers < 1:
         raise ConfigError("backend.workers: must be at least 1")

@@ -12,6 +12,7 @@ interceptor maps them to gRPC statuses.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -41,6 +42,7 @@ from infershield.errors import (
     UpstreamError,
 )
 from infershield.limits import (
+    CheckBudget,
     OutputTokenMeter,
     check_inputs,
     check_output_texts,
@@ -169,13 +171,20 @@ class Firewall:
         pipeline = policy.input if stage == "input" else policy.output
         meta = {k: v for k, v in ctx.metadata if isinstance(v, str)}
         ctxs = [CheckContext(text=t, stage=stage, model=model, metadata=meta) for t in texts]
-        return await ctx.deadline.run(
-            asyncio.to_thread(pipeline.run_batch, ctxs), f"screen {stage}"
-        )
+        budget = CheckBudget(ctx.deadline, policy.config.limits.check_budget_s)
+        try:
+            return await ctx.deadline.run(
+                asyncio.to_thread(pipeline.run_batch, ctxs, budget=budget), f"screen {stage}"
+            )
+        finally:
+            budget.cancel()  # a caller gone or timed out: its thread runs no further checks
 
     async def forward(self, method: str, request: Any, ctx: CallContext) -> Any:
         """The one place a unary RPC reaches the backend."""
         ctx.deadline.check("upstream")
+        # The upstream's own budget (backend.timeout_s), never past the request's deadline.
+        budget = ctx.deadline.budget("upstream", self.policy.config.backend.timeout_s)
+        ctx = dataclasses.replace(ctx, deadline=budget)
         with upstream_timer():
             return await self.backend.call(method, request, ctx)
 

@@ -16,6 +16,7 @@ import collections
 import enum
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -108,6 +109,43 @@ class Deadline:
             return await asyncio.wait_for(aw, timeout=self.remaining())
         except asyncio.TimeoutError:
             raise self.error(stage) from None
+
+
+class CheckBudget:
+    """Deadline state handed to a pipeline run, which happens in a worker thread.
+
+    Before each check the run stops if the request's deadline has passed or its caller went
+    away (:meth:`cancel`); after each check, one that took longer than ``per_check_s`` fails
+    the request with DeadlineExceeded naming it (stage ``check:<name>``). A running check
+    cannot be interrupted (it may be native code), so these are the points where work for
+    an expired or abandoned request stops.
+    """
+
+    def __init__(self, deadline: Deadline, per_check_s: float | None = None) -> None:
+        self.deadline = deadline
+        self.per_check_s = per_check_s
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """The caller is gone (or the stage timed out): run no further checks."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def before(self, check: str) -> None:
+        stage = f"check:{check}"
+        if self._cancelled.is_set():
+            raise DeadlineExceeded(f"request abandoned before check {check!r}", stage=stage)
+        self.deadline.check(stage)
+
+    def after(self, check: str, elapsed_s: float) -> None:
+        if self.per_check_s is not None and elapsed_s > self.per_check_s:
+            raise DeadlineExceeded(
+                f"check {check!r} took {elapsed_s:.3f}s; check_budget_s is {self.per_check_s:g}",
+                stage=f"check:{check}",
+            )
 
 
 # --------------------------------------------------------------------------- size limits

@@ -6,11 +6,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from infershield.checks.base import Check, CheckContext
 from infershield.telemetry.instrument import check_span, record_check, record_stage
 from infershield.verdict import Decision, Status, Verdict
+
+if TYPE_CHECKING:
+    from infershield.limits import CheckBudget
 
 log = logging.getLogger(__name__)
 OnError = Literal["block", "allow"]
@@ -85,7 +88,11 @@ class Pipeline:
     def run(self, ctx: CheckContext) -> PipelineResult:
         return self.run_batch([ctx])[0]
 
-    def run_batch(self, ctxs: Sequence[CheckContext]) -> list[PipelineResult]:
+    def run_batch(
+        self, ctxs: Sequence[CheckContext], *, budget: CheckBudget | None = None
+    ) -> list[PipelineResult]:
+        """Run every check over ``ctxs``. With a ``budget``, raise DeadlineExceeded (naming
+        the check) when the request's deadline passes or a check overruns its budget."""
         t0 = time.perf_counter()
         verdicts: list[list[Verdict]] = [[] for _ in ctxs]
         done = [False] * len(ctxs)
@@ -94,7 +101,13 @@ class Pipeline:
             if not live:
                 break
             batch = [ctxs[i] for i in live]
-            for i, v in zip(live, self._run_step(step, batch), strict=True):
+            if budget is not None:
+                budget.before(step.check.name)
+            t_step = time.perf_counter()
+            step_verdicts = self._run_step(step, batch)
+            if budget is not None:
+                budget.after(step.check.name, time.perf_counter() - t_step)
+            for i, v in zip(live, step_verdicts, strict=True):
                 verdicts[i].append(v)
                 if v.decision is Decision.REDACT and v.rewritten is not None:
                     ctxs[i].text = v.rewritten

@@ -299,18 +299,24 @@ class _Worker:
         return self.proc.poll()
 
     async def reap(self, timeout: float = 5.0) -> int | None:
-        """Wait for the process to exit (without blocking the loop); returns its exit code."""
-        end = time.monotonic() + timeout
-        while self.exitcode is None and time.monotonic() < end:
-            await asyncio.sleep(0.005)
-        if self.exitcode is None:
-            self.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(self.proc.wait, 1.0)
-        code = self.exitcode
-        with contextlib.suppress(Exception):
-            self.conn.close()
-        return code
+        """Wait for the process to exit (without blocking the loop); returns its exit code.
+
+        Past ``timeout``, or if the waiting task is cancelled (pool shutdown), the worker is
+        SIGKILLed and waited for synchronously (brief after SIGKILL), so no worker is left
+        running or unreaped.
+        """
+        try:
+            end = time.monotonic() + timeout
+            while self.exitcode is None and time.monotonic() < end:
+                await asyncio.sleep(0.005)
+        finally:
+            if self.exitcode is None:
+                self.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(2.0)
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        return self.exitcode
 
 
 def _exit_reason(code: int | None) -> tuple[str, str]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
+from infershield.checks.base import Check, CheckContext
 from infershield.config import LimitsConfig
 from infershield.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, LimitExceeded
 from infershield.limits import (
     BreakerState,
+    CheckBudget,
     CircuitBreaker,
     ConcurrencyLimiter,
     Deadline,
@@ -19,7 +22,9 @@ from infershield.limits import (
     check_inputs,
     check_request_bytes,
 )
+from infershield.pipeline import Pipeline, Step
 from infershield.tokens import ByteTokenCounter, HFTokenCounter, TokenCounters, find_tokenizer
+from infershield.verdict import Verdict
 
 
 class FakeClock:
@@ -349,3 +354,56 @@ def test_breaker_ignores_caller_errors_and_limits_probes() -> None:
         assert br.state is BreakerState.CLOSED
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- check budgets
+
+
+class _Sleepy(Check):
+    """Allows after sleeping; counts its runs."""
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(name)
+        self.seconds = seconds
+        self.runs = 0
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        self.runs += 1
+        time.sleep(self.seconds)
+        return self.allow()
+
+
+def test_check_over_its_budget_names_the_check() -> None:
+    fast, slow, after = _Sleepy("fast", 0), _Sleepy("slow", 0.1), _Sleepy("after", 0)
+    pipe = Pipeline([Step(fast), Step(slow), Step(after)])
+    with pytest.raises(DeadlineExceeded) as ei:
+        pipe.run_batch([CheckContext("x")], budget=CheckBudget(Deadline.after(10), 0.05))
+    assert ei.value.stage == "check:slow"
+    assert "check_budget_s" in ei.value.message
+    assert after.runs == 0  # nothing runs after the overrun
+    # Within budget, the same pipeline just runs.
+    assert not pipe.run_batch([CheckContext("x")], budget=CheckBudget(Deadline.after(10), 1))[
+        0
+    ].blocked
+
+
+def test_expired_or_abandoned_request_runs_no_further_checks() -> None:
+    first, second = _Sleepy("first", 0.05), _Sleepy("second", 0)
+    pipe = Pipeline([Step(first), Step(second)])
+    with pytest.raises(DeadlineExceeded) as ei:
+        pipe.run_batch([CheckContext("x")], budget=CheckBudget(Deadline.after(0.02)))
+    assert ei.value.stage == "check:second"
+    assert (first.runs, second.runs) == (1, 0)
+    budget = CheckBudget(Deadline.after(10))
+    budget.cancel()  # the caller went away
+    with pytest.raises(DeadlineExceeded, match="abandoned"):
+        pipe.run_batch([CheckContext("x")], budget=budget)
+    assert first.runs == 1
+
+
+def test_check_budget_must_be_positive() -> None:
+    from infershield.config import Config, build, validate
+    from infershield.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="check_budget_s"):
+        validate(build(Config, {"limits": {"check_budget_s": 0}}))
