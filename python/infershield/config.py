@@ -93,6 +93,10 @@ class LimitsConfig:
     deadline_s: float = 30.0
     #: Longest one check may take on one batch before the request fails (stage check:<name>).
     check_budget_s: float = 5.0
+    #: Per-caller (peer address) token bucket for screened calls; 0 turns it off.
+    rate_per_s: float = 0.0
+    #: Bucket size (burst); 0 means ``max(1, rate_per_s)``.
+    rate_burst: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,6 +338,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("limits.max_queue: must not be negative")
     if not 0 < lim.check_budget_s < float("inf"):
         raise ConfigError("limits.check_budget_s: must be a positive, finite number of seconds")
+    if not 0 <= lim.rate_per_s < float("inf") or lim.rate_burst < 0:
+        raise ConfigError("limits.rate_per_s/rate_burst: 0 (off) or a positive, finite number")
     be = cfg.backend
     if be.workers < 1:
         raise ConfigError("backend.workers: must be at least 1")

@@ -6,7 +6,9 @@ become statuses there). For each call to the Triton service or the own API it:
 - pins the live policy for the whole call (:meth:`PolicyHolder.pin`): a hot reload never
   changes the policy under a running request, and the old policy is closed only after the
   last request that uses it has finished;
-- for the calls that do real work (inference, scans, streams), takes a slot from the
+- for the calls that do real work (inference, scans, streams), applies the per-caller rate
+  limit (``limits.rate_per_s``, off by default; RESOURCE_EXHAUSTED naming ``rate``) and takes
+  a slot from the
   :class:`~infershield.limits.ConcurrencyLimiter`: past ``max_concurrency`` running and
   ``max_queue`` waiting, the call gets RESOURCE_EXHAUSTED (``infershield-limit: max_queue``)
   at once, and a queued call whose deadline passes gets DEADLINE_EXCEEDED (stage ``queue``).
@@ -23,7 +25,7 @@ from typing import Any
 
 import grpc
 
-from infershield.limits import ConcurrencyLimiter, Deadline
+from infershield.limits import ConcurrencyLimiter, Deadline, RateLimiter
 from infershield.reload import PolicyHolder
 from infershield.telemetry import metrics
 
@@ -40,12 +42,26 @@ ADMITTED_METHODS: frozenset[str] = frozenset(
 PINNED_SERVICES = ("/inference.GRPCInferenceService/", "/infershield.v1.Firewall/")
 
 
+def caller_key(peer: str) -> str:
+    """The rate-limit key of a peer: its address without the port (``ipv4:1.2.3.4:5678`` ->
+    ``ipv4:1.2.3.4``). Behind a proxy every caller shares the proxy's address."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rpartition(":")[0]
+    return peer
+
+
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Load shedding and policy pinning; see the module docstring."""
 
-    def __init__(self, limiter: ConcurrencyLimiter, holder: PolicyHolder | None = None) -> None:
+    def __init__(
+        self,
+        limiter: ConcurrencyLimiter,
+        holder: PolicyHolder | None = None,
+        rate: RateLimiter | None = None,
+    ) -> None:
         self.limiter = limiter
         self.holder = holder
+        self.rate = rate
         if (m := metrics.active()) is not None:
             m.watch_queue(lambda: limiter.queued)  # read at scrape time: no hot-path cost
 
@@ -80,6 +96,10 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         limits = self.holder.current.config.limits
         return Deadline.effective(limits.deadline_s, context.time_remaining())
 
+    def _check_rate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if self.rate is not None:
+            self.rate.try_acquire(caller_key(context.peer()))
+
     @contextlib.contextmanager
     def _pinned(self) -> Iterator[None]:
         if self.holder is None:
@@ -93,6 +113,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if not admit:
                 with self._pinned():
                     return await behavior(request, context)
+            self._check_rate(context)
             async with self.limiter.slot(self._deadline(context)):
                 with self._pinned():
                     return await behavior(request, context)
@@ -108,6 +129,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     async for response in behavior(request_iterator, context):
                         yield response
                 return
+            self._check_rate(context)
             async with self.limiter.slot(self._deadline(context)):
                 with self._pinned():
                     async for response in behavior(request_iterator, context):

@@ -27,7 +27,7 @@ from infershield.backends.base import Backend, build_backend
 from infershield.config import Config
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
-from infershield.limits import ConcurrencyLimiter
+from infershield.limits import ConcurrencyLimiter, RateLimiter
 from infershield.policy import Policy
 from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
@@ -68,6 +68,12 @@ class FirewallServer:
         self.holder: PolicyHolder | None = None
         self.watcher: PolicyWatcher | None = None
         self.limiter = ConcurrencyLimiter.from_limits(config.limits)
+        lim = config.limits
+        self.rate = (
+            RateLimiter(lim.rate_per_s, lim.rate_burst or max(1.0, lim.rate_per_s))
+            if lim.rate_per_s > 0
+            else None
+        )
         self.firewall: Firewall | None = None
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
@@ -96,7 +102,10 @@ class FirewallServer:
         self.watcher = PolicyWatcher(
             self.holder, self._watch_path, interval_s=self._reload_interval_s
         )
-        interceptors = [ErrorInterceptor(), AdmissionInterceptor(self.limiter, self.holder)]
+        interceptors = [
+            ErrorInterceptor(),
+            AdmissionInterceptor(self.limiter, self.holder, self.rate),
+        ]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
         triton_service.add_to_server(self.firewall, server)
         firewall_service.add_to_server(self.firewall, server)
