@@ -159,3 +159,51 @@ def test_caller_key_drops_the_port(peer: str, key: str) -> None:
     from infershield.server.admission import caller_key
 
     assert caller_key(peer) == key
+
+
+def test_server_wires_limiter_and_queue_metric() -> None:
+    """FirewallServer puts the admission interceptor in front and exports the queue depth."""
+    from infershield.config import ServerConfig
+    from infershield.policy import Policy
+    from infershield.server.app import FirewallServer
+    from infershield.telemetry import metrics
+    from infershield.telemetry.metrics import Metrics
+
+    class NoBackend:
+        kind = "none"
+
+        async def start(self) -> None: ...
+
+        async def close(self) -> None: ...
+
+        def tokenizer_files(self) -> dict[str, Any]:
+            return {}
+
+    m = Metrics()
+    old = metrics.install(m)
+
+    async def main() -> None:
+        cfg = Config(
+            server=ServerConfig(listen="127.0.0.1:0"),
+            limits=LimitsConfig(max_concurrency=1, max_queue=3, rate_per_s=5),
+        )
+        app = FirewallServer(cfg, policy=Policy.from_config(cfg), backend=NoBackend())  # type: ignore[arg-type]
+        await app.start()
+        try:
+            assert app.rate is not None and app.rate.burst == 5
+            await app.limiter.acquire()
+            waiters = [asyncio.ensure_future(app.limiter.acquire()) for _ in range(2)]
+            await asyncio.sleep(0)
+            assert m.registry.get_sample_value("infershield_queue_depth") == 2
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            assert m.registry.get_sample_value("infershield_queue_depth") == 0
+            assert app.holder is not None and app.holder.generation == 1
+        finally:
+            await app.stop(0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        metrics.install(old)

@@ -33,6 +33,7 @@ from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
+from infershield.telemetry import metrics as _metrics
 from infershield.v1 import firewall_pb2
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class FirewallServer:
         self.watcher = PolicyWatcher(
             self.holder, self._watch_path, interval_s=self._reload_interval_s
         )
+        m = _metrics.active()
+        if m is not None:
+            m.watch_queue(lambda: self.limiter.queued)  # read at scrape time
         interceptors = [
             ErrorInterceptor(),
             AdmissionInterceptor(self.limiter, self.holder, self.rate),
