@@ -17,6 +17,12 @@ Modes: ``off`` (no tracing; metrics on, as in production), ``default`` (tracing 
 another process), and ``full`` (ratio 1.0, for reference). The budget is ``default`` costing
 under 5% of ``off`` throughput.
 
+Each window records the wall rate and the firewall process's CPU time per request (all its
+threads, the span exporter's included; the load client and the receiver are other
+processes). The cost is taken from CPU per request, paired within a round: on a shared,
+busy machine the wall rate swings by tens of percent between windows, CPU per request far
+less, and a CPU-bound server's throughput is the inverse of its CPU per request.
+
 Run alone: ``python -m bench.bench_tracing [--quick] [--json OUT] [--default-ratio R]``.
 """
 
@@ -40,7 +46,6 @@ from bench.common import (
     make_prompts,
     markdown_table,
     python_executable,
-    ratio,
     suite_result,
     write_json,
 )
@@ -101,31 +106,38 @@ def _set_mode(mode: str, endpoint: str) -> None:
     setup_tracing(cfg, env={}, set_global=False)
 
 
-def _throughput(fn: Callable[[], None], *, n: int, max_seconds: float) -> float:
-    """Calls per second of ``fn`` over up to ``n`` calls or ``max_seconds``."""
+#: One measurement window: (requests per wall second, CPU microseconds per request).
+Sample = tuple[float, float]
+
+
+def _throughput(fn: Callable[[], None], *, n: int, max_seconds: float) -> Sample:
+    """Wall rate and CPU cost of ``fn`` over up to ``n`` calls or ``max_seconds``.
+
+    CPU is this process's (all threads: the span exporter's included), so other tenants of
+    a shared machine move the wall rate but barely the CPU cost per request.
+    """
     for _ in range(min(20, n)):
         fn()
     done = 0
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     deadline = t0 + max_seconds
     while done < n:
         fn()
         done += 1
         if time.perf_counter() > deadline:
             break
-    return done / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return done / wall, cpu / done * 1e6
 
 
-def _rounds(
-    run_mode: Callable[[str], float], rounds: int
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    per_mode: dict[str, list[float]] = {m: [] for m in MODES}
+def _rounds(run_mode: Callable[[str], Sample], rounds: int) -> dict[str, list[Sample]]:
+    per_mode: dict[str, list[Sample]] = {m: [] for m in MODES}
     for r in range(rounds):
         # Rotate the order each round so no mode always runs first (cold) or last.
         order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]
         for mode in order:
             per_mode[mode].append(run_mode(mode))
-    return {m: statistics.median(v) for m, v in per_mode.items()}, per_mode
+    return per_mode
 
 
 def bench_pipeline(
@@ -155,18 +167,17 @@ def bench_pipeline(
     old = metrics.install(Metrics())
     try:
 
-        def run_mode(mode: str) -> float:
+        def run_mode(mode: str) -> Sample:
             _set_mode(mode, endpoint)
             return _throughput(one, n=300 if quick else 5000, max_seconds=1.0 if quick else 4.0)
 
-        med, raw = _rounds(run_mode, 2 if quick else 5)
+        raw = _rounds(run_mode, 2 if quick else 5)
     finally:
         _set_mode("off", endpoint)
         metrics.install(old)
         policy.close()
     checks = len(policy.input.steps) + len(policy.output.steps)
-    return _row(f"pipeline, {policy_name} policy (in-process, 1 KB prompts)", med, raw,
-                checks), ""
+    return _row(f"pipeline, {policy_name} policy (in-process, 1 KB prompts)", raw, checks), ""
 
 
 _CLIENT = """
@@ -194,7 +205,7 @@ for line in sys.stdin:  # one measurement window per line: its length in seconds
         t.start()
     for t in threads:
         t.join()
-    print(sum(counts) / (time.perf_counter() - t0), flush=True)
+    print(sum(counts), time.perf_counter() - t0, flush=True)
 """
 
 
@@ -239,14 +250,16 @@ def bench_server(
             return None, "server path skipped: the load client did not connect"
         window = 1.0 if quick else 4.0
 
-        def run_mode(mode: str) -> float:
+        def run_mode(mode: str) -> Sample:
             _set_mode(mode, endpoint)
+            c0 = time.process_time()  # the server's CPU: it runs in this process
             cin.write(f"{window}\n")
             cin.flush()
-            return float(cout.readline())
+            count, wall = (float(x) for x in cout.readline().split())
+            return count / wall, (time.process_time() - c0) / max(count, 1.0) * 1e6
 
         run_mode("off")  # warm-up: connections, schema caches, first-call costs
-        med, raw = _rounds(run_mode, 2 if quick else 5)
+        raw = _rounds(run_mode, 2 if quick else 5)
     finally:
         cin.close()
         client.wait(timeout=30)
@@ -256,26 +269,40 @@ def bench_server(
         server.stop(grace=0.5)
     n_checks = len(cfg.policy.input)
     return _row(f"server, {policy_name} policy (Scan RPC, {concurrency} callers, 1 KB prompts)",
-                med, raw, n_checks), ""
+                raw, n_checks), ""
 
 
-def _row(
-    path: str, med: dict[str, float], raw: dict[str, list[float]], spans: int
-) -> dict[str, Any]:
-    def cost(mode: str) -> float | None:
-        r = ratio(med[mode], med["off"])
-        return None if r is None else round(100.0 * (1.0 - r), 2)
+def _row(path: str, raw: dict[str, list[Sample]], spans: int) -> dict[str, Any]:
+    """Medians per mode; the cost is the median over rounds of the paired CPU ratio.
+
+    Modes run back to back within a round, so pairing them cancels most of the drift that
+    other tenants of the machine cause between rounds.
+    """
+    def med(mode: str, k: int) -> float:
+        return statistics.median(x[k] for x in raw[mode])
+
+    def cost(mode: str, k: int) -> float:
+        # k=1 (CPU per request): throughput ratio = off CPU / mode CPU; k=0: mode / off rate.
+        pairs = [
+            (o[1] / m[1]) if k == 1 else (m[0] / o[0])
+            for o, m in zip(raw["off"], raw[mode], strict=True)
+        ]
+        return round(100.0 * (1.0 - statistics.median(pairs)), 2)
 
     return {
         "path": path,
         "spans/request (sampled)": spans + 1,
-        "off req/s": round(med["off"], 1),
-        "default req/s": round(med["default"], 1),
-        "full req/s": round(med["full"], 1),
-        "default cost %": cost("default"),
-        "full cost %": cost("full"),
+        "off req/s": round(med("off", 0), 1),
+        "default req/s": round(med("default", 0), 1),
+        "full req/s": round(med("full", 0), 1),
+        "off CPU us/req": round(med("off", 1), 1),
+        "default CPU us/req": round(med("default", 1), 1),
+        "full CPU us/req": round(med("full", 1), 1),
+        "default cost % (CPU)": cost("default", 1),
+        "default cost % (wall)": cost("default", 0),
+        "full cost % (CPU)": cost("full", 1),
         "rounds": len(raw["off"]),
-        "raw": {m: [round(x, 1) for x in v] for m, v in raw.items()},
+        "raw": {m: [[round(a, 1), round(b, 1)] for a, b in v] for m, v in raw.items()},
     }
 
 
@@ -303,7 +330,7 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
     for r in rows:
         path = "server" if r["path"].startswith("server") else "pipeline"
         policy_name = "rules_only" if "rules_only" in r["path"] else "default"
-        headline[f"tracing_default_cost_pct_{path}_{policy_name}"] = r["default cost %"]
+        headline[f"tracing_default_cost_pct_{path}_{policy_name}"] = r["default cost % (CPU)"]
     table = [{k: v for k, v in r.items() if k != "raw"} for r in rows]
     return suite_result(
         SUITE,
