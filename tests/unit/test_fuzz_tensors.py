@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 tensors = pytest.importorskip("infershield.backends.tensors")
@@ -117,8 +117,15 @@ def decode_buffer(buf: bytes, expected: int | None) -> None:
 names_strategy = st.sampled_from([(), ("text",), ("ids",)])
 
 
+def _fp16_typed_empty() -> Any:
+    req = pb.ModelInferRequest()
+    req.inputs.add(name="text", datatype="FP16", shape=[0]).contents.SetInParent()
+    return req
+
+
 @settings(FUZZ, max_examples=SHORT)
 @given(infer_requests(), names_strategy)
+@example(_fp16_typed_empty(), ())  # found by this fuzzer: a KeyError in input_array
 def test_fuzz_request_decoding(req: Any, names: tuple[str, ...]) -> None:
     decode_request(req, names)
 
