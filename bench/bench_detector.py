@@ -111,8 +111,11 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
     assert all(len(w) == TOKENS for p in prompts for w in clf.windows(p)), "prompt length"
 
     # Baseline: plain onnxruntime, same file, same threads, inputs already tokenised.
+    # Same session settings as the runtime uses, so only our own layers differ.
     so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
     so.log_severity_level = 3
     sess = ort.InferenceSession(
         str(model_dir / "model.onnx"), so, providers=list(clf.active_providers)
@@ -174,7 +177,7 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
     ]
     rows = []
     for name, batch, fn, n in cases:
-        s = summarize(time_calls(fn, iters=n, warmup=2, max_seconds=max_s))
+        s = summarize(time_calls(fn, iters=n, warmup=5 if batch == 1 else 1, max_seconds=max_s))
         rows.append(
             {
                 "case": name,
