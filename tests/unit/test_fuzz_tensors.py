@@ -123,9 +123,23 @@ def _fp16_typed_empty() -> Any:
     return req
 
 
+def _empty_but_huge() -> Any:
+    req = pb.ModelInferRequest(raw_input_contents=[b""])
+    req.inputs.add(name="text", datatype="FP16", shape=[0, 2**62])
+    return req
+
+
+def _int16_out_of_range() -> Any:
+    req = pb.ModelInferRequest()
+    req.inputs.add(name="ids", datatype="INT16", shape=[1]).contents.int_contents.append(32768)
+    return req
+
+
 @settings(FUZZ, max_examples=SHORT)
 @given(infer_requests(), names_strategy)
 @example(_fp16_typed_empty(), ())  # found by this fuzzer: a KeyError in input_array
+@example(_empty_but_huge(), ())  # found by this fuzzer: numpy "array is too big"
+@example(_int16_out_of_range(), ())  # found by this fuzzer: silent wraparound in numpy
 def test_fuzz_request_decoding(req: Any, names: tuple[str, ...]) -> None:
     decode_request(req, names)
 

@@ -68,15 +68,22 @@ NUMPY_DTYPES: dict[str, Any] = {
     "FP64": np.float64,
 }
 _PREFIX = struct.Struct("<I")
+#: Largest product of non-zero dimensions a shape may have (far past any 2 GiB message).
+MAX_SHAPE_EXTENT = 2**40
 
 
 def element_count(shape: Sequence[int], where: str) -> int:
     """Number of elements of ``shape``; negative dimensions are invalid in a request."""
     n = 1
+    extent = 1  # product of the non-zero dimensions: what numpy must be able to address
     for d in shape:
         if d < 0:
             raise InvalidRequest(f"{where}: shape {list(shape)} has a negative dimension")
         n *= d
+        extent *= max(d, 1)
+    if extent > MAX_SHAPE_EXTENT:
+        # An empty tensor may declare any other dimension; numpy cannot reshape to a huge one.
+        raise InvalidRequest(f"{where}: shape {list(shape)} is too large")
     return n
 
 
@@ -309,8 +316,13 @@ def input_array(req: pb.ModelInferRequest, index: int) -> np.ndarray:  # type: i
     if field is None:
         # FP16 has no typed contents field; validation lets only an empty tensor through.
         return np.zeros(shape, dtype=dtype)
-    values = getattr(t.contents, field)
-    return np.asarray(list(values), dtype=dtype).reshape(shape)
+    values = list(getattr(t.contents, field))
+    if np.dtype(dtype).kind in "iu" and values:
+        # INT8/INT16/UINT8/UINT16 travel in 32-bit fields: refuse what does not fit.
+        info = np.iinfo(dtype)
+        if min(values) < info.min or max(values) > info.max:
+            raise InvalidRequest(f"{where}: a value is out of range for {t.datatype}")
+    return np.asarray(values, dtype=dtype).reshape(shape)
 
 
 def numpy_datatype(arr: np.ndarray) -> str:  # type: ignore[type-arg]
