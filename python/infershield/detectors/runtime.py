@@ -276,6 +276,9 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self._q: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
+        # Guards closed-check + put, so nothing is queued behind the stop marker (it would
+        # never be answered and its caller would wait forever).
+        self._lock = threading.Lock()
         self.batches_run = 0
         self._thread = threading.Thread(target=self._loop, name="infershield-batcher", daemon=True)
         self._thread.start()
@@ -283,15 +286,16 @@ class MicroBatcher:
     def submit(self, text: str) -> Future[float]:
         """Queue ``text``; the future resolves to its attack probability (or the error)."""
         fut: Future[float] = Future()
-        if self._closed:
-            fut.set_exception(RuntimeError("the classifier batcher is closed"))
-            return fut
         try:
             windows = self.model.windows(text)
         except Exception as exc:
             fut.set_exception(exc)
             return fut
-        self._q.put(_Request(windows, fut, capture_context()))
+        with self._lock:
+            if self._closed:
+                fut.set_exception(RuntimeError("the classifier batcher is closed"))
+            else:
+                self._q.put(_Request(windows, fut, capture_context()))
         return fut
 
     def _loop(self) -> None:
@@ -332,7 +336,10 @@ class MicroBatcher:
             r.future.set_result(float(s))
 
     def close(self) -> None:
-        if not self._closed:
+        """Answer what is queued, then stop the thread; later submits fail fast."""
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
             self._q.put(None)
-            self._thread.join(timeout=5.0)
+        self._thread.join(timeout=30.0)

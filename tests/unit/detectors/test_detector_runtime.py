@@ -141,6 +141,25 @@ def test_batcher_propagates_errors(tiny_dir: Path) -> None:
         b.submit("w1").result(timeout=5)
 
 
+def test_close_answers_every_caller(model: SequenceClassifier) -> None:
+    b = MicroBatcher(model, max_batch=4, max_wait_ms=5.0)
+    futures = []
+
+    def spam() -> None:
+        for _ in range(50):
+            futures.append(b.submit("w1 inject w2"))
+
+    threads = [threading.Thread(target=spam) for _ in range(4)]
+    for t in threads:
+        t.start()
+    b.close()
+    for t in threads:
+        t.join()
+    for f in futures:  # each one is either scored or refused, never left hanging
+        exc = f.exception(timeout=10)
+        assert (exc is None and f.result() > 0.99) or isinstance(exc, RuntimeError)
+
+
 def test_cuda_request_falls_back_to_cpu(tiny_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     if "CUDAExecutionProvider" in ort.get_available_providers() and Path("/dev/nvidia0").exists():
         pytest.skip("a GPU is present; fallback is not exercised")
