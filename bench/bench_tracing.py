@@ -141,7 +141,7 @@ def _rounds(run_mode: Callable[[str], Sample], rounds: int) -> dict[str, list[Sa
 
 
 def bench_pipeline(
-    endpoint: str, policy_name: str, *, quick: bool
+    endpoint: str, policy_name: str, *, quick: bool, rounds: int
 ) -> tuple[dict[str, Any] | None, str]:
     """The in-process pipeline path under a shipped policy; returns (row, note)."""
     from infershield.checks.base import CheckContext
@@ -171,7 +171,7 @@ def bench_pipeline(
             _set_mode(mode, endpoint)
             return _throughput(one, n=300 if quick else 5000, max_seconds=1.0 if quick else 4.0)
 
-        raw = _rounds(run_mode, 2 if quick else 5)
+        raw = _rounds(run_mode, rounds)
     finally:
         _set_mode("off", endpoint)
         metrics.install(old)
@@ -210,7 +210,7 @@ for line in sys.stdin:  # one measurement window per line: its length in seconds
 
 
 def bench_server(
-    endpoint: str, policy_name: str, *, quick: bool
+    endpoint: str, policy_name: str, *, quick: bool, rounds: int
 ) -> tuple[dict[str, Any] | None, str]:
     """Scan RPCs against a real firewall (a shipped policy, local backend) on loopback.
 
@@ -259,7 +259,7 @@ def bench_server(
             return count / wall, (time.process_time() - c0) / max(count, 1.0) * 1e6
 
         run_mode("off")  # warm-up: connections, schema caches, first-call costs
-        raw = _rounds(run_mode, 2 if quick else 5)
+        raw = _rounds(run_mode, rounds)
     finally:
         cin.close()
         client.wait(timeout=30)
@@ -306,7 +306,14 @@ def _row(path: str, raw: dict[str, list[Sample]], spans: int) -> dict[str, Any]:
     }
 
 
-def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[str, Any]:
+def run(
+    *,
+    quick: bool = False,
+    out_dir: Path | None = None,
+    policies: tuple[str, ...] = POLICIES,
+    rounds: int | None = None,
+    **_: Any,
+) -> dict[str, Any]:
     """Measure both paths; returns a suite result (``headline``: the default-sampling cost)."""
     # At ratio 1.0 under full load the SDK drops spans (bounded queue) and says so per span.
     logging.getLogger("opentelemetry").setLevel(logging.ERROR)
@@ -319,9 +326,10 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
     source = "--default-ratio" if _DEFAULT_RATIO else "TelemetryConfig default"
     notes = [f"default sampling: parent-based ratio {default_ratio} ({source})"]
     with otlp_receiver() as endpoint:
-        for policy_name in POLICIES:
+        n_rounds = rounds or (2 if quick else 5)
+        for policy_name in policies:
             for bench in (bench_pipeline, bench_server):
-                row, note = bench(endpoint, policy_name, quick=quick)
+                row, note = bench(endpoint, policy_name, quick=quick, rounds=n_rounds)
                 if row:
                     rows.append(row)
                 if note:
@@ -349,6 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument(
+        "--policies", nargs="+", choices=POLICIES, metavar="P",
+        help=f"shipped policies to measure (default: {' '.join(POLICIES)})",
+    )
+    parser.add_argument("--rounds", type=int, metavar="N", help="rounds per path (default 5)")
+    parser.add_argument(
         "--default-ratio",
         type=float,
         metavar="R",
@@ -358,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.default_ratio is not None:
         _DEFAULT_RATIO[:] = [args.default_ratio]
     out = args.json or RESULTS_DIR / "tracing.json"
-    res = run(quick=args.quick, out_dir=out.parent)
+    res = run(
+        quick=args.quick, out_dir=out.parent, policies=tuple(args.policies or POLICIES),
+        rounds=args.rounds,
+    )
     res["environment"] = environment()
     write_json(out, res)
     print(markdown_table(res["rows"]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
@@ -85,6 +85,8 @@ class Metrics:
             "Upstream circuit breaker: 0 closed, 1 half-open, 2 open.", ["upstream"], registry=r,
         )
         self._breaker_last: dict[str, str] = {}
+        # labels() costs a lock and a dict build per call; checks are a small fixed set.
+        self._check_hist: dict[tuple[str, str], Any] = {}
         self.breaker_transitions = Counter(
             f"{PREFIX}_upstream_circuit_transitions", "Circuit breaker state changes.",
             ["upstream", "state"], registry=r,
@@ -110,7 +112,10 @@ class Metrics:
         self, check: str, stage: str, verdicts: Iterable[Verdict], seconds: float
     ) -> None:
         """One check over one batch: its latency, and a block per blocked text and category."""
-        self.check_latency.labels(check, stage).observe(seconds)
+        hist = self._check_hist.get((check, stage))
+        if hist is None:
+            hist = self._check_hist[(check, stage)] = self.check_latency.labels(check, stage)
+        hist.observe(seconds)
         for v in verdicts:
             if v.decision is Decision.BLOCK:
                 for category in v.categories or ("none",):
