@@ -240,6 +240,18 @@ def test_limit_rejections_are_counted_by_limit(installed: Metrics) -> None:
                   decision="none", code="RESOURCE_EXHAUSTED") == 1
 
 
+def test_unknown_models_do_not_mint_label_values(installed: Metrics) -> None:
+    class Req:
+        model_name = "no-such-model-7f3a"
+
+    with rpc_scope("/inference.GRPCInferenceService/ModelInfer", None, Req()) as rpc:
+        set_rpc_status(rpc, grpc.StatusCode.NOT_FOUND, "unknown model")
+    assert sample(installed, "infershield_requests_total", rpc="ModelInfer", model="-",
+                  decision="none", code="NOT_FOUND") == 1
+    assert sample(installed, "infershield_requests_total", rpc="ModelInfer",
+                  model=Req.model_name, decision="none", code="NOT_FOUND") is None
+
+
 @pytest.mark.parametrize(
     ("exc", "code"), [(RuntimeError("bug"), "UNKNOWN"), (asyncio.CancelledError(), "CANCELLED")]
 )

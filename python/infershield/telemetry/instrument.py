@@ -216,9 +216,12 @@ class RpcScope:
                 code = grpc.StatusCode.CANCELLED
             else:
                 code = grpc.StatusCode.UNKNOWN
+        # The model label comes from the caller: keep it only for requests that got as far as
+        # screening or succeeded, so random model names (NOT_FOUND) cannot mint new series.
+        known = code is grpc.StatusCode.OK or self.decision is not None
         m.observe_request(
             rpc=self.method.rpartition("/")[2] or self.method,
-            model=self.model,
+            model=self.model if known else "",
             decision=self.decision.value if self.decision is not None else "none",
             code=code.name,
             seconds=time.perf_counter() - self._t0,
