@@ -27,7 +27,6 @@ import grpc
 
 from infershield.limits import ConcurrencyLimiter, Deadline, RateLimiter
 from infershield.reload import PolicyHolder
-from infershield.telemetry import metrics
 
 #: Full method names that do real work and so are subject to load shedding.
 ADMITTED_METHODS: frozenset[str] = frozenset(
@@ -62,8 +61,6 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.limiter = limiter
         self.holder = holder
         self.rate = rate
-        if (m := metrics.active()) is not None:
-            m.watch_queue(lambda: limiter.queued)  # read at scrape time: no hot-path cost
 
     async def intercept_service(
         self,
