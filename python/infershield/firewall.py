@@ -55,6 +55,9 @@ from infershield.telemetry.instrument import upstream_timer
 from infershield.tokens import HFTokenCounter, TokenCounters
 from infershield.verdict import Decision
 
+#: Total characters below which a cheap (rules-only) pipeline runs on the event loop.
+INLINE_SCREEN_CHARS = 8192
+
 log = logging.getLogger(__name__)
 
 #: RPCs that change server state or expose its internals: denied unless
@@ -173,6 +176,10 @@ class Firewall:
         ctxs = [CheckContext(text=t, stage=stage, model=model, metadata=meta) for t in texts]
         budget = CheckBudget(ctx.deadline, policy.config.limits.check_budget_s)
         try:
+            if pipeline.runs_inline and sum(map(len, texts)) <= INLINE_SCREEN_CHARS:
+                # Native scans of a few KB take microseconds: a thread hop would cost more.
+                ctx.deadline.check(f"screen {stage}")
+                return pipeline.run_batch(ctxs, budget=budget)
             return await ctx.deadline.run(
                 asyncio.to_thread(pipeline.run_batch, ctxs, budget=budget), f"screen {stage}"
             )

@@ -82,6 +82,11 @@ class Pipeline:
         self.fail_fast = fail_fast
 
     @property
+    def runs_inline(self) -> bool:
+        """True when every check is cheap enough to run on an event loop for small texts."""
+        return all(s.check.runs_inline for s in self.steps)
+
+    @property
     def checks(self) -> tuple[Check, ...]:
         return tuple(s.check for s in self.steps)
 

@@ -117,3 +117,12 @@ def test_elapsed_is_filled_in() -> None:
     r = Pipeline([Step(Keyword("a", "x"))]).run(CheckContext("y"))
     assert r.verdicts[0].elapsed_ms > 0
     assert r.to_dict()["blocked"] is False
+
+
+def test_runs_inline_only_when_every_check_opts_in() -> None:
+    class Cheap(Keyword):
+        runs_inline = True
+
+    assert Pipeline([Step(Cheap("a", "x"))]).runs_inline
+    assert not Pipeline([Step(Cheap("a", "x")), Step(Keyword("b", "y"))]).runs_inline
+    assert Pipeline([]).runs_inline

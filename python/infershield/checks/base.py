@@ -51,6 +51,9 @@ class Check(abc.ABC):
     Options: ClassVar[type[Any]] = NoOptions
     #: Stages this check may be placed in.
     stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
+    #: Cheap enough (microseconds on small texts) to run on the server's event loop instead of
+    #: a worker thread. Off unless a check opts in: a slow check must never stall the loop.
+    runs_inline: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Any = None) -> None:
         self.name = name

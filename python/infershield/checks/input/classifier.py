@@ -47,6 +47,7 @@ class ClassifierCheck(Check):
 
     Options = ClassifierOptions
     stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
+    runs_inline: ClassVar[bool] = False  # a forward pass: never on the event loop
     REASON_ATTACK = "classifier: attack probability {score:.3f} >= {threshold:.3f}"
     REASON_TOO_LONG = "classifier: text exceeds the window limit"
 

@@ -44,6 +44,8 @@ class EncodedPayloadOptions:
 class EncodedPayloadCheck(Check):
     """Blocks prompts carrying large encoded payloads."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options = EncodedPayloadOptions
     CATEGORY: ClassVar[str] = "obfuscation"
     REASON_OPAQUE: ClassVar[str] = "large opaque encoded blob"

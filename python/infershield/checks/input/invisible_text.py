@@ -37,6 +37,8 @@ class InvisibleTextOptions:
 class InvisibleTextCheck(Check):
     """Blocks text carrying hidden Unicode tag text, bidi overrides or many zero-width chars."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options = InvisibleTextOptions
     CATEGORY: ClassVar[str] = "obfuscation"
     REASON_TAGS: ClassVar[str] = "hidden Unicode tag characters (ASCII smuggling)"

@@ -33,6 +33,8 @@ class MixedScriptOptions:
 class MixedScriptCheck(Check):
     """Blocks text with several Latin/Cyrillic/Greek homoglyph words."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options = MixedScriptOptions
     CATEGORY: ClassVar[str] = "obfuscation"
     REASON_BLOCK: ClassVar[str] = "words mixing Latin with Cyrillic/Greek look-alike letters"

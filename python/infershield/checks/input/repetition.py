@@ -37,6 +37,8 @@ class RepetitionOptions:
 class RepetitionCheck(Check):
     """Blocks character runs and token floods."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options = RepetitionOptions
     CATEGORY: ClassVar[str] = "flooding"
     REASON_CHAR_RUN: ClassVar[str] = "character flooding (one character repeated)"

@@ -75,6 +75,8 @@ class _Assessment:
 class SignatureCheck(Check):
     """Blocks text that matches attack signatures (injection, jailbreak, exfiltration …)."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options: ClassVar[type[Any]] = SignatureOptions
     stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
     REASON_MATCH: ClassVar[str] = "signature match: {rules}"

@@ -34,6 +34,8 @@ class TemplateTokenOptions:
 class TemplateTokenCheck(Check):
     """Blocks text that contains chat-template special tokens."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options = TemplateTokenOptions
     CATEGORY: ClassVar[str] = "template_injection"
     REASON: ClassVar[str] = "chat-template control tokens in text"

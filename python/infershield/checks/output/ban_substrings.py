@@ -43,6 +43,8 @@ def literal_pattern(text: str) -> str:
 class BanSubstringsCheck(Check):
     """Blocks or redacts text that contains any listed substring."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options: ClassVar[type[Any]] = BanSubstringsOptions
     stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
     REASON: ClassVar[str] = "banned substring(s) #{indices}"

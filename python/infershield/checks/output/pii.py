@@ -95,5 +95,7 @@ class SpanRuleCheck(Check):
 class PiiCheck(SpanRuleCheck):
     """Finds and redacts (or blocks) personal data."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options: ClassVar[type[Any]] = PiiOptions
     LABEL: ClassVar[str] = "pii"

@@ -30,5 +30,7 @@ class SecretsOptions:
 class SecretsCheck(SpanRuleCheck):
     """Finds and redacts (or blocks) credentials."""
 
+    runs_inline: ClassVar[bool] = True  # native scan, GIL released
+
     Options: ClassVar[type[Any]] = SecretsOptions
     LABEL: ClassVar[str] = "secret"
