@@ -77,6 +77,24 @@ class Head:
             raise ConfigError(f"cannot read classifier head {path}: {exc}") from None
 
 
+def average_heads(heads: list[Head]) -> Head:
+    """One head whose logits are the mean of ``heads``' logits (MLPs with a hidden layer).
+
+    The hidden layers are concatenated and the output layers stacked and divided by the
+    count, so the ensemble runs as a single, wider MLP in the exported graph.
+    """
+    if not heads or any(not h.w1.size for h in heads):
+        raise ValueError("average_heads: needs at least one MLP head")
+    if len({h.labels for h in heads}) != 1 or len({h.in_dim for h in heads}) != 1:
+        raise ValueError("average_heads: heads differ in labels or input size")
+    k = np.float32(len(heads))
+    return Head(
+        np.concatenate([h.w1 for h in heads], 1), np.concatenate([h.b1 for h in heads]),
+        (np.concatenate([h.w2 for h in heads], 0) / k).astype(np.float32),
+        (np.sum([h.b2 for h in heads], 0) / k).astype(np.float32), heads[0].labels,
+    )
+
+
 def train_head(
     x: F32,
     y: npt.NDArray[np.int64],
@@ -89,16 +107,21 @@ def train_head(
     sample_weight: F32 | None = None,
     batch_size: int = 128,
     seed: int = 0,
+    label_smoothing: float = 0.0,
 ) -> Head:
     """Train the head with Adam on weighted softmax cross-entropy (numpy only, deterministic).
 
-    Classes are re-weighted to balance, times ``sample_weight`` when given.
+    Classes are re-weighted to balance, times ``sample_weight`` when given. With
+    ``label_smoothing`` = e the target puts 1 - e on the true class and spreads e evenly over
+    all classes, which keeps the head from saturating on inputs unlike its training data.
     """
     if x.ndim != 2 or len(x) != len(y) or len(x) == 0:
         raise ValueError("train_head: x must be (n, d) with one label per row")
     n_cls = len(labels)
     if y.min() < 0 or y.max() >= n_cls:
         raise ValueError("train_head: label index out of range")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError("train_head: label_smoothing must be in [0, 1)")
     rng = np.random.default_rng(seed)
     d = x.shape[1]
     counts = np.bincount(y, minlength=n_cls).astype(np.float64)
@@ -136,7 +159,9 @@ def train_head(
             z = np.exp(z - z.max(1, keepdims=True))
             p = z / z.sum(1, keepdims=True)
             g = p
-            g[np.arange(len(yb)), yb] -= 1.0
+            g[np.arange(len(yb)), yb] -= 1.0 - label_smoothing
+            if label_smoothing:
+                g -= label_smoothing / n_cls
             g *= (wb / len(yb))[:, None]
             grads = [np.zeros_like(w1), np.zeros_like(b1), h.T @ g, g.sum(0)]
             if hidden > 0:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from infershield.detectors.head import Head, train_head
+from infershield.detectors.head import Head, average_heads, train_head
 from infershield.errors import ConfigError, InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,7 @@ class Embedder:
 def fit_head(
     emb: F32, owner: npt.NDArray[np.int64], y: npt.NDArray[np.int64], *,
     weights: F32 | None = None, hidden: int = 64, epochs: int = 40, seed: int = 0,
+    label_smoothing: float = 0.0,
 ) -> Head:
     """Two-round multiple-instance training over windows.
 
@@ -186,7 +187,7 @@ def fit_head(
     base_w = np.ones(len(y), np.float32) if weights is None else weights
     w = np.where(yw == 1, 1.0 / n_win[owner], 1.0).astype(np.float32) * base_w[owner]
     head = train_head(emb, yw, HEAD_LABELS, hidden=hidden, epochs=epochs, sample_weight=w,
-                      seed=seed)
+                      seed=seed, label_smoothing=label_smoothing)
     p = head.probs(emb)[:, 1]
     keep = np.ones(len(owner), bool)
     for t in np.flatnonzero((y == 1) & (n_win > 1)):
@@ -195,7 +196,18 @@ def fit_head(
         keep[wins[np.argmax(p[wins])]] = True
     w2 = (base_w[owner])[keep]
     return train_head(emb[keep], yw[keep], HEAD_LABELS, hidden=hidden, epochs=epochs,
-                      sample_weight=w2, seed=seed)
+                      sample_weight=w2, seed=seed, label_smoothing=label_smoothing)
+
+
+def fit_ensemble(
+    emb: F32, owner: npt.NDArray[np.int64], y: npt.NDArray[np.int64], *,
+    weights: F32 | None = None, hidden: int = 256, epochs: int = 40, seeds: Sequence[int] = (0,),
+    label_smoothing: float = 0.0,
+) -> Head:
+    """:func:`fit_head` once per seed, averaged into one head (:func:`average_heads`)."""
+    heads = [fit_head(emb, owner, y, weights=weights, hidden=hidden, epochs=epochs, seed=s,
+                      label_smoothing=label_smoothing) for s in seeds]
+    return heads[0] if len(heads) == 1 else average_heads(heads)
 
 
 def text_scores(head: Head, emb: F32, owner: npt.NDArray[np.int64], n_texts: int) -> F32:
@@ -247,27 +259,36 @@ def tpr_at_fpr(y: npt.NDArray[np.int64], s: F32, fpr: float) -> tuple[float, flo
 
 def train_on_rows(
     rows: Sequence[Row], embedding_dir: Path, *, dev_frac: float = 0.2, target_fpr: float = 0.005,
-    extra: Iterable[Row] = (), extra_weight: float = 4.0, hidden: int = 256, epochs: int = 60,
+    extra: Iterable[Row] = (), extra_weight: float = 4.0, hidden: int = 256, epochs: int = 40,
+    seeds: Sequence[int] = (0, 1, 2), label_smoothing: float = 0.1,
     cache_dir: Path | None = None,
 ) -> tuple[Head, dict[str, float]]:
     """Train a head on ``rows`` (+ ``extra`` hand-written rows, all in train) and pick its
     threshold at ``target_fpr`` on the held-out dev split. Returns the head and dev metrics.
 
     ``extra`` rows weigh ``extra_weight`` times a data row: they are few, but they are the only
-    direct injections and hard negatives in many styles and languages.
+    direct injections and hard negatives in many styles and languages. The head is the mean of
+    one MLP per seed, trained with label smoothing: both keep scores on unfamiliar inputs
+    (other languages, other styles) from saturating at 1.0.
     """
     train, dev = split_dev(rows, dev_frac)
     extra_rows = [r for r in extra if binary_target(r.label) is not None]
     train = [r for r in train if binary_target(r.label) is not None]
     weights = np.r_[np.ones(len(train)), np.full(len(extra_rows), extra_weight)].astype(np.float32)
-    train += extra_rows
     dev = [r for r in dev if binary_target(r.label) is not None]
-    if not train or len({binary_target(r.label) for r in train}) < 2:
+    if len({binary_target(r.label) for r in [*train, *extra_rows]}) < 2:
         raise ConfigError("training needs both attack (injection/jailbreak) and benign rows")
     emb_model = Embedder(embedding_dir, cache_dir=cache_dir)
+    # Data rows and extra rows are embedded (and cached) apart, so editing the examples does
+    # not re-embed the data set.
     x, owner = emb_model.embed([r.text for r in train])
+    if extra_rows:
+        xe, oe = emb_model.embed([r.text for r in extra_rows])
+        x, owner = np.concatenate([x, xe]), np.concatenate([owner, oe + len(train)])
+    train += extra_rows
     y = np.array([binary_target(r.label) for r in train], np.int64)
-    head = fit_head(x, owner, y, weights=weights, hidden=hidden, epochs=epochs)
+    head = fit_ensemble(x, owner, y, weights=weights, hidden=hidden, epochs=epochs, seeds=seeds,
+                        label_smoothing=label_smoothing)
     metrics: dict[str, float] = {"train_rows": float(len(train)), "dev_rows": float(len(dev))}
     threshold = 0.5
     if dev and len({binary_target(r.label) for r in dev}) == 2:

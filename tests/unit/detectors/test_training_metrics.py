@@ -65,3 +65,39 @@ def test_load_jsonl_errors_name_the_line(tmp_path: Path) -> None:
         load_jsonl(p)
     p.write_text('{"text": "a\u2028b", "label": "benign", "source": "s"}\n', encoding="utf-8")
     assert load_jsonl(p) == [Row("a\u2028b", "benign", "s")]
+
+
+def _toy(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int64)
+    return x, y
+
+
+def test_average_heads_is_the_mean_of_logits() -> None:
+    from infershield.detectors.head import average_heads, train_head
+
+    x, y = _toy()
+    heads = [train_head(x, y, ("a", "b"), hidden=4, epochs=3, seed=s) for s in (0, 1, 2)]
+    avg = average_heads(heads)
+    assert avg.w1.shape == (8, 12)
+    expected = np.mean([h.logits(x) for h in heads], axis=0)
+    np.testing.assert_allclose(avg.logits(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError):
+        average_heads([])
+
+
+def test_label_smoothing_keeps_probabilities_off_the_rails() -> None:
+    from infershield.detectors.head import train_head
+
+    x, y = _toy()
+    sharp = train_head(x * 5, y, ("a", "b"), hidden=0, epochs=200, seed=0)
+    smooth = train_head(x * 5, y, ("a", "b"), hidden=0, epochs=200, seed=0, label_smoothing=0.2)
+    # Smoothed cross-entropy pulls the true-class probability towards 1 - e/2 instead of 1.
+    idx = np.arange(len(y))
+    p_sharp = np.median(sharp.probs(x * 5)[idx, y])
+    p_smooth = np.median(smooth.probs(x * 5)[idx, y])
+    assert p_sharp > 0.95
+    assert p_smooth < 0.88
+    with pytest.raises(ValueError):
+        train_head(x, y, ("a", "b"), label_smoothing=1.0)
