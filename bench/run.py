@@ -429,7 +429,15 @@ def render_headline(data: dict[str, Any]) -> str:
     for col, label in cols:
         meta = data.get(col)
         if not meta:
-            lines.append(f"- **{label}**: no run recorded yet (see `bench/README.md`).")
+            lines.append(
+                f"- **{label}**: no run recorded yet"
+                + (
+                    ": no GPU machine was available so far; run `make bench-gpu` on one "
+                    "(`bench/README.md`, 'GPU runs'). No GPU number is estimated."
+                    if col == "gpu"
+                    else " (see `bench/README.md`)."
+                )
+            )
             continue
         lines.append(
             f"- **{label}**: {meta.get('machine', '?')}; commit `{meta.get('commit', '?')}`; "
