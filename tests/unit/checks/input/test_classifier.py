@@ -122,8 +122,6 @@ def default_input(shipped_cache: Path) -> Iterator[Pipeline]:
 _DAN = ATTACK_TEXTS[6]
 
 
-@pytest.mark.xfail(strict=True, reason="neither the model nor the shipped signatures catch "
-                   "this short DAN persona prompt")
 def test_default_policy_blocks_short_dan_prompt(default_input: Pipeline) -> None:
     assert default_input.run(CheckContext(text=_DAN)).blocked
 
