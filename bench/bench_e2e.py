@@ -3,10 +3,11 @@
 A real Triton (pytriton, CPU) serves ``echo`` (TEXT -> "echo: " + TEXT); InferShield runs as
 its own process (``infershield serve --upstream``) in front of it. For each policy
 (``rules_only``: the native checks; ``full``: the rules plus the ONNX injection classifier)
-and each concurrency (1, 8, 64 client threads, each with its own ``tritonclient.grpc``
+and each concurrency (1, 8, 64, 256 client threads, each with its own ``tritonclient.grpc``
 client), a bounded number of benign ~200-byte prompts is sent first directly, then through
 the firewall, and we report the added p50/p99 latency and the throughput ratio
-(through / direct). Blocked prompts are excluded (they never reach Triton).
+(through / direct), plus the firewall process's own CPU per request and its resident memory
+(from /proc) as load grows. Blocked prompts are excluded (they never reach Triton).
 
 A benchmark measures; it never asserts a timing.
 
@@ -45,10 +46,34 @@ from bench.common import (
 )
 
 SUITE = "e2e"
-CONCURRENCY = (1, 8, 64)
+CONCURRENCY = (1, 8, 64, 256)
 #: Requests per concurrency level (bounded: the machine may be shared).
-REQUESTS = {1: 300, 8: 800, 64: 1600}
-QUICK_REQUESTS = {1: 60, 8: 160, 64: 320}
+REQUESTS = {1: 300, 8: 800, 64: 1600, 256: 2048}
+QUICK_REQUESTS = {1: 60, 8: 160, 64: 320, 256: 512}
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class ProcStats:
+    """CPU seconds and resident memory of one process, read from /proc (Linux)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+        return 0.0
 
 
 def _free_port() -> int:
@@ -109,8 +134,8 @@ def _policy(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[str]:
-    """``infershield serve`` as a separate process; yields its ``host:port`` once ready."""
+def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
+    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready."""
     import tritonclient.grpc as tg
 
     port = _free_port()
@@ -146,7 +171,7 @@ def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("infershield serve did not become ready in 180 s")
             time.sleep(0.5)
-        yield url
+        yield url, ProcStats(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -255,10 +280,12 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
             policies.append(name)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
         for policy in policies:
-            with firewall(triton, policy, Path(tmp)) as shield:
+            with firewall(triton, policy, Path(tmp)) as (shield, stats):
                 for c in CONCURRENCY:
                     direct = load(triton, prompts, c, counts[c])
+                    cpu0, t0 = stats.cpu_s(), time.perf_counter()
                     via = load(shield, prompts, c, counts[c])
+                    cpu_used, wall = stats.cpu_s() - cpu0, time.perf_counter() - t0
                     row = {
                         "policy": policy,
                         "concurrency": c,
@@ -273,6 +300,11 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
                         "via_rps": via["rps"],
                         "throughput_ratio": ratio(via["rps"], direct["rps"]),
                         "errors": direct["errors"] + via["errors"],
+                        # The firewall process alone: CPU per request and cores busy.
+                        "fw_cpu_ms_per_req": round(1000.0 * cpu_used / max(via["n"], 1), 3),
+                        "fw_cpu_cores": round(cpu_used / wall, 2) if wall else 0.0,
+                        "fw_rss_mb": round(stats.rss_mb(), 1),
+                        "fw_peak_rss_mb": round(stats.peak_rss_mb(), 1),
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
