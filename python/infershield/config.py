@@ -97,6 +97,12 @@ class LimitsConfig:
     rate_per_s: float = 0.0
     #: Bucket size (burst); 0 means ``max(1, rate_per_s)``.
     rate_burst: int = 0
+    #: Automated incident response: a caller (peer address) whose requests are blocked this
+    #: many times within ``quarantine_window_s`` is refused for ``quarantine_s``. 0 turns it
+    #: off (the default: behind a proxy every caller shares one address).
+    quarantine_after_blocks: int = 0
+    quarantine_window_s: float = 60.0
+    quarantine_s: float = 300.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,6 +344,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("limits.max_queue: must not be negative")
     if not 0 < lim.check_budget_s < float("inf"):
         raise ConfigError("limits.check_budget_s: must be a positive, finite number of seconds")
+    if lim.quarantine_after_blocks < 0:
+        raise ConfigError("limits.quarantine_after_blocks: 0 (off) or a positive count")
+    for name in ("quarantine_window_s", "quarantine_s"):
+        if not 0 < getattr(lim, name) < float("inf"):
+            raise ConfigError(f"limits.{name}: must be a positive, finite number of seconds")
     if not 0 <= lim.rate_per_s < float("inf") or lim.rate_burst < 0:
         raise ConfigError("limits.rate_per_s/rate_burst: 0 (off) or a positive, finite number")
     be = cfg.backend

@@ -63,6 +63,19 @@ class PermissionDenied(FirewallError):
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
 
 
+class Quarantined(FirewallError):
+    """The caller is quarantined after repeated blocked requests (automated response)."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("infershield-quarantined", f"{self.retry_after_s:.0f}"),)
+
+
 class Blocked(FirewallError):
     """A check blocked the request or the response."""
 

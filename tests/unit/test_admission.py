@@ -207,3 +207,51 @@ def test_server_wires_limiter_and_queue_metric() -> None:
         asyncio.run(main())
     finally:
         metrics.install(old)
+
+
+def test_repeated_blocks_quarantine_the_caller() -> None:
+    """Automated incident response: after N blocked requests the caller is shut out."""
+    from infershield.errors import Blocked
+    from infershield.limits import Quarantine
+
+    async def main() -> None:
+        limiter = ConcurrencyLimiter(max_concurrency=8, max_queue=8)
+        quarantine = Quarantine(2, window_s=60.0, duration_s=60.0)
+        interceptor = AdmissionInterceptor(limiter, None, None, quarantine)
+
+        async def infer(request: bytes, context: Any) -> bytes:
+            if request == b"attack":
+                raise Blocked(check="signatures", reason="injection.override", stage="input")
+            return b"ok"
+
+        server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
+        server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "infershield.v1.Firewall",
+                    {"Infer": grpc.unary_unary_rpc_method_handler(infer)},
+                ),
+            )
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                call = ch.unary_unary("/infershield.v1.Firewall/Infer")
+                assert await call(b"benign", timeout=5) == b"ok"
+                for _ in range(2):
+                    with pytest.raises(grpc.aio.AioRpcError) as ei:
+                        await call(b"attack", timeout=5)
+                    assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
+                    assert "blocked by signatures" in (ei.value.details() or "")
+                # Now even a benign request from this caller is refused, and says why.
+                with pytest.raises(grpc.aio.AioRpcError) as ei:
+                    await call(b"benign", timeout=5)
+                assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
+                assert "quarantined" in (ei.value.details() or "")
+                trailers = dict(ei.value.trailing_metadata() or ())
+                assert "infershield-quarantined" in trailers
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())

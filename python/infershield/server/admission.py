@@ -6,6 +6,9 @@ become statuses there). For each call to the Triton service or the own API it:
 - pins the live policy for the whole call (:meth:`PolicyHolder.pin`): a hot reload never
   changes the policy under a running request, and the old policy is closed only after the
   last request that uses it has finished;
+- refuses callers in quarantine (``limits.quarantine_after_blocks`` blocked requests within
+  ``quarantine_window_s``; off by default) with PERMISSION_DENIED, and counts each Blocked
+  request against its caller;
 - for the calls that do real work (inference, scans, streams), applies the per-caller rate
   limit (``limits.rate_per_s``, off by default; RESOURCE_EXHAUSTED naming ``rate``) and takes
   a slot from the
@@ -25,7 +28,8 @@ from typing import Any
 
 import grpc
 
-from infershield.limits import ConcurrencyLimiter, Deadline, RateLimiter
+from infershield.errors import Blocked
+from infershield.limits import ConcurrencyLimiter, Deadline, Quarantine, RateLimiter
 from infershield.reload import PolicyHolder
 
 #: Full method names that do real work and so are subject to load shedding.
@@ -57,10 +61,12 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         limiter: ConcurrencyLimiter,
         holder: PolicyHolder | None = None,
         rate: RateLimiter | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.limiter = limiter
         self.holder = holder
         self.rate = rate
+        self.quarantine = quarantine
 
     async def intercept_service(
         self,
@@ -94,8 +100,20 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return Deadline.effective(limits.deadline_s, context.time_remaining())
 
     def _check_rate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if self.quarantine is not None:
+            self.quarantine.check(caller_key(context.peer()))
         if self.rate is not None:
             self.rate.try_acquire(caller_key(context.peer()))
+
+    @contextlib.contextmanager
+    def _striking(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+        """Count a blocked request against its caller (automated incident response)."""
+        try:
+            yield
+        except Blocked:
+            if self.quarantine is not None:
+                self.quarantine.strike(caller_key(context.peer()))
+            raise
 
     @contextlib.contextmanager
     def _pinned(self) -> Iterator[None]:
@@ -112,7 +130,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     return await behavior(request, context)
             self._check_rate(context)
             async with self.limiter.slot(self._deadline(context)):
-                with self._pinned():
+                with self._pinned(), self._striking(context):
                     return await behavior(request, context)
 
         return wrapped
@@ -128,7 +146,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return
             self._check_rate(context)
             async with self.limiter.slot(self._deadline(context)):
-                with self._pinned():
+                with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):
                         yield response
 

@@ -27,7 +27,7 @@ from infershield.backends.base import Backend, build_backend
 from infershield.config import Config
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
-from infershield.limits import ConcurrencyLimiter, RateLimiter
+from infershield.limits import ConcurrencyLimiter, Quarantine, RateLimiter
 from infershield.policy import Policy
 from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
@@ -42,6 +42,14 @@ SERVICES = (
     pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
     firewall_pb2.DESCRIPTOR.services_by_name["Firewall"].full_name,
 )
+
+
+def _on_quarantine(caller: str) -> None:
+    # The caller's address is operational data, not prompt text: safe to log.
+    log.warning("caller %s quarantined after repeated blocked requests", caller)
+    m = _metrics.active()
+    if m is not None:
+        m.quarantines.labels("repeated_blocks").inc()
 
 
 class FirewallServer:
@@ -73,6 +81,16 @@ class FirewallServer:
         self.rate = (
             RateLimiter(lim.rate_per_s, lim.rate_burst or max(1.0, lim.rate_per_s))
             if lim.rate_per_s > 0
+            else None
+        )
+        self.quarantine = (
+            Quarantine(
+                lim.quarantine_after_blocks,
+                lim.quarantine_window_s,
+                lim.quarantine_s,
+                on_quarantine=_on_quarantine,
+            )
+            if lim.quarantine_after_blocks > 0
             else None
         )
         self.firewall: Firewall | None = None
@@ -108,7 +126,7 @@ class FirewallServer:
             m.watch_queue(lambda: self.limiter.queued)  # read at scrape time
         interceptors = [
             ErrorInterceptor(),
-            AdmissionInterceptor(self.limiter, self.holder, self.rate),
+            AdmissionInterceptor(self.limiter, self.holder, self.rate, self.quarantine),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
         triton_service.add_to_server(self.firewall, server)

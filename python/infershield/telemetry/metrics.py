@@ -77,7 +77,7 @@ class Metrics:
             ["limit"], registry=r,
         )
         self.quarantines = Counter(
-            f"{PREFIX}_quarantines", "Models or workers quarantined, by reason.", ["reason"],
+            f"{PREFIX}_quarantines", "Callers or workers quarantined, by reason.", ["reason"],
             registry=r,
         )
         self.breaker_state = Gauge(
