@@ -226,8 +226,9 @@ def bench_server(
     except ImportError as exc:
         return None, f"server path skipped: the server is not importable ({exc})"
     try:
-        cfg = load_config(default_policy_path(policy_name), env={},
-                          overrides={"server.listen": "127.0.0.1:0"})
+        cfg = load_config(
+            default_policy_path(policy_name), env={}, overrides={"server.listen": "127.0.0.1:0"}
+        )
         server = ServerThread(cfg)
         port = server.start()
     except Exception as exc:
@@ -268,8 +269,11 @@ def bench_server(
         metrics.install(old)
         server.stop(grace=0.5)
     n_checks = len(cfg.policy.input)
-    return _row(f"server, {policy_name} policy (Scan RPC, {concurrency} callers, 1 KB prompts)",
-                raw, n_checks), ""
+    return _row(
+        f"server, {policy_name} policy (Scan RPC, {concurrency} callers, 1 KB prompts)",
+        raw,
+        n_checks,
+    ), ""
 
 
 def _row(path: str, raw: dict[str, list[Sample]], spans: int) -> dict[str, Any]:
@@ -278,6 +282,7 @@ def _row(path: str, raw: dict[str, list[Sample]], spans: int) -> dict[str, Any]:
     Modes run back to back within a round, so pairing them cancels most of the drift that
     other tenants of the machine cause between rounds.
     """
+
     def med(mode: str, k: int) -> float:
         return statistics.median(x[k] for x in raw[mode])
 
@@ -357,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument(
-        "--policies", nargs="+", choices=POLICIES, metavar="P",
+        "--policies",
+        nargs="+",
+        choices=POLICIES,
+        metavar="P",
         help=f"shipped policies to measure (default: {' '.join(POLICIES)})",
     )
     parser.add_argument("--rounds", type=int, metavar="N", help="rounds per path (default 5)")
@@ -372,7 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         _DEFAULT_RATIO[:] = [args.default_ratio]
     out = args.json or RESULTS_DIR / "tracing.json"
     res = run(
-        quick=args.quick, out_dir=out.parent, policies=tuple(args.policies or POLICIES),
+        quick=args.quick,
+        out_dir=out.parent,
+        policies=tuple(args.policies or POLICIES),
         rounds=args.rounds,
     )
     res["environment"] = environment()
