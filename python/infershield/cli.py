@@ -45,21 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommand_registrars() -> list[Any]:
     """Subcommands living in their own modules register themselves here."""
-    regs: list[Any] = []
-    for mod_name in (
+    import importlib
+
+    modules = (
         "infershield.rules.cli",
         "infershield.server.cli",
         "infershield.detectors.cli",
         "infershield.top",
-    ):
-        try:
-            mod = __import__(mod_name, fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != mod_name:
-                raise
-            continue
-        regs.append(mod.register)
-    return regs
+        "infershield.audit_cli",
+    )
+    return [importlib.import_module(name).register for name in modules]
 
 
 # ------------------------------------------------------------------------------ scan

@@ -124,12 +124,25 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuditConfig:
+    """Tamper-evident audit log of screening decisions (see :mod:`infershield.audit`)."""
+
+    #: JSONL file to append to; empty turns the audit log off.
+    path: str = ""
+    #: Environment variable holding the HMAC key; unset means a plain SHA-256 chain.
+    key_env: str = "INFERSHIELD_AUDIT_KEY"
+    #: Also record allowed texts (by default only blocks, redactions and check errors).
+    record_allowed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     #: Where compiled rule databases and built models are cached.
     cache_dir: str = ""
 

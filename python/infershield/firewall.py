@@ -21,6 +21,7 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.audit import AuditLog
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import (
     TextTensor,
@@ -51,7 +52,11 @@ from infershield.limits import (
 from infershield.pipeline import PipelineResult
 from infershield.policy import Policy
 from infershield.reload import pinned_policy
-from infershield.telemetry.instrument import upstream_timer
+from infershield.telemetry.instrument import (
+    current_rpc_name,
+    current_trace_id,
+    upstream_timer,
+)
 from infershield.tokens import HFTokenCounter, TokenCounters
 from infershield.verdict import Decision
 
@@ -134,6 +139,8 @@ class Firewall:
         self._schemas: dict[tuple[str, str], ModelSchema] = {}
         #: Per-model tokenizers for token limits; models without one get byte limits only.
         self.tokens = TokenCounters()
+        #: Tamper-evident record of screening decisions; None when ``audit.path`` is unset.
+        self.audit: AuditLog | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -156,6 +163,8 @@ class Firewall:
     async def close(self) -> None:
         await self.backend.close()
         self._policy.close()
+        if self.audit is not None:
+            self.audit.close()
 
     # ------------------------------------------------------------------ seams
 
@@ -179,12 +188,24 @@ class Firewall:
             if pipeline.runs_inline and sum(map(len, texts)) <= INLINE_SCREEN_CHARS:
                 # Native scans of a few KB take microseconds: a thread hop would cost more.
                 ctx.deadline.check(f"screen {stage}")
-                return pipeline.run_batch(ctxs, budget=budget)
-            return await ctx.deadline.run(
-                asyncio.to_thread(pipeline.run_batch, ctxs, budget=budget), f"screen {stage}"
-            )
+                results = pipeline.run_batch(ctxs, budget=budget)
+            else:
+                results = await ctx.deadline.run(
+                    asyncio.to_thread(pipeline.run_batch, ctxs, budget=budget),
+                    f"screen {stage}",
+                )
         finally:
             budget.cancel()  # a caller gone or timed out: its thread runs no further checks
+        if self.audit is not None:
+            self.audit.record_results(
+                zip(texts, results, strict=True),
+                stage=stage,
+                model=model,
+                caller=ctx.peer,
+                rpc=current_rpc_name(),
+                trace_id=current_trace_id(),
+            )
+        return results
 
     async def forward(self, method: str, request: Any, ctx: CallContext) -> Any:
         """The one place a unary RPC reaches the backend."""

@@ -23,6 +23,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.audit import AuditLog
 from infershield.backends.base import Backend, build_backend
 from infershield.config import Config
 from infershield.errors import ConfigError
@@ -105,6 +106,9 @@ class FirewallServer:
         try:
             backend = self._backend or build_backend(cfg)
             self.firewall = Firewall(policy, backend)
+            self.firewall.audit = AuditLog.from_config(
+                cfg.audit.path, cfg.audit.key_env, cfg.audit.record_allowed
+            )
             await self.firewall.start()
         except BaseException:
             policy.close()

@@ -238,6 +238,18 @@ def current_rpc() -> RpcScope | None:
     return _RPC.get()
 
 
+def current_trace_id() -> str:
+    """The current span's trace id as 32 hex digits, or "" outside a (sampled) trace."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def current_rpc_name() -> str:
+    """The short name of the RPC being served (``ModelInfer``), or ""."""
+    scope = _RPC.get()
+    return scope.method.rpartition("/")[2] if scope is not None else ""
+
+
 @contextlib.contextmanager
 def rpc_scope(
     method: str, metadata: Iterable[tuple[str, Any]] | None, request: Any = None
