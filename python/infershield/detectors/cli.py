@@ -30,6 +30,13 @@ def register(sub: Any) -> None:
     train.add_argument("--config", help="config YAML (for cache_dir)")
     train.add_argument("--with-examples", action="store_true",
                        help="add the project's hand-written attack/benign examples")
+    train.add_argument("--with-multilingual", action="store_true",
+                       help="also add the multilingual benign/attack and document-injection "
+                       "examples (not used by the shipped head)")
+    train.add_argument("--seeds", type=int, default=1,
+                       help="average this many MLPs trained with seeds 0..N-1 (default 1)")
+    train.add_argument("--epochs", type=int, default=60)
+    train.add_argument("--label-smoothing", type=float, default=0.0)
     train.add_argument("--dev-frac", type=float, default=0.2)
     train.add_argument("--target-fpr", type=float, default=0.005,
                        help="dev-split FPR the recommended threshold is chosen for")
@@ -61,18 +68,22 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 def cmd_models_train(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.detectors.examples import examples
+    from infershield.detectors.examples import examples, multilingual_examples
     from infershield.detectors.models import build_classifier, ensure_embedding_model, models_dir
     from infershield.detectors.training import load_jsonl, train_on_rows
 
     if not 0.0 <= args.dev_frac < 1.0:
         raise InvalidRequest("--dev-frac must be in [0, 1)")
+    if args.seeds < 1 or args.epochs < 1 or not 0.0 <= args.label_smoothing < 1.0:
+        raise InvalidRequest("--seeds and --epochs must be >= 1, --label-smoothing in [0, 1)")
     cfg = load_config(args.config)
     rows = load_jsonl(Path(args.data))
     emb_dir = ensure_embedding_model(cfg.cache_path)
     head, metrics = train_on_rows(
         rows, emb_dir, dev_frac=args.dev_frac, target_fpr=args.target_fpr,
-        extra=examples() if args.with_examples else (),
+        extra=[*(examples() if args.with_examples else ()),
+               *(multilingual_examples() if args.with_multilingual else ())],
+        epochs=args.epochs, seeds=tuple(range(args.seeds)), label_smoothing=args.label_smoothing,
         cache_dir=Path(args.embed_cache) if args.embed_cache else None,
     )
     out = Path(args.out) if args.out else models_dir(cfg.cache_path) / "injection-minilm-custom"

@@ -214,7 +214,7 @@ def examples(seed: int = 13) -> list[Row]:
             rows.append(Row(f.format(s=s), "benign", SOURCE))
     for d in _DOCS:
         rows.append(Row(f"Summarise this for me:\n{d}", "benign", SOURCE))
-    return rows + multilingual_examples()
+    return rows
 
 # Everyday and security-flavoured benign requests in other languages: without them the head
 # learns "not English" as an attack cue, because nearly all non-English training rows are
