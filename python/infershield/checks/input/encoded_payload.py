@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from infershield.checks.base import Check, CheckContext
+from infershield.checks.analysis import AnalysisCheck
+from infershield.checks.base import CheckContext
 from infershield.native import Analysis, analyses_for, analysis_for, analyze
 from infershield.verdict import Verdict
 
@@ -41,10 +42,8 @@ class EncodedPayloadOptions:
             raise ValueError("max_opaque_bytes and max_decoded_chars must be >= 0")
 
 
-class EncodedPayloadCheck(Check):
+class EncodedPayloadCheck(AnalysisCheck):
     """Blocks prompts carrying large encoded payloads."""
-
-    runs_inline: ClassVar[bool] = True  # native scan, GIL released
 
     Options = EncodedPayloadOptions
     CATEGORY: ClassVar[str] = "obfuscation"

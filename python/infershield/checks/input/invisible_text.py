@@ -8,12 +8,11 @@ ZWJ sequences, emoji flag tags and ZWNJ in joining scripts are legitimate and no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from infershield.checks.base import Check, CheckContext
-from infershield.native import Analysis, analyses_for, analysis_for
+from infershield.checks.analysis import AnalysisCheck
+from infershield.native import Analysis
 from infershield.verdict import Verdict
 
 
@@ -34,10 +33,8 @@ class InvisibleTextOptions:
                 raise ValueError(f"{name} must be >= 0")
 
 
-class InvisibleTextCheck(Check):
+class InvisibleTextCheck(AnalysisCheck):
     """Blocks text carrying hidden Unicode tag text, bidi overrides or many zero-width chars."""
-
-    runs_inline: ClassVar[bool] = True  # native scan, GIL released
 
     Options = InvisibleTextOptions
     CATEGORY: ClassVar[str] = "obfuscation"
@@ -47,12 +44,6 @@ class InvisibleTextCheck(Check):
     REASON_SOME: ClassVar[str] = "a few zero-width characters (tolerated)"
 
     options: InvisibleTextOptions
-
-    def check(self, ctx: CheckContext) -> Verdict:
-        return self._verdict(analysis_for(ctx))
-
-    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
-        return [self._verdict(a) for a in analyses_for(ctxs)]
 
     def _verdict(self, a: Analysis) -> Verdict:
         o = self.options

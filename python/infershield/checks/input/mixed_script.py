@@ -9,12 +9,11 @@ look-alikes folded to Latin, is what ``signatures`` scans in addition to the raw
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from infershield.checks.base import Check, CheckContext
-from infershield.native import Analysis, analyses_for, analysis_for
+from infershield.checks.analysis import AnalysisCheck
+from infershield.native import Analysis
 from infershield.verdict import Verdict
 
 
@@ -30,10 +29,8 @@ class MixedScriptOptions:
             raise ValueError("min_words must be >= 1")
 
 
-class MixedScriptCheck(Check):
+class MixedScriptCheck(AnalysisCheck):
     """Blocks text with several Latin/Cyrillic/Greek homoglyph words."""
-
-    runs_inline: ClassVar[bool] = True  # native scan, GIL released
 
     Options = MixedScriptOptions
     CATEGORY: ClassVar[str] = "obfuscation"
@@ -41,12 +38,6 @@ class MixedScriptCheck(Check):
     REASON_FEW: ClassVar[str] = "a mixed-script word below the threshold"
 
     options: MixedScriptOptions
-
-    def check(self, ctx: CheckContext) -> Verdict:
-        return self._verdict(analysis_for(ctx))
-
-    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
-        return [self._verdict(a) for a in analyses_for(ctxs)]
 
     def _verdict(self, a: Analysis) -> Verdict:
         n = a.mixed_script_count

@@ -7,12 +7,11 @@ ratio only applies to texts with enough tokens, so short replies like "yes yes" 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from infershield.checks.base import Check, CheckContext
-from infershield.native import Analysis, analyses_for, analysis_for
+from infershield.checks.analysis import AnalysisCheck
+from infershield.native import Analysis
 from infershield.verdict import Verdict
 
 
@@ -34,10 +33,8 @@ class RepetitionOptions:
             raise ValueError("max_top_token_ratio must be in (0, 1]")
 
 
-class RepetitionCheck(Check):
+class RepetitionCheck(AnalysisCheck):
     """Blocks character runs and token floods."""
-
-    runs_inline: ClassVar[bool] = True  # native scan, GIL released
 
     Options = RepetitionOptions
     CATEGORY: ClassVar[str] = "flooding"
@@ -45,12 +42,6 @@ class RepetitionCheck(Check):
     REASON_TOKEN: ClassVar[str] = "token flooding (one token dominates the text)"
 
     options: RepetitionOptions
-
-    def check(self, ctx: CheckContext) -> Verdict:
-        return self._verdict(analysis_for(ctx))
-
-    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
-        return [self._verdict(a) for a in analyses_for(ctxs)]
 
     def _verdict(self, a: Analysis) -> Verdict:
         o = self.options

@@ -9,12 +9,11 @@ them into real control tokens whatever the intent; list such tokens in ``allowed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from infershield.checks.base import Check, CheckContext
-from infershield.native import TEMPLATE_TOKENS, Analysis, analyses_for, analysis_for
+from infershield.checks.analysis import AnalysisCheck
+from infershield.native import TEMPLATE_TOKENS, Analysis
 from infershield.verdict import Verdict
 
 
@@ -31,22 +30,14 @@ class TemplateTokenOptions:
             raise ValueError(f"unknown template tokens in allowed: {unknown}")
 
 
-class TemplateTokenCheck(Check):
+class TemplateTokenCheck(AnalysisCheck):
     """Blocks text that contains chat-template special tokens."""
-
-    runs_inline: ClassVar[bool] = True  # native scan, GIL released
 
     Options = TemplateTokenOptions
     CATEGORY: ClassVar[str] = "template_injection"
     REASON: ClassVar[str] = "chat-template control tokens in text"
 
     options: TemplateTokenOptions
-
-    def check(self, ctx: CheckContext) -> Verdict:
-        return self._verdict(analysis_for(ctx))
-
-    def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
-        return [self._verdict(a) for a in analyses_for(ctxs)]
 
     def _verdict(self, a: Analysis) -> Verdict:
         found = [t for t in a.template_tokens if t not in self.options.allowed]
