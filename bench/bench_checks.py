@@ -13,7 +13,6 @@ Run alone: ``python -m bench.bench_checks [--quick] [--json OUT]``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -25,15 +24,13 @@ from bench.common import (
     QUICK_PROMPT_SIZES,
     RESULTS_DIR,
     bar_plot,
-    environment,
+    finish,
     make_prompts,
-    markdown_table,
     ratio,
     size_label,
     suite_result,
     summarize,
     time_calls,
-    write_json,
 )
 
 SUITE = "checks"
@@ -241,13 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / "checks.json"
     res = run(quick=args.quick, out_dir=out.parent, only=args.only)
-    res["environment"] = environment()
-    write_json(out, res)
-    print(markdown_table(res["rows"]))
-    for n in res["notes"]:
-        print("note:", n)
-    print(json.dumps(res["headline"]))
-    return 0 if res["status"] != "error" else 1
+    return finish(res, out)
 
 
 if __name__ == "__main__":

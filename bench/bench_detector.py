@@ -27,12 +27,10 @@ import numpy as np
 
 from bench.common import (
     RESULTS_DIR,
-    environment,
-    markdown_table,
+    finish,
     suite_result,
     summarize,
     time_calls,
-    write_json,
 )
 
 SUITE = "detector"
@@ -216,14 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write JSON here (default: bench/results/...)")
     args = ap.parse_args(argv)
     res = run(quick=args.quick, gpu=args.gpu)
-    env = environment(gpu=args.gpu)
-    print(markdown_table(res["rows"]))
-    for k, v in res["headline"].items():
-        print(f"{k}: {v}")
-    out = args.json or RESULTS_DIR / f"detector-{env['date'][:10]}.json"
-    write_json(out, {"environment": env, **res})
-    print(f"wrote {out}")
-    return 0
+    return finish(res, args.json or RESULTS_DIR / "detector.json", gpu=args.gpu)
 
 
 if __name__ == "__main__":

@@ -28,15 +28,13 @@ from typing import Any
 
 from bench.common import (
     RESULTS_DIR,
-    environment,
+    finish,
     line_plot,
     make_prompts,
-    markdown_table,
     ratio,
     suite_result,
     summarize,
     time_calls,
-    write_json,
 )
 
 SUITE = "detector_sweep"
@@ -288,12 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / "detector_sweep.json"
     res = run(quick=args.quick, gpu=args.gpu, out_dir=out.parent)
-    res["environment"] = environment(gpu=args.gpu)
-    write_json(out, res)
-    print(markdown_table(res["rows"]))
-    for n in res["notes"]:
-        print("note:", n)
-    return 0 if res["status"] != "error" else 1
+    return finish(res, out, gpu=args.gpu)
 
 
 if __name__ == "__main__":

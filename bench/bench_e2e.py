@@ -36,13 +36,11 @@ import yaml
 from bench.common import (
     REPO_ROOT,
     RESULTS_DIR,
-    environment,
+    finish,
     make_prompts,
-    markdown_table,
     ratio,
     suite_result,
     summarize,
-    write_json,
 )
 
 SUITE = "e2e"
@@ -335,13 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / "e2e.json"
     res = run(quick=args.quick, out_dir=out.parent)
-    res["environment"] = environment()
-    write_json(out, res)
-    print(markdown_table(res["rows"]))
-    for n in res["notes"]:
-        print("note:", n)
-    print(json.dumps(res["headline"]))
-    return 0 if res["status"] != "error" else 1
+    return finish(res, out)
 
 
 if __name__ == "__main__":

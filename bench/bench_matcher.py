@@ -20,7 +20,6 @@ Run alone: ``python -m bench.bench_matcher [--quick] [--json OUT]``.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -32,14 +31,12 @@ from bench.common import (
     PROMPT_SIZES,
     QUICK_PROMPT_SIZES,
     RESULTS_DIR,
-    environment,
+    finish,
     make_prompts,
-    markdown_table,
     ratio,
     size_label,
     suite_result,
     summarize,
-    write_json,
 )
 from infershield.native import Matcher, Pattern
 
@@ -315,14 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / "matcher.json"
     res = run(quick=args.quick, out_dir=out.parent, rules=args.rules)
-    res["environment"] = environment()
-    write_json(out, res)
-    print(markdown_table(res["rows"]))
-    for n in res["notes"]:
-        print("note:", n)
-    print(json.dumps(res["headline"]))
-    print(f"wrote {out}")
-    return 0 if res["status"] != "error" else 1
+    return finish(res, out)
 
 
 if __name__ == "__main__":

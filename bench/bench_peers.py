@@ -44,15 +44,13 @@ from bench.common import (
     REPO_ROOT,
     RESULTS_DIR,
     bar_plot,
-    environment,
+    finish,
     make_prompts,
-    markdown_table,
     ratio,
     size_label,
     suite_result,
     summarize,
     time_calls,
-    write_json,
 )
 
 SUITE = "peers"
@@ -368,14 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / "peers.json"
     res = run(quick=args.quick, out_dir=out.parent)
-    res["environment"] = environment()
-    write_json(out, res)
-    if res["status"] != "ok":
-        print(f"peers: {res['status']}: {res['reason']}")
-    print(markdown_table(res["rows"]))
-    for n in res["notes"]:
-        print("note:", n)
-    return 0 if res["status"] != "error" else 1
+    return finish(res, out)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Run alone: ``python -m bench.bench_tracing [--quick] [--json OUT] [--default-rat
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import subprocess
@@ -42,12 +41,10 @@ from typing import Any
 
 from bench.common import (
     RESULTS_DIR,
-    environment,
+    finish,
     make_prompts,
-    markdown_table,
     python_executable,
     suite_result,
-    write_json,
 )
 
 SUITE = "tracing"
@@ -385,13 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         policies=tuple(args.policies or POLICIES),
         rounds=args.rounds,
     )
-    res["environment"] = environment()
-    write_json(out, res)
-    print(markdown_table(res["rows"]))
-    for n in res["notes"]:
-        print("note:", n)
-    print(json.dumps(res["headline"]))
-    return 0 if res["status"] != "error" else 1
+    return finish(res, out)
 
 
 if __name__ == "__main__":

@@ -337,6 +337,22 @@ def size_label(size: int) -> str:
 # ------------------------------------------------------------------------------ results
 
 
+def finish(res: dict[str, Any], out: Path, *, gpu: bool = False) -> int:
+    """The end of every bench script's ``main``: stamp the result with the environment,
+    write it to ``out``, print its table, notes and headline; the exit code (1 on error)."""
+    res["environment"] = environment(gpu=gpu)
+    write_json(out, res)
+    if res["status"] != "ok":
+        print(f"{res['suite']}: {res['status']}: {res['reason']}")
+    print(markdown_table(res["rows"]))
+    for n in res["notes"]:
+        print("note:", n)
+    if res["headline"]:
+        print(json.dumps(res["headline"]))
+    print(f"wrote {out}")
+    return 0 if res["status"] != "error" else 1
+
+
 def suite_result(
     suite: str,
     *,
