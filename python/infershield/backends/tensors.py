@@ -268,26 +268,25 @@ def output_texts(resp: pb.ModelInferResponse, names: Sequence[str]) -> list[Text
     return out
 
 
-def rewrite_input(req: pb.ModelInferRequest, tensor: TextTensor, texts: Sequence[str]) -> None:
-    """Replace a text input's elements (after a REDACT), in the form it came in."""
+def _rewrite(raw: Any, tensors: Any, tensor: TextTensor, texts: Sequence[str]) -> None:
+    """Replace a text tensor's elements (after a REDACT), in the form it came in."""
     data = [s.encode("utf-8") for s in texts]
     if tensor.raw:
-        req.raw_input_contents[tensor.index] = encode_bytes(data)
+        raw[tensor.index] = encode_bytes(data)
     else:
-        field = req.inputs[tensor.index].contents.bytes_contents
+        field = tensors[tensor.index].contents.bytes_contents
         del field[:]
         field.extend(data)
+
+
+def rewrite_input(req: pb.ModelInferRequest, tensor: TextTensor, texts: Sequence[str]) -> None:
+    """Replace a text input's elements (after a REDACT), in the form it came in."""
+    _rewrite(req.raw_input_contents, req.inputs, tensor, texts)
 
 
 def rewrite_output(resp: pb.ModelInferResponse, tensor: TextTensor, texts: Sequence[str]) -> None:
     """Replace a text output's elements (after a REDACT), in the form it came in."""
-    data = [s.encode("utf-8") for s in texts]
-    if tensor.raw:
-        resp.raw_output_contents[tensor.index] = encode_bytes(data)
-    else:
-        field = resp.outputs[tensor.index].contents.bytes_contents
-        del field[:]
-        field.extend(data)
+    _rewrite(resp.raw_output_contents, resp.outputs, tensor, texts)
 
 
 # --------------------------------------------------------------------------- numpy
