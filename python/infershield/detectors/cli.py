@@ -1,4 +1,4 @@
-"""``infershield models build|train`` and ``infershield eval``."""
+"""``infershield models build|train|finetune`` and ``infershield eval``."""
 
 from __future__ import annotations
 
@@ -45,6 +45,29 @@ def register(sub: Any) -> None:
                        help="memoise window embeddings here (re-runs skip the encoder)")
     train.set_defaults(func=cmd_models_train)
 
+    ft = msub.add_parser("finetune", help="fine-tune the top encoder layers and the head on "
+                         '{"text","label"} JSONL rows (needs torch; how the shipped model is made)')
+    ft.add_argument("--data", required=True, metavar="FILE.jsonl")
+    ft.add_argument("--out", metavar="DIR", help="model directory to write "
+                    "(default: <cache>/models/injection-minilm-custom)")
+    ft.add_argument("--config", help="config YAML (for cache_dir)")
+    ft.add_argument("--with-examples", action="store_true",
+                    help="add the project's hand-written attack/benign examples")
+    ft.add_argument("--with-multilingual", action="store_true",
+                    help="also add the multilingual benign/attack and document-injection examples")
+    ft.add_argument("--layers", type=int, default=2, help="top encoder layers to train")
+    ft.add_argument("--epochs", type=int, default=2)
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--dev-frac", type=float, default=0.2)
+    ft.add_argument("--target-fpr", type=float, default=0.005,
+                    help="dev-split FPR the recommended threshold is chosen for")
+    ft.add_argument("--probe", action="append", default=[], metavar="FILE.jsonl",
+                    help="rows to score after each epoch, for the log only (repeatable)")
+    ft.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
+    ft.add_argument("--encoder-out", metavar="FILE.npz",
+                    help="also save the fine-tuned layers (float16) here")
+    ft.set_defaults(func=cmd_models_finetune)
+
     ev = sub.add_parser("eval", help="AUC / TPR@FPR / latency of model, rules and both")
     ev.add_argument("--jsonl", required=True, metavar="FILE")
     ev.add_argument("--config", help="policy/config YAML (default: the shipped default policy)")
@@ -69,7 +92,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 def cmd_models_train(args: argparse.Namespace) -> int:
     from infershield.config import load_config
     from infershield.detectors.examples import examples, multilingual_examples
-    from infershield.detectors.models import build_classifier, ensure_embedding_model, models_dir
+    from infershield.detectors.models import ensure_embedding_model, models_dir
     from infershield.detectors.training import load_jsonl, train_on_rows
 
     if not 0.0 <= args.dev_frac < 1.0:
@@ -90,13 +113,57 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     head_path = Path(args.head_out) if args.head_out else out / "head.npz"
     head.save(head_path)
+    _build_into(out, head_path, None)
+    print(json.dumps({"model_dir": str(out), "head": str(head_path), "threshold": head.threshold,
+                      **metrics}, indent=2))
+    return 0
+
+
+def _build_into(out: Path, head_path: Path, encoder_path: Path | None) -> None:
+    """Export the classifier into ``out`` next to the weight files already there."""
+    from infershield.detectors.models import build_classifier
+
     staging = out / "model"
-    build_classifier(staging, head_path)
+    build_classifier(staging, head_path, encoder_path)
     for f in staging.iterdir():
         f.replace(out / f.name)
     staging.rmdir()
-    print(json.dumps({"model_dir": str(out), "head": str(head_path), "threshold": head.threshold,
-                      **metrics}, indent=2))
+
+
+def cmd_models_finetune(args: argparse.Namespace) -> int:
+    from infershield.config import load_config
+    from infershield.detectors.bert import save_encoder
+    from infershield.detectors.examples import examples, multilingual_examples
+    from infershield.detectors.finetune import FinetuneConfig, finetune
+    from infershield.detectors.head import Head
+    from infershield.detectors.models import models_dir, shipped_head_path
+    from infershield.detectors.training import Row, load_jsonl
+
+    if not 0.0 <= args.dev_frac < 1.0 or not 0.0 < args.target_fpr < 1.0:
+        raise InvalidRequest("--dev-frac must be in [0, 1) and --target-fpr in (0, 1)")
+    if args.epochs < 1 or not 1 <= args.layers <= 6:
+        raise InvalidRequest("--epochs must be >= 1 and --layers in 1..6")
+    cfg = load_config(args.config)
+    rows = load_jsonl(Path(args.data))
+    # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
+    probes = {Path(p).stem: [Row(r.text, "probe") for r in load_jsonl(Path(p), label=False)]
+              for p in args.probe}
+    result = finetune(
+        rows, init_head=Head.load(shipped_head_path()), probes=probes,
+        extra=[*(examples() if args.with_examples else ()),
+               *(multilingual_examples() if args.with_multilingual else ())],
+        config=FinetuneConfig(trainable_layers=args.layers, epochs=args.epochs, seed=args.seed,
+                              dev_frac=args.dev_frac, target_fpr=args.target_fpr),
+    )
+    out = Path(args.out) if args.out else models_dir(cfg.cache_path) / "injection-minilm-custom"
+    out.mkdir(parents=True, exist_ok=True)
+    head_path = Path(args.head_out) if args.head_out else out / "head.npz"
+    enc_path = Path(args.encoder_out) if args.encoder_out else out / "encoder.npz"
+    result.head.save(head_path)
+    save_encoder(enc_path, result.encoder)
+    _build_into(out, head_path, enc_path)
+    print(json.dumps({"model_dir": str(out), "head": str(head_path), "encoder": str(enc_path),
+                      "threshold": result.head.threshold, **result.metrics}, indent=2))
     return 0
 
 

@@ -20,6 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from infershield.detectors.bert import BertConfig, Weights, load_bert, minilm_dir
 from infershield.detectors.head import Head
+from infershield.errors import ConfigError
 
 OPSET = 17  # LayerNormalization is a core op from 17 on.
 
@@ -155,15 +156,22 @@ def _write_dir(out_dir: Path, model: onnx.ModelProto, config: dict[str, object])
     return out_dir
 
 
-def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256) -> Path:
+def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
+                  encoder: Weights | None = None) -> Path:
     """Export all-MiniLM-L6-v2 to ``out_dir`` (model.onnx, tokenizer.json, config.json).
 
     Without ``head`` the model outputs sentence embeddings; with it, classification logits and
     a Hugging Face-style ``config.json`` (``id2label``) that
     :class:`~infershield.detectors.runtime.SequenceClassifier` loads. ``window`` is the token
     window the runtime uses (sentence-transformers trained MiniLM on 256 tokens).
+    ``encoder`` replaces base weights by name (fine-tuned layers); every name and shape must
+    exist in the base model.
     """
     cfg, weights = load_bert(minilm_dir())
+    for name, arr in (encoder or {}).items():
+        if name not in weights or weights[name].shape != arr.shape:
+            raise ConfigError(f"encoder weights: {name} {arr.shape} does not fit the base model")
+        weights[name] = arr.astype(np.float32)
     model = bert_graph(cfg, weights, head)
     config: dict[str, object] = {
         "model_type": "bert",

@@ -9,6 +9,7 @@ import logging
 from importlib import resources
 from pathlib import Path
 
+from infershield.detectors.bert import load_encoder
 from infershield.detectors.export import export_minilm
 from infershield.detectors.head import Head
 from infershield.errors import ConfigError
@@ -26,22 +27,44 @@ def shipped_head_path() -> Path:
     return Path(str(resources.files("infershield") / "models" / "injection_head.npz"))
 
 
+def shipped_encoder_path() -> Path:
+    """The committed fine-tuned encoder layers (float16), merged over the base weights."""
+    return Path(str(resources.files("infershield") / "models" / "injection_encoder.npz"))
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _weights_sha256(head_path: Path, encoder_path: Path | None) -> str:
+    h = hashlib.sha256(_sha256(head_path).encode())
+    if encoder_path is not None and encoder_path.is_file():
+        h.update(_sha256(encoder_path).encode())
+    return h.hexdigest()
 
 
 def models_dir(cache_path: Path) -> Path:
     return Path(cache_path) / "models"
 
 
-def build_classifier(out_dir: Path, head_path: Path | None = None) -> Path:
-    """Export MiniLM + head to ``out_dir``; records the head's hash so stale builds are redone."""
-    head_path = head_path or shipped_head_path()
+def build_classifier(out_dir: Path, head_path: Path | None = None,
+                     encoder_path: Path | None = None) -> Path:
+    """Export MiniLM (+ fine-tuned layers from ``encoder_path``) + head to ``out_dir``.
+
+    Without arguments it builds the shipped model. The weights' hash is recorded so stale
+    builds are redone.
+    """
+    if head_path is None:
+        head_path, encoder_path = shipped_head_path(), shipped_encoder_path()
     head = Head.load(head_path)
-    out = export_minilm(out_dir, head=head)
+    encoder = load_encoder(encoder_path) if encoder_path is not None else None
+    out = export_minilm(out_dir, head=head, encoder=encoder)
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["infershield"]["head_sha256"] = _sha256(head_path)
+    cfg["infershield"]["head_sha256"] = _weights_sha256(head_path, encoder_path)
+    if encoder:
+        cfg["infershield"]["fine_tuned_layers"] = sorted(
+            {int(k.split(".")[2]) for k in encoder if k.startswith("encoder.layer.")})
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 
@@ -54,7 +77,8 @@ def _is_current(model_dir: Path, head_path: Path) -> bool:
     return (
         (model_dir / "model.onnx").is_file()
         and (model_dir / "tokenizer.json").is_file()
-        and cfg.get("infershield", {}).get("head_sha256") == _sha256(head_path)
+        and cfg.get("infershield", {}).get("head_sha256")
+        == _weights_sha256(head_path, shipped_encoder_path())
     )
 
 
@@ -77,7 +101,7 @@ def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not _is_current(target, head_path):
             log.info("building classifier model into %s", target)
-            build_classifier(target, head_path)
+            build_classifier(target)
     return target
 
 

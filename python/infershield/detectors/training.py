@@ -36,8 +36,11 @@ class Row:
     source: str = ""
 
 
-def load_jsonl(path: Path) -> list[Row]:
-    """Read ``{"text", "label"[, "source"]}`` rows; a bad line is an error naming the line."""
+def load_jsonl(path: Path, *, label: bool = True) -> list[Row]:
+    """Read ``{"text", "label"[, "source"]}`` rows; a bad line is an error naming the line.
+
+    With ``label=False`` only ``text`` is required (a missing label reads as ``""``).
+    """
     rows: list[Row] = []
     try:
         lines = Path(path).read_text(encoding="utf-8").split("\n")
@@ -51,9 +54,9 @@ def load_jsonl(path: Path) -> list[Row]:
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"{path}:{n}: invalid JSON ({exc.msg})") from None
         if (not isinstance(rec, dict) or not isinstance(rec.get("text"), str)
-                or not isinstance(rec.get("label"), str)):
+                or not isinstance(rec.get("label", "" if not label else None), str)):
             raise InvalidRequest(f'{path}:{n}: expected {{"text": str, "label": str}}')
-        rows.append(Row(rec["text"], rec["label"], str(rec.get("source", ""))))
+        rows.append(Row(rec["text"], rec.get("label", ""), str(rec.get("source", ""))))
     if not rows:
         raise InvalidRequest(f"{path}: no rows")
     return rows
@@ -86,6 +89,20 @@ def binary_target(label: str) -> int | None:
     return None
 
 
+def window_ids(text_ids: list[int], body: int, prefix: list[int], suffix: list[int],
+               max_windows: int) -> list[list[int]]:
+    """Half-overlapping windows of ``body`` tokens (at most ``max_windows``, spread evenly
+    and always including the first and last), each wrapped in the special tokens."""
+    step = max(1, body // 2)
+    starts = list(range(0, max(len(text_ids) - body, 0) + 1, step))
+    if starts[-1] + body < len(text_ids):
+        starts.append(len(text_ids) - body)
+    if len(starts) > max_windows:  # keep an even spread incl. first and last
+        pick = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
+        starts = [starts[i] for i in sorted(set(pick.tolist()))]
+    return [prefix + text_ids[s : s + body] + suffix for s in starts]
+
+
 class Embedder:
     """Runs the plain MiniLM embedding model over token windows (training-time only)."""
 
@@ -109,14 +126,7 @@ class Embedder:
                                          providers=["CPUExecutionProvider"])
 
     def windows(self, text_ids: list[int], max_windows: int) -> list[list[int]]:
-        step = max(1, self.body // 2)
-        starts = list(range(0, max(len(text_ids) - self.body, 0) + 1, step))
-        if starts[-1] + self.body < len(text_ids):
-            starts.append(len(text_ids) - self.body)
-        if len(starts) > max_windows:  # keep an even spread incl. first and last
-            pick = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
-            starts = [starts[i] for i in sorted(set(pick.tolist()))]
-        return [self.prefix + text_ids[s : s + self.body] + self.suffix for s in starts]
+        return window_ids(text_ids, self.body, self.prefix, self.suffix, max_windows)
 
     def cache_path(self, texts: Sequence[str], max_windows: int) -> Path | None:
         """Where :meth:`embed` memoises ``texts`` (None without a cache dir)."""

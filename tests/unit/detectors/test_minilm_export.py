@@ -11,11 +11,13 @@ import pytest
 from infershield.detectors.bert import (
     BertConfig,
     load_bert,
+    load_encoder,
     minilm_dir,
     random_bert,
     reference_embed,
+    save_encoder,
 )
-from infershield.detectors.export import bert_graph, build_embedding_model
+from infershield.detectors.export import bert_graph, build_embedding_model, export_minilm
 from infershield.detectors.head import Head, train_head
 from infershield.errors import ConfigError
 
@@ -104,3 +106,41 @@ def test_bad_head_file_is_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="classifier head"):
         Head.load(tmp_path / "bad.npz")
+
+
+def test_encoder_weights_roundtrip_as_float16(tmp_path: Path) -> None:
+    w = random_bert(TINY)
+    part = {k: v for k, v in w.items() if k.startswith("encoder.layer.1.")}
+    save_encoder(tmp_path / "enc.npz", part)
+    back = load_encoder(tmp_path / "enc.npz")
+    assert set(back) == set(part)
+    for k, v in part.items():
+        assert back[k].dtype == np.float32
+        np.testing.assert_array_equal(back[k], v.astype(np.float16).astype(np.float32))
+
+
+def test_bad_encoder_file_is_config_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="encoder weights"):
+        load_encoder(tmp_path / "bad.npz")
+
+
+def test_fine_tuned_layers_replace_base_weights(tmp_path: Path) -> None:
+    """export_minilm with an encoder override computes the reference with those weights."""
+    cfg, w = load_bert(minilm_dir())
+    rng = np.random.default_rng(5)
+    name = "encoder.layer.5.output.dense.weight"
+    tuned = {name: w[name] + rng.standard_normal(w[name].shape).astype(np.float32) * 0.05}
+    out = export_minilm(tmp_path / "m", head=None, encoder=tuned)
+    ids = np.array([[101, 7592, 2088, 2003, 102]], np.int64)
+    mask = np.ones_like(ids)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    emb = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    np.testing.assert_allclose(emb, reference_embed(cfg, {**w, **tuned}, ids, mask), atol=1e-4)
+    assert not np.allclose(emb, reference_embed(cfg, w, ids, mask), atol=1e-3)
+
+
+def test_encoder_override_must_fit_the_base_model(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not fit"):
+        export_minilm(tmp_path / "m", head=None,
+                      encoder={"encoder.layer.9.output.dense.weight": np.zeros((2, 2), np.float32)})

