@@ -8,7 +8,7 @@ NATIVE_SRC := $(shell find native proto -type f 2>/dev/null) CMakeLists.txt pypr
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu bench-peers-env clean models
+.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu bench-peers-env clean models finetune
 
 all: install
 
@@ -98,6 +98,17 @@ bench-gpu: install $(VENV)/.stamp-bench
 
 models: install
 	$(BIN)/infershield models build
+
+# Re-make the shipped model's weights (python/infershield/models/*.npz) from the data set.
+# torch is a training-time dependency only; about 40 minutes on 2 cores.
+TRAIN_DATA ?= ../shared/datasets/train.jsonl
+FINETUNE_ARGS ?= --epochs 3
+finetune: install
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q 'torch>=2.2'
+	$(BIN)/infershield models finetune --data $(TRAIN_DATA) --with-examples --with-multilingual \
+	  --probe tests/data/hard_negatives.jsonl --probe tests/data/attacks.jsonl \
+	  --head-out python/infershield/models/injection_head.npz \
+	  --encoder-out python/infershield/models/injection_encoder.npz $(FINETUNE_ARGS)
 
 clean:
 	rm -rf build .stamp-apt $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""Fine-tuning (torch, training-time only): a clear error without torch, and, where torch is
+installed, the torch replica of the encoder against the numpy reference."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infershield.detectors.bert import load_bert, minilm_dir, reference_embed
+from infershield.detectors.finetune import _torch
+from infershield.errors import ConfigError
+
+
+def test_missing_torch_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(ConfigError, match="needs torch"):
+        _torch()
+
+
+def test_cli_finetune_without_torch_exits_with_the_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infershield.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "hi", "label": "benign"}\n', encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    rc = main(["models", "finetune", "--data", str(data), "--out", str(tmp_path / "o")])
+    assert rc != 0
+    assert "needs torch" in capsys.readouterr().err
+
+
+def test_torch_encoder_matches_the_numpy_reference() -> None:
+    torch = pytest.importorskip("torch")
+    from infershield.detectors.finetune import _attn_bias, _build_modules, _pool
+
+    cfg, w = load_bert(minilm_dir())
+    emb, frozen, top = _build_modules(torch, cfg, w, 4, 0.0)
+    ids = np.array([[101, 7592, 2088, 2003, 102, 0], [101, 2054, 2003, 1996, 3007, 102]],
+                   np.int64)
+    mask = (ids != 0).astype(np.int64)
+    with torch.no_grad():
+        t_ids, t_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        x = emb(t_ids)
+        bias = _attn_bias(torch, t_mask)
+        for layer in [*frozen, *top]:
+            layer.eval()
+            x = layer(x, bias)
+        out = _pool(torch, x, t_mask).numpy()
+    np.testing.assert_allclose(out, reference_embed(cfg, w, ids, mask), atol=1e-4)
