@@ -63,6 +63,9 @@ def register(sub: Any) -> None:
                     help="dev-split FPR the recommended threshold is chosen for")
     ft.add_argument("--probe", action="append", default=[], metavar="FILE.jsonl",
                     help="rows to score after each epoch, for the log only (repeatable)")
+    ft.add_argument("--init-head", metavar="FILE.npz",
+                    help="head to start from (default: the shipped frozen-embedding head, "
+                    "infershield/models/frozen_head.npz)")
     ft.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
     ft.add_argument("--encoder-out", metavar="FILE.npz",
                     help="also save the fine-tuned layers (float16) here")
@@ -136,7 +139,7 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     from infershield.detectors.examples import examples, multilingual_examples
     from infershield.detectors.finetune import FinetuneConfig, finetune
     from infershield.detectors.head import Head
-    from infershield.detectors.models import models_dir, shipped_head_path
+    from infershield.detectors.models import frozen_head_path, models_dir
     from infershield.detectors.training import Row, load_jsonl
 
     if not 0.0 <= args.dev_frac < 1.0 or not 0.0 < args.target_fpr < 1.0:
@@ -149,7 +152,8 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     probes = {Path(p).stem: [Row(r.text, "probe") for r in load_jsonl(Path(p), label=False)]
               for p in args.probe}
     result = finetune(
-        rows, init_head=Head.load(shipped_head_path()), probes=probes,
+        rows, init_head=Head.load(Path(args.init_head) if args.init_head else frozen_head_path()),
+        probes=probes,
         extra=[*(examples() if args.with_examples else ()),
                *(multilingual_examples() if args.with_multilingual else ())],
         config=FinetuneConfig(trainable_layers=args.layers, epochs=args.epochs, seed=args.seed,

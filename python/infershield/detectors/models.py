@@ -27,6 +27,12 @@ def shipped_head_path() -> Path:
     return Path(str(resources.files("infershield") / "models" / "injection_head.npz"))
 
 
+def frozen_head_path() -> Path:
+    """The head trained on frozen base embeddings (``infershield models train``): where
+    fine-tuning of the shipped model starts from."""
+    return Path(str(resources.files("infershield") / "models" / "frozen_head.npz"))
+
+
 def shipped_encoder_path() -> Path:
     """The committed fine-tuned encoder layers (float16), merged over the base weights."""
     return Path(str(resources.files("infershield") / "models" / "injection_encoder.npz"))
