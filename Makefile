@@ -100,9 +100,9 @@ models: install
 	$(BIN)/infershield models build
 
 # Re-make the shipped model's weights (python/infershield/models/*.npz) from the data set.
-# torch is a training-time dependency only; about 40 minutes on 2 cores.
+# torch is a training-time dependency only; about 30 minutes on 2 cores.
 TRAIN_DATA ?= ../shared/datasets/train.jsonl
-FINETUNE_ARGS ?= --epochs 3
+FINETUNE_ARGS ?=
 finetune: install
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q 'torch>=2.2'
 	$(BIN)/infershield models finetune --data $(TRAIN_DATA) --with-examples --with-multilingual \

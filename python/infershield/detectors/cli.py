@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
     ft.add_argument("--with-multilingual", action="store_true",
                     help="also add the multilingual benign/attack and document-injection examples")
     ft.add_argument("--layers", type=int, default=2, help="top encoder layers to train")
-    ft.add_argument("--epochs", type=int, default=3)
+    ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--dev-frac", type=float, default=0.2)
     ft.add_argument("--target-fpr", type=float, default=0.005,

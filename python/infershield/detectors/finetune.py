@@ -45,7 +45,7 @@ class FinetuneConfig:
     """Hyper-parameters; the defaults reproduce the shipped model."""
 
     trainable_layers: int = 2
-    epochs: int = 3
+    epochs: int = 2
     lr_encoder: float = 4e-5
     lr_head: float = 3e-4
     batch_tokens: int = 4096

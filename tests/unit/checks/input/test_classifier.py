@@ -106,7 +106,7 @@ def test_buried_attack_raises_the_score_of_its_window(check: ClassifierCheck) ->
 
 
 @pytest.mark.xfail(strict=True, reason="mean pooling over a 256-token window dilutes one "
-                   "injected sentence below the 0.99 threshold; the rules catch this one")
+                   "injected sentence below the threshold; the rules catch this one")
 def test_buried_attack_is_blocked_by_the_model_alone(check: ClassifierCheck) -> None:
     assert check.check(CheckContext(text=_BURIED)).blocked
 
@@ -147,7 +147,7 @@ def test_batch_equals_single(check: ClassifierCheck) -> None:
 
 @pytest.mark.skipif(not (DATA / "hard_negatives.jsonl").exists(),
                     reason="tests/data/hard_negatives.jsonl not present")
-@pytest.mark.xfail(strict=True, reason="target < 2% not met: the model alone flags 4.4% (8/180)")
+@pytest.mark.xfail(strict=True, reason="target < 2% not met: the model alone flags 3.9% (7/180)")
 def test_hard_negative_false_positive_rate(check: ClassifierCheck) -> None:
     rows = [json.loads(line) for line in (DATA / "hard_negatives.jsonl").read_text().splitlines()
             if line.strip()]
