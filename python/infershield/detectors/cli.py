@@ -24,15 +24,7 @@ def register(sub: Any) -> None:
     build.set_defaults(func=cmd_models_build)
 
     train = msub.add_parser("train", help='retrain the head on {"text","label"} JSONL rows')
-    train.add_argument("--data", required=True, metavar="FILE.jsonl")
-    train.add_argument("--out", metavar="DIR", help="model directory to write "
-                       "(default: <cache>/models/injection-minilm-custom)")
-    train.add_argument("--config", help="config YAML (for cache_dir)")
-    train.add_argument("--with-examples", action="store_true",
-                       help="add the project's hand-written attack/benign examples")
-    train.add_argument("--with-multilingual", action="store_true",
-                       help="also add the multilingual benign/attack and document-injection "
-                       "examples (not used by the shipped head)")
+    _add_data_args(train)
     train.add_argument("--seeds", type=int, default=1,
                        help="average this many MLPs trained with seeds 0..N-1 (default 1)")
     train.add_argument("--epochs", type=int, default=60)
@@ -47,14 +39,7 @@ def register(sub: Any) -> None:
 
     ft = msub.add_parser("finetune", help="fine-tune the top encoder layers and the head on "
                          '{"text","label"} JSONL rows (needs torch; how the shipped model is made)')
-    ft.add_argument("--data", required=True, metavar="FILE.jsonl")
-    ft.add_argument("--out", metavar="DIR", help="model directory to write "
-                    "(default: <cache>/models/injection-minilm-custom)")
-    ft.add_argument("--config", help="config YAML (for cache_dir)")
-    ft.add_argument("--with-examples", action="store_true",
-                    help="add the project's hand-written attack/benign examples")
-    ft.add_argument("--with-multilingual", action="store_true",
-                    help="also add the multilingual benign/attack and document-injection examples")
+    _add_data_args(ft)
     ft.add_argument("--layers", type=int, default=2, help="top encoder layers to train")
     ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--seed", type=int, default=0)
@@ -78,6 +63,18 @@ def register(sub: Any) -> None:
                     help="evaluate only the dev (or train) part of the deterministic split")
     ev.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
     ev.set_defaults(func=cmd_eval)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """The data, output and example flags that ``train`` and ``finetune`` share."""
+    p.add_argument("--data", required=True, metavar="FILE.jsonl")
+    p.add_argument("--out", metavar="DIR", help="model directory to write "
+                   "(default: <cache>/models/injection-minilm-custom)")
+    p.add_argument("--config", help="config YAML (for cache_dir)")
+    p.add_argument("--with-examples", action="store_true",
+                   help="add the project's hand-written attack/benign examples")
+    p.add_argument("--with-multilingual", action="store_true",
+                   help="also add the multilingual benign/attack and document-injection examples")
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
