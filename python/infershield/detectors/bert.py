@@ -170,16 +170,31 @@ def reference_embed(
     return out
 
 
-def save_encoder(path: Path, encoder: Weights) -> None:
-    """Store encoder weights as float16 under ``enc.<name>`` keys."""
-    np.savez_compressed(path, **{ENC_PREFIX + k: v.astype(np.float16) for k, v in encoder.items()})
+@dataclass(frozen=True)
+class EncoderOverride:
+    """Fine-tuned encoder weights that replace base weights by name; ``num_layers`` (when set)
+    keeps only the first that many layers of the base model."""
+
+    weights: Weights
+    num_layers: int | None = None
 
 
-def load_encoder(path: Path) -> Weights:
-    """Encoder weights stored by :func:`save_encoder`, as float32."""
+def save_encoder(path: Path, encoder: EncoderOverride) -> None:
+    """Store the weights as float16 under ``enc.<name>`` keys (+ ``num_hidden_layers``)."""
+    arrays: dict[str, np.ndarray] = {  # type: ignore[type-arg]
+        ENC_PREFIX + k: v.astype(np.float16) for k, v in encoder.weights.items()}
+    if encoder.num_layers is not None:
+        arrays["num_hidden_layers"] = np.array(encoder.num_layers, np.int64)
+    np.savez_compressed(path, **arrays)
+
+
+def load_encoder(path: Path) -> EncoderOverride:
+    """What :func:`save_encoder` stored, with float32 weights."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k.removeprefix(ENC_PREFIX): z[k].astype(np.float32)
-                    for k in z.files if k.startswith(ENC_PREFIX)}
+            weights = {k.removeprefix(ENC_PREFIX): z[k].astype(np.float32)
+                       for k in z.files if k.startswith(ENC_PREFIX)}
+            n = int(z["num_hidden_layers"]) if "num_hidden_layers" in z.files else None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read encoder weights {path}: {exc}") from None
+    return EncoderOverride(weights, n)

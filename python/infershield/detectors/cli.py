@@ -41,6 +41,8 @@ def register(sub: Any) -> None:
                          '{"text","label"} JSONL rows (needs torch; how the shipped model is made)')
     _add_data_args(ft)
     ft.add_argument("--layers", type=int, default=2, help="top encoder layers to train")
+    ft.add_argument("--num-layers", type=int, default=0,
+                    help="keep only the first N encoder layers (faster; default: all 6)")
     ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--dev-frac", type=float, default=0.2)
@@ -141,8 +143,10 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.dev_frac < 1.0 or not 0.0 < args.target_fpr < 1.0:
         raise InvalidRequest("--dev-frac must be in [0, 1) and --target-fpr in (0, 1)")
-    if args.epochs < 1 or not 1 <= args.layers <= 6:
-        raise InvalidRequest("--epochs must be >= 1 and --layers in 1..6")
+    total = args.num_layers or 6
+    if args.epochs < 1 or not 1 <= total <= 6 or not 1 <= args.layers <= total:
+        raise InvalidRequest("--epochs must be >= 1, --num-layers in 1..6 and --layers in "
+                             "1..num-layers")
     cfg = load_config(args.config)
     rows = load_jsonl(Path(args.data))
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
@@ -153,7 +157,8 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         probes=probes,
         extra=[*(examples() if args.with_examples else ()),
                *(multilingual_examples() if args.with_multilingual else ())],
-        config=FinetuneConfig(trainable_layers=args.layers, epochs=args.epochs, seed=args.seed,
+        config=FinetuneConfig(trainable_layers=args.layers, num_layers=args.num_layers,
+                              epochs=args.epochs, seed=args.seed,
                               dev_frac=args.dev_frac, target_fpr=args.target_fpr),
     )
     out = Path(args.out) if args.out else models_dir(cfg.cache_path) / "injection-minilm-custom"

@@ -8,6 +8,7 @@ sequence-classification layout the generic runtime loads.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -18,7 +19,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from infershield.detectors.bert import BertConfig, Weights, load_bert, minilm_dir
+from infershield.detectors.bert import (
+    BertConfig,
+    EncoderOverride,
+    Weights,
+    load_bert,
+    minilm_dir,
+)
 from infershield.detectors.head import Head
 from infershield.errors import ConfigError
 
@@ -157,26 +164,34 @@ def _write_dir(out_dir: Path, model: onnx.ModelProto, config: dict[str, object])
 
 
 def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
-                  encoder: Weights | None = None) -> Path:
+                  encoder: EncoderOverride | None = None) -> Path:
     """Export all-MiniLM-L6-v2 to ``out_dir`` (model.onnx, tokenizer.json, config.json).
 
     Without ``head`` the model outputs sentence embeddings; with it, classification logits and
     a Hugging Face-style ``config.json`` (``id2label``) that
     :class:`~infershield.detectors.runtime.SequenceClassifier` loads. ``window`` is the token
     window the runtime uses (sentence-transformers trained MiniLM on 256 tokens).
-    ``encoder`` replaces base weights by name (fine-tuned layers); every name and shape must
-    exist in the base model.
+    ``encoder`` replaces base weights by name (fine-tuned layers; every name and shape must
+    exist in the base model) and may keep only the first layers.
     """
     cfg, weights = load_bert(minilm_dir())
-    for name, arr in (encoder or {}).items():
-        if name not in weights or weights[name].shape != arr.shape:
-            raise ConfigError(f"encoder weights: {name} {arr.shape} does not fit the base model")
-        weights[name] = arr.astype(np.float32)
+    if encoder is not None:
+        for name, arr in encoder.weights.items():
+            if name not in weights or weights[name].shape != arr.shape:
+                raise ConfigError(
+                    f"encoder weights: {name} {arr.shape} does not fit the base model")
+            weights[name] = arr.astype(np.float32)
+        if encoder.num_layers is not None:
+            if not 1 <= encoder.num_layers <= cfg.num_hidden_layers:
+                raise ConfigError(f"encoder weights: num_hidden_layers {encoder.num_layers} is "
+                                  f"not in 1..{cfg.num_hidden_layers}")
+            cfg = dataclasses.replace(cfg, num_hidden_layers=encoder.num_layers)
     model = bert_graph(cfg, weights, head)
     config: dict[str, object] = {
         "model_type": "bert",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",
         "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
         "max_position_embeddings": cfg.max_position_embeddings,
         "infershield": {"window": window},
     }

@@ -13,6 +13,7 @@ Runs are deterministic for a given seed, data and thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -23,7 +24,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from infershield.detectors.bert import BertConfig, Weights, load_bert, minilm_dir
+from infershield.detectors.bert import (
+    BertConfig,
+    EncoderOverride,
+    Weights,
+    load_bert,
+    minilm_dir,
+)
 from infershield.detectors.head import Head
 from infershield.detectors.training import (
     HEAD_LABELS,
@@ -45,6 +52,8 @@ class FinetuneConfig:
     """Hyper-parameters; the defaults reproduce the shipped model."""
 
     trainable_layers: int = 2
+    #: Keep only the first ``num_layers`` encoder layers (0: all): fewer layers run faster.
+    num_layers: int = 0
     epochs: int = 2
     lr_encoder: float = 4e-5
     lr_head: float = 3e-4
@@ -270,7 +279,7 @@ def _text_batches(wins: _Windows, rng: np.random.Generator, batch_tokens: int) -
 @dataclass
 class FinetuneResult:
     head: Head
-    encoder: Weights
+    encoder: EncoderOverride
     metrics: dict[str, float]
     first_trainable: int
 
@@ -295,6 +304,10 @@ def finetune(
     rng = np.random.default_rng(config.seed)
     base = minilm_dir()
     bcfg, w = load_bert(base)
+    if config.num_layers:
+        if not 1 <= config.num_layers <= bcfg.num_hidden_layers:
+            raise ConfigError(f"num_layers must be 1..{bcfg.num_hidden_layers}")
+        bcfg = dataclasses.replace(bcfg, num_hidden_layers=config.num_layers)
     first = bcfg.num_hidden_layers - config.trainable_layers
     if not 0 <= first < bcfg.num_hidden_layers:
         raise ConfigError(f"trainable_layers must be 1..{bcfg.num_hidden_layers}")
@@ -378,7 +391,7 @@ def finetune(
     meta = {k: f"{v:.4f}" for k, v in metrics.items()}
     w1, b1, w2, b2 = (p.detach().numpy().astype(np.float32) for p in model.head_params())
     head = Head(w1, b1, w2, b2, labels=HEAD_LABELS, threshold=threshold, meta=meta)
-    return FinetuneResult(head, enc, metrics, first)
+    return FinetuneResult(head, EncoderOverride(enc, config.num_layers or None), metrics, first)
 
 
 def _evaluate(torch: Any, model: _Model, wins: dict[str, _Windows], yd: npt.NDArray[np.int64],

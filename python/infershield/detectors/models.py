@@ -68,9 +68,9 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["infershield"]["head_sha256"] = _weights_sha256(head_path, encoder_path)
-    if encoder:
+    if encoder is not None:
         cfg["infershield"]["fine_tuned_layers"] = sorted(
-            {int(k.split(".")[2]) for k in encoder if k.startswith("encoder.layer.")})
+            {int(k.split(".")[2]) for k in encoder.weights if k.startswith("encoder.layer.")})
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
 

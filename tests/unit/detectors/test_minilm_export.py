@@ -10,6 +10,7 @@ import pytest
 
 from infershield.detectors.bert import (
     BertConfig,
+    EncoderOverride,
     load_bert,
     load_encoder,
     minilm_dir,
@@ -111,12 +112,14 @@ def test_bad_head_file_is_config_error(tmp_path: Path) -> None:
 def test_encoder_weights_roundtrip_as_float16(tmp_path: Path) -> None:
     w = random_bert(TINY)
     part = {k: v for k, v in w.items() if k.startswith("encoder.layer.1.")}
-    save_encoder(tmp_path / "enc.npz", part)
+    save_encoder(tmp_path / "enc.npz", EncoderOverride(part))
     back = load_encoder(tmp_path / "enc.npz")
-    assert set(back) == set(part)
+    assert set(back.weights) == set(part) and back.num_layers is None
     for k, v in part.items():
-        assert back[k].dtype == np.float32
-        np.testing.assert_array_equal(back[k], v.astype(np.float16).astype(np.float32))
+        assert back.weights[k].dtype == np.float32
+        np.testing.assert_array_equal(back.weights[k], v.astype(np.float16).astype(np.float32))
+    save_encoder(tmp_path / "enc2.npz", EncoderOverride(part, num_layers=2))
+    assert load_encoder(tmp_path / "enc2.npz").num_layers == 2
 
 
 def test_bad_encoder_file_is_config_error(tmp_path: Path) -> None:
@@ -131,7 +134,7 @@ def test_fine_tuned_layers_replace_base_weights(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     name = "encoder.layer.5.output.dense.weight"
     tuned = {name: w[name] + rng.standard_normal(w[name].shape).astype(np.float32) * 0.05}
-    out = export_minilm(tmp_path / "m", head=None, encoder=tuned)
+    out = export_minilm(tmp_path / "m", head=None, encoder=EncoderOverride(tuned))
     ids = np.array([[101, 7592, 2088, 2003, 102]], np.int64)
     mask = np.ones_like(ids)
     sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -142,5 +145,22 @@ def test_fine_tuned_layers_replace_base_weights(tmp_path: Path) -> None:
 
 def test_encoder_override_must_fit_the_base_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not fit"):
-        export_minilm(tmp_path / "m", head=None,
-                      encoder={"encoder.layer.9.output.dense.weight": np.zeros((2, 2), np.float32)})
+        export_minilm(tmp_path / "m", head=None, encoder=EncoderOverride(
+            {"encoder.layer.9.output.dense.weight": np.zeros((2, 2), np.float32)}))
+    with pytest.raises(ConfigError, match="num_hidden_layers 7"):
+        export_minilm(tmp_path / "m", head=None, encoder=EncoderOverride({}, num_layers=7))
+
+
+def test_truncated_encoder_keeps_the_first_layers(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    cfg, w = load_bert(minilm_dir())
+    out = export_minilm(tmp_path / "m", head=None, encoder=EncoderOverride({}, num_layers=2))
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    ids = np.array([[101, 7592, 2088, 2003, 102]], np.int64)
+    mask = np.ones_like(ids)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    emb = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    two = dataclasses.replace(cfg, num_hidden_layers=2)
+    np.testing.assert_allclose(emb, reference_embed(two, w, ids, mask), atol=1e-4)
