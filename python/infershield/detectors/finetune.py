@@ -35,11 +35,9 @@ from infershield.detectors.head import Head
 from infershield.detectors.training import (
     HEAD_LABELS,
     Row,
-    auc,
     binary_target,
+    dev_metrics,
     split_dev,
-    threshold_at_fpr,
-    tpr_at_fpr,
     window_ids,
 )
 from infershield.errors import ConfigError
@@ -251,10 +249,9 @@ def _text_scores(torch: Any, model: _Model, wins: _Windows, batch_tokens: int) -
 
 def _text_batches(wins: _Windows, rng: np.random.Generator, batch_tokens: int) -> list[list[int]]:
     """Shuffled batches of whole texts (all windows of a text in one batch), length-bucketed."""
-    tokens = np.zeros(wins.n_texts, np.int64)
+    n_win = np.bincount(wins.owner, minlength=wins.n_texts)
     longest = np.zeros(wins.n_texts, np.int64)
     for i, t in enumerate(wins.owner):
-        tokens[t] += len(wins.ids[i])
         longest[t] = max(longest[t], len(wins.ids[i]))
     # Bucket by length with some noise, so batches differ between epochs.
     key = longest + rng.uniform(0, 24, wins.n_texts)
@@ -263,8 +260,7 @@ def _text_batches(wins: _Windows, rng: np.random.Generator, batch_tokens: int) -
     cur: list[int] = []
     cur_tokens = 0
     for t in order.tolist():
-        n_win = max(1, round(tokens[t] / max(longest[t], 1)))
-        cost = int(longest[t]) * n_win
+        cost = int(longest[t] * n_win[t])
         if cur and cur_tokens + cost > batch_tokens:
             out.append(cur)
             cur, cur_tokens = [], 0
@@ -396,13 +392,9 @@ def finetune(
 
 def _evaluate(torch: Any, model: _Model, wins: dict[str, _Windows], yd: npt.NDArray[np.int64],
               config: FinetuneConfig) -> dict[str, float]:
-    sd = _text_scores(torch, model, wins["dev"], config.batch_tokens)
-    thr = min(max(threshold_at_fpr(sd[yd == 0], config.target_fpr), 0.05), 0.99)
-    out = {
-        "dev_auc": auc(yd, sd), "dev_tpr_at_1pct": tpr_at_fpr(yd, sd, 0.01)[0],
-        "dev_tpr_at_threshold": float((sd[yd == 1] >= thr).mean()),
-        "dev_fpr_at_threshold": float((sd[yd == 0] >= thr).mean()), "threshold": thr,
-    }
+    thr, out = dev_metrics(yd, _text_scores(torch, model, wins["dev"], config.batch_tokens),
+                           config.target_fpr)
+    out["threshold"] = thr
     for name, ws in wins.items():
         if name in ("train", "dev"):
             continue

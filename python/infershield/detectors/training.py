@@ -267,6 +267,18 @@ def tpr_at_fpr(y: npt.NDArray[np.int64], s: F32, fpr: float) -> tuple[float, flo
     return (float((pos >= t).mean()) if len(pos) else float("nan")), t
 
 
+def dev_metrics(y: npt.NDArray[np.int64], s: F32, target_fpr: float
+                ) -> tuple[float, dict[str, float]]:
+    """The recommended threshold (``target_fpr`` on the negatives, clamped to [0.05, 0.99])
+    and the dev metrics stored with a head."""
+    thr = min(max(threshold_at_fpr(s[y == 0], target_fpr), 0.05), 0.99)
+    return thr, {
+        "dev_auc": auc(y, s), "dev_tpr_at_1pct": tpr_at_fpr(y, s, 0.01)[0],
+        "dev_tpr_at_threshold": float((s[y == 1] >= thr).mean()),
+        "dev_fpr_at_threshold": float((s[y == 0] >= thr).mean()),
+    }
+
+
 def train_on_rows(
     rows: Sequence[Row], embedding_dir: Path, *, dev_frac: float = 0.2, target_fpr: float = 0.005,
     extra: Iterable[Row] = (), extra_weight: float = 4.0, hidden: int = 256, epochs: int = 60,
@@ -304,12 +316,7 @@ def train_on_rows(
     if dev and len({binary_target(r.label) for r in dev}) == 2:
         xd, od = emb_model.embed([r.text for r in dev])
         yd = np.array([binary_target(r.label) for r in dev], np.int64)
-        sd = text_scores(head, xd, od, len(dev))
-        threshold = min(max(threshold_at_fpr(sd[yd == 0], target_fpr), 0.05), 0.99)
-        metrics.update(
-            dev_auc=auc(yd, sd), dev_tpr_at_1pct=tpr_at_fpr(yd, sd, 0.01)[0],
-            dev_tpr_at_threshold=float((sd[yd == 1] >= threshold).mean()),
-            dev_fpr_at_threshold=float((sd[yd == 0] >= threshold).mean()),
-        )
+        threshold, dev_m = dev_metrics(yd, text_scores(head, xd, od, len(dev)), target_fpr)
+        metrics.update(dev_m)
     meta = {k: f"{v:.4f}" for k, v in metrics.items()}
     return Head(head.w1, head.b1, head.w2, head.b2, head.labels, threshold, meta), metrics
