@@ -29,10 +29,6 @@ def register(sub: Any) -> None:
                        help="average this many MLPs trained with seeds 0..N-1 (default 1)")
     train.add_argument("--epochs", type=int, default=60)
     train.add_argument("--label-smoothing", type=float, default=0.0)
-    train.add_argument("--dev-frac", type=float, default=0.2)
-    train.add_argument("--target-fpr", type=float, default=0.005,
-                       help="dev-split FPR the recommended threshold is chosen for")
-    train.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
     train.add_argument("--embed-cache", metavar="DIR",
                        help="memoise window embeddings here (re-runs skip the encoder)")
     train.set_defaults(func=cmd_models_train)
@@ -45,15 +41,11 @@ def register(sub: Any) -> None:
                     help="keep only the first N encoder layers (faster; default: all 6)")
     ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--dev-frac", type=float, default=0.2)
-    ft.add_argument("--target-fpr", type=float, default=0.005,
-                    help="dev-split FPR the recommended threshold is chosen for")
     ft.add_argument("--probe", action="append", default=[], metavar="FILE.jsonl",
                     help="rows to score after each epoch, for the log only (repeatable)")
     ft.add_argument("--init-head", metavar="FILE.npz",
                     help="head to start from (default: the shipped frozen-embedding head, "
                     "infershield/models/frozen_head.npz)")
-    ft.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
     ft.add_argument("--encoder-out", metavar="FILE.npz",
                     help="also save the fine-tuned layers (float16) here")
     ft.set_defaults(func=cmd_models_finetune)
@@ -68,7 +60,7 @@ def register(sub: Any) -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    """The data, output and example flags that ``train`` and ``finetune`` share."""
+    """The data, split, output and example flags that ``train`` and ``finetune`` share."""
     p.add_argument("--data", required=True, metavar="FILE.jsonl")
     p.add_argument("--out", metavar="DIR", help="model directory to write "
                    "(default: <cache>/models/injection-minilm-custom)")
@@ -77,6 +69,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="add the project's hand-written attack/benign examples")
     p.add_argument("--with-multilingual", action="store_true",
                    help="also add the multilingual benign/attack and document-injection examples")
+    p.add_argument("--dev-frac", type=float, default=0.2)
+    p.add_argument("--target-fpr", type=float, default=0.005,
+                   help="dev-split FPR the recommended threshold is chosen for")
+    p.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
+
+
+def _outputs(args: argparse.Namespace, cache_path: Path) -> tuple[Path, Path]:
+    """The model directory to write (created) and where the head goes."""
+    from infershield.detectors.models import models_dir
+
+    out = Path(args.out) if args.out else models_dir(cache_path) / "injection-minilm-custom"
+    out.mkdir(parents=True, exist_ok=True)
+    return out, Path(args.head_out) if args.head_out else out / "head.npz"
 
 
 def cmd_models_build(args: argparse.Namespace) -> int:
@@ -94,7 +99,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 def cmd_models_train(args: argparse.Namespace) -> int:
     from infershield.config import load_config
     from infershield.detectors.examples import examples, multilingual_examples
-    from infershield.detectors.models import ensure_embedding_model, models_dir
+    from infershield.detectors.models import ensure_embedding_model
     from infershield.detectors.training import load_jsonl, train_on_rows
 
     if not 0.0 <= args.dev_frac < 1.0:
@@ -111,9 +116,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, seeds=tuple(range(args.seeds)), label_smoothing=args.label_smoothing,
         cache_dir=Path(args.embed_cache) if args.embed_cache else None,
     )
-    out = Path(args.out) if args.out else models_dir(cfg.cache_path) / "injection-minilm-custom"
-    out.mkdir(parents=True, exist_ok=True)
-    head_path = Path(args.head_out) if args.head_out else out / "head.npz"
+    out, head_path = _outputs(args, cfg.cache_path)
     head.save(head_path)
     _build_into(out, head_path, None)
     print(json.dumps({"model_dir": str(out), "head": str(head_path), "threshold": head.threshold,
@@ -138,7 +141,7 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     from infershield.detectors.examples import examples, multilingual_examples
     from infershield.detectors.finetune import FinetuneConfig, finetune
     from infershield.detectors.head import Head
-    from infershield.detectors.models import frozen_head_path, models_dir
+    from infershield.detectors.models import frozen_head_path
     from infershield.detectors.training import Row, load_jsonl
 
     if not 0.0 <= args.dev_frac < 1.0 or not 0.0 < args.target_fpr < 1.0:
@@ -161,9 +164,7 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
                               epochs=args.epochs, seed=args.seed,
                               dev_frac=args.dev_frac, target_fpr=args.target_fpr),
     )
-    out = Path(args.out) if args.out else models_dir(cfg.cache_path) / "injection-minilm-custom"
-    out.mkdir(parents=True, exist_ok=True)
-    head_path = Path(args.head_out) if args.head_out else out / "head.npz"
+    out, head_path = _outputs(args, cfg.cache_path)
     enc_path = Path(args.encoder_out) if args.encoder_out else out / "encoder.npz"
     result.head.save(head_path)
     save_encoder(enc_path, result.encoder)
