@@ -67,7 +67,7 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
     out = export_minilm(out_dir, head=head, encoder=encoder)
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    cfg["infershield"]["head_sha256"] = _weights_sha256(head_path, encoder_path)
+    cfg["infershield"]["weights_sha256"] = _weights_sha256(head_path, encoder_path)
     if encoder is not None:
         cfg["infershield"]["fine_tuned_layers"] = sorted(
             {int(k.split(".")[2]) for k in encoder.weights if k.startswith("encoder.layer.")})
@@ -75,7 +75,8 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
     return out
 
 
-def _is_current(model_dir: Path, head_path: Path) -> bool:
+def _is_current(model_dir: Path) -> bool:
+    """Whether ``model_dir`` holds a build of the shipped weights as they are now."""
     try:
         cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -83,8 +84,8 @@ def _is_current(model_dir: Path, head_path: Path) -> bool:
     return (
         (model_dir / "model.onnx").is_file()
         and (model_dir / "tokenizer.json").is_file()
-        and cfg.get("infershield", {}).get("head_sha256")
-        == _weights_sha256(head_path, shipped_encoder_path())
+        and cfg.get("infershield", {}).get("weights_sha256")
+        == _weights_sha256(shipped_head_path(), shipped_encoder_path())
     )
 
 
@@ -95,8 +96,7 @@ def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = 
     same time build it once. With ``build=False`` a missing model is a ConfigError.
     """
     target = models_dir(cache_path) / SHIPPED_MODEL
-    head_path = shipped_head_path()
-    if not force and _is_current(target, head_path):
+    if not force and _is_current(target):
         return target
     if not build:
         raise ConfigError(
@@ -105,7 +105,7 @@ def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = 
     target.parent.mkdir(parents=True, exist_ok=True)
     with (target.parent / f".{SHIPPED_MODEL}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if force or not _is_current(target, head_path):
+        if force or not _is_current(target):
             log.info("building classifier model into %s", target)
             build_classifier(target)
     return target
