@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,28 +85,41 @@ def _prompts(tok: Any, n: int, tokens: int, seed: int = 3) -> list[str]:
     return out
 
 
-def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) -> dict[str, Any]:
+def shipped_model_dir(*, fp16: bool = False) -> tuple[Path, float]:
+    """The shipped model for a bench (built into the bench cache on first use) and the seconds
+    that took. ``INFERSHIELD_BENCH_MODEL_DIR`` names a ready directory instead (a machine
+    without the base-model package: see ``bench.carry_model``)."""
+    from infershield.detectors.models import ensure_shipped_model
+
+    given = os.environ.get("INFERSHIELD_BENCH_MODEL_DIR")
+    if given:
+        return Path(given), 0.0
+    cache = Path(os.environ.get("INFERSHIELD_BENCH_CACHE", tempfile.gettempdir())) / "is-bench"
+    t0 = time.perf_counter()
+    model_dir = ensure_shipped_model(cache, fp16=fp16)
+    return model_dir, time.perf_counter() - t0
+
+
+def _cases(
+    model_dir: Path, *, gpu: bool, fp16: bool, batches: tuple[int, ...], iters: int,
+    max_s: float, threads: int,
+) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+    """Every case for one provider and precision; the rows and the providers that ran."""
     import onnxruntime as ort
 
     from infershield.checks.base import CheckContext
     from infershield.checks.input.classifier import ClassifierCheck, ClassifierOptions
-    from infershield.detectors.models import ensure_shipped_model
-    from infershield.detectors.runtime import RuntimeOptions, SequenceClassifier
+    from infershield.detectors.runtime import FP16_FILE, RuntimeOptions, SequenceClassifier
 
-    cache = Path(os.environ.get("INFERSHIELD_BENCH_CACHE", tempfile.gettempdir())) / "is-bench"
-    t0 = time.perf_counter()
-    model_dir = ensure_shipped_model(cache)
-    build_s = time.perf_counter() - t0
     providers = ("cuda",) if gpu else ("cpu",)
-    iters = 30 if quick else 200
-    max_s = 5.0 if quick else 20.0
-    threads = min(os.cpu_count() or 1, 4)
-
-    clf = SequenceClassifier(model_dir, RuntimeOptions(providers=providers))
+    top = max(batches)
+    clf = SequenceClassifier(model_dir, RuntimeOptions(providers=providers, fp16=fp16,
+                                                       max_batch=top))
     chk = ClassifierCheck(
-        "classifier", ClassifierOptions(providers=providers, max_batch=BATCH), model_dir
+        "classifier", ClassifierOptions(providers=providers, fp16=fp16, max_batch=top),
+        model_dir,
     )
-    prompts = _prompts(clf.tokenizer, 64, TOKENS)
+    prompts = _prompts(clf.tokenizer, max(64, top), TOKENS)
     assert all(len(w) == TOKENS for p in prompts for w in clf.windows(p)), "prompt length"
 
     # Baseline: plain onnxruntime, same file, same threads, inputs already tokenised.
@@ -115,8 +129,10 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    on_gpu = "CUDAExecutionProvider" in clf.active_providers
+    model_file = FP16_FILE if fp16 and on_gpu else "model.onnx"
     sess = ort.InferenceSession(
-        str(model_dir / "model.onnx"), so, providers=list(clf.active_providers)
+        str(model_dir / model_file), so, providers=list(clf.active_providers)
     )
     ids = np.array([clf.windows(p)[0] for p in prompts], np.int64)
     mask = np.ones_like(ids)
@@ -127,8 +143,8 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
         i[0] += 1
         sess.run(None, {"input_ids": ids[k : k + 1], "attention_mask": mask[k : k + 1]})
 
-    def plain32() -> None:
-        sess.run(None, {"input_ids": ids[:BATCH], "attention_mask": mask[:BATCH]})
+    def plain_n(n: int) -> Callable[[], None]:
+        return lambda: sess.run(None, {"input_ids": ids[:n], "attention_mask": mask[:n]})
 
     def ours1() -> None:
         k = i[0] % len(prompts)
@@ -140,10 +156,9 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
         i[0] += 1
         chk.check(CheckContext(text=prompts[k]))
 
-    ctxs = [CheckContext(text=p) for p in prompts[:BATCH]]
-
-    def check32() -> None:
-        chk.check_batch(ctxs)
+    def check_n(n: int) -> Callable[[], None]:
+        ctxs = [CheckContext(text=p) for p in prompts[:n]]
+        return lambda: chk.check_batch(ctxs)
 
     def concurrent32() -> None:
         barrier = threading.Barrier(BATCH)
@@ -159,26 +174,43 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
             t.join()
 
     long_text = " ".join(prompts[:8])
+    one, many = [list(ids[0])], [list(r) for r in ids[:BATCH]]
+    # On the CUDA EP: our forward pass through session.run and through an IO binding.
+    bound = (
+        SequenceClassifier(model_dir, RuntimeOptions(providers=providers, fp16=fp16,
+                                                     max_batch=top, io_binding=True))
+        if on_gpu else None
+    )
 
     def long1() -> None:
         clf.score([long_text])
 
     b_iters = max(3, iters // 10)
-    cases = [
+    cases: list[tuple[str, int, Callable[[], None], int]] = [
         ("plain onnxruntime", 1, plain1, iters),
         ("runtime.score", 1, ours1, iters),
         ("check (batcher)", 1, check1, iters),
-        ("plain onnxruntime", BATCH, plain32, b_iters),
-        ("check_batch", BATCH, check32, b_iters),
+    ]
+    for n in batches:
+        cases += [("plain onnxruntime", n, plain_n(n), b_iters),
+                  ("check_batch", n, check_n(n), b_iters)]
+    cases += [("forward (session.run)", 1, lambda: clf.forward(one), iters),
+              ("forward (session.run)", BATCH, lambda: clf.forward(many), b_iters)]
+    if bound is not None:
+        cases += [("forward (IO binding)", 1, lambda: bound.forward(one), iters),
+                  ("forward (IO binding)", BATCH, lambda: bound.forward(many), b_iters)]
+    cases += [
         ("concurrent check x32", BATCH, concurrent32, b_iters),
         (f"long prompt ({len(clf.windows(long_text))} windows)", 1, long1, b_iters),
     ]
+    precision = "fp16" if fp16 and on_gpu else "fp32"
     rows = []
     for name, batch, fn, n in cases:
         s = summarize(time_calls(fn, iters=n, warmup=5 if batch == 1 else 1, max_seconds=max_s))
         rows.append(
             {
                 "case": name,
+                "precision": precision,
                 "batch": batch,
                 "p50_ms": s["p50_ms"],
                 "p99_ms": s["p99_ms"],
@@ -188,14 +220,40 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
             }
         )
     chk.close()
+    return rows, tuple(clf.active_providers)
+
+
+def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) -> dict[str, Any]:
+    """CPU: float32, batch 32. ``gpu``: the CUDA EP in float32 and float16, batches 32-256."""
+    iters = 30 if quick else 200
+    max_s = 5.0 if quick else 20.0
+    threads = min(os.cpu_count() or 1, 4)
+    precisions = (False, True) if gpu else (False,)
+    batches = (BATCH, 128, 256) if gpu else (BATCH,)
+    model_dir, build_s = shipped_model_dir(fp16=gpu)
+    rows: list[dict[str, Any]] = []
+    providers: tuple[str, ...] = ()
+    for fp16 in precisions:
+        r, providers = _cases(model_dir, gpu=gpu, fp16=fp16, batches=batches, iters=iters,
+                              max_s=max_s, threads=threads)
+        rows += r
+
+    def pick(case: str, batch: int, precision: str = "fp32") -> dict[str, Any]:
+        return next(r for r in rows if r["case"] == case and r["batch"] == batch
+                    and r["precision"] == precision)
+
+    best = max((r for r in rows if r["case"] == "check_batch"), key=lambda r: r["prompts_per_s"])
+    fast = "fp16" if gpu else "fp32"
     headline = {
-        "device": "GPU (CUDA EP)" if "CUDAExecutionProvider" in clf.active_providers else "CPU",
-        "providers": list(clf.active_providers),
+        "device": "GPU (CUDA EP)" if "CUDAExecutionProvider" in providers else "CPU",
+        "providers": list(providers),
         "intra_op_threads": threads,
-        "p50_ms_256_tokens": rows[2]["p50_ms"],
-        "plain_ort_p50_ms_batch1_256tok": rows[0]["p50_ms"],
-        "prompts_per_s": rows[4]["prompts_per_s"],
-        "plain_ort_prompts_per_s_batch32": rows[3]["prompts_per_s"],
+        "p50_ms_256_tokens": pick("check (batcher)", 1, fast)["p50_ms"],
+        "plain_ort_p50_ms_batch1_256tok": pick("plain onnxruntime", 1, fast)["p50_ms"],
+        "prompts_per_s": best["prompts_per_s"],
+        "prompts_per_s_batch": best["batch"],
+        "prompts_per_s_precision": best["precision"],
+        "plain_ort_prompts_per_s_batch32": pick("plain onnxruntime", BATCH, fast)["prompts_per_s"],
         "model_build_s": round(build_s, 2),
     }
     return suite_result(
@@ -203,7 +261,8 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
         baseline="plain onnxruntime, same model and threads, pre-tokenised input",
         rows=rows,
         headline=headline,
-        notes=[f"{TOKENS}-token prompts; model {model_dir.name}; {threads} intra-op threads"],
+        notes=[f"{TOKENS}-token prompts; model {model_dir.name}; {threads} intra-op threads"
+               + ("; fp16 = model_fp16.onnx (float16 encoder) on the CUDA EP" if gpu else "")],
     )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -83,13 +82,16 @@ def _cell(
 
 
 def _concurrent(
-    clf: Any, provider: str, *, per_caller: int, batched: bool, max_batch: int
+    clf: Any, provider: str, *, per_caller: int, batched: bool, max_batch: int,
+    max_wait_ms: float = 0.0,
 ) -> dict[str, Any]:
     """32 threads, each scoring ``per_caller`` prompts one at a time."""
     from infershield.detectors.runtime import MicroBatcher
 
     prompts = make_prompts(1400, 64, seed=9)  # about 256 tokens each
-    batcher = MicroBatcher(clf, max_batch=max_batch, max_wait_ms=2.0) if batched else None
+    batcher = (
+        MicroBatcher(clf, max_batch=max_batch, max_wait_ms=max_wait_ms) if batched else None
+    )
     lat: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(CALLERS)
@@ -121,7 +123,12 @@ def _concurrent(
     return {
         "sweep": "concurrency",
         "provider": provider,
-        "mode": f"micro-batched (max {max_batch}, 2 ms)" if batched else "direct (no batching)",
+        "mode": (
+            f"micro-batched (max {max_batch}, "
+            + (f"wait {max_wait_ms:g} ms)" if max_wait_ms else "greedy)")
+            if batched
+            else "direct (no batching)"
+        ),
         "callers": CALLERS,
         "requests": len(lat),
         "p50_ms": s["p50_ms"],
@@ -133,18 +140,17 @@ def _concurrent(
 def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) -> dict[str, Any]:
     """Batch and sequence-length sweeps per provider, plus the micro-batching comparison."""
     try:
-        from infershield.detectors.models import ensure_shipped_model
+        from bench.bench_detector import shipped_model_dir
         from infershield.detectors.runtime import RuntimeOptions, SequenceClassifier
     except ImportError as exc:
         return suite_result(SUITE, status="skipped", reason=f"detector runtime missing: {exc}")
-    cache = Path(os.environ.get("INFERSHIELD_BENCH_CACHE", tempfile.gettempdir())) / "is-bench"
-    t0 = time.perf_counter()
     try:
-        model_dir = ensure_shipped_model(cache)
+        model_dir, build_s = shipped_model_dir(fp16=gpu)
     except Exception as exc:
         return suite_result(SUITE, status="skipped", reason=f"shipped model not buildable: {exc}")
-    notes = [f"model: {model_dir} (ready in {time.perf_counter() - t0:.1f} s)"]
-    providers = ["cuda", "cpu"] if gpu else ["cpu"]
+    notes = [f"model: {model_dir} (ready in {build_s:.1f} s)"]
+    # (provider, float16): on a GPU, the CUDA EP in both precisions, then the CPU baseline.
+    providers = [("cuda", False), ("cuda", True), ("cpu", False)] if gpu else [("cpu", False)]
     batches = (1, 16) if quick else BATCHES
     seqs = (64, 256) if quick else SEQ_LENS
     iters = 5 if quick else 50
@@ -152,13 +158,15 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
     per_caller = 1 if quick else 2
 
     rows: list[dict[str, Any]] = []
-    for prov in providers:
-        clf = SequenceClassifier(model_dir, RuntimeOptions(providers=(prov,), window=512))
+    for prov, fp16 in providers:
+        clf = SequenceClassifier(
+            model_dir, RuntimeOptions(providers=(prov,), window=512, fp16=fp16)
+        )
         active = clf.active_providers[0]
         if prov == "cuda" and active != "CUDAExecutionProvider":
             notes.append(f"CUDA EP requested but onnxruntime ran {active}; no CUDA numbers")
             continue
-        label = "CUDA EP" if prov == "cuda" else "CPU EP"
+        label = ("CUDA EP fp16" if fp16 else "CUDA EP") if prov == "cuda" else "CPU EP"
         cpu = prov == "cpu"
         p_batches = tuple(b for b in batches if b <= CPU_MAX_BATCH) if cpu else batches
         seq_batches = CPU_SEQ_BATCHES if cpu else SEQ_BATCHES
@@ -174,16 +182,16 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
                 row = _cell(clf, label, b, length, iters=iters, max_seconds=max_seconds)
                 row["sweep"] = "seq_len"
                 rows.append(row)
-        for batched in (False, True):
-            rows.append(
-                _concurrent(clf, label, per_caller=per_caller, batched=batched, max_batch=32)
-            )
+        # Direct calls, then the batcher waiting 2 ms for company, then greedy (the default).
+        for batched, wait in ((False, 0.0), (True, 2.0), (True, 0.0)):
+            rows.append(_concurrent(clf, label, per_caller=per_caller * (1 if cpu else 4),
+                                    batched=batched, max_batch=32, max_wait_ms=wait))
         clf_threads = getattr(clf.options, "intra_op_threads", 0) or min(os.cpu_count() or 1, 4)
         notes.append(f"{label}: intra-op threads {clf_threads}")
 
     headline: dict[str, Any] = {}
-    for prov in ("CUDA EP", "CPU EP"):
-        tag = "cuda" if prov == "CUDA EP" else "cpu"
+    for prov in ("CUDA EP", "CUDA EP fp16", "CPU EP"):
+        tag = {"CUDA EP": "cuda", "CUDA EP fp16": "cuda_fp16", "CPU EP": "cpu"}[prov]
         b = [r for r in rows if r["provider"] == prov and r["sweep"] == "batch"]
         if b:
             best = max(b, key=lambda r: r["prompts_per_s"] or 0)

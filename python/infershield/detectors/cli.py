@@ -19,6 +19,8 @@ def register(sub: Any) -> None:
     build = msub.add_parser("build", help="build the shipped classifier into the cache")
     build.add_argument("--config", help="config YAML (for cache_dir)")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument("--fp16", action="store_true",
+                       help="also write model_fp16.onnx (float16, for the CUDA EP)")
     build.add_argument("--embedding", action="store_true",
                        help="also build the plain embedding model (local backend demo)")
     build.set_defaults(func=cmd_models_build)
@@ -89,7 +91,7 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     from infershield.detectors.models import ensure_embedding_model, ensure_shipped_model
 
     cfg = load_config(args.config)
-    path = ensure_shipped_model(cfg.cache_path, force=args.force)
+    path = ensure_shipped_model(cfg.cache_path, force=args.force, fp16=args.fp16)
     print(f"classifier: {path}")
     if args.embedding:
         print(f"embedding: {ensure_embedding_model(cfg.cache_path)}")

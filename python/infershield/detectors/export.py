@@ -27,6 +27,7 @@ from infershield.detectors.bert import (
     minilm_dir,
 )
 from infershield.detectors.head import Head
+from infershield.detectors.runtime import FP16_FILE
 from infershield.errors import ConfigError
 
 OPSET = 17  # LayerNormalization is a core op from 17 on.
@@ -35,14 +36,19 @@ OPSET = 17  # LayerNormalization is a core op from 17 on.
 class _Graph:
     """Tiny helper that names nodes and initializers uniquely."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: type[np.floating[Any]] = np.float32) -> None:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self._n = 0
+        self.dtype = dtype  # the encoder's compute type: float32, or float16 for GPUs
 
     def const(self, name: str, arr: np.ndarray) -> str:  # type: ignore[type-arg]
         self.inits.append(numpy_helper.from_array(arr, name))
         return name
+
+    def fconst(self, name: str, arr: np.ndarray) -> str:  # type: ignore[type-arg]
+        """A float constant in the encoder's compute type."""
+        return self.const(name, np.asarray(arr, dtype=self.dtype))
 
     def op(self, op_type: str, inputs: list[str], **attrs: Any) -> str:
         self._n += 1
@@ -53,29 +59,37 @@ class _Graph:
 
 def _linear(g: _Graph, x: str, w: Weights, name: str) -> str:
     # HF stores Linear weights as (out, in); MatMul wants (in, out).
-    wt = g.const(name + ".wT", np.ascontiguousarray(w[name + ".weight"].T))
-    return g.op("Add", [g.op("MatMul", [x, wt]), g.const(name + ".b", w[name + ".bias"])])
+    wt = g.fconst(name + ".wT", np.ascontiguousarray(w[name + ".weight"].T))
+    return g.op("Add", [g.op("MatMul", [x, wt]), g.fconst(name + ".b", w[name + ".bias"])])
 
 
 def _layer_norm(g: _Graph, x: str, w: Weights, name: str, eps: float) -> str:
-    gamma = g.const(name + ".g", w[name + ".weight"])
-    beta = g.const(name + ".bb", w[name + ".bias"])
+    gamma = g.fconst(name + ".g", w[name + ".weight"])
+    beta = g.fconst(name + ".bb", w[name + ".bias"])
     return g.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=eps)
 
 
-def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None) -> onnx.ModelProto:
-    """Build the ONNX model for ``cfg``/``w`` (+ optional head); see the module docstring."""
-    g = _Graph()
+def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None, *,
+               fp16: bool = False) -> onnx.ModelProto:
+    """Build the ONNX model for ``cfg``/``w`` (+ optional head); see the module docstring.
+
+    With ``fp16`` the embeddings and encoder weights and activations are float16 (half the
+    size, tensor-core speed on a GPU); pooling and the head stay float32, and the inputs and
+    outputs are the same as the float32 graph's.
+    """
+    g = _Graph(np.float16 if fp16 else np.float32)
     f32 = np.float32
     i64 = np.int64
+    compute = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
     # Embeddings: word + position + token type 0 (single-segment input).
-    word_emb = g.const("word_emb", w["embeddings.word_embeddings.weight"])
+    word_emb = g.fconst("word_emb", w["embeddings.word_embeddings.weight"])
     word = g.op("Gather", [word_emb, "input_ids"])
     seq_len = g.op("Gather", [g.op("Shape", ["input_ids"]), g.const("one_i", np.array(1, i64))],
                    axis=0)
     pos_ids = g.op("Range", [g.const("zero_i", np.array(0, i64)), seq_len, "one_i"])
-    pos = g.op("Gather", [g.const("pos_emb", w["embeddings.position_embeddings.weight"]), pos_ids])
-    typ = g.const("type0_emb", w["embeddings.token_type_embeddings.weight"][0])
+    pos = g.op("Gather", [g.fconst("pos_emb", w["embeddings.position_embeddings.weight"]),
+                          pos_ids])
+    typ = g.fconst("type0_emb", w["embeddings.token_type_embeddings.weight"][0])
     x = g.op("Add", [g.op("Add", [word, pos]), typ])
     x = _layer_norm(g, x, w, "embeddings.LayerNorm", cfg.layer_norm_eps)
 
@@ -84,12 +98,15 @@ def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None) -> onnx.Mo
     inv = g.op("Sub", [g.const("one_f", np.array(1.0, f32)), mask_f])
     bias = g.op("Unsqueeze", [g.op("Mul", [inv, g.const("neg_big", np.array(-10000.0, f32))]),
                               g.const("ax12", np.array([1, 2], i64))])
+    if fp16:
+        bias = g.op("Cast", [bias], to=compute)
     nh, hd = cfg.num_attention_heads, cfg.head_dim
     split_shape = g.const("split_shape", np.array([0, 0, nh, hd], i64))
     merge_shape = g.const("merge_shape", np.array([0, 0, cfg.hidden_size], i64))
-    scale = g.const("attn_scale", np.array(1.0 / math.sqrt(hd), f32))
-    sqrt2 = g.const("sqrt2", np.array(math.sqrt(2.0), f32))
-    half = g.const("half", np.array(0.5, f32))
+    scale = g.fconst("attn_scale", np.array(1.0 / math.sqrt(hd)))
+    sqrt2 = g.fconst("sqrt2", np.array(math.sqrt(2.0)))
+    half = g.fconst("half", np.array(0.5))
+    one = g.fconst("one_c", np.array(1.0))
     for n in range(cfg.num_hidden_layers):
         p = f"encoder.layer.{n}."
         q, k, v = (
@@ -107,11 +124,13 @@ def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None) -> onnx.Mo
         inter = _linear(g, x, w, p + "intermediate.dense")
         # Exact (erf) GELU, as BERT uses; ORT fuses this pattern into one Gelu kernel.
         erf = g.op("Erf", [g.op("Div", [inter, sqrt2])])
-        gelu = g.op("Mul", [g.op("Mul", [inter, half]), g.op("Add", [erf, "one_f"])])
+        gelu = g.op("Mul", [g.op("Mul", [inter, half]), g.op("Add", [erf, one])])
         x = _layer_norm(g, g.op("Add", [_linear(g, gelu, w, p + "output.dense"), x]), w,
                         p + "output.LayerNorm", cfg.layer_norm_eps)
 
-    # Mean pooling over real tokens, then L2 normalisation.
+    if fp16:
+        x = g.op("Cast", [x], to=TensorProto.FLOAT)
+    # Mean pooling over real tokens, then L2 normalisation (float32).
     m3 = g.op("Unsqueeze", [mask_f, g.const("ax2", np.array([2], i64))])
     ax1 = g.const("ax1", np.array([1], i64))
     summed = g.op("ReduceSum", [g.op("Mul", [x, m3]), ax1], keepdims=0)
@@ -147,14 +166,16 @@ def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None) -> onnx.Mo
     return model
 
 
-def _write_dir(out_dir: Path, model: onnx.ModelProto, config: dict[str, object]) -> Path:
-    """Write model.onnx + tokenizer.json + config.json atomically (tmp dir, then rename)."""
+def _write_dir(out_dir: Path, models: dict[str, onnx.ModelProto],
+               config: dict[str, object]) -> Path:
+    """Write the models (file name -> graph) + tokenizer.json + config.json atomically."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    onnx.save_model(model, str(tmp / "model.onnx"))
+    for file_name, model in models.items():
+        onnx.save_model(model, str(tmp / file_name))
     shutil.copyfile(minilm_dir() / "tokenizer.json", tmp / "tokenizer.json")
     (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n",
                                      encoding="utf-8")
@@ -164,7 +185,7 @@ def _write_dir(out_dir: Path, model: onnx.ModelProto, config: dict[str, object])
 
 
 def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
-                  encoder: EncoderOverride | None = None) -> Path:
+                  encoder: EncoderOverride | None = None, fp16: bool = False) -> Path:
     """Export all-MiniLM-L6-v2 to ``out_dir`` (model.onnx, tokenizer.json, config.json).
 
     Without ``head`` the model outputs sentence embeddings; with it, classification logits and
@@ -172,7 +193,8 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
     :class:`~infershield.detectors.runtime.SequenceClassifier` loads. ``window`` is the token
     window the runtime uses (sentence-transformers trained MiniLM on 256 tokens).
     ``encoder`` replaces base weights by name (fine-tuned layers; every name and shape must
-    exist in the base model) and may keep only the first layers.
+    exist in the base model) and may keep only the first layers. ``fp16`` also writes
+    ``model_fp16.onnx`` (float16 encoder), which the runtime uses on the CUDA EP when asked.
     """
     cfg, weights = load_bert(minilm_dir())
     if encoder is not None:
@@ -186,7 +208,9 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
                 raise ConfigError(f"encoder weights: num_hidden_layers {encoder.num_layers} is "
                                   f"not in 1..{cfg.num_hidden_layers}")
             cfg = dataclasses.replace(cfg, num_hidden_layers=encoder.num_layers)
-    model = bert_graph(cfg, weights, head)
+    models = {"model.onnx": bert_graph(cfg, weights, head)}
+    if fp16:
+        models[FP16_FILE] = bert_graph(cfg, weights, head, fp16=True)
     config: dict[str, object] = {
         "model_type": "bert",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",
@@ -200,7 +224,7 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
         config["label2id"] = {lab: i for i, lab in enumerate(head.labels)}
         config["architectures"] = ["BertForSequenceClassification"]
         config["infershield"] = {"window": window, "threshold": head.threshold, **head.meta}
-    return _write_dir(out_dir, model, config)
+    return _write_dir(out_dir, models, config)
 
 
 def build_embedding_model(out_dir: Path) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from infershield.detectors.bert import load_encoder
 from infershield.detectors.export import export_minilm
 from infershield.detectors.head import Head
+from infershield.detectors.runtime import FP16_FILE
 from infershield.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,17 @@ def models_dir(cache_path: Path) -> Path:
 
 
 def build_classifier(out_dir: Path, head_path: Path | None = None,
-                     encoder_path: Path | None = None) -> Path:
+                     encoder_path: Path | None = None, *, fp16: bool = False) -> Path:
     """Export MiniLM (+ fine-tuned layers from ``encoder_path``) + head to ``out_dir``.
 
     Without arguments it builds the shipped model. The weights' hash is recorded so stale
-    builds are redone.
+    builds are redone. ``fp16`` adds the float16 twin the CUDA EP can run.
     """
     if head_path is None:
         head_path, encoder_path = shipped_head_path(), shipped_encoder_path()
     head = Head.load(head_path)
     encoder = load_encoder(encoder_path) if encoder_path is not None else None
-    out = export_minilm(out_dir, head=head, encoder=encoder)
+    out = export_minilm(out_dir, head=head, encoder=encoder, fp16=fp16)
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["infershield"]["weights_sha256"] = _weights_sha256(head_path, encoder_path)
@@ -75,8 +76,9 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
     return out
 
 
-def _is_current(model_dir: Path) -> bool:
-    """Whether ``model_dir`` holds a build of the shipped weights as they are now."""
+def _is_current(model_dir: Path, *, fp16: bool = False) -> bool:
+    """Whether ``model_dir`` holds a build of the shipped weights as they are now (with the
+    float16 twin, when ``fp16``)."""
     try:
         cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -84,30 +86,35 @@ def _is_current(model_dir: Path) -> bool:
     return (
         (model_dir / "model.onnx").is_file()
         and (model_dir / "tokenizer.json").is_file()
+        and (not fp16 or (model_dir / FP16_FILE).is_file())
         and cfg.get("infershield", {}).get("weights_sha256")
         == _weights_sha256(shipped_head_path(), shipped_encoder_path())
     )
 
 
-def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = False) -> Path:
-    """Return the shipped classifier's directory, building it first when missing or stale.
+def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = False,
+                         fp16: bool = False) -> Path:
+    """Return the shipped classifier's directory, building it first when missing or stale
+    (or, with ``fp16``, when it lacks the float16 twin).
 
     Concurrent processes serialise on a lock file, so a server and a test run starting at the
     same time build it once. With ``build=False`` a missing model is a ConfigError.
     """
     target = models_dir(cache_path) / SHIPPED_MODEL
-    if not force and _is_current(target):
+    if not force and _is_current(target, fp16=fp16):
         return target
     if not build:
+        if _is_current(target):
+            return target  # no float16 twin: the runtime says so and runs model.onnx
         raise ConfigError(
             f"classifier model not built at {target}: run `infershield models build`"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     with (target.parent / f".{SHIPPED_MODEL}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if force or not _is_current(target):
+        if force or not _is_current(target, fp16=fp16):
             log.info("building classifier model into %s", target)
-            build_classifier(target)
+            build_classifier(target, fp16=fp16)
     return target
 
 

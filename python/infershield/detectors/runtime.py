@@ -28,6 +28,7 @@ from infershield.telemetry.instrument import capture_context, detector_batch_spa
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
+FP16_FILE = "model_fp16.onnx"  # a float16 twin of model.onnx, used on the CUDA EP when asked
 CPU = "CPUExecutionProvider"
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -40,12 +41,16 @@ class RuntimeOptions:
     attack_labels: tuple[str, ...] = ()
     #: "auto" = CUDA EP when onnxruntime-gpu and a GPU are present, else CPU EP.
     providers: tuple[str, ...] = ("auto",)
+    #: On the CUDA EP, load ``model_fp16.onnx`` (when the directory has one) instead.
     fp16: bool = False
     window: int = 0  # tokens per window incl. specials; 0 = the model's own (config.json)
     stride: int = 0  # step between window starts, in tokens; 0 = half a window (50% overlap)
     max_windows: int = 64
     intra_op_threads: int = 0  # 0 = min(cores, 4)
     max_batch: int = 32
+    #: On the CUDA EP, feed inputs and fetch logits through an ORT IO binding instead of
+    #: ``session.run`` (bench_detector measures both).
+    io_binding: bool = False
     warmup: bool = True
 
 
@@ -94,9 +99,17 @@ class SequenceClassifier:
 
         self.options = opts = options or RuntimeOptions()
         self.model_dir = model_dir = Path(model_dir)
+        self.providers = resolve_providers(opts.providers)
         model_path = model_dir / "model.onnx"
-        if opts.fp16 and (model_dir / "model_fp16.onnx").is_file():
-            model_path = model_dir / "model_fp16.onnx"
+        if opts.fp16:
+            fp16_path = model_dir / FP16_FILE
+            if CUDA not in self.providers:
+                # CPUs have no fast float16 matmul in onnxruntime: float32 is quicker there.
+                log.info("fp16 applies to the CUDA EP only; using %s on the CPU", model_path.name)
+            elif fp16_path.is_file():
+                model_path = fp16_path
+            else:
+                log.warning("fp16 requested but %s is missing; using %s", fp16_path, model_path)
         for p in (model_path, model_dir / "tokenizer.json", model_dir / "config.json"):
             if not p.is_file():
                 raise ConfigError(f"classifier model file missing: {p}")
@@ -143,17 +156,17 @@ class SequenceClassifier:
         so.intra_op_num_threads = opts.intra_op_threads or min(os.cpu_count() or 1, 4)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        self.providers = resolve_providers(opts.providers)
         try:
             self.session = ort.InferenceSession(str(model_path), so, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(f"cannot load {model_path}: {exc}") from None
+        self.model_path = model_path
         self.active_providers = tuple(self.session.get_providers())
         self._inputs = {i.name for i in self.session.get_inputs()}
         if not {"input_ids", "attention_mask"} <= self._inputs:
             raise ConfigError(f"{model_path}: needs input_ids and attention_mask inputs")
         self._output = self.session.get_outputs()[0].name
-        self._use_io_binding = CUDA in self.active_providers
+        self._use_io_binding = opts.io_binding and CUDA in self.active_providers
         if opts.warmup:
             self.score(["warm up"])
 
@@ -164,17 +177,32 @@ class SequenceClassifier:
         return self.windows_batch([text])[0]
 
     def windows_batch(self, texts: Sequence[str]) -> list[list[list[int]]]:
+        """Windows of each text; LimitExceeded when any text needs too many."""
         out = []
+        for ws in self.windows_each(texts):
+            if isinstance(ws, LimitExceeded):
+                raise ws
+            out.append(ws)
+        return out
+
+    def windows_each(self, texts: Sequence[str]) -> list[list[list[int]] | LimitExceeded]:
+        """Windows of each text, or the LimitExceeded of a text that needs too many.
+
+        The texts are tokenised together (in parallel, outside the GIL), so a batch costs
+        far less than tokenising its texts one by one.
+        """
+        out: list[list[list[int]] | LimitExceeded] = []
         for enc in self.tokenizer.encode_batch(list(texts), add_special_tokens=False):
             ids = enc.ids
             starts = list(range(0, max(len(ids) - self._body, 0) + 1, self.stride))
             if starts[-1] + self._body < len(ids):
                 starts.append(len(ids) - self._body)  # the tail is always covered
             if len(starts) > self.options.max_windows:
-                raise LimitExceeded(
+                out.append(LimitExceeded(
                     f"text needs {len(starts)} windows (> max_windows {self.options.max_windows})",
                     limit="classifier.max_windows",
-                )
+                ))
+                continue
             out.append([self._prefix + ids[s : s + self._body] + self._suffix for s in starts])
         return out
 
@@ -262,13 +290,16 @@ class _Request:
 class MicroBatcher:
     """Batches concurrent ``submit`` calls into one forward pass.
 
-    A background thread takes the first waiting request, then keeps collecting for at most
-    ``max_wait_ms`` or until ``max_batch`` windows are queued; the windows are then scored
-    together (sorted by length so similar lengths share a padded batch). Callers block only
-    on their own future, so an asyncio caller can ``await asyncio.wrap_future(...)``.
+    A background thread takes the first waiting request plus whatever else is queued (up to
+    ``max_batch`` windows) and scores them together, sorted by length so similar lengths
+    share a padded batch. With ``max_wait_ms`` 0 (the default) it never waits: an idle model
+    answers a lone request at once, and the requests that arrive during a forward pass form
+    the next batch, so batches grow with the load. A positive ``max_wait_ms`` also waits up
+    to that long for more requests before each pass. Callers block only on their own
+    future, so an asyncio caller can ``await asyncio.wrap_future(...)``.
     """
 
-    def __init__(self, model: SequenceClassifier, *, max_batch: int = 32, max_wait_ms: float = 2.0):
+    def __init__(self, model: SequenceClassifier, *, max_batch: int = 32, max_wait_ms: float = 0.0):
         if max_batch < 1 or max_wait_ms < 0:
             raise ConfigError("max_batch must be >= 1 and max_wait_ms >= 0")
         self.model = model

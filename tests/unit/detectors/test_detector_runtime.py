@@ -209,3 +209,75 @@ def test_missing_named_model_is_config_error(tmp_path: Path) -> None:
     spec = CheckSpec(type="classifier", options={"model": "nope"})
     with pytest.raises(ConfigError, match="not found"):
         build_pipeline([spec], "input", cfg, fail_fast=False)
+
+
+class _GatedModel:
+    """Stands in for a SequenceClassifier: its first forward pass waits for a gate."""
+
+    model_dir = Path("gated")
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.running = threading.Event()
+        self.batches: list[int] = []
+
+    def windows(self, text: str) -> list[list[int]]:
+        return [[len(text)]]
+
+    def score_windows(self, per_text: list[list[list[int]]]) -> np.ndarray:  # type: ignore[type-arg]
+        if not self.batches:
+            self.running.set()
+            self.gate.wait(10)
+        self.batches.append(len(per_text))
+        return np.array([ws[0][0] / 100 for ws in per_text], np.float32)
+
+
+def test_greedy_batcher_answers_a_lone_request_and_batches_the_backlog() -> None:
+    m = _GatedModel()
+    b = MicroBatcher(m, max_batch=64)  # type: ignore[arg-type]  # default: never waits
+    try:
+        first = b.submit("x" * 5)
+        assert m.running.wait(5)  # the lone request went straight to a forward pass
+        rest = [b.submit("x" * n) for n in range(10, 19)]  # queue up behind the forward pass
+        m.gate.set()
+        assert first.result(timeout=5) == pytest.approx(0.05)
+        want = [n / 100 for n in range(10, 19)]
+        assert [f.result(timeout=5) for f in rest] == pytest.approx(want)
+        assert m.batches == [1, 9]  # no waiting for company; the backlog went as one batch
+    finally:
+        b.close()
+
+
+def test_windows_each_marks_only_the_long_text(tiny_dir: Path) -> None:
+    m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=3))
+    out = m.windows_each(["w1 inject", filler(200), "w2"])
+    assert isinstance(out[1], LimitExceeded)
+    assert out[0] == m.windows("w1 inject") and out[2] == m.windows("w2")
+    with pytest.raises(LimitExceeded):
+        m.windows_batch(["w1", filler(200)])
+
+
+def test_check_batch_blocks_only_the_too_long_text(tiny_dir: Path) -> None:
+    chk = ClassifierCheck("clf", ClassifierOptions(max_windows=3), tiny_dir)
+    try:
+        texts = ["w1 w2", filler(200), "w1 inject"]
+        v = chk.check_batch([CheckContext(text=t) for t in texts])
+        assert [x.decision for x in v] == [Decision.ALLOW, Decision.BLOCK, Decision.BLOCK]
+        assert v[1].reason == ClassifierCheck.REASON_TOO_LONG
+        assert [x.decision for x in v] == [chk.check(CheckContext(text=t)).decision for t in texts]
+    finally:
+        chk.close()
+
+
+def test_fp16_twin_is_used_only_on_the_cuda_ep(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_dir, d)
+    shutil.copyfile(d / "model.onnx", d / "model_fp16.onnx")
+    with caplog.at_level(logging.INFO, logger="infershield.detectors.runtime"):
+        m = SequenceClassifier(d, RuntimeOptions(providers=("cpu",), fp16=True))
+    assert m.model_path.name == "model.onnx"
+    assert "fp16 applies to the CUDA EP only" in caplog.text

@@ -164,3 +164,28 @@ def test_truncated_encoder_keeps_the_first_layers(tmp_path: Path) -> None:
     emb = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
     two = dataclasses.replace(cfg, num_hidden_layers=2)
     np.testing.assert_allclose(emb, reference_embed(two, w, ids, mask), atol=1e-4)
+
+
+def test_fp16_graph_matches_fp32() -> None:
+    w = random_bert(TINY)
+    rng = np.random.default_rng(4)
+    head = Head(rng.standard_normal((24, 8)).astype(np.float32), np.zeros(8, np.float32),
+                rng.standard_normal((8, 2)).astype(np.float32), np.ones(2, np.float32),
+                ("benign", "injection"))
+    ids, mask = _batch(3)
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    full = _session(bert_graph(TINY, w, head)).run(None, feeds)[0]
+    g16 = bert_graph(TINY, w, head, fp16=True)
+    half = _session(g16).run(None, feeds)[0]
+    assert half.dtype == np.float32  # same interface: int64 in, float32 logits out
+    np.testing.assert_allclose(half, full, atol=2e-2)
+    assert not np.array_equal(half, full)  # it really computed in float16
+    big = [t for t in g16.graph.initializer if t.name.endswith(".wT")]
+    assert big and all(t.data_type == 10 for t in big)  # TensorProto.FLOAT16
+
+
+def test_fp16_export_writes_the_twin(tmp_path: Path) -> None:
+    head = Head(np.zeros((384, 0), np.float32), np.zeros(0, np.float32),
+                np.zeros((384, 2), np.float32), np.zeros(2, np.float32), ("benign", "injection"))
+    out = export_minilm(tmp_path / "m", head=head, fp16=True)
+    assert (out / "model_fp16.onnx").stat().st_size < 0.6 * (out / "model.onnx").stat().st_size

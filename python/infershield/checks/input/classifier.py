@@ -33,7 +33,9 @@ class ClassifierOptions:
     providers: tuple[str, ...] = ("auto",)
     fp16: bool = False
     max_batch: int = 32
-    max_wait_ms: float = 2.0
+    #: 0 = never wait: batch whatever queued up during the last forward pass.
+    max_wait_ms: float = 0.0
+    io_binding: bool = False
     window: int = 0
     stride: int = 0
     max_windows: int = 64
@@ -61,7 +63,7 @@ class ClassifierCheck(Check):
             RuntimeOptions(
                 attack_labels=o.attack_labels, providers=o.providers, fp16=o.fp16,
                 window=o.window, stride=o.stride, max_windows=o.max_windows,
-                intra_op_threads=o.threads, max_batch=o.max_batch,
+                intra_op_threads=o.threads, max_batch=o.max_batch, io_binding=o.io_binding,
             ),
         )
         recommended = float(self.model.meta.get("threshold", 0.5))
@@ -81,7 +83,8 @@ class ClassifierCheck(Check):
 
         if not options.model:
             model_dir = ensure_shipped_model(
-                config.cache_path, build=options.on_missing_model == "build"
+                config.cache_path, build=options.on_missing_model == "build",
+                fp16=options.fp16,
             )
         else:
             p = Path(options.model).expanduser()
@@ -116,12 +119,8 @@ class ClassifierCheck(Check):
 
     def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
         # A batch already is a batch: score it directly, windows sorted by length.
-        per_text: list[list[list[int]] | None] = []
-        for ctx in ctxs:
-            try:
-                per_text.append(self.model.windows(ctx.text))
-            except LimitExceeded:
-                per_text.append(None)
+        per_text = [None if isinstance(w, LimitExceeded) else w
+                    for w in self.model.windows_each([ctx.text for ctx in ctxs])]
         ok = [w for w in per_text if w is not None]
         scores: Iterator[float] = iter(())
         if ok:
