@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -189,3 +190,17 @@ def test_fp16_export_writes_the_twin(tmp_path: Path) -> None:
                 np.zeros((384, 2), np.float32), np.zeros(2, np.float32), ("benign", "injection"))
     out = export_minilm(tmp_path / "m", head=head, fp16=True)
     assert (out / "model_fp16.onnx").stat().st_size < 0.6 * (out / "model.onnx").stat().st_size
+    ops = {n.op_type for n in onnx.load(str(out / "model_fp16.onnx")).graph.node}
+    assert "Attention" in ops  # the GPU twin uses the fused kernels
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_fused_graph_matches_reference(fp16: bool) -> None:
+    w = random_bert(TINY)
+    ids, mask = _batch(5)
+    g = bert_graph(TINY, w, fused=True, fp16=fp16)
+    assert {"Attention", "SkipLayerNormalization", "BiasGelu"} <= {n.op_type for n in g.graph.node}
+    assert len(g.graph.node) < len(bert_graph(TINY, w).graph.node) / 2
+    out = _session(g).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    np.testing.assert_allclose(out, reference_embed(TINY, w, ids, mask),
+                               atol=2e-3 if fp16 else 2e-5)

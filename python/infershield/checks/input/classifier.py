@@ -35,7 +35,7 @@ class ClassifierOptions:
     max_batch: int = 32
     #: 0 = never wait: batch whatever queued up during the last forward pass.
     max_wait_ms: float = 0.0
-    io_binding: bool = False
+    io_binding: bool = True
     window: int = 0
     stride: int = 0
     max_windows: int = 64
