@@ -81,6 +81,14 @@ def resolve_providers(requested: Sequence[str]) -> list[str]:
     return [*dict.fromkeys(wanted), CPU]
 
 
+def cuda_expected(requested: Sequence[str]) -> bool:
+    """Whether :func:`resolve_providers` would pick the CUDA EP for ``requested`` (quietly)."""
+    import onnxruntime as ort
+
+    wants = any(p in ("auto", "cuda", CUDA) for p in requested)
+    return wants and CUDA in ort.get_available_providers() and _gpu_present()
+
+
 def _gpu_present() -> bool:
     # onnxruntime-gpu lists CUDA even without a device; check for a driver-visible GPU.
     return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")

@@ -281,3 +281,11 @@ def test_fp16_twin_is_used_only_on_the_cuda_ep(
         m = SequenceClassifier(d, RuntimeOptions(providers=("cpu",), fp16=True))
     assert m.model_path.name == "model.onnx"
     assert "fp16 applies to the CUDA EP only" in caplog.text
+
+
+def test_cuda_expected_only_with_a_usable_gpu() -> None:
+    from infershield.detectors.runtime import cuda_expected
+
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers() and Path("/dev/nvidia0").exists()
+    assert cuda_expected(("auto",)) is gpu
+    assert cuda_expected(("cpu",)) is False  # never when the config asks for the CPU
