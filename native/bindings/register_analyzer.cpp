@@ -47,6 +47,7 @@ void register_analyzer(py::module_& m) {
       .def_readonly("confusables", &Analysis::confusables)
       .def_readonly("blobs", &Analysis::blobs)
       .def_readonly("max_char_run", &Analysis::max_char_run)
+      .def_readonly("max_space_run", &Analysis::max_space_run)
       .def_readonly("token_count", &Analysis::token_count)
       .def_readonly("unique_tokens", &Analysis::unique_tokens)
       .def_readonly("top_token", &Analysis::top_token)

@@ -32,6 +32,20 @@ bool is_emoji_context(std::uint32_t c) {
 }
 // Scripts where ZWJ/ZWNJ control glyph joining (Arabic, Syriac, Indic …).
 bool is_joining_script(std::uint32_t c) { return (c >= 0x0600 && c <= 0x08FF) || (c >= 0x0900 && c <= 0x0DFF); }
+// Scripts written without spaces, where U+200B marks word breaks (Thai, Lao, Tibetan,
+// Myanmar, Khmer).
+bool is_zwsp_script(std::uint32_t c) {
+  return (c >= 0x0E00 && c <= 0x0FFF) || (c >= 0x1000 && c <= 0x109F) || (c >= 0x1780 && c <= 0x17FF);
+}
+// A token that carries content: it has a letter or digit (any non-ASCII byte counts), so the
+// pipes and rules of a markdown table do not look like a flood of one token.
+bool has_content(std::string_view tok) {
+  for (const char ch : tok) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (u >= 0x80 || (u >= '0' && u <= '9') || ((u | 0x20) >= 'a' && (u | 0x20) <= 'z')) return true;
+  }
+  return false;
+}
 
 bool is_ascii_alpha(std::uint32_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
 bool is_latin_letter(std::uint32_t c) {
@@ -451,7 +465,7 @@ void token_stats(Analysis& a) {
   std::size_t i = 0;
   while (i < s.size()) {
     const std::size_t j = std::min(s.find(' ', i), s.size());
-    if (j > i) {
+    if (j > i && has_content(s.substr(i, j - i))) {
       const std::string_view tok = s.substr(i, j - i);
       const std::uint32_t c = ++counts[tok];
       ++a.token_count;
@@ -504,7 +518,11 @@ Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
       run_cp = c;
       run = 1;
     }
-    a.max_char_run = std::max(a.max_char_run, run);
+    // Runs of spaces pad fixed-width tables and code; they get their own, larger limit.
+    if (c == ' ')
+      a.max_space_run = std::max(a.max_space_run, run);
+    else
+      a.max_char_run = std::max(a.max_char_run, run);
 
     if (is_tag(c)) {
       if (!in_flag) {
@@ -521,7 +539,8 @@ Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
     }
     if (is_zero_width(c)) {
       const bool legit = (c == 0x200D && is_emoji_context(prev)) ||
-                         ((c == 0x200C || c == 0x200D) && is_joining_script(prev));
+                         ((c == 0x200C || c == 0x200D) && is_joining_script(prev)) ||
+                         (c == 0x200B && is_zwsp_script(prev));
       if (!legit) ++a.zero_width;
       if (c != 0x200D) prev = c;
       continue;

@@ -233,3 +233,15 @@ def test_threads_agree() -> None:
     for t in threads:
         t.join()
     assert len(results) == 8 and all(r == expected for r in results)
+
+
+def test_space_runs_and_table_tokens_are_counted_apart() -> None:
+    a = analyze("| a | b |\n|---|---|\n" + " " * 300 + "x" + "-" * 40)
+    assert a.max_space_run == 300
+    assert a.max_char_run == 40  # the dashes; spaces have their own count
+    assert a.token_count == 3  # "a", "b" and "x---": pipes and rules alone are not tokens
+
+
+def test_zwsp_is_a_word_break_in_khmer_and_thai_only() -> None:
+    assert analyze("\u1780\u200b\u1781\u200b\u0e01\u200b\u0e02").zero_width == 0
+    assert analyze("ig\u200bnore").zero_width == 1

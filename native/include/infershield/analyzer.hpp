@@ -51,12 +51,15 @@ struct Analysis {
   /// Homoglyphs inside mixed words plus fullwidth/mathematical letter forms.
   std::uint32_t confusables = 0;
   std::vector<Blob> blobs;
-  /// Longest run of one code point (whitespace included).
+  /// Longest run of one code point other than the ASCII space.
   std::uint32_t max_char_run = 0;
+  /// Longest run of ASCII spaces.
+  std::uint32_t max_space_run = 0;
   std::uint32_t token_count = 0;
   std::uint32_t unique_tokens = 0;
   std::string top_token;
-  /// Occurrences of the most frequent (case-folded) token over token_count.
+  /// Occurrences of the most frequent (case-folded) token over token_count. Tokens are
+  /// space-separated and must hold a letter or digit (table pipes and rules do not count).
   double top_token_ratio = 0.0;
   std::string normalized;
   /// Chat-template control tokens found (canonical spelling, first occurrence order).

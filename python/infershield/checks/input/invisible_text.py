@@ -1,9 +1,11 @@
 """``invisible_text``: characters a model reads but a human does not see.
 
 Unicode tag characters (U+E0000..E007F, "ASCII smuggling") and bidi overrides/isolates block;
-a few zero-width characters are tolerated (they occur in pasted text), many are not. Emoji
-ZWJ sequences, emoji flag tags and ZWNJ in joining scripts are legitimate and not counted
-(the native analyzer skips them). The hidden tag text itself is scanned by ``signatures``.
+a few zero-width characters are tolerated (they occur in pasted text: a fixed number, or 2%
+of a long text), many are not. Emoji ZWJ sequences, emoji flag tags, ZWNJ/ZWJ in joining
+scripts and U+200B word breaks in Thai, Lao, Tibetan, Myanmar and Khmer are legitimate and
+not counted (the native analyzer skips them). The hidden tag text itself is scanned by
+``signatures``.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from infershield.verdict import Verdict
 class InvisibleTextOptions:
     """Options of the ``invisible_text`` check."""
 
-    #: Zero-width/format characters tolerated per text; more block.
+    #: Zero-width/format characters tolerated per text, or per this share of its code points
+    #: when that is more (pasted web text carries stray U+FEFF/U+200B); more block.
     max_zero_width: int = 3
+    max_zero_width_ratio: float = 0.02
     #: Unicode tag characters tolerated (outside emoji flags); more block.
     max_tag_chars: int = 0
     #: Bidi embedding/override/isolate characters tolerated; more block.
@@ -31,6 +35,8 @@ class InvisibleTextOptions:
         for name in ("max_zero_width", "max_tag_chars", "max_bidi"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        if not 0.0 <= self.max_zero_width_ratio < 1.0:
+            raise ValueError("max_zero_width_ratio must be in [0, 1)")
 
 
 class InvisibleTextCheck(AnalysisCheck):
@@ -57,10 +63,11 @@ class InvisibleTextCheck(AnalysisCheck):
             return self.block(self.REASON_TAGS, 1.0, categories=cats, details=details)
         if a.bidi > o.max_bidi:
             return self.block(self.REASON_BIDI, 0.9, categories=cats, details=details)
-        if a.zero_width > o.max_zero_width:
-            score = min(1.0, 0.6 + 0.02 * (a.zero_width - o.max_zero_width))
+        allowed = max(o.max_zero_width, int(o.max_zero_width_ratio * a.code_points))
+        if a.zero_width > allowed:
+            score = min(1.0, 0.6 + 0.02 * (a.zero_width - allowed))
             return self.block(self.REASON_ZERO_WIDTH, score, categories=cats, details=details)
         if a.zero_width:
-            score = 0.3 * a.zero_width / (o.max_zero_width + 1)
+            score = 0.3 * a.zero_width / (allowed + 1)
             return self.allow(self.REASON_SOME, score, details=details)
         return self.allow()

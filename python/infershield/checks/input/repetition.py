@@ -2,7 +2,9 @@
 
 Long runs of one character and texts dominated by one token are used to push instructions
 out of a model's context, to exhaust tokens, or to trigger degenerate outputs. The token
-ratio only applies to texts with enough tokens, so short replies like "yes yes" pass.
+ratio only applies to texts with enough tokens, so short replies like "yes yes" pass, and
+counts only tokens with a letter or digit, so the pipes of a markdown table are no flood.
+Runs of spaces (table and code padding) have their own, larger limit.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ from infershield.verdict import Verdict
 class RepetitionOptions:
     """Options of the ``repetition`` check."""
 
-    #: Block when one code point repeats more than this many times in a row.
+    #: Block when one code point repeats more than this many times in a row ...
     max_char_run: int = 256
+    #: ... or, for the ASCII space (which pads fixed-width tables and code), this many.
+    max_space_run: int = 2048
     #: Block when the most frequent token is more than this share of all tokens ...
     max_top_token_ratio: float = 0.5
     #: ... provided the text has at least this many tokens.
     min_tokens: int = 50
 
     def __post_init__(self) -> None:
-        if self.max_char_run < 1 or self.min_tokens < 1:
-            raise ValueError("max_char_run and min_tokens must be >= 1")
+        if min(self.max_char_run, self.max_space_run, self.min_tokens) < 1:
+            raise ValueError("max_char_run, max_space_run and min_tokens must be >= 1")
         if not 0.0 < self.max_top_token_ratio <= 1.0:
             raise ValueError("max_top_token_ratio must be in (0, 1]")
 
@@ -47,12 +51,15 @@ class RepetitionCheck(AnalysisCheck):
         o = self.options
         details = (
             ("max_char_run", str(a.max_char_run)),
+            ("max_space_run", str(a.max_space_run)),
             ("top_token_ratio", f"{a.top_token_ratio:.3f}"),
             ("tokens", str(a.token_count)),
         )
         cats = (self.CATEGORY,)
-        if a.max_char_run > o.max_char_run:
-            score = min(1.0, 0.7 + 0.3 * (a.max_char_run - o.max_char_run) / o.max_char_run)
+        over_run = max((a.max_char_run - o.max_char_run) / o.max_char_run,
+                       (a.max_space_run - o.max_space_run) / o.max_space_run)
+        if over_run > 0:
+            score = min(1.0, 0.7 + 0.3 * over_run)
             return self.block(self.REASON_CHAR_RUN, score, categories=cats, details=details)
         ratio_applies = a.token_count >= o.min_tokens
         if ratio_applies and a.top_token_ratio > o.max_top_token_ratio:
@@ -60,7 +67,8 @@ class RepetitionCheck(AnalysisCheck):
             over = (a.top_token_ratio - o.max_top_token_ratio) / room
             score = min(1.0, 0.7 + 0.3 * over)
             return self.block(self.REASON_TOKEN, score, categories=cats, details=details)
-        score = 0.5 * a.max_char_run / (o.max_char_run + 1)
+        score = 0.5 * max(a.max_char_run / (o.max_char_run + 1),
+                          a.max_space_run / (o.max_space_run + 1))
         if ratio_applies:
             score = max(score, 0.5 * a.top_token_ratio / o.max_top_token_ratio)
         return self.allow(score=min(score, 0.5), details=details)

@@ -42,6 +42,12 @@ def test_blocks(text: str, reason: str) -> None:
         "England flag \U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f",
         "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 (Persian with a ZWNJ)",
         "copied from a web page\u200b with one zero-width space",
+        # Khmer and Thai mark word breaks with U+200B.
+        "\u17a2\u17d2\u179c\u17b8\u200b\u178a\u17c2\u179b\u200b" * 10,
+        "\u0e20\u0e32\u0e29\u0e32\u200b\u0e44\u0e17\u0e22\u200b" * 10,
+        # A long pasted table with stray byte-order marks (under 2% of its characters).
+        "| Airport | Coordinates |\n"
+        + "| Some regional airport name | Northern valley | 40\u00b0N\ufeff 3\u00b0W |\n" * 20,
         "Привет, как дела?",
         "",
     ],
