@@ -192,3 +192,16 @@ def test_attack_fixture_detection_rate(check: SignatureCheck) -> None:
     rate = sum(v.blocked for v in verdicts) / len(rows)
     assert rate >= ATTACK_BLOCK_FLOOR, rate
     assert all(v.score > 0 for v in verdicts)
+
+
+def test_multilingual_fixtures(check: SignatureCheck) -> None:
+    """Overrides, extraction and unrestricted personas in 25 languages; benign look-alikes
+    ("follow the previous instructions", "forget the diet rules") in the same languages."""
+    attacks = _read("attacks_multilingual.jsonl")
+    benign = _read("benign_multilingual.jsonl")
+    assert len({r["lang"] for r in attacks}) >= 20
+    hit = check.check_batch([CheckContext(text=r["text"]) for r in attacks])
+    missed = [r["text"] for r, v in zip(attacks, hit, strict=True) if not v.blocked]
+    assert len(missed) <= 1, missed
+    fp = check.check_batch([CheckContext(text=r["text"]) for r in benign])
+    assert [r["text"] for r, v in zip(benign, fp, strict=True) if v.blocked] == []
