@@ -105,7 +105,7 @@ TRAIN_DATA ?= ../shared/datasets/train.jsonl
 FINETUNE_ARGS ?=
 finetune: install
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q 'torch>=2.2'
-	$(BIN)/infershield models finetune --data $(TRAIN_DATA) --with-examples --with-multilingual \
+	$(BIN)/infershield models finetune --data $(TRAIN_DATA) --with-examples --with-multilingual --epochs 3 \
 	  --probe tests/data/hard_negatives.jsonl --probe tests/data/attacks.jsonl \
 	  --head-out python/infershield/models/injection_head.npz \
 	  --encoder-out python/infershield/models/injection_encoder.npz $(FINETUNE_ARGS)
