@@ -103,6 +103,54 @@ def _layer_norm(g: _Graph, x: str, w: Weights, name: str, eps: float) -> str:
     return g.op("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=eps)
 
 
+def _fused_layers(g: _Graph, x: str, w: Weights, cfg: BertConfig) -> str:
+    """The encoder from onnxruntime's fused kernels (:func:`_fused_layer`)."""
+    mask_i32 = g.op("Cast", ["attention_mask"], to=TensorProto.INT32)
+    for n in range(cfg.num_hidden_layers):
+        x = _fused_layer(g, x, w, f"encoder.layer.{n}.", cfg, mask_i32)
+    return x
+
+
+def _standard_layers(g: _Graph, x: str, w: Weights, cfg: BertConfig, mask_f: str,
+                     compute: int) -> str:
+    """The encoder from standard ONNX ops (any runtime can load it)."""
+    f32, i64 = np.float32, np.int64
+    nh, hd = cfg.num_attention_heads, cfg.head_dim
+    split_shape = g.const("split_shape", np.array([0, 0, nh, hd], i64))
+    merge_shape = g.const("merge_shape", np.array([0, 0, cfg.hidden_size], i64))
+    scale = g.fconst("attn_scale", np.array(1.0 / math.sqrt(hd)))
+    sqrt2 = g.fconst("sqrt2", np.array(math.sqrt(2.0)))
+    half = g.fconst("half", np.array(0.5))
+    one = g.fconst("one_c", np.array(1.0))
+    # Additive attention bias [B, 1, 1, S]: 0 for real tokens, -1e4 for padding (fp16-safe).
+    inv = g.op("Sub", [g.const("one_f", np.array(1.0, f32)), mask_f])
+    bias = g.op("Unsqueeze", [g.op("Mul", [inv, g.const("neg_big", np.array(-1e4, f32))]),
+                              g.const("ax12", np.array([1, 2], i64))])
+    if compute != TensorProto.FLOAT:
+        bias = g.op("Cast", [bias], to=compute)
+    for n in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{n}."
+        q, k, v = (
+            g.op("Reshape", [_linear(g, x, w, p + f"attention.self.{m}"), split_shape])
+            for m in ("query", "key", "value")
+        )
+        qt = g.op("Transpose", [q], perm=[0, 2, 1, 3])
+        kt = g.op("Transpose", [k], perm=[0, 2, 3, 1])
+        vt = g.op("Transpose", [v], perm=[0, 2, 1, 3])
+        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [qt, kt]), scale]), bias])
+        ctx = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), vt])
+        ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge_shape])
+        x = _layer_norm(g, g.op("Add", [_linear(g, ctx, w, p + "attention.output.dense"), x]), w,
+                        p + "attention.output.LayerNorm", cfg.layer_norm_eps)
+        inter = _linear(g, x, w, p + "intermediate.dense")
+        # Exact (erf) GELU, as BERT uses; ORT fuses this pattern into one Gelu kernel.
+        erf = g.op("Erf", [g.op("Div", [inter, sqrt2])])
+        gelu = g.op("Mul", [g.op("Mul", [inter, half]), g.op("Add", [erf, one])])
+        x = _layer_norm(g, g.op("Add", [_linear(g, gelu, w, p + "output.dense"), x]), w,
+                        p + "output.LayerNorm", cfg.layer_norm_eps)
+    return x
+
+
 def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None, *,
                fp16: bool = False, fused: bool = False) -> onnx.ModelProto:
     """Build the ONNX model for ``cfg``/``w`` (+ optional head); see the module docstring.
@@ -130,44 +178,8 @@ def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None, *,
     x = _layer_norm(g, x, w, "embeddings.LayerNorm", cfg.layer_norm_eps)
 
     mask_f = g.op("Cast", ["attention_mask"], to=TensorProto.FLOAT)
-    if fused:
-        mask_i32 = g.op("Cast", ["attention_mask"], to=TensorProto.INT32)
-        for n in range(cfg.num_hidden_layers):
-            x = _fused_layer(g, x, w, f"encoder.layer.{n}.", cfg, mask_i32)
-    nh, hd = cfg.num_attention_heads, cfg.head_dim
-    if not fused:
-        split_shape = g.const("split_shape", np.array([0, 0, nh, hd], i64))
-        merge_shape = g.const("merge_shape", np.array([0, 0, cfg.hidden_size], i64))
-        scale = g.fconst("attn_scale", np.array(1.0 / math.sqrt(hd)))
-        sqrt2 = g.fconst("sqrt2", np.array(math.sqrt(2.0)))
-        half = g.fconst("half", np.array(0.5))
-        one = g.fconst("one_c", np.array(1.0))
-        # Additive attention bias [B, 1, 1, S]: 0 for real tokens, -1e4 for padding (fp16-safe)
-        inv = g.op("Sub", [g.const("one_f", np.array(1.0, f32)), mask_f])
-        bias = g.op("Unsqueeze", [g.op("Mul", [inv, g.const("neg_big", np.array(-1e4, f32))]),
-                                  g.const("ax12", np.array([1, 2], i64))])
-        if fp16:
-            bias = g.op("Cast", [bias], to=compute)
-    for n in range(0 if fused else cfg.num_hidden_layers):
-        p = f"encoder.layer.{n}."
-        q, k, v = (
-            g.op("Reshape", [_linear(g, x, w, p + f"attention.self.{m}"), split_shape])
-            for m in ("query", "key", "value")
-        )
-        qt = g.op("Transpose", [q], perm=[0, 2, 1, 3])
-        kt = g.op("Transpose", [k], perm=[0, 2, 3, 1])
-        vt = g.op("Transpose", [v], perm=[0, 2, 1, 3])
-        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [qt, kt]), scale]), bias])
-        ctx = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), vt])
-        ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge_shape])
-        x = _layer_norm(g, g.op("Add", [_linear(g, ctx, w, p + "attention.output.dense"), x]), w,
-                        p + "attention.output.LayerNorm", cfg.layer_norm_eps)
-        inter = _linear(g, x, w, p + "intermediate.dense")
-        # Exact (erf) GELU, as BERT uses; ORT fuses this pattern into one Gelu kernel.
-        erf = g.op("Erf", [g.op("Div", [inter, sqrt2])])
-        gelu = g.op("Mul", [g.op("Mul", [inter, half]), g.op("Add", [erf, one])])
-        x = _layer_norm(g, g.op("Add", [_linear(g, gelu, w, p + "output.dense"), x]), w,
-                        p + "output.LayerNorm", cfg.layer_norm_eps)
+    x = (_fused_layers(g, x, w, cfg) if fused
+         else _standard_layers(g, x, w, cfg, mask_f, compute))
 
     if fp16:
         x = g.op("Cast", [x], to=TensorProto.FLOAT)

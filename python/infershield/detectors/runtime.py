@@ -66,9 +66,9 @@ def resolve_providers(requested: Sequence[str]) -> list[str]:
     wanted: list[str] = []
     for p in requested:
         if p == "auto":
-            wanted += [CUDA] if CUDA in available and _gpu_present() else []
+            wanted += [CUDA] if _cuda_usable() else []
         elif p in ("cuda", CUDA):
-            if CUDA in available and _gpu_present():
+            if _cuda_usable():
                 wanted.append(CUDA)
             else:
                 log.warning("CUDA execution provider requested but unavailable; using the CPU")
@@ -83,14 +83,16 @@ def resolve_providers(requested: Sequence[str]) -> list[str]:
 
 def cuda_expected(requested: Sequence[str]) -> bool:
     """Whether :func:`resolve_providers` would pick the CUDA EP for ``requested`` (quietly)."""
+    return any(p in ("auto", "cuda", CUDA) for p in requested) and _cuda_usable()
+
+
+def _cuda_usable() -> bool:
+    """onnxruntime has the CUDA EP and a GPU is there (onnxruntime-gpu lists CUDA even
+    without a device, so also look for a driver-visible GPU)."""
     import onnxruntime as ort
 
-    wants = any(p in ("auto", "cuda", CUDA) for p in requested)
-    return wants and CUDA in ort.get_available_providers() and _gpu_present()
-
-
-def _gpu_present() -> bool:
-    # onnxruntime-gpu lists CUDA even without a device; check for a driver-visible GPU.
+    if CUDA not in ort.get_available_providers():
+        return False
     return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
 
 

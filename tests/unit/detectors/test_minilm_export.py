@@ -40,6 +40,14 @@ def _batch(seed: int = 1) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[type
     return ids, mask
 
 
+def _random_head(seed: int) -> Head:
+    """A one-hidden-layer head on TINY's 24-wide embedding."""
+    rng = np.random.default_rng(seed)
+    return Head(rng.standard_normal((24, 8)).astype(np.float32), np.zeros(8, np.float32),
+                rng.standard_normal((8, 2)).astype(np.float32), np.ones(2, np.float32),
+                ("benign", "injection"))
+
+
 def test_tiny_bert_matches_reference() -> None:
     w = random_bert(TINY)
     ids, mask = _batch()
@@ -60,10 +68,7 @@ def test_padding_does_not_change_embeddings() -> None:
 
 def test_head_graph_matches_numpy_head() -> None:
     w = random_bert(TINY)
-    rng = np.random.default_rng(3)
-    head = Head(rng.standard_normal((24, 8)).astype(np.float32), np.zeros(8, np.float32),
-                rng.standard_normal((8, 2)).astype(np.float32), np.ones(2, np.float32),
-                ("benign", "injection"))
+    head = _random_head(3)
     ids, mask = _batch(2)
     logits = _session(bert_graph(TINY, w, head)).run(
         None, {"input_ids": ids, "attention_mask": mask})[0]
@@ -169,10 +174,7 @@ def test_truncated_encoder_keeps_the_first_layers(tmp_path: Path) -> None:
 
 def test_fp16_graph_matches_fp32() -> None:
     w = random_bert(TINY)
-    rng = np.random.default_rng(4)
-    head = Head(rng.standard_normal((24, 8)).astype(np.float32), np.zeros(8, np.float32),
-                rng.standard_normal((8, 2)).astype(np.float32), np.ones(2, np.float32),
-                ("benign", "injection"))
+    head = _random_head(4)
     ids, mask = _batch(3)
     feeds = {"input_ids": ids, "attention_mask": mask}
     full = _session(bert_graph(TINY, w, head)).run(None, feeds)[0]
