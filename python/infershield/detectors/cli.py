@@ -52,6 +52,22 @@ def register(sub: Any) -> None:
                     help="also save the fine-tuned layers (float16) here")
     ft.set_defaults(func=cmd_models_finetune)
 
+    cal = msub.add_parser(
+        "calibrate-prefilter", help="choose the fast prefilter's clearing cut on labelled rows "
+        "(the highest cut that clears at most --max-loss of the attacks the main model catches)")
+    cal.add_argument("--data", required=True, metavar="FILE.jsonl")
+    cal.add_argument("--split", choices=["all", "dev"], default="dev",
+                     help="rows to calibrate on (default: the dev part of the split)")
+    cal.add_argument("--max-loss", type=float, default=0.005,
+                     help="share of the main model's caught attacks the cut may clear")
+    cal.add_argument("--main", metavar="DIR", help="main model directory (default: shipped)")
+    cal.add_argument("--fast", metavar="DIR", help="fast model directory (default: shipped)")
+    cal.add_argument("--head", metavar="FILE.npz",
+                     help="fast model head to record the cut in (its meta clear_below); "
+                     "rebuild the model afterwards")
+    cal.add_argument("--config", help="config YAML (for cache_dir)")
+    cal.set_defaults(func=cmd_models_calibrate_prefilter)
+
     ev = sub.add_parser("eval", help="AUC / TPR@FPR / latency of model, rules and both")
     ev.add_argument("--jsonl", required=True, metavar="FILE")
     ev.add_argument("--config", help="policy/config YAML (default: the shipped default policy)")
@@ -173,6 +189,39 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     _build_into(out, head_path, enc_path)
     print(json.dumps({"model_dir": str(out), "head": str(head_path), "encoder": str(enc_path),
                       "threshold": result.head.threshold, **result.metrics}, indent=2))
+    return 0
+
+
+def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
+    from infershield.config import load_config
+    from infershield.detectors.evaluate import choose_prefilter_cut
+    from infershield.detectors.head import Head
+    from infershield.detectors.models import FAST_MODEL, ensure_shipped_model
+    from infershield.detectors.runtime import RuntimeOptions, SequenceClassifier
+    from infershield.detectors.training import load_jsonl, split_dev
+
+    if not 0.0 <= args.max_loss < 1.0:
+        raise InvalidRequest("--max-loss must be in [0, 1)")
+    cfg = load_config(args.config)
+    rows = load_jsonl(Path(args.data))
+    if args.split == "dev":
+        rows = split_dev(rows)[1]
+    main_dir = Path(args.main) if args.main else ensure_shipped_model(cfg.cache_path)
+    fast_dir = Path(args.fast) if args.fast else ensure_shipped_model(cfg.cache_path,
+                                                                      name=FAST_MODEL)
+    texts = [r.text for r in rows]
+    # Calibration is offline: every window of every row is scored, however long the row.
+    opts = RuntimeOptions(max_windows=1_000_000)
+    main, fast = SequenceClassifier(main_dir, opts), SequenceClassifier(fast_dir, opts)
+    threshold = float(main.meta.get("threshold", 0.5))
+    cut = choose_prefilter_cut(fast.score(texts), main.score(texts), [r.label for r in rows],
+                               threshold, args.max_loss)
+    if args.head:
+        head = Head.load(Path(args.head))
+        Head(head.w1, head.b1, head.w2, head.b2, head.labels, head.threshold,
+             {**head.meta, "clear_below": f"{cut.clear_below:.6g}"}).save(Path(args.head))
+    print(json.dumps({"rows": len(rows), "main_threshold": threshold, **cut.as_dict()},
+                     indent=2))
     return 0
 
 

@@ -133,3 +133,44 @@ def format_report(report: dict[str, Any]) -> str:
                              f"{m['blocked_rate']:>9.3f}")
     return "\n".join(lines)
 
+
+
+@dataclass(frozen=True)
+class PrefilterCut:
+    """The prefilter's clearing cut and what it costs and saves on the rows it was chosen on."""
+
+    clear_below: float
+    caught: int  # attack rows the main model blocks on its own
+    lost: int  # of those, the rows the cut clears (the cascade misses them)
+    attacks_cleared: float  # share of all attack rows cleared
+    benign_cleared: float  # share of benign rows cleared (they skip the main model)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"clear_below": self.clear_below, "caught": self.caught, "lost": self.lost,
+                "attacks_cleared": self.attacks_cleared, "benign_cleared": self.benign_cleared}
+
+
+def choose_prefilter_cut(fast: F32, main: F32, labels: Sequence[str], threshold: float,
+                         max_loss: float) -> PrefilterCut:
+    """The highest cut that clears at most ``max_loss`` of the attacks the main model catches.
+
+    ``fast`` and ``main`` are the two models' scores of the same rows; an attack row is
+    injection or jailbreak, and it is caught when ``main >= threshold``. A text is cleared
+    when ``fast < cut``; the cut never exceeds ``threshold`` (so the cascade cannot block
+    anything the main model would allow).
+    """
+    if not 0.0 <= max_loss < 1.0:
+        raise ValueError("max_loss must be in [0, 1)")
+    lab = np.asarray(labels)
+    attack = np.isin(lab, ["injection", "jailbreak"])
+    benign = lab == BENIGN
+    caught = np.sort(fast[attack & (main >= threshold)])
+    if caught.size == 0:
+        raise ValueError("the main model catches none of the attack rows: no cut to choose")
+    k = int(np.floor(max_loss * caught.size))  # caught rows the cut may clear
+    cut = float(min(caught[k] if k < caught.size else 1.0, threshold))
+    return PrefilterCut(
+        clear_below=cut, caught=int(caught.size), lost=int((caught < cut).sum()),
+        attacks_cleared=float((fast[attack] < cut).mean()),
+        benign_cleared=float((fast[benign] < cut).mean()) if benign.any() else 0.0,
+    )

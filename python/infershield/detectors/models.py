@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 #: Name of the shipped classifier under ``<cache>/models/``.
 SHIPPED_MODEL = "injection-minilm"
+#: Name of the shipped fast screening model (one encoder layer): the CPU prefilter.
+FAST_MODEL = "injection-minilm-fast"
 #: Name of the plain embedding model (the ``local`` backend's demo model).
 EMBEDDING_MODEL = "minilm-embedding"
 
@@ -37,6 +39,25 @@ def frozen_head_path() -> Path:
 def shipped_encoder_path() -> Path:
     """The committed fine-tuned encoder layers (float16), merged over the base weights."""
     return Path(str(resources.files("infershield") / "models" / "injection_encoder.npz"))
+
+
+def fast_head_path() -> Path:
+    """The fast model's head (its meta holds ``clear_below``, the prefilter's cut)."""
+    return Path(str(resources.files("infershield") / "models" / "fast_head.npz"))
+
+
+def fast_encoder_path() -> Path:
+    """The fast model's one fine-tuned encoder layer (float16; the others are dropped)."""
+    return Path(str(resources.files("infershield") / "models" / "fast_encoder.npz"))
+
+
+def _shipped_weights(name: str) -> tuple[Path, Path]:
+    """(head, encoder) weight files of a shipped model name."""
+    if name == SHIPPED_MODEL:
+        return shipped_head_path(), shipped_encoder_path()
+    if name == FAST_MODEL:
+        return fast_head_path(), fast_encoder_path()
+    raise ConfigError(f"no shipped model named {name!r}")
 
 
 def _sha256(path: Path) -> str:
@@ -76,9 +97,9 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
     return out
 
 
-def _is_current(model_dir: Path, *, fp16: bool = False) -> bool:
-    """Whether ``model_dir`` holds a build of the shipped weights as they are now (with the
-    float16 twin, when ``fp16``)."""
+def _is_current(model_dir: Path, *, fp16: bool = False, name: str = SHIPPED_MODEL) -> bool:
+    """Whether ``model_dir`` holds a build of shipped model ``name``'s weights as they are
+    now (with the float16 twin, when ``fp16``)."""
     try:
         cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -88,33 +109,35 @@ def _is_current(model_dir: Path, *, fp16: bool = False) -> bool:
         and (model_dir / "tokenizer.json").is_file()
         and (not fp16 or (model_dir / FP16_FILE).is_file())
         and cfg.get("infershield", {}).get("weights_sha256")
-        == _weights_sha256(shipped_head_path(), shipped_encoder_path())
+        == _weights_sha256(*_shipped_weights(name))
     )
 
 
 def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = False,
-                         fp16: bool = False) -> Path:
-    """Return the shipped classifier's directory, building it first when missing or stale
-    (or, with ``fp16``, when it lacks the float16 twin).
+                         fp16: bool = False, name: str = SHIPPED_MODEL) -> Path:
+    """Return a shipped classifier's directory (``name``: :data:`SHIPPED_MODEL` or
+    :data:`FAST_MODEL`), building it first when missing or stale (or, with ``fp16``, when it
+    lacks the float16 twin).
 
     Concurrent processes serialise on a lock file, so a server and a test run starting at the
     same time build it once. With ``build=False`` a missing model is a ConfigError.
     """
-    target = models_dir(cache_path) / SHIPPED_MODEL
-    if not force and _is_current(target, fp16=fp16):
+    head_path, encoder_path = _shipped_weights(name)
+    target = models_dir(cache_path) / name
+    if not force and _is_current(target, fp16=fp16, name=name):
         return target
     if not build:
-        if _is_current(target):
+        if _is_current(target, name=name):
             return target  # no float16 twin: the runtime says so and runs model.onnx
         raise ConfigError(
             f"classifier model not built at {target}: run `infershield models build`"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    with (target.parent / f".{SHIPPED_MODEL}.lock").open("w") as lock:
+    with (target.parent / f".{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if force or not _is_current(target, fp16=fp16):
+        if force or not _is_current(target, fp16=fp16, name=name):
             log.info("building classifier model into %s", target)
-            build_classifier(target, fp16=fp16)
+            build_classifier(target, head_path, encoder_path, fp16=fp16)
     return target
 
 

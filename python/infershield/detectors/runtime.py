@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -287,12 +287,100 @@ def _special_tokens(tok: Any) -> tuple[list[int], list[int]]:
     raise ConfigError("cannot locate the tokenizer's special tokens")
 
 
+# ---------------------------------------------------------------------- cascade
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeWindows:
+    """A text's windows for the fast model and for the main model (the same list when both
+    tokenise alike); its length is the main model's window count (the batcher's unit)."""
+
+    fast: list[list[int]]
+    main: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+
+class Cascade:
+    """A fast model screens every text; only the texts it cannot clear reach the main model.
+
+    A text whose fast score (max over its windows) is below ``clear_below`` is answered with
+    that score; every other text gets the main model's score. So the cascade never blocks
+    what the main model alone would allow (``clear_below`` must not exceed the blocking
+    threshold), and it misses an attack only when the fast model scores every window of it
+    below ``clear_below``: that cut is chosen on held-out data so such misses stay rare.
+    """
+
+    def __init__(self, fast: SequenceClassifier, main: SequenceClassifier,
+                 clear_below: float) -> None:
+        if not 0.0 <= clear_below < 1.0:
+            raise ConfigError(f"prefilter clear_below must be in [0, 1), got {clear_below}")
+        self.fast, self.main, self.clear_below = fast, main, clear_below
+        self.model_dir = main.model_dir
+        # Same tokenizer and windows: tokenise once and hand both models the same windows.
+        self.shared_windows = (
+            fast.tokenizer.to_str() == main.tokenizer.to_str()
+            and (fast.window, fast.stride) == (main.window, main.stride)
+        )
+        self._lock = threading.Lock()
+        self.cleared = 0  # texts answered by the fast model alone
+        self.escalated = 0  # texts the main model scored
+
+    def windows_each(self, texts: Sequence[str]) -> list[CascadeWindows | LimitExceeded]:
+        """Both models' windows per text, or the LimitExceeded of either model."""
+        main = self.main.windows_each(texts)
+        fast = main if self.shared_windows else self.fast.windows_each(texts)
+        out: list[CascadeWindows | LimitExceeded] = []
+        for f, m in zip(fast, main, strict=True):
+            if isinstance(m, LimitExceeded):
+                out.append(m)
+            elif isinstance(f, LimitExceeded):
+                out.append(f)
+            else:
+                out.append(CascadeWindows(f, m))
+        return out
+
+    def score(self, texts: Sequence[str]) -> F32:
+        """Attack probability per text, as the cascade decides it."""
+        per_text = []
+        for ws in self.windows_each(texts):
+            if isinstance(ws, LimitExceeded):
+                raise ws
+            per_text.append(ws)
+        return self.score_windows(per_text)
+
+    def score_windows(self, per_text: Sequence[CascadeWindows]) -> F32:
+        scores = self.fast.score_windows([w.fast for w in per_text])
+        todo = [i for i, s in enumerate(scores) if s >= self.clear_below]
+        if todo:
+            scores[todo] = self.main.score_windows([per_text[i].main for i in todo])
+        with self._lock:
+            self.escalated += len(todo)
+            self.cleared += len(per_text) - len(todo)
+        return scores
+
+
 # ---------------------------------------------------------------------- micro-batching
+
+
+class WindowScorer(Protocol):
+    """What :class:`MicroBatcher` drives: a :class:`SequenceClassifier` or a :class:`Cascade`.
+
+    ``windows_each`` turns texts into per-text window items (anything with a ``len``: the
+    number of windows it costs); ``score_windows`` scores a list of such items.
+    """
+
+    model_dir: Path
+
+    def windows_each(self, texts: Sequence[str]) -> Sequence[Any]: ...
+
+    def score_windows(self, per_text: Sequence[Any]) -> F32: ...
 
 
 @dataclass(slots=True)
 class _Request:
-    windows: list[list[int]]
+    windows: Any  # one windows_each item of the scorer: sized by its window count
     future: Future[float]
     trace_ctx: Any = None  # the submitter's sampled trace context, for the batch span
 
@@ -309,7 +397,7 @@ class MicroBatcher:
     future, so an asyncio caller can ``await asyncio.wrap_future(...)``.
     """
 
-    def __init__(self, model: SequenceClassifier, *, max_batch: int = 32, max_wait_ms: float = 0.0):
+    def __init__(self, model: WindowScorer, *, max_batch: int = 32, max_wait_ms: float = 0.0):
         if max_batch < 1 or max_wait_ms < 0:
             raise ConfigError("max_batch must be >= 1 and max_wait_ms >= 0")
         self.model = model
@@ -328,9 +416,12 @@ class MicroBatcher:
         """Queue ``text``; the future resolves to its attack probability (or the error)."""
         fut: Future[float] = Future()
         try:
-            windows = self.model.windows(text)
+            windows = self.model.windows_each([text])[0]
         except Exception as exc:
             fut.set_exception(exc)
+            return fut
+        if isinstance(windows, Exception):  # LimitExceeded: too long to score
+            fut.set_exception(windows)
             return fut
         with self._lock:
             if self._closed:

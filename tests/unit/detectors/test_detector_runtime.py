@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -221,10 +223,10 @@ class _GatedModel:
         self.running = threading.Event()
         self.batches: list[int] = []
 
-    def windows(self, text: str) -> list[list[int]]:
-        return [[len(text)]]
+    def windows_each(self, texts: Sequence[str]) -> list[list[list[int]]]:
+        return [[[len(text)]] for text in texts]
 
-    def score_windows(self, per_text: list[list[list[int]]]) -> np.ndarray:  # type: ignore[type-arg]
+    def score_windows(self, per_text: Sequence[Any]) -> np.ndarray:  # type: ignore[type-arg]
         if not self.batches:
             self.running.set()
             self.gate.wait(10)
@@ -234,7 +236,7 @@ class _GatedModel:
 
 def test_greedy_batcher_answers_a_lone_request_and_batches_the_backlog() -> None:
     m = _GatedModel()
-    b = MicroBatcher(m, max_batch=64)  # type: ignore[arg-type]  # default: never waits
+    b = MicroBatcher(m, max_batch=64)  # default: never waits
     try:
         first = b.submit("x" * 5)
         assert m.running.wait(5)  # the lone request went straight to a forward pass

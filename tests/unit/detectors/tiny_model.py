@@ -28,7 +28,7 @@ def _tokenizer() -> Tokenizer:
     return tok
 
 
-def _graph() -> onnx.ModelProto:
+def _graph(jailbreak: bool = True) -> onnx.ModelProto:
     def c(name: str, arr: np.ndarray) -> onnx.TensorProto:  # type: ignore[type-arg]
         return numpy_helper.from_array(arr, name)
 
@@ -60,7 +60,8 @@ def _graph() -> onnx.ModelProto:
     ]
     inits = [
         c("inj_id", np.array(WORDS.index("inject"), np.int64)),
-        c("jb_id", np.array(WORDS.index("jailbreak"), np.int64)),
+        # Without ``jailbreak`` the id can never occur, so the model is blind to the word.
+        c("jb_id", np.array(WORDS.index("jailbreak") if jailbreak else 10_000, np.int64)),
         c("ax1", np.array([1], np.int64)),
         c("small", np.array(0.05, np.float32)),
         c("ten", np.array(10.0, np.float32)),
@@ -77,13 +78,20 @@ def _graph() -> onnx.ModelProto:
     return m
 
 
-def build_tiny_classifier(out: Path, *, max_positions: int = 16) -> Path:
-    """Write model.onnx + tokenizer.json + config.json (HF layout) into ``out``."""
+def build_tiny_classifier(out: Path, *, max_positions: int = 16, jailbreak: bool = True,
+                          meta: dict[str, float] | None = None) -> Path:
+    """Write model.onnx + tokenizer.json + config.json (HF layout) into ``out``.
+
+    ``jailbreak=False`` builds a model blind to the word ``jailbreak`` (a weak prefilter);
+    ``meta`` becomes config.json's ``infershield`` section.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(_graph(), str(out / "model.onnx"))
+    onnx.save_model(_graph(jailbreak), str(out / "model.onnx"))
     _tokenizer().save(str(out / "tokenizer.json"))
-    cfg = {"id2label": {"0": "BENIGN", "1": "INJECTION", "2": "JAILBREAK"},
-           "max_position_embeddings": max_positions}
+    cfg: dict[str, object] = {"id2label": {"0": "BENIGN", "1": "INJECTION", "2": "JAILBREAK"},
+                              "max_position_embeddings": max_positions}
+    if meta is not None:
+        cfg["infershield"] = meta
     (out / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
     return out
 

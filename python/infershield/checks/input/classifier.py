@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -42,6 +42,14 @@ class ClassifierOptions:
     stride: int = 0
     max_windows: int = 64
     threads: int = 0
+    #: A fast model that screens first: a text it scores below ``prefilter_clear`` is allowed
+    #: without running ``model``; every other text is scored by ``model`` as usual. "auto" =
+    #: the shipped one-layer model, when ``model`` is the shipped one and runs on the CPU EP
+    #: (on a GPU the main model is fast enough alone); "none" = off; else a model directory
+    #: or a name under ``<cache>/models``.
+    prefilter: str = "none"
+    #: The prefilter's clearing cut; ``None`` = the fast model's recommended ``clear_below``.
+    prefilter_clear: float | None = None
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
 
@@ -55,19 +63,24 @@ class ClassifierCheck(Check):
     REASON_ATTACK = "classifier: attack probability {score:.3f} >= {threshold:.3f}"
     REASON_TOO_LONG = "classifier: text exceeds the window limit"
 
-    def __init__(self, name: str, options: ClassifierOptions, model_dir: Path) -> None:
-        from infershield.detectors.runtime import MicroBatcher, RuntimeOptions, SequenceClassifier
+    def __init__(self, name: str, options: ClassifierOptions, model_dir: Path,
+                 prefilter_dir: Path | None = None) -> None:
+        from infershield.detectors.runtime import (
+            Cascade,
+            MicroBatcher,
+            RuntimeOptions,
+            SequenceClassifier,
+            WindowScorer,
+        )
 
         super().__init__(name, options)
         o = options
-        self.model = SequenceClassifier(
-            model_dir,
-            RuntimeOptions(
-                attack_labels=o.attack_labels, providers=o.providers, fp16=o.fp16,
-                window=o.window, stride=o.stride, max_windows=o.max_windows,
-                intra_op_threads=o.threads, max_batch=o.max_batch, io_binding=o.io_binding,
-            ),
+        runtime = RuntimeOptions(
+            attack_labels=o.attack_labels, providers=o.providers, fp16=o.fp16,
+            window=o.window, stride=o.stride, max_windows=o.max_windows,
+            intra_op_threads=o.threads, max_batch=o.max_batch, io_binding=o.io_binding,
         )
+        self.model = SequenceClassifier(model_dir, runtime)
         recommended = float(self.model.meta.get("threshold", 0.5))
         self.threshold = o.threshold if o.threshold is not None else recommended
         if not 0.0 < self.threshold <= 1.0:
@@ -76,25 +89,52 @@ class ClassifierCheck(Check):
             "jailbreak" if "jailbreak" in lab.lower() else "injection"
             for lab in self.model.attack_labels
         ))
-        self.batcher = MicroBatcher(self.model, max_batch=o.max_batch, max_wait_ms=o.max_wait_ms)
+        #: What scores texts: the model, or the prefilter cascade in front of it.
+        self.scorer: WindowScorer = self.model
+        self.cascade: Cascade | None = None
+        if prefilter_dir is not None:
+            # The fast model names its own labels; only the window follows the main model.
+            fast = SequenceClassifier(prefilter_dir, replace(runtime, attack_labels=()))
+            clear = o.prefilter_clear
+            if clear is None:
+                try:
+                    clear = float(fast.meta["clear_below"])
+                except (KeyError, TypeError, ValueError):
+                    raise ConfigError(
+                        f"prefilter {prefilter_dir} has no recommended clear_below: "
+                        "set prefilter_clear"
+                    ) from None
+            if not 0.0 <= clear <= self.threshold:
+                raise ConfigError(
+                    f"prefilter_clear {clear} must be in [0, threshold {self.threshold}]")
+            self.cascade = Cascade(fast, self.model, clear)
+            self.scorer = self.cascade
+        self.batcher = MicroBatcher(self.scorer, max_batch=o.max_batch,
+                                    max_wait_ms=o.max_wait_ms)
 
     @classmethod
     def from_config(cls, name: str, options: ClassifierOptions, config: Config) -> ClassifierCheck:
         """Resolve ``options.model`` against the cache (building the shipped model if allowed)."""
-        from infershield.detectors.models import ensure_shipped_model, models_dir
+        from infershield.detectors.models import FAST_MODEL, ensure_shipped_model
         from infershield.detectors.runtime import cuda_expected
 
+        build = options.on_missing_model == "build"
+        on_gpu = cuda_expected(options.providers)
         if not options.model:
             model_dir = ensure_shipped_model(
-                config.cache_path, build=options.on_missing_model == "build",
-                fp16=options.fp16 and cuda_expected(options.providers),
-            )
+                config.cache_path, build=build, fp16=options.fp16 and on_gpu)
         else:
-            p = Path(options.model).expanduser()
-            model_dir = p if p.is_dir() else models_dir(config.cache_path) / options.model
-            if not model_dir.is_dir():
-                raise ConfigError(f"classifier model {options.model!r} not found ({model_dir})")
-        return cls(name, options, model_dir)
+            model_dir = _model_dir(options.model, config)
+        prefilter_dir = None
+        if options.prefilter == "auto":
+            if not options.model and not on_gpu:
+                prefilter_dir = ensure_shipped_model(config.cache_path, build=build,
+                                                     name=FAST_MODEL)
+        elif options.prefilter == FAST_MODEL:
+            prefilter_dir = ensure_shipped_model(config.cache_path, build=build, name=FAST_MODEL)
+        elif options.prefilter not in ("", "none"):
+            prefilter_dir = _model_dir(options.prefilter, config)
+        return cls(name, options, model_dir, prefilter_dir)
 
     def _verdict(self, score: float) -> Verdict:
         score = min(max(score, 0.0), 1.0)
@@ -123,13 +163,24 @@ class ClassifierCheck(Check):
     def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
         # A batch already is a batch: score it directly, windows sorted by length.
         per_text = [None if isinstance(w, LimitExceeded) else w
-                    for w in self.model.windows_each([ctx.text for ctx in ctxs])]
+                    for w in self.scorer.windows_each([ctx.text for ctx in ctxs])]
         ok = [w for w in per_text if w is not None]
         scores: Iterator[float] = iter(())
         if ok:
             with detector_span(self.model.model_dir.name, len(ok)):
-                scores = iter(self.model.score_windows(ok).tolist())
+                scores = iter(self.scorer.score_windows(ok).tolist())
         return [self._too_long() if w is None else self._verdict(next(scores)) for w in per_text]
 
     def close(self) -> None:
         self.batcher.close()
+
+
+def _model_dir(model: str, config: Config) -> Path:
+    """A model directory, or the name of one under ``<cache>/models``."""
+    from infershield.detectors.models import models_dir
+
+    p = Path(model).expanduser()
+    model_dir = p if p.is_dir() else models_dir(config.cache_path) / model
+    if not model_dir.is_dir():
+        raise ConfigError(f"classifier model {model!r} not found ({model_dir})")
+    return model_dir

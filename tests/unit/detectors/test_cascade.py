@@ -1,0 +1,166 @@
+"""The prefilter cascade: a fast model clears what it can, the main model scores the rest."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_model import build_tiny_classifier, filler  # type: ignore[import-not-found]
+
+from infershield.checks.base import CheckContext
+from infershield.checks.input.classifier import ClassifierCheck, ClassifierOptions
+from infershield.config import CheckSpec, Config
+from infershield.detectors.runtime import Cascade, RuntimeOptions, SequenceClassifier
+from infershield.errors import ConfigError, LimitExceeded
+from infershield.policy import build_pipeline
+from infershield.verdict import Decision
+
+TEXTS = ["w1 w2", "w1 inject w3", "w4 jailbreak", filler(30), filler(30) + " inject", "w9"]
+
+
+@pytest.fixture(scope="module")
+def main_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_classifier(tmp_path_factory.mktemp("main"))
+
+
+@pytest.fixture(scope="module")
+def fast_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Blind to "jailbreak": what it clears, the main model never sees.
+    return build_tiny_classifier(tmp_path_factory.mktemp("fast"), jailbreak=False,
+                                 meta={"clear_below": 0.5})
+
+
+@pytest.fixture(scope="module")
+def main(main_dir: Path) -> SequenceClassifier:
+    return SequenceClassifier(main_dir, RuntimeOptions(max_batch=4))
+
+
+@pytest.fixture(scope="module")
+def fast(fast_dir: Path) -> SequenceClassifier:
+    return SequenceClassifier(fast_dir, RuntimeOptions(max_batch=4))
+
+
+def test_cleared_texts_keep_the_fast_score_and_the_rest_get_the_main_score(
+    fast: SequenceClassifier, main: SequenceClassifier
+) -> None:
+    cascade = Cascade(fast, main, clear_below=0.5)
+    assert cascade.shared_windows
+    got = cascade.score(TEXTS)
+    f, m = fast.score(TEXTS), main.score(TEXTS)
+    escalated = f >= 0.5
+    assert escalated.tolist() == [False, True, False, False, True, False]
+    np.testing.assert_allclose(got[escalated], m[escalated], rtol=1e-6)
+    np.testing.assert_allclose(got[~escalated], f[~escalated], rtol=1e-6)
+    assert (cascade.cleared, cascade.escalated) == (4, 2)
+    # The jailbreak text is the price of a weak prefilter: cleared, though main would block.
+    assert got[2] < 0.5 < m[2]
+
+
+def test_a_zero_cut_escalates_everything(fast: SequenceClassifier,
+                                         main: SequenceClassifier) -> None:
+    cascade = Cascade(fast, main, clear_below=0.0)
+    np.testing.assert_allclose(cascade.score(TEXTS), main.score(TEXTS), rtol=1e-6)
+    assert cascade.cleared == 0
+
+
+def test_never_blocks_what_the_main_model_allows(fast: SequenceClassifier,
+                                                 main: SequenceClassifier) -> None:
+    threshold = 0.5
+    cascade = Cascade(fast, main, clear_below=threshold)
+    texts = [filler(n, offset=n) + (" inject" if n % 3 == 0 else "") for n in range(1, 40)]
+    got, m = cascade.score(texts), main.score(texts)
+    assert not np.any((got >= threshold) & (m < threshold))
+
+
+def test_models_with_different_windows_each_tokenise(tmp_path: Path,
+                                                     main: SequenceClassifier) -> None:
+    fast = SequenceClassifier(build_tiny_classifier(tmp_path / "f", max_positions=10,
+                                                    jailbreak=False))
+    cascade = Cascade(fast, main, clear_below=0.5)
+    assert not cascade.shared_windows
+    text = filler(60) + " inject " + filler(5)  # past the first window of both models
+    (ws,) = cascade.windows_each([text])
+    assert not isinstance(ws, LimitExceeded)
+    assert len(ws.fast) > len(ws.main) > 1
+    assert cascade.score([text])[0] > 0.99
+
+
+def test_too_long_for_either_model_is_limit_exceeded(tmp_path: Path,
+                                                     main: SequenceClassifier) -> None:
+    fast = SequenceClassifier(build_tiny_classifier(tmp_path / "f", max_positions=8),
+                              RuntimeOptions(max_windows=3))
+    cascade = Cascade(fast, main, clear_below=0.5)
+    short, long_ = cascade.windows_each(["w1 w2", filler(20)])
+    assert not isinstance(short, LimitExceeded)
+    assert isinstance(long_, LimitExceeded)
+    with pytest.raises(LimitExceeded):
+        cascade.score([filler(20)])
+
+
+@pytest.mark.parametrize("cut", [-0.1, 1.0])
+def test_cut_out_of_range_is_config_error(fast: SequenceClassifier, main: SequenceClassifier,
+                                          cut: float) -> None:
+    with pytest.raises(ConfigError, match="clear_below"):
+        Cascade(fast, main, clear_below=cut)
+
+
+def test_check_reads_the_cut_from_the_fast_model(main_dir: Path, fast_dir: Path) -> None:
+    chk = ClassifierCheck("clf", ClassifierOptions(threshold=0.6), main_dir, fast_dir)
+    try:
+        assert chk.cascade is not None and chk.cascade.clear_below == 0.5
+        verdicts = chk.check_batch([CheckContext(text=t) for t in TEXTS])
+        assert [v.decision is Decision.BLOCK for v in verdicts] == [
+            False, True, False, False, True, False]
+        assert chk.check(CheckContext(text="w2 inject")).decision is Decision.BLOCK
+
+        async def run() -> list[bool]:
+            vs = await asyncio.gather(*(chk.acheck(CheckContext(text=t)) for t in TEXTS))
+            return [v.decision is Decision.BLOCK for v in vs]
+
+        assert asyncio.run(run()) == [False, True, False, False, True, False]
+    finally:
+        chk.close()
+
+
+def test_check_cut_must_not_exceed_the_threshold(main_dir: Path, fast_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="prefilter_clear"):
+        ClassifierCheck("clf", ClassifierOptions(threshold=0.4), main_dir, fast_dir)
+    with pytest.raises(ConfigError, match="prefilter_clear"):
+        ClassifierCheck("clf", ClassifierOptions(threshold=0.6, prefilter_clear=0.7),
+                        main_dir, fast_dir)
+
+
+def test_check_needs_a_cut(main_dir: Path, tmp_path: Path) -> None:
+    no_cut = build_tiny_classifier(tmp_path / "nocut")
+    with pytest.raises(ConfigError, match="clear_below"):
+        ClassifierCheck("clf", ClassifierOptions(threshold=0.6), main_dir, no_cut)
+    chk = ClassifierCheck("clf", ClassifierOptions(threshold=0.6, prefilter_clear=0.2),
+                          main_dir, no_cut)
+    try:
+        assert chk.cascade is not None and chk.cascade.clear_below == 0.2
+        assert chk.check(CheckContext(text="w1 jailbreak")).decision is Decision.BLOCK
+    finally:
+        chk.close()
+
+
+def test_policy_prefilter_option(main_dir: Path, fast_dir: Path, tmp_path: Path) -> None:
+    cfg = Config(cache_dir=str(tmp_path))
+    texts = [CheckContext(text=t) for t in ["w1 w2", "w3 inject", "w4 jailbreak", filler(300)]]
+    for prefilter, blocked in [(str(fast_dir), [False, True, False, True]),
+                               ("none", [False, True, True, True]),
+                               ("auto", [False, True, True, True])]:  # auto: shipped model only
+        spec = CheckSpec(type="classifier", options={
+            "model": str(main_dir), "prefilter": prefilter, "threshold": 0.6, "max_windows": 4})
+        pipe = build_pipeline([spec], "input", cfg, fail_fast=False)
+        try:
+            assert [r.blocked for r in pipe.run_batch(texts)] == blocked, prefilter
+        finally:
+            pipe.close()
+
+
+def test_policy_missing_prefilter_is_config_error(main_dir: Path, tmp_path: Path) -> None:
+    spec = CheckSpec(type="classifier", options={"model": str(main_dir), "prefilter": "nope"})
+    with pytest.raises(ConfigError, match="not found"):
+        build_pipeline([spec], "input", Config(cache_dir=str(tmp_path)), fail_fast=False)

@@ -1,0 +1,41 @@
+"""Choosing the prefilter's clearing cut."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infershield.detectors.evaluate import choose_prefilter_cut
+
+LABELS = ["injection"] * 10 + ["jailbreak"] * 2 + ["benign"] * 8
+# Attack rows: fast scores 0.05..0.60; rows 10 and 11 are missed by the main model.
+FAST = np.array([0.05, 0.10, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.01, 0.02,
+                 0.0, 0.01, 0.02, 0.03, 0.04, 0.06, 0.2, 0.9], np.float32)
+MAIN = np.array([0.9] * 10 + [0.1, 0.1] + [0.1] * 8, np.float32)
+
+
+def test_zero_loss_keeps_every_caught_attack() -> None:
+    cut = choose_prefilter_cut(FAST, MAIN, LABELS, threshold=0.8, max_loss=0.0)
+    assert cut.clear_below == pytest.approx(0.05)
+    assert (cut.caught, cut.lost) == (10, 0)
+    assert cut.benign_cleared == pytest.approx(5 / 8)  # 0.0 .. 0.04
+    assert cut.attacks_cleared == pytest.approx(2 / 12)  # the two the main model misses too
+
+
+def test_the_loss_budget_is_a_share_of_the_caught_attacks() -> None:
+    cut = choose_prefilter_cut(FAST, MAIN, LABELS, threshold=0.8, max_loss=0.2)
+    assert cut.clear_below == pytest.approx(0.2)  # clears 0.05 and 0.10: 2 of 10
+    assert cut.lost == 2
+    assert cut.benign_cleared == pytest.approx(6 / 8)
+
+
+def test_the_cut_never_exceeds_the_threshold() -> None:
+    cut = choose_prefilter_cut(FAST, MAIN, LABELS, threshold=0.15, max_loss=0.5)
+    assert cut.clear_below == pytest.approx(0.15)
+
+
+def test_no_caught_attack_is_an_error() -> None:
+    with pytest.raises(ValueError, match="catches none"):
+        choose_prefilter_cut(FAST, np.zeros_like(MAIN), LABELS, threshold=0.5, max_loss=0.0)
+    with pytest.raises(ValueError, match="max_loss"):
+        choose_prefilter_cut(FAST, MAIN, LABELS, threshold=0.5, max_loss=1.0)
