@@ -323,10 +323,10 @@ class _TinyModel:
 
     model_dir = Path("tiny-detector")
 
-    def windows(self, text: str) -> list[list[int]]:
-        return [[1, 2, 3]]
+    def windows_each(self, texts: Sequence[str]) -> list[list[list[int]]]:
+        return [[[1, 2, 3]] for _ in texts]
 
-    def score_windows(self, per_text: Sequence[Sequence[list[int]]]) -> Any:
+    def score_windows(self, per_text: Sequence[Any]) -> Any:
         import numpy as np
 
         return np.full(len(per_text), 0.25, np.float32)
@@ -335,7 +335,7 @@ class _TinyModel:
 def test_micro_batch_span_joins_the_submitters_traces(memory: InMemorySpanExporter) -> None:
     from infershield.detectors.runtime import MicroBatcher
 
-    batcher = MicroBatcher(_TinyModel(), max_batch=8, max_wait_ms=500)  # type: ignore[arg-type]
+    batcher = MicroBatcher(_TinyModel(), max_batch=8, max_wait_ms=500)
     try:
         with server_span(INFER, traceparent()) as a:
             fa = batcher.submit("one")

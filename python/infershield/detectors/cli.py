@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
     models = sub.add_parser("models", help="build or train the classifier models")
     msub = models.add_subparsers(dest="models_command", required=True)
 
-    build = msub.add_parser("build", help="build the shipped classifier into the cache")
+    build = msub.add_parser("build", help="build the shipped classifier and its fast "
+                            "prefilter into the cache")
     build.add_argument("--config", help="config YAML (for cache_dir)")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
     build.add_argument("--fp16", action="store_true",
@@ -104,11 +105,17 @@ def _outputs(args: argparse.Namespace, cache_path: Path) -> tuple[Path, Path]:
 
 def cmd_models_build(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.detectors.models import ensure_embedding_model, ensure_shipped_model
+    from infershield.detectors.models import (
+        FAST_MODEL,
+        ensure_embedding_model,
+        ensure_shipped_model,
+    )
 
     cfg = load_config(args.config)
     path = ensure_shipped_model(cfg.cache_path, force=args.force, fp16=args.fp16)
     print(f"classifier: {path}")
+    fast = ensure_shipped_model(cfg.cache_path, force=args.force, name=FAST_MODEL)
+    print(f"prefilter: {fast}")
     if args.embedding:
         print(f"embedding: {ensure_embedding_model(cfg.cache_path)}")
     return 0

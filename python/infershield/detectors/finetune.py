@@ -65,6 +65,11 @@ class FinetuneConfig:
     dev_frac: float = 0.2
     seed: int = 0
     threads: int = 2
+    #: Standardise the pooled embedding per dimension (mean and spread of the training
+    #: windows before training) and start from a fresh head. Shallow encoders need it: after
+    #: one layer the pooled vectors of all texts point almost the same way. The scaling is
+    #: folded into the head's first layer, so the exported graph is unchanged.
+    standardize: bool = False
 
 
 def _torch() -> Any:
@@ -214,12 +219,14 @@ class _Model:
         self.b1 = nn.Parameter(torch.from_numpy(head.b1.copy()))
         self.w2 = nn.Parameter(torch.from_numpy(head.w2.copy()))
         self.b2 = nn.Parameter(torch.from_numpy(head.b2.copy()))
+        dim = head.w1.shape[0]
+        self.mu, self.sd = torch.zeros(dim), torch.ones(dim)  # pooled-input standardisation
 
     def head_params(self) -> list[Any]:
         return [self.w1, self.b1, self.w2, self.b2]
 
-    def window_logits(self, hidden: Sequence[Any]) -> Any:
-        """Attack logit (l1 - l0) of each window from its cached frozen hidden states."""
+    def pooled(self, hidden: Sequence[Any]) -> Any:
+        """Pooled, L2-normalised embedding of each window (before standardisation)."""
         torch = self.torch
         n = max(h.shape[0] for h in hidden)
         x = torch.zeros((len(hidden), n, hidden[0].shape[1]))
@@ -230,9 +237,43 @@ class _Model:
         bias = _attn_bias(torch, mask)
         for layer in self.top:
             x = layer(x, bias)
-        e = _pool(torch, x, mask)
-        logits = torch.relu(e @ self.w1 + self.b1) @ self.w2 + self.b2
+        return _pool(torch, x, mask)
+
+    def folded_head(self) -> tuple[F32, F32, F32, F32]:
+        """(w1, b1, w2, b2) with the standardisation folded into the first layer."""
+        w1, b1, w2, b2 = (p.detach().double().numpy() for p in self.head_params())
+        mu, sd = self.mu.double().numpy(), self.sd.double().numpy()
+        w1f = w1 / sd[:, None]
+        b1f = b1 - (mu / sd) @ w1
+        return tuple(a.astype(np.float32) for a in (w1f, b1f, w2, b2))  # type: ignore[return-value]
+
+    def window_logits(self, hidden: Sequence[Any]) -> Any:
+        """Attack logit (l1 - l0) of each window from its cached frozen hidden states."""
+        e = (self.pooled(hidden) - self.mu) / self.sd
+        logits = self.torch.relu(e @ self.w1 + self.b1) @ self.w2 + self.b2
         return logits[:, 1] - logits[:, 0]
+
+
+def _fresh_head(like: Head, seed: int) -> Head:
+    """A randomly initialised head of ``like``'s shape (He init, zero biases)."""
+    rng = np.random.default_rng(seed)
+    d, h = like.w1.shape
+    w1 = (rng.standard_normal((d, h)) * np.sqrt(2.0 / d)).astype(np.float32)
+    w2 = (rng.standard_normal((h, len(like.labels))) * np.sqrt(1.0 / h)).astype(np.float32)
+    return Head(w1, np.zeros(h, np.float32), w2, np.zeros(len(like.labels), np.float32),
+                like.labels, like.threshold)
+
+
+def _pooled_stats(torch: Any, model: _Model, wins: _Windows,
+                  batch_tokens: int) -> tuple[Any, Any]:
+    """Per-dimension mean and spread of the pooled embeddings of ``wins`` (no grad)."""
+    model.top.eval()
+    order = sorted(range(len(wins.ids)), key=lambda i: len(wins.ids[i]))
+    with torch.no_grad():
+        e = torch.cat([model.pooled([wins.hidden[i] for i in idx])
+                       for idx in _batches(order, [len(wins.ids[i]) for i in order],
+                                           batch_tokens)])
+    return e.mean(0), e.std(0).clamp_min(1e-6)
 
 
 def _text_scores(torch: Any, model: _Model, wins: _Windows, batch_tokens: int) -> F32:
@@ -331,7 +372,11 @@ def finetune(
     for ws in wins.values():
         ws.freeze(torch, emb, frozen, config.batch_tokens)
 
+    if config.standardize:
+        init_head = _fresh_head(init_head, config.seed)
     model = _Model(torch, top, init_head)
+    if config.standardize:
+        model.mu, model.sd = _pooled_stats(torch, model, wins["train"], config.batch_tokens)
     opt = torch.optim.AdamW([
         {"params": list(top.parameters()), "lr": config.lr_encoder, "weight_decay": 0.01},
         {"params": model.head_params(), "lr": config.lr_head, "weight_decay": 0.0},
@@ -385,7 +430,7 @@ def finetune(
     metrics.update(train_rows=float(len(train)), dev_rows=float(len(dev)),
                    trainable_layers=float(config.trainable_layers))
     meta = {k: f"{v:.4f}" for k, v in metrics.items()}
-    w1, b1, w2, b2 = (p.detach().numpy().astype(np.float32) for p in model.head_params())
+    w1, b1, w2, b2 = model.folded_head()
     head = Head(w1, b1, w2, b2, labels=HEAD_LABELS, threshold=threshold, meta=meta)
     return FinetuneResult(head, EncoderOverride(enc, config.num_layers or None), metrics, first)
 

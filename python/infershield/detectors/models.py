@@ -76,20 +76,24 @@ def models_dir(cache_path: Path) -> Path:
 
 
 def build_classifier(out_dir: Path, head_path: Path | None = None,
-                     encoder_path: Path | None = None, *, fp16: bool = False) -> Path:
+                     encoder_path: Path | None = None, *, fp16: bool = False,
+                     int8: bool = False) -> Path:
     """Export MiniLM (+ fine-tuned layers from ``encoder_path``) + head to ``out_dir``.
 
     Without arguments it builds the shipped model. The weights' hash is recorded so stale
-    builds are redone. ``fp16`` adds the float16 twin the CUDA EP can run.
+    builds are redone. ``fp16`` adds the float16 twin the CUDA EP can run; ``int8`` makes
+    ``model.onnx`` the int8 CPU variant (the fast prefilter is built so).
     """
     if head_path is None:
         head_path, encoder_path = shipped_head_path(), shipped_encoder_path()
     head = Head.load(head_path)
     encoder = load_encoder(encoder_path) if encoder_path is not None else None
-    out = export_minilm(out_dir, head=head, encoder=encoder, fp16=fp16)
+    out = export_minilm(out_dir, head=head, encoder=encoder, fp16=fp16, int8=int8)
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["infershield"]["weights_sha256"] = _weights_sha256(head_path, encoder_path)
+    if int8:
+        cfg["infershield"]["int8"] = True
     if encoder is not None:
         cfg["infershield"]["fine_tuned_layers"] = sorted(
             {int(k.split(".")[2]) for k in encoder.weights if k.startswith("encoder.layer.")})
@@ -110,6 +114,7 @@ def _is_current(model_dir: Path, *, fp16: bool = False, name: str = SHIPPED_MODE
         and (not fp16 or (model_dir / FP16_FILE).is_file())
         and cfg.get("infershield", {}).get("weights_sha256")
         == _weights_sha256(*_shipped_weights(name))
+        and bool(cfg["infershield"].get("int8")) == (name == FAST_MODEL)
     )
 
 
@@ -137,7 +142,8 @@ def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not _is_current(target, fp16=fp16, name=name):
             log.info("building classifier model into %s", target)
-            build_classifier(target, head_path, encoder_path, fp16=fp16)
+            build_classifier(target, head_path, encoder_path, fp16=fp16,
+                             int8=name == FAST_MODEL)
     return target
 
 

@@ -51,3 +51,23 @@ def test_torch_encoder_matches_the_numpy_reference() -> None:
             x = layer(x, bias)
         out = _pool(torch, x, t_mask).numpy()
     np.testing.assert_allclose(out, reference_embed(cfg, w, ids, mask), atol=1e-4)
+
+
+def test_standardisation_folds_into_the_head() -> None:
+    torch = pytest.importorskip("torch")
+    from infershield.detectors.finetune import _fresh_head, _Model
+    from infershield.detectors.head import Head
+
+    like = Head.load(Path(__file__).parents[3] / "python/infershield/models/frozen_head.npz")
+    model = _Model(torch, torch.nn.ModuleList(), _fresh_head(like, seed=1))
+    rng = np.random.default_rng(0)
+    dim = like.w1.shape[0]
+    model.mu = torch.from_numpy(rng.normal(0, 0.1, dim).astype(np.float32))
+    model.sd = torch.from_numpy(rng.uniform(0.01, 0.2, dim).astype(np.float32))
+    hidden = [torch.from_numpy(rng.normal(size=(n, dim)).astype(np.float32)) for n in (3, 7)]
+    with torch.no_grad():
+        want = model.window_logits(hidden).numpy()
+        pooled = model.pooled(hidden).numpy()
+    w1, b1, w2, b2 = model.folded_head()
+    folded = Head(w1, b1, w2, b2, like.labels, like.threshold).logits(pooled)
+    np.testing.assert_allclose(folded[:, 1] - folded[:, 0], want, rtol=1e-4, atol=1e-4)
