@@ -8,7 +8,7 @@ NATIVE_SRC := $(shell find native proto -type f 2>/dev/null) CMakeLists.txt pypr
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu bench-peers-env clean models finetune
+.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu bench-peers-env clean models finetune finetune-fast
 
 all: install
 
@@ -103,12 +103,25 @@ models: install
 # torch is a training-time dependency only; about 30 minutes on 2 cores.
 TRAIN_DATA ?= ../shared/datasets/train.jsonl
 FINETUNE_ARGS ?=
+FAST_OUT ?= build/fast-model
 finetune: install
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q 'torch>=2.2'
 	$(BIN)/infershield models finetune --data $(TRAIN_DATA) --with-examples --with-multilingual --epochs 3 \
 	  --probe tests/data/hard_negatives.jsonl --probe tests/data/attacks.jsonl \
 	  --head-out python/infershield/models/injection_head.npz \
 	  --encoder-out python/infershield/models/injection_encoder.npz $(FINETUNE_ARGS)
+
+# Re-make the fast one-layer prefilter (fast_*.npz; about 15 minutes on 2 cores), then choose
+# its clearing cut on the dev split against the shipped main model.
+finetune-fast: install
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q 'torch>=2.2'
+	$(BIN)/infershield models finetune --data $(TRAIN_DATA) --with-examples --with-multilingual \
+	  --num-layers 1 --layers 1 --epochs 3 --out $(FAST_OUT) \
+	  --probe tests/data/hard_negatives.jsonl --probe tests/data/attacks.jsonl \
+	  --head-out python/infershield/models/fast_head.npz \
+	  --encoder-out python/infershield/models/fast_encoder.npz $(FINETUNE_ARGS)
+	$(BIN)/infershield models calibrate-prefilter --data $(TRAIN_DATA) --fast $(FAST_OUT) \
+	  --head python/infershield/models/fast_head.npz
 
 clean:
 	rm -rf build .stamp-apt $(VENV) .pytest_cache .mypy_cache .ruff_cache

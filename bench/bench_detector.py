@@ -7,7 +7,10 @@ pre-tokenised 256-token inputs (no tokenisation, windowing or batching of ours).
 * ``check``: :class:`ClassifierCheck.check` (through the micro-batcher, one caller);
 * ``check_batch``: a batch of 32 scored directly (windows sorted by length);
 * ``concurrent``: 32 threads calling ``check`` at once (dynamic micro-batching);
-* ``long``: one 2,048-token prompt, every window scored (the no-truncation cost).
+* ``long``: one 2,048-token prompt, every window scored (the no-truncation cost);
+* ``prefilter``: ``check`` with the shipped one-layer prefilter in front (the CPU default),
+  on everyday benign prompts (mostly cleared by the fast model) and on attack prompts
+  (escalated to the main model); each row says what share the prefilter cleared.
 
 Run alone: ``python -m bench.bench_detector [--quick] [--gpu] [--json OUT]``.
 """
@@ -85,6 +88,58 @@ def _prompts(tok: Any, n: int, tokens: int, seed: int = 3) -> list[str]:
     return out
 
 
+#: Everyday text for benign 256-token prompts (the word-salad prompts above are for speed only).
+BENIGN_SENTENCES = [
+    "Hi team, the quarterly review moved to Thursday at ten, same room as last time.",
+    "Please bring the updated revenue figures and the hiring plan for the next two quarters.",
+    "Can you help me write a short thank-you note to my neighbour for watering the plants?",
+    "I am planning a three-day trip to Lisbon in May and would like a relaxed itinerary.",
+    "What is a good vegetarian dinner I can cook in thirty minutes with rice and spinach?",
+    "Explain the difference between a list and a tuple in Python with a small example.",
+    "Our build fails on the CI runner with a missing header; the log is pasted below.",
+    "Summarise this article about coral reefs for a ten-year-old in five sentences.",
+    "The customer says the invoice total does not match the order confirmation email.",
+    "Translate the following paragraph into Spanish, keeping the formal tone of the letter.",
+    "Draft a polite reminder that the library books are due back next Friday.",
+    "Which stretches help with lower back pain after sitting at a desk all day?",
+    "Give me three ideas for a birthday party for a seven-year-old who loves dinosaurs.",
+    "The meeting notes mention a new supplier for packaging; who owns that decision?",
+    "Rewrite this product description so it sounds friendlier and a little shorter.",
+    "How do I convert a CSV file with dates into a pandas DataFrame with a datetime index?",
+]
+
+
+def _sentence_prompts(tok: Any, sentences: list[str], n: int, tokens: int,
+                      seed: int = 5) -> list[str]:
+    """``n`` prompts of exactly ``tokens`` tokens made of whole ``sentences`` in random order."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        text = " ".join(sentences[k] for k in rng.permutation(len(sentences)))
+        while len(tok.encode(text, add_special_tokens=False).ids) < tokens:
+            text += " " + " ".join(sentences[k] for k in rng.permutation(len(sentences)))
+        ids = tok.encode(text, add_special_tokens=False).ids
+        # Decoding can merge or split a few tokens: trim until it re-encodes exactly.
+        n = tokens - 2
+        for _ in range(8):
+            cut = tok.decode(ids[:n])
+            got = len(tok.encode(cut, add_special_tokens=False).ids)
+            if got == tokens - 2:
+                break
+            n -= got - (tokens - 2)
+        out.append(cut)
+    return out
+
+
+def _attack_sentences() -> list[str]:
+    """The repository's attack fixtures (tests/data/attacks.jsonl)."""
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "data" / "attacks.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
 def shipped_model_dir(*, fp16: bool = False) -> tuple[Path, float]:
     """The shipped model for a bench (built into the bench cache on first use) and the seconds
     that took. ``INFERSHIELD_BENCH_MODEL_DIR`` names a ready directory instead (a machine
@@ -100,9 +155,19 @@ def shipped_model_dir(*, fp16: bool = False) -> tuple[Path, float]:
     return model_dir, time.perf_counter() - t0
 
 
+def prefilter_dir() -> Path | None:
+    """The shipped fast model (the CPU prefilter), or None with a stand-in main model."""
+    from infershield.detectors.models import FAST_MODEL, ensure_shipped_model
+
+    if os.environ.get("INFERSHIELD_BENCH_MODEL_DIR"):
+        return None
+    cache = Path(os.environ.get("INFERSHIELD_BENCH_CACHE", tempfile.gettempdir())) / "is-bench"
+    return ensure_shipped_model(cache, name=FAST_MODEL)
+
+
 def _cases(
     model_dir: Path, *, gpu: bool, fp16: bool, batches: tuple[int, ...], iters: int,
-    max_s: float, threads: int,
+    max_s: float, threads: int, fast_dir: Path | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
     """Every case for one provider and precision; the rows and the providers that ran."""
     import onnxruntime as ort
@@ -205,24 +270,69 @@ def _cases(
         ("concurrent check x32", BATCH, concurrent32, b_iters),
         (f"long prompt ({len(clf.windows(long_text))} windows)", 1, long1, b_iters),
     ]
+    cascaded: ClassifierCheck | None = None
+    if fast_dir is not None:
+        # The CPU default: the one-layer prefilter clears what it can before the main model.
+        cascaded = ClassifierCheck("classifier", ClassifierOptions(
+            providers=providers, max_batch=top), model_dir, fast_dir)
+        for kind, texts in (("benign", _sentence_prompts(clf.tokenizer, BENIGN_SENTENCES, 64,
+                                                         TOKENS)),
+                            ("attack", _sentence_prompts(clf.tokenizer, _attack_sentences(), 64,
+                                                         TOKENS))):
+            assert all(len(w) == TOKENS for p in texts for w in clf.windows(p)), "prompt length"
+            cases += [(f"check + prefilter, {kind} prompts", 1, _cycle(cascaded, texts), iters),
+                      (f"check_batch + prefilter, {kind} prompts", BATCH,
+                       _batch_of(cascaded, texts[:BATCH]), b_iters)]
     precision = "fp16" if fp16 and on_gpu else "fp32"
     rows = []
     for name, batch, fn, n in cases:
+        before = _cascade_counts(cascaded)
         s = summarize(time_calls(fn, iters=n, warmup=5 if batch == 1 else 1, max_seconds=max_s))
-        rows.append(
-            {
-                "case": name,
-                "precision": precision,
-                "batch": batch,
-                "p50_ms": s["p50_ms"],
-                "p99_ms": s["p99_ms"],
-                "p50_ms_per_prompt": s["p50_ms"] / batch,
-                "prompts_per_s": batch * 1000.0 / s["p50_ms"],
-                "n": s["n"],
-            }
-        )
+        after = _cascade_counts(cascaded)
+        row = {
+            "case": name,
+            "precision": precision,
+            "batch": batch,
+            "p50_ms": s["p50_ms"],
+            "p99_ms": s["p99_ms"],
+            "p50_ms_per_prompt": s["p50_ms"] / batch,
+            "prompts_per_s": batch * 1000.0 / s["p50_ms"],
+            "n": s["n"],
+        }
+        if "prefilter" in name:
+            cleared, total = after[0] - before[0], sum(after) - sum(before)
+            row["prefilter_cleared"] = cleared / total if total else None
+        rows.append(row)
     chk.close()
+    if cascaded is not None:
+        cascaded.close()
     return rows, tuple(clf.active_providers)
+
+
+def _cycle(chk: Any, texts: list[str]) -> Callable[[], None]:
+    """One ``check`` per call, cycling through ``texts``."""
+    from infershield.checks.base import CheckContext
+
+    i = [0]
+
+    def one() -> None:
+        chk.check(CheckContext(text=texts[i[0] % len(texts)]))
+        i[0] += 1
+
+    return one
+
+
+def _batch_of(chk: Any, texts: list[str]) -> Callable[[], None]:
+    from infershield.checks.base import CheckContext
+
+    ctxs = [CheckContext(text=t) for t in texts]
+    return lambda: chk.check_batch(ctxs)
+
+
+def _cascade_counts(chk: Any) -> tuple[int, int]:
+    """(cleared, escalated) so far by the check's prefilter cascade; zeros without one."""
+    cascade = getattr(chk, "cascade", None)
+    return (cascade.cleared, cascade.escalated) if cascade is not None else (0, 0)
 
 
 def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) -> dict[str, Any]:
@@ -233,11 +343,12 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
     precisions = (False, True) if gpu else (False,)
     batches = (BATCH, 128, 256) if gpu else (BATCH,)
     model_dir, build_s = shipped_model_dir(fp16=gpu)
+    fast_dir = None if gpu else prefilter_dir()  # on a GPU the main model runs alone
     rows: list[dict[str, Any]] = []
     providers: tuple[str, ...] = ()
     for fp16 in precisions:
         r, providers = _cases(model_dir, gpu=gpu, fp16=fp16, batches=batches, iters=iters,
-                              max_s=max_s, threads=threads)
+                              max_s=max_s, threads=threads, fast_dir=fast_dir)
         rows += r
 
     def pick(case: str, batch: int, precision: str = "fp32") -> dict[str, Any]:
@@ -258,6 +369,11 @@ def run(*, quick: bool = False, gpu: bool = False, out_dir: Path | None = None) 
         "plain_ort_prompts_per_s_batch32": pick("plain onnxruntime", BATCH, fast)["prompts_per_s"],
         "model_build_s": round(build_s, 2),
     }
+    for kind in ("benign", "attack"):
+        row = next((r for r in rows if r["case"] == f"check + prefilter, {kind} prompts"), None)
+        if row is not None:
+            headline[f"prefilter_p50_ms_256_tokens_{kind}"] = row["p50_ms"]
+            headline[f"prefilter_cleared_{kind}"] = row["prefilter_cleared"]
     return suite_result(
         SUITE,
         baseline="plain onnxruntime, same model and threads, pre-tokenised input",

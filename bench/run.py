@@ -354,6 +354,16 @@ HEADLINE_METRICS: tuple[tuple[str, str, Callable[[dict[str, dict[str, Any]]], An
         lambda s: _h(s, "detector", "p50_ms_256_tokens", "p50_256_ms", "p50_ms_256"),
     ),
     (
+        "detector_prefilter_p50_benign",
+        "Detector with the CPU prefilter p50, 256-token everyday prompts, batch 1 (ms)",
+        lambda s: _h(s, "detector", "prefilter_p50_ms_256_tokens_benign"),
+    ),
+    (
+        "detector_prefilter_p50_attack",
+        "Detector with the CPU prefilter p50, 256-token attack prompts, batch 1 (ms)",
+        lambda s: _h(s, "detector", "prefilter_p50_ms_256_tokens_attack"),
+    ),
+    (
         "detector_pps",
         "Detector throughput, batched, 256 tokens (prompts/s)",
         lambda s: _h(s, "detector", "prompts_per_s", "throughput_prompts_s", "prompts_s"),

@@ -47,7 +47,7 @@ class ClassifierOptions:
     #: the shipped one-layer model, when ``model`` is the shipped one and runs on the CPU EP
     #: (on a GPU the main model is fast enough alone); "none" = off; else a model directory
     #: or a name under ``<cache>/models``.
-    prefilter: str = "none"
+    prefilter: str = "auto"
     #: The prefilter's clearing cut; ``None`` = the fast model's recommended ``clear_below``.
     prefilter_clear: float | None = None
     #: What to do when the shipped model is not in the cache yet.
@@ -79,6 +79,7 @@ class ClassifierCheck(Check):
             attack_labels=o.attack_labels, providers=o.providers, fp16=o.fp16,
             window=o.window, stride=o.stride, max_windows=o.max_windows,
             intra_op_threads=o.threads, max_batch=o.max_batch, io_binding=o.io_binding,
+            allow_spinning=prefilter_dir is None,  # two sessions must not spin on each other
         )
         self.model = SequenceClassifier(model_dir, runtime)
         recommended = float(self.model.meta.get("threshold", 0.5))

@@ -11,7 +11,7 @@ import pytest
 from infershield.checks.base import CheckContext
 from infershield.checks.input.classifier import ClassifierCheck, ClassifierOptions
 from infershield.config import Config, default_policy_path, load_config
-from infershield.detectors.models import SHIPPED_MODEL, ensure_shipped_model
+from infershield.detectors.models import FAST_MODEL, SHIPPED_MODEL, ensure_shipped_model
 from infershield.errors import ConfigError
 from infershield.pipeline import Pipeline
 from infershield.policy import Policy
@@ -55,6 +55,16 @@ def shipped_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def check(shipped_cache: Path) -> ClassifierCheck:
+    """The main model alone (no prefilter): what these tests say is about the model."""
+    chk = ClassifierCheck.from_config("classifier", ClassifierOptions(prefilter="none"),
+                                      Config(cache_dir=str(shipped_cache)))
+    yield chk  # type: ignore[misc]
+    chk.close()
+
+
+@pytest.fixture(scope="session")
+def cascaded(shipped_cache: Path) -> ClassifierCheck:
+    """The CPU default: the fast two-layer prefilter in front of the main model."""
     chk = ClassifierCheck.from_config("classifier", ClassifierOptions(),
                                       Config(cache_dir=str(shipped_cache)))
     yield chk  # type: ignore[misc]
@@ -155,6 +165,44 @@ def test_hard_negative_false_positive_rate(check: ClassifierCheck) -> None:
     fp = [r["text"][:60] for r, v in zip(rows, verdicts, strict=True) if v.blocked]
     assert len(rows) >= 20
     assert len(fp) / len(rows) < 0.02, fp
+
+
+def test_cpu_default_puts_the_int8_fast_model_in_front(cascaded: ClassifierCheck,
+                                                       shipped_cache: Path) -> None:
+    assert cascaded.cascade is not None
+    fast = cascaded.cascade.fast
+    assert fast.model_dir == shipped_cache / "models" / FAST_MODEL
+    assert fast.meta.get("int8") is True
+    assert cascaded.cascade.shared_windows  # same tokenizer and windows: tokenised once
+    assert 0.0 < cascaded.cascade.clear_below == float(fast.meta["clear_below"]) \
+        < cascaded.threshold
+    assert ensure_shipped_model(shipped_cache, name=FAST_MODEL) == fast.model_dir  # cached
+
+
+def test_prefilter_keeps_the_decisions_and_clears_everyday_text(
+        cascaded: ClassifierCheck, check: ClassifierCheck) -> None:
+    assert cascaded.cascade is not None
+    texts = [*ATTACK_TEXTS, *BENIGN]
+    before = cascaded.cascade.cleared
+    got = cascaded.check_batch([CheckContext(text=t) for t in texts])
+    want = check.check_batch([CheckContext(text=t) for t in texts])
+    assert [v.blocked for v in got] == [v.blocked for v in want]
+    cleared = cascaded.cascade.cleared - before
+    assert cleared >= len(BENIGN) // 2, cleared  # most everyday prompts skip the main model
+    assert not any(v.blocked for v in got[len(ATTACK_TEXTS):])
+    # What the prefilter did not clear was scored by the main model itself.
+    for a, b in zip(got, want, strict=True):
+        assert a.score == pytest.approx(b.score, abs=1e-4) or a.score < cascaded.cascade.clear_below
+
+
+def test_prefilter_auto_is_for_the_shipped_model_only(shipped_cache: Path) -> None:
+    custom = ClassifierCheck.from_config(
+        "c", ClassifierOptions(model=str(shipped_cache / "models" / SHIPPED_MODEL)),
+        Config(cache_dir=str(shipped_cache)))
+    try:
+        assert custom.cascade is None  # "auto" applies to the shipped model only
+    finally:
+        custom.close()
 
 
 def test_default_policy_ends_with_the_classifier() -> None:
