@@ -164,3 +164,32 @@ def test_policy_missing_prefilter_is_config_error(main_dir: Path, tmp_path: Path
     spec = CheckSpec(type="classifier", options={"model": str(main_dir), "prefilter": "nope"})
     with pytest.raises(ConfigError, match="not found"):
         build_pipeline([spec], "input", Config(cache_dir=str(tmp_path)), fail_fast=False)
+
+
+def test_calibrate_prefilter_cli_writes_the_cut_into_the_head(
+        main_dir: Path, fast_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from infershield.cli import main as cli
+    from infershield.detectors.head import Head
+
+    rows = [("w1 inject w2", "injection"), ("w3 w4 inject", "injection"),
+            ("w5 jailbreak", "jailbreak"), ("w1 w2", "benign"), ("w30 w31", "benign"),
+            ("w9 w10 w11", "benign")]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows),
+                    encoding="utf-8")
+    head_path = tmp_path / "head.npz"
+    z = np.zeros
+    Head(z((4, 2), np.float32), z(2, np.float32), z((2, 2), np.float32), z(2, np.float32),
+         ("benign", "injection"), 0.5, {"note": "kept"}).save(head_path)
+    rc = cli(["models", "calibrate-prefilter", "--data", str(data), "--split", "all",
+              "--main", str(main_dir), "--fast", str(fast_dir), "--max-loss", "0",
+              "--head", str(head_path)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    fast = SequenceClassifier(fast_dir).score([t for t, _ in rows])
+    assert out["caught"] == 3 and out["lost"] == 0
+    assert out["clear_below"] == pytest.approx(float(fast[:3].min()), rel=1e-5)
+    assert Head.load(head_path).meta == {"note": "kept", "clear_below": f"{out['clear_below']:.6g}"}
