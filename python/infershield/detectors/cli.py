@@ -200,11 +200,13 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from infershield.config import load_config
-    from infershield.detectors.evaluate import choose_prefilter_cut
+    from infershield.detectors.evaluate import choose_prefilter_cut, window_keys
     from infershield.detectors.head import Head
     from infershield.detectors.models import FAST_MODEL, ensure_shipped_model
-    from infershield.detectors.runtime import RuntimeOptions, SequenceClassifier
+    from infershield.detectors.runtime import Cascade, RuntimeOptions, SequenceClassifier
     from infershield.detectors.training import load_jsonl, split_dev
 
     if not 0.0 <= args.max_loss < 1.0:
@@ -221,8 +223,21 @@ def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
     opts = RuntimeOptions(max_windows=1_000_000)
     main, fast = SequenceClassifier(main_dir, opts), SequenceClassifier(fast_dir, opts)
     threshold = float(main.meta.get("threshold", 0.5))
-    cut = choose_prefilter_cut(fast.score(texts), main.score(texts), [r.label for r in rows],
-                               threshold, args.max_loss)
+    cascade = Cascade(fast, main, 0.0)
+    if cascade.shared_windows:
+        # The cascade clears window by window: key each text by the windows that matter.
+        per_text = main.windows_batch(texts)
+        flat = [w for ws in per_text for w in ws]
+        owner = np.repeat(np.arange(len(texts)), [len(ws) for ws in per_text])
+        main_w = main.window_probs(flat)
+        text_main = np.full(len(texts), -np.inf)
+        np.maximum.at(text_main, owner, main_w)
+        keys = window_keys(fast.window_probs(flat), main_w, owner, len(texts), threshold)
+        main_scores = text_main.astype(np.float32)
+    else:
+        keys, main_scores = fast.score(texts), main.score(texts)
+    cut = choose_prefilter_cut(keys, main_scores, [r.label for r in rows], threshold,
+                               args.max_loss)
     if args.head:
         head = Head.load(Path(args.head))
         Head(head.w1, head.b1, head.w2, head.b2, head.labels, head.threshold,

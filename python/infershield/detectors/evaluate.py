@@ -174,3 +174,22 @@ def choose_prefilter_cut(fast: F32, main: F32, labels: Sequence[str], threshold:
         attacks_cleared=float((fast[attack] < cut).mean()),
         benign_cleared=float((fast[benign] < cut).mean()) if benign.any() else 0.0,
     )
+
+
+def window_keys(fast: F32, main: F32, owner: npt.NDArray[np.int64], n_texts: int,
+                threshold: float) -> F32:
+    """Per text, the fast score that decides what a per-window cascade does with it.
+
+    ``fast`` and ``main`` score the same windows, ``owner`` names each window's text. For a
+    text the main model blocks, the key is the highest fast score among the windows in which
+    the main model blocks it (the cascade misses the text only if it clears all of those);
+    for any other text, the highest fast score of all its windows (below it, the text never
+    reaches the main model). Feed the keys to :func:`choose_prefilter_cut` as ``fast``.
+    """
+    key = np.full(n_texts, -np.inf)
+    np.maximum.at(key, owner, fast)
+    catch = np.full(n_texts, -np.inf)
+    hit = main >= threshold
+    np.maximum.at(catch, owner[hit], fast[hit])
+    out: F32 = np.where(np.isfinite(catch), catch, key).astype(np.float32)
+    return out

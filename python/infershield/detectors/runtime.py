@@ -310,13 +310,18 @@ class CascadeWindows:
 
 
 class Cascade:
-    """A fast model screens every text; only the texts it cannot clear reach the main model.
+    """A fast model screens every window; only the windows it cannot clear reach the main
+    model.
 
-    A text whose fast score (max over its windows) is below ``clear_below`` is answered with
-    that score; every other text gets the main model's score. So the cascade never blocks
-    what the main model alone would allow (``clear_below`` must not exceed the blocking
-    threshold), and it misses an attack only when the fast model scores every window of it
-    below ``clear_below``: that cut is chosen on held-out data so such misses stay rare.
+    When both models cut text into the same windows, each window the fast model scores below
+    ``clear_below`` keeps that score and every other window gets the main model's score; a
+    text's score is the max over its windows, as always. So a long document with one odd
+    paragraph pays the main model for that window only. (Models that window differently are
+    cascaded per text: a text none of whose windows reaches the cut keeps its fast score,
+    every other text gets the main model's.) The cascade never blocks what the main model
+    alone would allow (``clear_below`` must not exceed the blocking threshold); it misses an
+    attack only when the fast model clears every window in which the main model sees it, and
+    the cut is chosen on held-out data so that such misses stay rare.
     """
 
     def __init__(self, fast: SequenceClassifier, main: SequenceClassifier,
@@ -332,7 +337,8 @@ class Cascade:
         )
         self._lock = threading.Lock()
         self.cleared = 0  # texts answered by the fast model alone
-        self.escalated = 0  # texts the main model scored
+        self.escalated = 0  # texts the main model scored (some or all of their windows)
+        self.windows_escalated = 0  # windows the main model scored (shared windows only)
 
     def windows_each(self, texts: Sequence[str]) -> list[CascadeWindows | LimitExceeded]:
         """Both models' windows per text, or the LimitExceeded of either model."""
@@ -358,14 +364,33 @@ class Cascade:
         return self.score_windows(per_text)
 
     def score_windows(self, per_text: Sequence[CascadeWindows]) -> F32:
-        scores = self.fast.score_windows([w.fast for w in per_text])
-        todo = [i for i, s in enumerate(scores) if s >= self.clear_below]
-        if todo:
-            scores[todo] = self.main.score_windows([per_text[i].main for i in todo])
+        if not self.shared_windows:
+            scores = self.fast.score_windows([w.fast for w in per_text])
+            todo = [i for i, s in enumerate(scores) if s >= self.clear_below]
+            if todo:
+                scores[todo] = self.main.score_windows([per_text[i].main for i in todo])
+            self._count(len(per_text) - len(todo), len(todo))
+            return scores
+        flat = [w for ws in per_text for w in ws.main]
+        probs = self.fast.window_probs(flat)
+        hot = np.flatnonzero(probs >= self.clear_below)
+        if hot.size:
+            probs[hot] = self.main.window_probs([flat[i] for i in hot])
+        out = np.zeros(len(per_text), np.float32)
+        escalated, i = 0, 0
+        for t, ws in enumerate(per_text):
+            n = len(ws.main)
+            out[t] = probs[i : i + n].max() if n else 0.0
+            escalated += bool(np.any((hot >= i) & (hot < i + n)))
+            i += n
+        self._count(len(per_text) - escalated, escalated, int(hot.size))
+        return out
+
+    def _count(self, cleared: int, escalated: int, windows: int = 0) -> None:
         with self._lock:
-            self.escalated += len(todo)
-            self.cleared += len(per_text) - len(todo)
-        return scores
+            self.cleared += cleared
+            self.escalated += escalated
+            self.windows_escalated += windows
 
 
 # ---------------------------------------------------------------------- micro-batching

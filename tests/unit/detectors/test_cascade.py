@@ -74,6 +74,20 @@ def test_never_blocks_what_the_main_model_allows(fast: SequenceClassifier,
     assert not np.any((got >= threshold) & (m < threshold))
 
 
+def test_only_the_windows_the_fast_model_flags_reach_the_main_model(
+        fast: SequenceClassifier, main: SequenceClassifier) -> None:
+    cascade = Cascade(fast, main, clear_below=0.5)
+    text = filler(40) + " inject " + filler(40, offset=7)  # one odd paragraph in a document
+    (ws,) = cascade.windows_each([text])
+    assert not isinstance(ws, LimitExceeded)
+    n = len(ws.main)
+    assert n >= 6
+    got = cascade.score([text])[0]
+    assert got == pytest.approx(main.score([text])[0], rel=1e-6)  # the max window is the same
+    assert 0 < cascade.windows_escalated < n  # only the windows holding "inject"
+    assert (cascade.cleared, cascade.escalated) == (0, 1)
+
+
 def test_models_with_different_windows_each_tokenise(tmp_path: Path,
                                                      main: SequenceClassifier) -> None:
     fast = SequenceClassifier(build_tiny_classifier(tmp_path / "f", max_positions=10,

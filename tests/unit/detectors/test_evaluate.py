@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infershield.detectors.evaluate import choose_prefilter_cut
+from infershield.detectors.evaluate import choose_prefilter_cut, window_keys
 
 LABELS = ["injection"] * 10 + ["jailbreak"] * 2 + ["benign"] * 8
 # Attack rows: fast scores 0.05..0.60; rows 10 and 11 are missed by the main model.
@@ -39,3 +39,12 @@ def test_no_caught_attack_is_an_error() -> None:
         choose_prefilter_cut(FAST, np.zeros_like(MAIN), LABELS, threshold=0.5, max_loss=0.0)
     with pytest.raises(ValueError, match="max_loss"):
         choose_prefilter_cut(FAST, MAIN, LABELS, threshold=0.5, max_loss=1.0)
+
+
+def test_window_keys_follow_the_windows_that_block() -> None:
+    # text 0: main blocks in window 1 only; text 1: main never blocks; text 2: blocks in both.
+    owner = np.array([0, 0, 1, 1, 2, 2])
+    fast = np.array([0.9, 0.2, 0.05, 0.3, 0.4, 0.6], np.float32)
+    main = np.array([0.1, 0.99, 0.2, 0.1, 0.97, 0.98], np.float32)
+    keys = window_keys(fast, main, owner, 3, threshold=0.95)
+    np.testing.assert_allclose(keys, [0.2, 0.3, 0.6])
