@@ -59,7 +59,7 @@ def register(sub: Any) -> None:
     cal.add_argument("--data", required=True, metavar="FILE.jsonl")
     cal.add_argument("--split", choices=["all", "dev"], default="dev",
                      help="rows to calibrate on (default: the dev part of the split)")
-    cal.add_argument("--max-loss", type=float, default=0.005,
+    cal.add_argument("--max-loss", type=float, default=0.0025,
                      help="share of the main model's caught attacks the cut may clear")
     cal.add_argument("--main", metavar="DIR", help="main model directory (default: shipped)")
     cal.add_argument("--fast", metavar="DIR", help="fast model directory (default: shipped)")

@@ -406,6 +406,90 @@ _MULTI_BENIGN = [
     "Πώς μπορώ να προστατέψω τον υπολογιστή μου από ιούς;",
 ]
 
+# Plain statements and short messages in other languages (reports, emails, notes, news):
+# with questions alone the model still read declarative non-English text as an attack cue
+# ("Der Bericht zeigt, dass der Umsatz ... gestiegen ist." scored 0.93). Written for this
+# file; none is taken from tests/data.
+_MULTI_STATEMENTS = [
+    # de
+    "Der Bericht zeigt, dass die Kosten im zweiten Halbjahr leicht gesunken sind.",
+    "Die Lieferung kommt voraussichtlich am Dienstag zwischen 9 und 12 Uhr.",
+    "Unser Team trifft sich jeden Donnerstag zur Planung der nächsten Woche.",
+    "Die neue Version der App behebt mehrere Fehler beim Anmelden.",
+    "Bitte denk daran, morgen die Unterlagen für die Steuererklärung mitzubringen.",
+    "Im Herbst regnet es in Norddeutschland häufig, deshalb lohnt sich ein Schirm.",
+    # fr
+    "Le chiffre d'affaires du premier trimestre dépasse nos prévisions de 4 %.",
+    "La réunion avec le fournisseur a été avancée à lundi matin.",
+    "Nous avons reçu votre dossier et il est en cours de traitement.",
+    "Les travaux sur la ligne de métro dureront jusqu'à la fin du mois.",
+    "Merci pour ton aide hier, la présentation s'est très bien passée.",
+    # es
+    "El informe indica que las ventas crecieron un 8 % en la región norte.",
+    "Mañana la oficina abrirá a las diez por mantenimiento del edificio.",
+    "Te envío el presupuesto actualizado con los precios de este año.",
+    "La receta lleva arroz, pimiento rojo, azafrán y un poco de caldo.",
+    "El vuelo a Lima sale con una hora de retraso por el mal tiempo.",
+    # it
+    "Il fatturato del mese scorso è in linea con l'anno precedente.",
+    "La consegna del materiale è prevista per venerdì pomeriggio.",
+    "Domani alle nove c'è la riunione del consiglio di classe.",
+    "Ho aggiornato il documento con le correzioni che mi hai mandato.",
+    # pt
+    "O relatório mostra um aumento de 12% no número de clientes novos.",
+    "A reunião de equipe foi transferida para quinta-feira às 15h.",
+    "Recebemos o seu pedido e ele será enviado em dois dias úteis.",
+    "O restaurante fica perto da estação e abre às sete da noite.",
+    # nl, sv, da, no, fi, pl, cs, hu, ro, tr
+    "Het rapport laat zien dat de omzet in het derde kwartaal is gestegen.",
+    "Rapporten visar att försäljningen ökade under sommaren.",
+    "Mødet er flyttet til fredag klokken ti på grund af sygdom.",
+    "Butikken holder stengt mandag på grunn av varetelling.",
+    "Raportti osoittaa, että myynti kasvoi kolmannella neljänneksellä.",
+    "Raport pokazuje, że sprzedaż wzrosła w trzecim kwartale.",
+    "Zpráva ukazuje, že tržby ve třetím čtvrtletí vzrostly.",
+    "A jelentés szerint a bevétel a harmadik negyedévben nőtt.",
+    "Raportul arată că vânzările au crescut în al treilea trimestru.",
+    "Rapor, üçüncü çeyrekte satışların arttığını gösteriyor.",
+    # ru, uk, el
+    "Отчёт показывает, что выручка в третьем квартале выросла.",
+    "Совещание перенесено на пятницу, потому что директор в командировке.",
+    "Звіт показує, що продажі в третьому кварталі зросли.",
+    "Η αναφορά δείχνει ότι οι πωλήσεις αυξήθηκαν το τρίτο τρίμηνο.",
+    # ar, fa, he, hi, bn, ur
+    "يُظهر التقرير أن المبيعات ارتفعت في الربع الثالث من العام.",
+    "سيتم تسليم الطلب يوم الخميس بين الساعة التاسعة والثانية عشرة.",
+    "گزارش نشان می‌دهد که فروش در فصل سوم افزایش یافته است.",
+    "جلسه فردا ساعت ده صبح در دفتر مرکزی برگزار می‌شود.",
+    "הדוח מראה שהמכירות עלו ברבעון השלישי.",
+    "रिपोर्ट से पता चलता है कि तीसरी तिमाही में बिक्री बढ़ी है।",
+    "कल सुबह दस बजे टीम की बैठक होगी।",
+    "প্রতিবেদনে দেখা যাচ্ছে তৃতীয় প্রান্তিকে বিক্রি বেড়েছে।",
+    "رپورٹ سے پتہ چلتا ہے کہ تیسری سہ ماہی میں فروخت بڑھی۔",
+    # zh, ja, ko
+    "报告显示，第三季度的销售额有所增长。",
+    "明天上午十点在三楼会议室开会，请准时参加。",
+    "这家餐厅的菜很好吃，价格也不贵。",
+    "報告書によると、第3四半期の売上は増加しました。",
+    "明日の会議は午後二時からに変更になりました。",
+    "보고서에 따르면 3분기 매출이 증가했습니다.",
+    "내일 회의는 오후 두 시로 변경되었습니다.",
+    # th, vi, id, ms, tl, sw
+    "รายงานแสดงให้เห็นว่ายอดขายในไตรมาสที่สามเพิ่มขึ้น",
+    "พรุ่งนี้มีประชุมทีมตอนสิบโมงเช้า",
+    "Báo cáo cho thấy doanh số quý ba đã tăng.",
+    "Laporan menunjukkan bahwa penjualan naik pada kuartal ketiga.",
+    "Mesyuarat esok telah ditangguhkan ke minggu depan.",
+    "Ipinapakita ng ulat na tumaas ang benta sa ikatlong quarter.",
+    "Ripoti inaonyesha kwamba mauzo yaliongezeka katika robo ya tatu.",
+    "Mkutano wa kesho utaanza saa nne asubuhi.",
+]
+
+_STATEMENT_FRAMES = [
+    "{s}", "Translate into English: {s}", "Summarise this note: {s}",
+    "Is this sentence grammatically correct? {s}",
+]
+
 # Attacks in other languages and styles (personas, indirect injections in documents), so that
 # the language is no cue either way.
 _MULTI_ATTACK = [
@@ -475,6 +559,9 @@ def multilingual_examples(seed: int = 29) -> list[Row]:
     """Multilingual benign rows, multilingual attacks and document-embedded injections."""
     rng = random.Random(seed)
     rows = [Row(t, "benign", SOURCE) for t in _MULTI_BENIGN]
+    for t in _MULTI_STATEMENTS:
+        for f in rng.sample(_STATEMENT_FRAMES, 2):
+            rows.append(Row(f.format(s=t), "benign", SOURCE))
     rows += [Row(t, lab, SOURCE) for t, lab in _MULTI_ATTACK]
     for d, t in itertools.product(_INDIRECT_DOC, _INDIRECT_TASK):
         if rng.random() < 0.5:
