@@ -216,15 +216,6 @@ def _cases(
         i[0] += 1
         clf.score([prompts[k]])
 
-    def check1() -> None:
-        k = i[0] % len(prompts)
-        i[0] += 1
-        chk.check(CheckContext(text=prompts[k]))
-
-    def check_n(n: int) -> Callable[[], None]:
-        ctxs = [CheckContext(text=p) for p in prompts[:n]]
-        return lambda: chk.check_batch(ctxs)
-
     def concurrent32() -> None:
         barrier = threading.Barrier(BATCH)
 
@@ -256,11 +247,11 @@ def _cases(
     cases: list[tuple[str, int, Callable[[], None], int]] = [
         ("plain onnxruntime", 1, plain1, iters),
         ("runtime.score", 1, ours1, iters),
-        ("check (batcher)", 1, check1, iters),
+        ("check (batcher)", 1, _cycle(chk, prompts), iters),
     ]
     for n in batches:
         cases += [("plain onnxruntime", n, plain_n(n), b_iters),
-                  ("check_batch", n, check_n(n), b_iters)]
+                  ("check_batch", n, _batch_of(chk, prompts[:n]), b_iters)]
     cases += [("forward (session.run)", 1, lambda: unbound.forward(one), iters),
               ("forward (session.run)", BATCH, lambda: unbound.forward(many), b_iters)]
     if bound is not None:

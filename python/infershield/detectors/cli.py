@@ -200,13 +200,17 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from infershield.config import load_config
     from infershield.detectors.evaluate import choose_prefilter_cut, window_keys
     from infershield.detectors.head import Head
     from infershield.detectors.models import FAST_MODEL, ensure_shipped_model
-    from infershield.detectors.runtime import Cascade, RuntimeOptions, SequenceClassifier
+    from infershield.detectors.runtime import (
+        RuntimeOptions,
+        SequenceClassifier,
+        max_per_text,
+        owners,
+        shares_windows,
+    )
     from infershield.detectors.training import load_jsonl, split_dev
 
     if not 0.0 <= args.max_loss < 1.0:
@@ -223,17 +227,14 @@ def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
     opts = RuntimeOptions(max_windows=1_000_000)
     main, fast = SequenceClassifier(main_dir, opts), SequenceClassifier(fast_dir, opts)
     threshold = float(main.meta.get("threshold", 0.5))
-    cascade = Cascade(fast, main, 0.0)
-    if cascade.shared_windows:
+    if shares_windows(fast, main):
         # The cascade clears window by window: key each text by the windows that matter.
         per_text = main.windows_batch(texts)
         flat = [w for ws in per_text for w in ws]
-        owner = np.repeat(np.arange(len(texts)), [len(ws) for ws in per_text])
+        owner = owners([len(ws) for ws in per_text])
         main_w = main.window_probs(flat)
-        text_main = np.full(len(texts), -np.inf)
-        np.maximum.at(text_main, owner, main_w)
+        main_scores = max_per_text(main_w, owner, len(texts))
         keys = window_keys(fast.window_probs(flat), main_w, owner, len(texts), threshold)
-        main_scores = text_main.astype(np.float32)
     else:
         keys, main_scores = fast.score(texts), main.score(texts)
     cut = choose_prefilter_cut(keys, main_scores, [r.label for r in rows], threshold,

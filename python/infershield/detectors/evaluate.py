@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from infershield.checks.base import CheckContext
 from infershield.config import CheckSpec, Config
+from infershield.detectors.runtime import max_per_text
 from infershield.detectors.training import BENIGN, Row, auc, source_family, tpr_at_fpr
 from infershield.pipeline import Pipeline
 from infershield.policy import build_pipeline
@@ -186,8 +187,7 @@ def window_keys(fast: F32, main: F32, owner: npt.NDArray[np.int64], n_texts: int
     for any other text, the highest fast score of all its windows (below it, the text never
     reaches the main model). Feed the keys to :func:`choose_prefilter_cut` as ``fast``.
     """
-    key = np.full(n_texts, -np.inf)
-    np.maximum.at(key, owner, fast)
+    key = max_per_text(fast, owner, n_texts)
     catch = np.full(n_texts, -np.inf)
     hit = main >= threshold
     np.maximum.at(catch, owner[hit], fast[hit])

@@ -66,9 +66,10 @@ class FinetuneConfig:
     seed: int = 0
     threads: int = 2
     #: Standardise the pooled embedding per dimension (mean and spread of the training
-    #: windows before training) and start from a fresh head. Shallow encoders need it: after
-    #: one layer the pooled vectors of all texts point almost the same way. The scaling is
-    #: folded into the head's first layer, so the exported graph is unchanged.
+    #: windows before training) and start from a fresh head. Meant for shallow encoders, whose
+    #: pooled vectors all point almost the same way (on a one-layer model it helped only a
+    #: little: dev AUC 0.947 after one epoch, against 0.944). The scaling is folded into the
+    #: head's first layer, so the exported graph is unchanged.
     standardize: bool = False
 
 

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 #: Name of the shipped classifier under ``<cache>/models/``.
 SHIPPED_MODEL = "injection-minilm"
-#: Name of the shipped fast screening model (one encoder layer): the CPU prefilter.
+#: Name of the shipped fast screening model (two encoder layers, int8): the CPU prefilter.
 FAST_MODEL = "injection-minilm-fast"
 #: Name of the plain embedding model (the ``local`` backend's demo model).
 EMBEDDING_MODEL = "minilm-embedding"
@@ -47,16 +48,24 @@ def fast_head_path() -> Path:
 
 
 def fast_encoder_path() -> Path:
-    """The fast model's one fine-tuned encoder layer (float16; the others are dropped)."""
+    """The fast model's two fine-tuned encoder layers (float16; the others are dropped)."""
     return Path(str(resources.files("infershield") / "models" / "fast_encoder.npz"))
 
 
-def _shipped_weights(name: str) -> tuple[Path, Path]:
-    """(head, encoder) weight files of a shipped model name."""
+@dataclass(frozen=True)
+class _Shipped:
+    """How a shipped model is built: its weight files and whether model.onnx is int8."""
+
+    head: Path
+    encoder: Path
+    int8: bool = False
+
+
+def _shipped(name: str) -> _Shipped:
     if name == SHIPPED_MODEL:
-        return shipped_head_path(), shipped_encoder_path()
+        return _Shipped(shipped_head_path(), shipped_encoder_path())
     if name == FAST_MODEL:
-        return fast_head_path(), fast_encoder_path()
+        return _Shipped(fast_head_path(), fast_encoder_path(), int8=True)
     raise ConfigError(f"no shipped model named {name!r}")
 
 
@@ -85,7 +94,8 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
     ``model.onnx`` the int8 CPU variant (the fast prefilter is built so).
     """
     if head_path is None:
-        head_path, encoder_path = shipped_head_path(), shipped_encoder_path()
+        spec = _shipped(SHIPPED_MODEL)
+        head_path, encoder_path = spec.head, spec.encoder
     head = Head.load(head_path)
     encoder = load_encoder(encoder_path) if encoder_path is not None else None
     out = export_minilm(out_dir, head=head, encoder=encoder, fp16=fp16, int8=int8)
@@ -104,6 +114,7 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
 def _is_current(model_dir: Path, *, fp16: bool = False, name: str = SHIPPED_MODEL) -> bool:
     """Whether ``model_dir`` holds a build of shipped model ``name``'s weights as they are
     now (with the float16 twin, when ``fp16``)."""
+    spec = _shipped(name)
     try:
         cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -113,8 +124,8 @@ def _is_current(model_dir: Path, *, fp16: bool = False, name: str = SHIPPED_MODE
         and (model_dir / "tokenizer.json").is_file()
         and (not fp16 or (model_dir / FP16_FILE).is_file())
         and cfg.get("infershield", {}).get("weights_sha256")
-        == _weights_sha256(*_shipped_weights(name))
-        and bool(cfg["infershield"].get("int8")) == (name == FAST_MODEL)
+        == _weights_sha256(spec.head, spec.encoder)
+        and bool(cfg["infershield"].get("int8")) == spec.int8
     )
 
 
@@ -127,7 +138,7 @@ def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = 
     Concurrent processes serialise on a lock file, so a server and a test run starting at the
     same time build it once. With ``build=False`` a missing model is a ConfigError.
     """
-    head_path, encoder_path = _shipped_weights(name)
+    spec = _shipped(name)
     target = models_dir(cache_path) / name
     if not force and _is_current(target, fp16=fp16, name=name):
         return target
@@ -142,8 +153,7 @@ def ensure_shipped_model(cache_path: Path, *, build: bool = True, force: bool = 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not _is_current(target, fp16=fp16, name=name):
             log.info("building classifier model into %s", target)
-            build_classifier(target, head_path, encoder_path, fp16=fp16,
-                             int8=name == FAST_MODEL)
+            build_classifier(target, spec.head, spec.encoder, fp16=fp16, int8=spec.int8)
     return target
 
 

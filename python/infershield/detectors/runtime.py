@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ FP16_FILE = "model_fp16.onnx"  # a float16 twin of model.onnx, used on the CUDA 
 CPU = "CPUExecutionProvider"
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,12 +196,7 @@ class SequenceClassifier:
 
     def windows_batch(self, texts: Sequence[str]) -> list[list[list[int]]]:
         """Windows of each text; LimitExceeded when any text needs too many."""
-        out = []
-        for ws in self.windows_each(texts):
-            if isinstance(ws, LimitExceeded):
-                raise ws
-            out.append(ws)
-        return out
+        return _or_raise(self.windows_each(texts))
 
     def windows_each(self, texts: Sequence[str]) -> list[list[list[int]] | LimitExceeded]:
         """Windows of each text, or the LimitExceeded of a text that needs too many.
@@ -231,13 +227,8 @@ class SequenceClassifier:
 
     def score_windows(self, per_text: Sequence[Sequence[list[int]]]) -> F32:
         flat = [w for ws in per_text for w in ws]
-        probs = self.window_probs(flat)
-        out = np.zeros(len(per_text), np.float32)
-        i = 0
-        for t, ws in enumerate(per_text):
-            out[t] = probs[i : i + len(ws)].max() if ws else 0.0
-            i += len(ws)
-        return out
+        return max_per_text(self.window_probs(flat), owners([len(ws) for ws in per_text]),
+                            len(per_text))
 
     def window_probs(self, windows: Sequence[list[int]]) -> F32:
         """Attack probability per window; windows are sorted by length so padding stays low."""
@@ -294,6 +285,35 @@ def _special_tokens(tok: Any) -> tuple[list[int], list[int]]:
     raise ConfigError("cannot locate the tokenizer's special tokens")
 
 
+def _or_raise(items: Sequence[_T | LimitExceeded]) -> list[_T]:
+    """``items``, unless one is a LimitExceeded: then that is raised."""
+    out: list[_T] = []
+    for item in items:
+        if isinstance(item, LimitExceeded):
+            raise item
+        out.append(item)
+    return out
+
+
+def owners(counts: Sequence[int]) -> npt.NDArray[np.int64]:
+    """The text index of each window, for texts of ``counts`` consecutive windows."""
+    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+
+
+def max_per_text(probs: F32, owner: npt.NDArray[np.int64], n_texts: int) -> F32:
+    """Each text's score: the max over its windows' ``probs`` (0 for a text without any)."""
+    out = np.zeros(n_texts, np.float32)
+    np.maximum.at(out, owner, probs)
+    return out
+
+
+def shares_windows(a: SequenceClassifier, b: SequenceClassifier) -> bool:
+    """Whether both models cut any text into the same token windows (same tokenizer,
+    window and stride), so one tokenisation serves both."""
+    return (a.tokenizer.to_str() == b.tokenizer.to_str()
+            and (a.window, a.stride) == (b.window, b.stride))
+
+
 # ---------------------------------------------------------------------- cascade
 
 
@@ -331,10 +351,7 @@ class Cascade:
         self.fast, self.main, self.clear_below = fast, main, clear_below
         self.model_dir = main.model_dir
         # Same tokenizer and windows: tokenise once and hand both models the same windows.
-        self.shared_windows = (
-            fast.tokenizer.to_str() == main.tokenizer.to_str()
-            and (fast.window, fast.stride) == (main.window, main.stride)
-        )
+        self.shared_windows = shares_windows(fast, main)
         self._lock = threading.Lock()
         self.cleared = 0  # texts answered by the fast model alone
         self.escalated = 0  # texts the main model scored (some or all of their windows)
@@ -356,12 +373,7 @@ class Cascade:
 
     def score(self, texts: Sequence[str]) -> F32:
         """Attack probability per text, as the cascade decides it."""
-        per_text = []
-        for ws in self.windows_each(texts):
-            if isinstance(ws, LimitExceeded):
-                raise ws
-            per_text.append(ws)
-        return self.score_windows(per_text)
+        return self.score_windows(_or_raise(self.windows_each(texts)))
 
     def score_windows(self, per_text: Sequence[CascadeWindows]) -> F32:
         if not self.shared_windows:
@@ -372,19 +384,14 @@ class Cascade:
             self._count(len(per_text) - len(todo), len(todo))
             return scores
         flat = [w for ws in per_text for w in ws.main]
+        owner = owners([len(ws) for ws in per_text])
         probs = self.fast.window_probs(flat)
         hot = np.flatnonzero(probs >= self.clear_below)
         if hot.size:
             probs[hot] = self.main.window_probs([flat[i] for i in hot])
-        out = np.zeros(len(per_text), np.float32)
-        escalated, i = 0, 0
-        for t, ws in enumerate(per_text):
-            n = len(ws.main)
-            out[t] = probs[i : i + n].max() if n else 0.0
-            escalated += bool(np.any((hot >= i) & (hot < i + n)))
-            i += n
+        escalated = int(np.unique(owner[hot]).size)
         self._count(len(per_text) - escalated, escalated, int(hot.size))
-        return out
+        return max_per_text(probs, owner, len(per_text))
 
     def _count(self, cleared: int, escalated: int, windows: int = 0) -> None:
         with self._lock:

@@ -42,11 +42,11 @@ class ClassifierOptions:
     stride: int = 0
     max_windows: int = 64
     threads: int = 0
-    #: A fast model that screens first: a text it scores below ``prefilter_clear`` is allowed
-    #: without running ``model``; every other text is scored by ``model`` as usual. "auto" =
-    #: the shipped one-layer model, when ``model`` is the shipped one and runs on the CPU EP
-    #: (on a GPU the main model is fast enough alone); "none" = off; else a model directory
-    #: or a name under ``<cache>/models``.
+    #: A fast model that screens first: a window it scores below ``prefilter_clear`` is
+    #: cleared without running ``model``; every other window is scored by ``model`` as usual.
+    #: "auto" = the shipped two-layer int8 model, when ``model`` is the shipped one and runs on
+    #: the CPU EP (on a GPU the main model is fast enough alone); "none" = off; else a model
+    #: directory or a name under ``<cache>/models``.
     prefilter: str = "auto"
     #: The prefilter's clearing cut; ``None`` = the fast model's recommended ``clear_below``.
     prefilter_clear: float | None = None
