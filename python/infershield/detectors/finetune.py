@@ -71,6 +71,13 @@ class FinetuneConfig:
     #: little: dev AUC 0.947 after one epoch, against 0.944). The scaling is folded into the
     #: head's first layer, so the exported graph is unchanged.
     standardize: bool = False
+    #: torch device to train on: "cpu", "cuda" or "cuda:N". A GPU run is not bit-identical to
+    #: a CPU run (other kernels, other summation order), so the shipped weights record where
+    #: they were trained in their metadata.
+    device: str = "cpu"
+    #: Learning-rate scale of the lower trained layers: layer ``first + k`` of ``n`` trained
+    #: layers gets ``lr_encoder * layer_decay ** (n - 1 - k)`` (1.0: one rate for all).
+    layer_decay: float = 1.0
 
 
 def _torch() -> Any:
@@ -83,7 +90,8 @@ def _torch() -> Any:
     return torch
 
 
-def _build_modules(torch: Any, cfg: BertConfig, w: Weights, first: int, dropout: float) -> Any:
+def _build_modules(torch: Any, cfg: BertConfig, w: Weights, first: int, dropout: float,
+                   device: Any) -> Any:
     """Torch modules for the embeddings, layers[:first] (frozen) and layers[first:] (trained)."""
     nn = torch.nn
     f = torch.nn.functional
@@ -127,9 +135,10 @@ def _build_modules(torch: Any, cfg: BertConfig, w: Weights, first: int, dropout:
     class Embeddings(nn.Module):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             super().__init__()
-            self.word = torch.from_numpy(w["embeddings.word_embeddings.weight"])
-            self.pos = torch.from_numpy(w["embeddings.position_embeddings.weight"])
-            self.typ = torch.from_numpy(w["embeddings.token_type_embeddings.weight"][0])
+            self.word = torch.from_numpy(w["embeddings.word_embeddings.weight"]).to(device)
+            self.pos = torch.from_numpy(w["embeddings.position_embeddings.weight"]).to(device)
+            self.typ = torch.from_numpy(
+                w["embeddings.token_type_embeddings.weight"][0]).to(device)
             self.ln = nn.LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
             with torch.no_grad():
                 self.ln.weight.copy_(torch.from_numpy(w["embeddings.LayerNorm.weight"]))
@@ -140,7 +149,8 @@ def _build_modules(torch: Any, cfg: BertConfig, w: Weights, first: int, dropout:
             return self.ln(self.word[ids] + self.pos[:s][None] + self.typ)
 
     layers = [Layer(f"encoder.layer.{n}.") for n in range(cfg.num_hidden_layers)]
-    return Embeddings(), nn.ModuleList(layers[:first]), nn.ModuleList(layers[first:])
+    return (Embeddings().to(device), nn.ModuleList(layers[:first]).to(device),
+            nn.ModuleList(layers[first:]).to(device))
 
 
 def _attn_bias(torch: Any, mask: Any) -> Any:
@@ -168,14 +178,15 @@ class _Windows:
         self.n_texts = len(texts)
         self.hidden: list[Any] = []
 
-    def freeze(self, torch: Any, emb: Any, frozen: Any, batch_tokens: int) -> None:
+    def freeze(self, torch: Any, emb: Any, frozen: Any, batch_tokens: int,
+               device: Any) -> None:
         """Run the frozen part once over every window; store float16 hidden states."""
         self.hidden = [None] * len(self.ids)
         order = sorted(range(len(self.ids)), key=lambda i: len(self.ids[i]))
         t0 = time.monotonic()
         with torch.no_grad():
             for idx in _batches(order, [len(self.ids[i]) for i in order], batch_tokens):
-                ids, mask = _pad(torch, [self.ids[i] for i in idx])
+                ids, mask = _pad(torch, [self.ids[i] for i in idx], device)
                 x = emb(ids)
                 bias = _attn_bias(torch, mask)
                 for layer in frozen:
@@ -185,14 +196,14 @@ class _Windows:
         log.info("froze %d windows in %.0fs", len(self.ids), time.monotonic() - t0)
 
 
-def _pad(torch: Any, seqs: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+def _pad(torch: Any, seqs: Sequence[Sequence[int]], device: Any) -> tuple[Any, Any]:
     n = max(len(s) for s in seqs)
-    ids = torch.zeros((len(seqs), n), dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    ids = np.zeros((len(seqs), n), np.int64)
+    mask = np.zeros((len(seqs), n), np.int64)
     for r, s in enumerate(seqs):
-        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        ids[r, : len(s)] = s
         mask[r, : len(s)] = 1
-    return ids, mask
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
 
 
 def _batches(order: Sequence[int], lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
@@ -212,16 +223,21 @@ def _batches(order: Sequence[int], lengths: Sequence[int], batch_tokens: int) ->
 
 
 class _Model:
-    def __init__(self, torch: Any, top: Any, head: Head) -> None:
+    def __init__(self, torch: Any, top: Any, head: Head, device: Any) -> None:
         nn = torch.nn
         self.torch = torch
         self.top = top
-        self.w1 = nn.Parameter(torch.from_numpy(head.w1.copy()))
-        self.b1 = nn.Parameter(torch.from_numpy(head.b1.copy()))
-        self.w2 = nn.Parameter(torch.from_numpy(head.w2.copy()))
-        self.b2 = nn.Parameter(torch.from_numpy(head.b2.copy()))
+        self.device = device
+
+        def param(a: F32) -> Any:
+            return nn.Parameter(torch.from_numpy(a.copy()).to(device))
+
+        self.w1, self.b1, self.w2, self.b2 = (param(a) for a in (head.w1, head.b1, head.w2,
+                                                                  head.b2))
         dim = head.w1.shape[0]
-        self.mu, self.sd = torch.zeros(dim), torch.ones(dim)  # pooled-input standardisation
+        # Pooled-input standardisation (identity unless FinetuneConfig.standardize).
+        self.mu = torch.zeros(dim, device=device)
+        self.sd = torch.ones(dim, device=device)
 
     def head_params(self) -> list[Any]:
         return [self.w1, self.b1, self.w2, self.b2]
@@ -230,8 +246,8 @@ class _Model:
         """Pooled, L2-normalised embedding of each window (before standardisation)."""
         torch = self.torch
         n = max(h.shape[0] for h in hidden)
-        x = torch.zeros((len(hidden), n, hidden[0].shape[1]))
-        mask = torch.zeros((len(hidden), n), dtype=torch.long)
+        x = torch.zeros((len(hidden), n, hidden[0].shape[1]), device=self.device)
+        mask = torch.zeros((len(hidden), n), dtype=torch.long, device=self.device)
         for r, h in enumerate(hidden):
             x[r, : h.shape[0]] = h.float()
             mask[r, : h.shape[0]] = 1
@@ -242,8 +258,8 @@ class _Model:
 
     def folded_head(self) -> tuple[F32, F32, F32, F32]:
         """(w1, b1, w2, b2) with the standardisation folded into the first layer."""
-        w1, b1, w2, b2 = (p.detach().double().numpy() for p in self.head_params())
-        mu, sd = self.mu.double().numpy(), self.sd.double().numpy()
+        w1, b1, w2, b2 = (p.detach().double().cpu().numpy() for p in self.head_params())
+        mu, sd = self.mu.double().cpu().numpy(), self.sd.double().cpu().numpy()
         w1f = w1 / sd[:, None]
         b1f = b1 - (mu / sd) @ w1
         return tuple(a.astype(np.float32) for a in (w1f, b1f, w2, b2))  # type: ignore[return-value]
@@ -284,7 +300,7 @@ def _text_scores(torch: Any, model: _Model, wins: _Windows, batch_tokens: int) -
     order = sorted(range(len(wins.ids)), key=lambda i: len(wins.ids[i]))
     with torch.no_grad():
         for idx in _batches(order, [len(wins.ids[i]) for i in order], batch_tokens):
-            z = model.window_logits([wins.hidden[i] for i in idx]).double().numpy()
+            z = model.window_logits([wins.hidden[i] for i in idx]).double().cpu().numpy()
             np.maximum.at(out, wins.owner[idx], z)
     return (1.0 / (1.0 + np.exp(-out))).astype(np.float32)
 
@@ -364,22 +380,28 @@ def finetune(
     sw[len(train) - len(extra_rows):] *= config.extra_weight
     yd = np.array([binary_target(r.label) for r in dev], np.int64)
 
-    emb, frozen, top = _build_modules(torch, bcfg, w, first, config.dropout)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {config.device!r}: torch sees no CUDA GPU")
+    emb, frozen, top = _build_modules(torch, bcfg, w, first, config.dropout, device)
     emb.eval()
     frozen.eval()
     sets = {"train": train, "dev": dev, **(probes or {})}
     wins = {name: _Windows([r.text for r in rs], tok, prefix, suffix, body, config.max_windows)
             for name, rs in sets.items()}
     for ws in wins.values():
-        ws.freeze(torch, emb, frozen, config.batch_tokens)
+        ws.freeze(torch, emb, frozen, config.batch_tokens, device)
 
     if config.standardize:
         init_head = _fresh_head(init_head, config.seed)
-    model = _Model(torch, top, init_head)
+    model = _Model(torch, top, init_head, device)
     if config.standardize:
         model.mu, model.sd = _pooled_stats(torch, model, wins["train"], config.batch_tokens)
+    n_top = len(top)
     opt = torch.optim.AdamW([
-        {"params": list(top.parameters()), "lr": config.lr_encoder, "weight_decay": 0.01},
+        *({"params": list(layer.parameters()), "weight_decay": 0.01,
+           "lr": config.lr_encoder * config.layer_decay ** (n_top - 1 - k)}
+          for k, layer in enumerate(top)),
         {"params": model.head_params(), "lr": config.lr_head, "weight_decay": 0.0},
     ])
     tw = wins["train"]
@@ -398,11 +420,13 @@ def finetune(
         for texts in batches:
             win_idx = [i for t in texts for i in text_windows[t]]
             z = model.window_logits([tw.hidden[i] for i in win_idx])
-            seg = torch.tensor([k for k, t in enumerate(texts) for _ in text_windows[t]])
+            seg = torch.tensor([k for k, t in enumerate(texts) for _ in text_windows[t]],
+                               device=device)
             # Text logit = max over its windows (multiple-instance learning).
-            zt = torch.full((len(texts),), -1e9).scatter_reduce(0, seg, z, reduce="amax")
-            target = torch.from_numpy(y[texts])
-            weight = torch.from_numpy(sw[texts])
+            zt = torch.full((len(texts),), -1e9, device=device).scatter_reduce(
+                0, seg, z, reduce="amax")
+            target = torch.from_numpy(y[texts]).to(device)
+            weight = torch.from_numpy(sw[texts]).to(device)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 zt, target, weight=weight, reduction="sum") / weight.sum()
             opt.zero_grad()
@@ -427,10 +451,11 @@ def finetune(
             mod = getattr(layer, attr)
             for part in ("weight", "bias"):
                 enc[f"encoder.layer.{n}.{name}.{part}"] = (
-                    getattr(mod, part).detach().numpy().astype(np.float32))
+                    getattr(mod, part).detach().cpu().numpy().astype(np.float32))
     metrics.update(train_rows=float(len(train)), dev_rows=float(len(dev)),
                    trainable_layers=float(config.trainable_layers))
     meta = {k: f"{v:.4f}" for k, v in metrics.items()}
+    meta["trained_on"] = device.type
     w1, b1, w2, b2 = model.folded_head()
     head = Head(w1, b1, w2, b2, labels=HEAD_LABELS, threshold=threshold, meta=meta)
     return FinetuneResult(head, EncoderOverride(enc, config.num_layers or None), metrics, first)
