@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infershield.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from infershield.detectors.head import Head
+    from infershield.detectors.training import Row
 
 
 def register(sub: Any) -> None:
@@ -44,6 +49,12 @@ def register(sub: Any) -> None:
                     help="keep only the first N encoder layers (faster; default: all 6)")
     ft.add_argument("--epochs", type=int, default=2)
     ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--device", default="cpu",
+                    help='torch device to train on: "cpu" (default), "cuda" or "cuda:N"')
+    ft.add_argument("--lr-encoder", type=float, default=4e-5,
+                    help="learning rate of the top trained layer")
+    ft.add_argument("--layer-decay", type=float, default=1.0,
+                    help="each lower trained layer's learning rate is this times the one above")
     ft.add_argument("--probe", action="append", default=[], metavar="FILE.jsonl",
                     help="rows to score after each epoch, for the log only (repeatable)")
     ft.add_argument("--init-head", metavar="FILE.npz",
@@ -162,7 +173,7 @@ def _build_into(out: Path, head_path: Path, encoder_path: Path | None) -> None:
 
 def cmd_models_finetune(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.detectors.bert import save_encoder
+    from infershield.detectors.bert import load_bert, minilm_dir, save_encoder
     from infershield.detectors.examples import examples, multilingual_examples
     from infershield.detectors.finetune import FinetuneConfig, finetune
     from infershield.detectors.head import Head
@@ -172,6 +183,8 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     if not 0.0 <= args.dev_frac < 1.0 or not 0.0 < args.target_fpr < 1.0:
         raise InvalidRequest("--dev-frac must be in [0, 1) and --target-fpr in (0, 1)")
     total = args.num_layers or 6
+    if not args.lr_encoder > 0 or not 0 < args.layer_decay <= 1:
+        raise InvalidRequest("--lr-encoder must be > 0 and --layer-decay in (0, 1]")
     if args.epochs < 1 or not 1 <= total <= 6 or not 1 <= args.layers <= total:
         raise InvalidRequest("--epochs must be >= 1, --num-layers in 1..6 and --layers in "
                              "1..num-layers")
@@ -186,17 +199,45 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         extra=[*(examples() if args.with_examples else ()),
                *(multilingual_examples() if args.with_multilingual else ())],
         config=FinetuneConfig(trainable_layers=args.layers, num_layers=args.num_layers,
-                              epochs=args.epochs, seed=args.seed,
+                              epochs=args.epochs, seed=args.seed, device=args.device,
+                              lr_encoder=args.lr_encoder, layer_decay=args.layer_decay,
                               dev_frac=args.dev_frac, target_fpr=args.target_fpr),
     )
     out, head_path = _outputs(args, cfg.cache_path)
     enc_path = Path(args.encoder_out) if args.encoder_out else out / "encoder.npz"
     result.head.save(head_path)
-    save_encoder(enc_path, result.encoder)
+    # Matrices as int8 deltas against the installed base: half the bytes of float16.
+    save_encoder(enc_path, result.encoder, base=load_bert(minilm_dir())[1])
+    _build_into(out, head_path, enc_path)
+    # Training scores at most max_windows windows per text; the runtime scores them all, so
+    # the threshold (target FPR on the dev benign rows) is measured again on the built model.
+    head = _rethreshold(out, Head.load(head_path), rows, args.dev_frac, args.target_fpr)
+    head.save(head_path)
     _build_into(out, head_path, enc_path)
     print(json.dumps({"model_dir": str(out), "head": str(head_path), "encoder": str(enc_path),
-                      "threshold": result.head.threshold, **result.metrics}, indent=2))
+                      "threshold": head.threshold, **head.meta}, indent=2))
     return 0
+
+
+def _rethreshold(model_dir: Path, head: Head, rows: Sequence[Row], dev_frac: float,
+                 target_fpr: float) -> Head:
+    """``head`` with the threshold and dev metrics of the built model in ``model_dir``."""
+    import numpy as np
+
+    from infershield.detectors.head import Head
+    from infershield.detectors.runtime import RuntimeOptions, SequenceClassifier
+    from infershield.detectors.training import binary_target, dev_metrics, split_dev
+
+    dev = [r for r in split_dev(rows, dev_frac)[1] if binary_target(r.label) is not None]
+    if not dev:
+        return head
+    y = np.array([binary_target(r.label) for r in dev], np.int64)
+    scores = SequenceClassifier(model_dir, RuntimeOptions(providers=("cpu",))).score(
+        [r.text for r in dev])
+    thr, metrics = dev_metrics(y, scores, target_fpr)
+    meta = {**head.meta, **{k: f"{v:.4f}" for k, v in metrics.items()},
+            "threshold_measured_with": "the built model, every window"}
+    return Head(head.w1, head.b1, head.w2, head.b2, head.labels, thr, meta)
 
 
 def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:

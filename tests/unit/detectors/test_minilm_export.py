@@ -128,6 +128,31 @@ def test_encoder_weights_roundtrip_as_float16(tmp_path: Path) -> None:
     assert load_encoder(tmp_path / "enc2.npz").num_layers == 2
 
 
+def test_encoder_weights_roundtrip_as_int8_deltas(tmp_path: Path) -> None:
+    base = random_bert(TINY)
+    rng = np.random.default_rng(3)
+    ft = {k: (v + rng.normal(0, 1e-3, v.shape)).astype(np.float32)
+          for k, v in base.items() if k.startswith("encoder.layer.0.")}
+    save_encoder(tmp_path / "d.npz", EncoderOverride(ft), base=base)
+    with np.load(tmp_path / "d.npz") as z:
+        matrices = [k for k in ft if ft[k].ndim == 2]
+        assert matrices and all(z["d8." + k].dtype == np.int8 for k in matrices)
+        assert all("enc." + k in z.files for k in ft if ft[k].ndim == 1)
+    back = load_encoder(tmp_path / "d.npz", base=base)
+    assert set(back.weights) == set(ft)
+    for k, v in ft.items():
+        if v.ndim == 2:  # within half a quantisation step of the delta's row
+            step = np.abs(v - base[k]).max(axis=1, keepdims=True) / 127
+            assert (np.abs(back.weights[k] - v) <= step / 2 + 1e-7).all()
+        else:
+            np.testing.assert_array_equal(back.weights[k], v.astype(np.float16).astype(np.float32))
+    # A base of another shape cannot take the delta.
+    other = {k: np.zeros((v.shape[0] + 1, v.shape[1]), np.float32) if v.ndim == 2 else v
+             for k, v in base.items()}
+    with pytest.raises(ConfigError, match="does not fit"):
+        load_encoder(tmp_path / "d.npz", base=other)
+
+
 def test_bad_encoder_file_is_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="encoder weights"):
