@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,47 @@ def test_greedy_batcher_answers_a_lone_request_and_batches_the_backlog() -> None
     finally:
         b.close()
 
+
+
+def test_blocking_score_runs_inline_when_idle_and_queues_when_busy() -> None:
+    m = _GatedModel()
+    b = MicroBatcher(m, max_batch=64)
+    try:
+        first = b.submit("x" * 5)  # holds the batching thread at the gate
+        assert m.running.wait(5)
+        got: dict[int, float] = {}
+        threads = [threading.Thread(target=lambda n=n: got.__setitem__(n, b.score("x" * n)))
+                   for n in range(10, 14)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while b._q.qsize() < 4 and time.monotonic() < deadline:  # busy: they queue
+            time.sleep(0.001)
+        assert b.inline_run == 0
+        m.gate.set()
+        for t in threads:
+            t.join(5)
+        assert first.result(timeout=5) == pytest.approx(0.05)
+        assert got == pytest.approx({n: n / 100 for n in range(10, 14)})
+        assert m.batches == [1, 4]  # the waiting callers were batched together
+        # Idle now: a lone blocking call runs in the caller's thread, not the batcher's.
+        assert b.score("x" * 7) == pytest.approx(0.07)
+        assert b.inline_run == 1 and b.batches_run == 2
+    finally:
+        b.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        b.score("x")
+
+
+def test_blocking_score_raises_limit_exceeded(tiny_dir: Path) -> None:
+    m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=2))
+    b = MicroBatcher(m)
+    try:
+        with pytest.raises(LimitExceeded):
+            b.score(filler(300))
+        assert b.score("w1 inject w2") > 0.99
+    finally:
+        b.close()
 
 def test_windows_each_marks_only_the_long_text(tiny_dir: Path) -> None:
     m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=3))

@@ -150,7 +150,7 @@ class ClassifierCheck(Check):
 
     def check(self, ctx: CheckContext) -> Verdict:
         try:
-            return self._verdict(self.batcher.submit(ctx.text).result())
+            return self._verdict(self.batcher.score(ctx.text))
         except LimitExceeded:
             return self._too_long()
 
