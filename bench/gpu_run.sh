@@ -15,12 +15,13 @@ fi
 SP=$(python3 -c "import site; print(site.getsitepackages()[0])")
 LD_LIBRARY_PATH=$(find "$SP/nvidia" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:):${LD_LIBRARY_PATH:-}
 export LD_LIBRARY_PATH PYTHONUNBUFFERED=1 INFERSHIELD_BENCH_CACHE=/tmp/isc
-export PYTHONPATH=$PWD/python:$PWD:/tmp/site:$PWD/$last/base
+# BASE_DIR: where the base-model package travelled (default: next to the last part).
+export PYTHONPATH=$PWD/python:$PWD:/tmp/site:${BASE_DIR:-$PWD/$last/base}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 python3 -c "import onnxruntime as o; print(o.__version__, o.get_available_providers())" || exit 5
 timeout 150 python3 -m bench.gpu_check "$OUT/check.json" || echo "gpu_check failed: $?"
-timeout 330 python3 -m bench.run --gpu --suites detector detector_sweep --out-dir /tmp/bench \
+timeout 330 python3 -m bench.run --gpu --suites ${SUITES:-detector detector_sweep} --out-dir /tmp/bench \
   --update-results no; echo "bench rc=$?"
 tar -C /tmp -czf "$OUT/bench.tgz" bench
 cp /tmp/bench/results.json /tmp/bench/report.md "$OUT/" 2>/dev/null
