@@ -55,6 +55,10 @@ def register(sub: Any) -> None:
                     help="learning rate of the top trained layer")
     ft.add_argument("--layer-decay", type=float, default=1.0,
                     help="each lower trained layer's learning rate is this times the one above")
+    ft.add_argument("--benign-weight", type=float, default=1.0,
+                    help="loss weight of benign rows (below 1: recall first, as for a prefilter)")
+    ft.add_argument("--init-encoder", metavar="FILE.npz",
+                    help="continue from these fine-tuned layers (an --encoder-out file)")
     ft.add_argument("--probe", action="append", default=[], metavar="FILE.jsonl",
                     help="rows to score after each epoch, for the log only (repeatable)")
     ft.add_argument("--init-head", metavar="FILE.npz",
@@ -173,7 +177,7 @@ def _build_into(out: Path, head_path: Path, encoder_path: Path | None) -> None:
 
 def cmd_models_finetune(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.detectors.bert import load_bert, minilm_dir, save_encoder
+    from infershield.detectors.bert import load_bert, load_encoder, minilm_dir, save_encoder
     from infershield.detectors.examples import examples, multilingual_examples
     from infershield.detectors.finetune import FinetuneConfig, finetune
     from infershield.detectors.head import Head
@@ -183,8 +187,9 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     if not 0.0 <= args.dev_frac < 1.0 or not 0.0 < args.target_fpr < 1.0:
         raise InvalidRequest("--dev-frac must be in [0, 1) and --target-fpr in (0, 1)")
     total = args.num_layers or 6
-    if not args.lr_encoder > 0 or not 0 < args.layer_decay <= 1:
-        raise InvalidRequest("--lr-encoder must be > 0 and --layer-decay in (0, 1]")
+    if not args.lr_encoder > 0 or not 0 < args.layer_decay <= 1 or not args.benign_weight > 0:
+        raise InvalidRequest("--lr-encoder and --benign-weight must be > 0 and --layer-decay "
+                             "in (0, 1]")
     if args.epochs < 1 or not 1 <= total <= 6 or not 1 <= args.layers <= total:
         raise InvalidRequest("--epochs must be >= 1, --num-layers in 1..6 and --layers in "
                              "1..num-layers")
@@ -195,12 +200,14 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
               for p in args.probe}
     result = finetune(
         rows, init_head=Head.load(Path(args.init_head) if args.init_head else frozen_head_path()),
+        init_encoder=load_encoder(Path(args.init_encoder)) if args.init_encoder else None,
         probes=probes,
         extra=[*(examples() if args.with_examples else ()),
                *(multilingual_examples() if args.with_multilingual else ())],
         config=FinetuneConfig(trainable_layers=args.layers, num_layers=args.num_layers,
                               epochs=args.epochs, seed=args.seed, device=args.device,
                               lr_encoder=args.lr_encoder, layer_decay=args.layer_decay,
+                              benign_weight=args.benign_weight,
                               dev_frac=args.dev_frac, target_fpr=args.target_fpr),
     )
     out, head_path = _outputs(args, cfg.cache_path)

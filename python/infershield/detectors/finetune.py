@@ -340,11 +340,13 @@ class FinetuneResult:
 
 def finetune(
     rows: Sequence[Row], *, extra: Iterable[Row] = (), init_head: Head,
+    init_encoder: EncoderOverride | None = None,
     config: FinetuneConfig = FinetuneConfig(),
     probes: Mapping[str, Sequence[Row]] | None = None,
 ) -> FinetuneResult:
     """Fine-tune the top layers + head on ``rows`` (dev split held out) and ``extra``.
 
+    ``init_encoder`` continues from earlier fine-tuned weights instead of the base model's.
     ``probes`` are named row sets (e.g. hand-written hard negatives) scored after every
     epoch at the dev threshold, for the log only; they are never trained on.
     """
@@ -358,6 +360,8 @@ def finetune(
     rng = np.random.default_rng(config.seed)
     base = minilm_dir()
     bcfg, w = load_bert(base)
+    if init_encoder is not None:  # continue from earlier fine-tuned layers
+        w = {**w, **init_encoder.weights}
     if config.num_layers:
         if not 1 <= config.num_layers <= bcfg.num_hidden_layers:
             raise ConfigError(f"num_layers must be 1..{bcfg.num_hidden_layers}")

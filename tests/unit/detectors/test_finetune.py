@@ -88,16 +88,17 @@ def test_cuda_device_without_a_gpu_is_a_config_error() -> None:
         finetune(rows, init_head=like, config=FinetuneConfig(device="cuda"))
 
 
-def test_cli_rejects_a_bad_layer_decay(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
+@pytest.mark.parametrize("flag", [["--layer-decay", "1.5"], ["--benign-weight", "0"],
+                                  ["--lr-encoder", "-1"]])
+def test_cli_rejects_bad_training_rates(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        flag: list[str]) -> None:
     from infershield.cli import main
 
     data = tmp_path / "d.jsonl"
     data.write_text('{"text": "hi", "label": "benign"}\n', encoding="utf-8")
-    rc = main(["models", "finetune", "--data", str(data), "--out", str(tmp_path / "o"),
-               "--layer-decay", "1.5"])
+    rc = main(["models", "finetune", "--data", str(data), "--out", str(tmp_path / "o"), *flag])
     assert rc != 0
-    assert "--layer-decay" in capsys.readouterr().err
+    assert flag[0] in capsys.readouterr().err
 
 
 def test_rethreshold_measures_the_built_model_on_the_dev_rows(tmp_path: Path) -> None:
