@@ -53,6 +53,24 @@ def pipelines(config: Config) -> dict[str, Pipeline]:
     return out
 
 
+def fold_runs(model: Scored, rules: Scored) -> dict[str, Scored]:
+    """The two ways to read rules + model together (rules' REDACT rewrites are not fed to the
+    model here; the input rules block).
+
+    ``combined`` is the pipeline's own fold: max score, any BLOCK. Sweeping a threshold over
+    it also moves the rules' cut-offs, since a rule that matched weakly adds its score.
+    ``policy`` is how the policy is operated: the rules block at their own thresholds and the
+    classifier's threshold is the knob, so a text the rules block scores 1.0 and every other
+    text scores what the model gave it. Its ROC curve is the policy's operating curve.
+    """
+    latency = model.latency_ms + rules.latency_ms
+    blocked = model.blocked | rules.blocked
+    return {
+        "combined": Scored(np.maximum(model.scores, rules.scores), blocked, latency),
+        "policy": Scored(np.where(rules.blocked, 1.0, model.scores), blocked, latency),
+    }
+
+
 def evaluate(rows: Sequence[Row], config: Config, *, batch: int = 32) -> dict[str, Any]:
     """Scores every row with each pipeline and returns the metrics as a JSON-ready dict."""
     pipes = pipelines(config)
@@ -65,11 +83,7 @@ def evaluate(rows: Sequence[Row], config: Config, *, batch: int = 32) -> dict[st
         report["labels"][lab] = int((labels == lab).sum())
     try:
         runs = {name: _run(pipes[name], texts, batch) for name in ("model", "rules")}
-        # The pipeline folds by max score / any BLOCK, so "combined" is the fold of the two
-        # runs (rules' REDACT rewrites are not fed to the model here; the input rules block).
-        m, r = runs["model"], runs["rules"]
-        runs["combined"] = Scored(np.maximum(m.scores, r.scores), m.blocked | r.blocked,
-                                  m.latency_ms + r.latency_ms)
+        runs.update(fold_runs(runs["model"], runs["rules"]))
         for name, sc in runs.items():
             rep: dict[str, Any] = {
                 "latency_ms": {"mean": float(sc.latency_ms.mean()),

@@ -48,3 +48,18 @@ def test_window_keys_follow_the_windows_that_block() -> None:
     main = np.array([0.1, 0.99, 0.2, 0.1, 0.97, 0.98], np.float32)
     keys = window_keys(fast, main, owner, 3, threshold=0.95)
     np.testing.assert_allclose(keys, [0.2, 0.3, 0.6])
+
+
+def test_fold_runs_combined_and_policy() -> None:
+    from infershield.detectors.evaluate import Scored, fold_runs
+
+    lat = np.ones(3)
+    model = Scored(np.array([0.2, 0.9, 0.1]), np.array([False, True, False]), lat)
+    rules = Scored(np.array([0.4, 0.0, 0.95]), np.array([False, False, True]), lat)
+    out = fold_runs(model, rules)
+    np.testing.assert_allclose(out["combined"].scores, [0.4, 0.9, 0.95])
+    # A weak rule match (0.4, not a block) does not lift the text on the operating curve.
+    np.testing.assert_allclose(out["policy"].scores, [0.2, 0.9, 1.0])
+    for run in out.values():
+        assert run.blocked.tolist() == [False, True, True]
+        np.testing.assert_allclose(run.latency_ms, 2.0)
