@@ -490,15 +490,10 @@ class MicroBatcher:
                 self._q.put(_Request(windows, fut, capture_context()))
         if not inline:
             return fut.result()
-        try:
-            with detector_batch_span(self.model.model_dir.name, 1, [capture_context()]):
-                result = float(self.model.score_windows([windows])[0])
-            with self._lock:
-                self.inline_run += 1
-            return result
-        finally:
-            with self._lock:
-                self._running -= 1
+        result = float(self._forward([windows], [capture_context()])[0])
+        with self._lock:
+            self.inline_run += 1
+        return result
 
     def _windows(self, text: str) -> Any:
         windows = self.model.windows_each([text])[0]
@@ -530,20 +525,24 @@ class MicroBatcher:
             if stop:
                 return
 
+    def _forward(self, per_text: list[Any], trace_ctxs: list[Any]) -> F32:
+        """One traced forward pass; the caller has already counted it in ``_running``."""
+        try:
+            with detector_batch_span(self.model.model_dir.name, len(per_text), trace_ctxs):
+                return self.model.score_windows(per_text)
+        finally:
+            with self._lock:
+                self._running -= 1
+
     def _run(self, batch: list[_Request]) -> None:
         with self._lock:
             self._running += 1
         try:
-            name = self.model.model_dir.name
-            with detector_batch_span(name, len(batch), [r.trace_ctx for r in batch]):
-                scores = self.model.score_windows([r.windows for r in batch])
+            scores = self._forward([r.windows for r in batch], [r.trace_ctx for r in batch])
         except Exception as exc:  # every waiting caller sees the failure (fail closed upstream)
             for r in batch:
                 r.future.set_exception(exc)
             return
-        finally:
-            with self._lock:
-                self._running -= 1
         with self._lock:
             self.batches_run += 1
         for r, s in zip(batch, scores, strict=True):
