@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import util
 from pathlib import Path
@@ -112,6 +113,52 @@ def random_bert(cfg: BertConfig, seed: int = 0) -> Weights:
     return w
 
 
+def layer_heads(cfg: BertConfig, w: Weights, layer: int) -> int:
+    """Attention heads of encoder layer ``layer``: fewer than the config's when pruned."""
+    rows = w[f"encoder.layer.{layer}.attention.self.query.weight"].shape[0]
+    return int(rows // cfg.head_dim)
+
+
+def check_layers(cfg: BertConfig, w: Weights) -> None:
+    """A clear error unless every encoder layer's weights fit together (heads and FFN neurons
+    may be pruned, the hidden size may not)."""
+    h, hd = cfg.hidden_size, cfg.head_dim
+    for n in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{n}."
+        a = w[p + "attention.self.query.weight"].shape[0]
+        i = w[p + "intermediate.dense.weight"].shape[0]
+        want = {"attention.self.query": (a, h), "attention.self.key": (a, h),
+                "attention.self.value": (a, h), "attention.output.dense": (h, a),
+                "intermediate.dense": (i, h), "output.dense": (h, i)}
+        for name, shape in want.items():
+            got = (w[p + name + ".weight"].shape, w[p + name + ".bias"].shape)
+            if got != (shape, shape[:1]):
+                raise ConfigError(f"encoder layer {n}: {name} has shapes {got}, want "
+                                  f"{(shape, shape[:1])}")
+        if a == 0 or a % hd or i == 0:
+            raise ConfigError(f"encoder layer {n}: {a} attention rows (head size {hd}) and "
+                              f"{i} FFN neurons do not make a layer")
+
+
+def prune_layer(cfg: BertConfig, w: Weights, layer: int, heads: Sequence[int],
+                neurons: Sequence[int]) -> Weights:
+    """Layer ``layer``'s weights keeping only attention ``heads`` and FFN ``neurons`` (indices
+    into the current layer). Structured pruning: the result is a smaller dense layer that the
+    exporter and the runtime treat like any other."""
+    p, hd = f"encoder.layer.{layer}.", cfg.head_dim
+    rows = np.concatenate([np.arange(k * hd, (k + 1) * hd) for k in sorted(heads)])
+    keep = np.array(sorted(neurons), np.int64)
+    out: Weights = {}
+    for m in ("query", "key", "value"):
+        out[p + f"attention.self.{m}.weight"] = w[p + f"attention.self.{m}.weight"][rows]
+        out[p + f"attention.self.{m}.bias"] = w[p + f"attention.self.{m}.bias"][rows]
+    out[p + "attention.output.dense.weight"] = w[p + "attention.output.dense.weight"][:, rows]
+    out[p + "intermediate.dense.weight"] = w[p + "intermediate.dense.weight"][keep]
+    out[p + "intermediate.dense.bias"] = w[p + "intermediate.dense.bias"][keep]
+    out[p + "output.dense.weight"] = w[p + "output.dense.weight"][:, keep]
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
 def _layer_norm(x: F32, g: F32, b: F32, eps: float) -> F32:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
@@ -144,22 +191,23 @@ def reference_embed(
                     cfg.layer_norm_eps)
     m = attention_mask.astype(np.float32)
     bias = ((1.0 - m) * -10000.0)[:, None, None, :]
-    nh, hd = cfg.num_attention_heads, cfg.head_dim
+    hd = cfg.head_dim
     for n in range(cfg.num_hidden_layers):
         p = f"encoder.layer.{n}."
+        nh = layer_heads(cfg, w, n)
 
         def lin(t: F32, name: str, p: str = p) -> F32:
             out: F32 = t @ w[p + name + ".weight"].T + w[p + name + ".bias"]
             return out
 
-        def heads(t: F32) -> F32:
+        def heads(t: F32, nh: int = nh) -> F32:
             return t.reshape(b, s, nh, hd).transpose(0, 2, 1, 3)
 
         q, k, v = (heads(lin(x, f"attention.self.{m_}")) for m_ in ("query", "key", "value"))
         scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd) + bias
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         probs = scores / scores.sum(-1, keepdims=True)
-        ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, s, cfg.hidden_size)
+        ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, s, nh * hd)
         x = _layer_norm(lin(ctx, "attention.output.dense") + x,
                         w[p + "attention.output.LayerNorm.weight"],
                         w[p + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)

@@ -55,6 +55,11 @@ def register(sub: Any) -> None:
                     help="learning rate of the top trained layer")
     ft.add_argument("--layer-decay", type=float, default=1.0,
                     help="each lower trained layer's learning rate is this times the one above")
+    ft.add_argument("--attention-heads", type=int, default=0,
+                    help="prune each trained layer to this many attention heads before "
+                         "training (0: keep all)")
+    ft.add_argument("--ffn-size", type=int, default=0,
+                    help="prune each trained layer to this many FFN neurons (0: keep all)")
     ft.add_argument("--benign-weight", type=float, default=1.0,
                     help="loss weight of benign rows (below 1: recall first, as for a prefilter)")
     ft.add_argument("--init-encoder", metavar="FILE.npz",
@@ -193,6 +198,8 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     if args.epochs < 1 or not 1 <= total <= 6 or not 1 <= args.layers <= total:
         raise InvalidRequest("--epochs must be >= 1, --num-layers in 1..6 and --layers in "
                              "1..num-layers")
+    if args.attention_heads < 0 or args.ffn_size < 0:
+        raise InvalidRequest("--attention-heads and --ffn-size must be >= 0")
     cfg = load_config(args.config)
     rows = load_jsonl(Path(args.data))
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
@@ -208,6 +215,7 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
                               epochs=args.epochs, seed=args.seed, device=args.device,
                               lr_encoder=args.lr_encoder, layer_decay=args.layer_decay,
                               benign_weight=args.benign_weight,
+                              attention_heads=args.attention_heads, ffn_size=args.ffn_size,
                               dev_frac=args.dev_frac, target_fpr=args.target_fpr),
     )
     out, head_path = _outputs(args, cfg.cache_path)

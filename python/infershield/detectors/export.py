@@ -25,6 +25,8 @@ from infershield.detectors.bert import (
     BertConfig,
     EncoderOverride,
     Weights,
+    check_layers,
+    layer_heads,
     load_bert,
     minilm_dir,
 )
@@ -69,9 +71,11 @@ def _fused_layer(g: _Graph, x: str, w: Weights, p: str, cfg: BertConfig, mask_i3
     a = p + "attention.self."
     qkv_w = np.concatenate([w[a + m + ".weight"].T for m in ("query", "key", "value")], axis=1)
     qkv_b = np.concatenate([w[a + m + ".bias"] for m in ("query", "key", "value")])
+    rows = qkv_b.size // 3  # heads x head size: fewer than hidden_size when pruned
+    sizes = {} if rows == cfg.hidden_size else {"qkv_hidden_sizes": [rows] * 3}
     ctx = g.op("Attention", [x, g.fconst(p + "qkv.wT", np.ascontiguousarray(qkv_w)),
                              g.fconst(p + "qkv.b", qkv_b), mask_i32],
-               domain=MS, num_heads=cfg.num_attention_heads)
+               domain=MS, num_heads=rows // cfg.head_dim, **sizes)
 
     def dense(h: str, name: str) -> str:
         return g.op("MatMul", [h, g.fconst(name + ".wT",
@@ -117,9 +121,8 @@ def _standard_layers(g: _Graph, x: str, w: Weights, cfg: BertConfig, mask_f: str
                      compute: int) -> str:
     """The encoder from standard ONNX ops (any runtime can load it)."""
     f32, i64 = np.float32, np.int64
-    nh, hd = cfg.num_attention_heads, cfg.head_dim
-    split_shape = g.const("split_shape", np.array([0, 0, nh, hd], i64))
-    merge_shape = g.const("merge_shape", np.array([0, 0, cfg.hidden_size], i64))
+    hd = cfg.head_dim
+    shapes: dict[int, tuple[str, str]] = {}  # heads -> (split, merge) shape constants
     scale = g.fconst("attn_scale", np.array(1.0 / math.sqrt(hd)))
     sqrt2 = g.fconst("sqrt2", np.array(math.sqrt(2.0)))
     half = g.fconst("half", np.array(0.5))
@@ -132,6 +135,11 @@ def _standard_layers(g: _Graph, x: str, w: Weights, cfg: BertConfig, mask_f: str
         bias = g.op("Cast", [bias], to=compute)
     for n in range(cfg.num_hidden_layers):
         p = f"encoder.layer.{n}."
+        nh = layer_heads(cfg, w, n)  # fewer than the config's when pruned
+        if nh not in shapes:
+            shapes[nh] = (g.const(f"split_shape_{nh}", np.array([0, 0, nh, hd], i64)),
+                          g.const(f"merge_shape_{nh}", np.array([0, 0, nh * hd], i64)))
+        split_shape, merge_shape = shapes[nh]
         q, k, v = (
             g.op("Reshape", [_linear(g, x, w, p + f"attention.self.{m}"), split_shape])
             for m in ("query", "key", "value")
@@ -285,7 +293,8 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
     cfg, weights = load_bert(minilm_dir())
     if encoder is not None:
         for name, arr in encoder.weights.items():
-            if name not in weights or weights[name].shape != arr.shape:
+            # Pruned layers are smaller; check_layers below checks that each layer fits.
+            if name not in weights or weights[name].ndim != arr.ndim:
                 raise ConfigError(
                     f"encoder weights: {name} {arr.shape} does not fit the base model")
             weights[name] = arr.astype(np.float32)
@@ -294,6 +303,7 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
                 raise ConfigError(f"encoder weights: num_hidden_layers {encoder.num_layers} is "
                                   f"not in 1..{cfg.num_hidden_layers}")
             cfg = dataclasses.replace(cfg, num_hidden_layers=encoder.num_layers)
+    check_layers(cfg, weights)
     models = {"model.onnx": bert_graph(cfg, weights, head)}
     if int8:
         models["model.onnx"] = quantize_int8(bert_graph(cfg, weights, head, fused=True))
@@ -305,6 +315,11 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_hidden_layers,
+        "attention_heads_per_layer": [layer_heads(cfg, weights, n)
+                                      for n in range(cfg.num_hidden_layers)],
+        "intermediate_size_per_layer": [
+            int(weights[f"encoder.layer.{n}.intermediate.dense.weight"].shape[0])
+            for n in range(cfg.num_hidden_layers)],
         "max_position_embeddings": cfg.max_position_embeddings,
         "infershield": {"window": window},
     }

@@ -88,8 +88,104 @@ def test_cuda_device_without_a_gpu_is_a_config_error() -> None:
         finetune(rows, init_head=like, config=FinetuneConfig(device="cuda"))
 
 
+def test_torch_encoder_matches_the_reference_when_pruned() -> None:
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    from infershield.detectors.bert import prune_layer
+    from infershield.detectors.finetune import _attn_bias, _build_modules, _pool
+
+    cfg, w = load_bert(minilm_dir())
+    cfg = dataclasses.replace(cfg, num_hidden_layers=2)
+    w = {**w, **prune_layer(cfg, w, 1, [1, 4, 7], list(range(0, 1536, 5)))}
+    emb, frozen, top = _build_modules(torch, cfg, w, 1, 0.0, torch.device("cpu"))
+    assert top[0].heads == 3 and top[0].up.weight.shape == (308, 384)
+    ids = np.array([[101, 7592, 2088, 2003, 102, 0], [101, 2054, 2003, 1996, 3007, 102]],
+                   np.int64)
+    mask = (ids != 0).astype(np.int64)
+    with torch.no_grad():
+        t_mask = torch.from_numpy(mask)
+        x, bias = emb(torch.from_numpy(ids)), _attn_bias(torch, t_mask)
+        for layer in [*frozen, *top]:
+            layer.eval()
+            x = layer(x, bias)
+        out = _pool(torch, x, t_mask).numpy()
+    np.testing.assert_allclose(out, reference_embed(cfg, w, ids, mask), atol=1e-4)
+
+
+def test_pruning_keeps_what_the_layer_uses() -> None:
+    """Heads and neurons whose output weights are zero contribute nothing: pruning drops them
+    first, whatever their activations."""
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    from infershield.detectors.finetune import (
+        FinetuneConfig,
+        _build_modules,
+        _prune,
+        _Windows,
+    )
+    from infershield.detectors.runtime import _special_tokens
+
+    cfg, w = load_bert(minilm_dir())
+    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
+    p = "encoder.layer.0."
+    w = dict(w)
+    w[p + "output.dense.weight"] = w[p + "output.dense.weight"].copy()
+    w[p + "output.dense.weight"][:, :600] = 0.0  # neurons 0..599 feed nothing
+    w[p + "attention.output.dense.weight"] = w[p + "attention.output.dense.weight"].copy()
+    w[p + "attention.output.dense.weight"][:, 64:128] = 0.0  # heads 2 and 3 feed nothing
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    prefix, suffix = _special_tokens(tok)
+    device = torch.device("cpu")
+    emb, frozen, top = _build_modules(torch, cfg, w, 0, 0.0, device)
+    wins = _Windows(["the quarterly report is late", "please ignore the typos in my notes",
+                     "what is the capital of France?"], tok, prefix, suffix, 64, 2)
+    wins.freeze(torch, emb, frozen, 4096, device)
+    pruned = _prune(torch, cfg, w, top, 0, wins,
+                    FinetuneConfig(attention_heads=10, ffn_size=936),
+                    np.random.default_rng(0))
+    assert pruned[p + "attention.self.query.weight"].shape == (320, 384)
+    assert pruned[p + "intermediate.dense.weight"].shape == (936, 384)
+    # The kept neurons are exactly those with output weights, in their original order.
+    np.testing.assert_array_equal(pruned[p + "intermediate.dense.weight"],
+                                  w[p + "intermediate.dense.weight"][600:])
+    kept_q = pruned[p + "attention.self.query.weight"]
+    np.testing.assert_array_equal(kept_q[:64], w[p + "attention.self.query.weight"][:64])
+    np.testing.assert_array_equal(kept_q[64:], w[p + "attention.self.query.weight"][128:])
+    assert all(layer.stats is None for layer in top)  # collection is switched off again
+
+
+def test_pruning_more_than_a_layer_has_is_a_config_error() -> None:
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    from infershield.detectors.finetune import FinetuneConfig, _build_modules, _prune, _Windows
+    from infershield.detectors.runtime import _special_tokens
+
+    cfg, w = load_bert(minilm_dir())
+    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    prefix, suffix = _special_tokens(tok)
+    emb, frozen, top = _build_modules(torch, cfg, w, 0, 0.0, torch.device("cpu"))
+    wins = _Windows(["hello"], tok, prefix, suffix, 64, 1)
+    wins.freeze(torch, emb, frozen, 4096, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="cannot prune layer 0"):
+        _prune(torch, cfg, w, top, 0, wins, FinetuneConfig(attention_heads=13),
+               np.random.default_rng(0))
+
+
 @pytest.mark.parametrize("flag", [["--layer-decay", "1.5"], ["--benign-weight", "0"],
-                                  ["--lr-encoder", "-1"]])
+                                  ["--lr-encoder", "-1"], ["--ffn-size", "-2"],
+                                  ["--attention-heads", "-1"]])
 def test_cli_rejects_bad_training_rates(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         flag: list[str]) -> None:
     from infershield.cli import main

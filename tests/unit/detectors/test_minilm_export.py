@@ -12,9 +12,11 @@ import pytest
 from infershield.detectors.bert import (
     BertConfig,
     EncoderOverride,
+    check_layers,
     load_bert,
     load_encoder,
     minilm_dir,
+    prune_layer,
     random_bert,
     reference_embed,
     save_encoder,
@@ -231,3 +233,79 @@ def test_fused_graph_matches_reference(fp16: bool) -> None:
     out = _session(g).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     np.testing.assert_allclose(out, reference_embed(TINY, w, ids, mask),
                                atol=2e-3 if fp16 else 2e-5)
+
+
+def _pruned_tiny() -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    """TINY with layer 0 cut to 2 of 4 heads and 20 of 48 FFN neurons, layer 1 to 3 heads."""
+    w = random_bert(TINY, seed=7)
+    w.update(prune_layer(TINY, w, 0, [3, 1], list(range(0, 40, 2))))
+    w.update(prune_layer(TINY, w, 1, [0, 1, 2], list(range(48))))
+    return w
+
+
+def test_pruned_layer_matches_the_masked_full_layer() -> None:
+    """Pruning heads and neurons is the same as zeroing their contributions."""
+    w = random_bert(TINY, seed=7)
+    pruned = {**w, **prune_layer(TINY, w, 0, [3, 1], [5, 0, 9])}
+    assert pruned["encoder.layer.0.attention.self.query.weight"].shape == (12, 24)
+    assert pruned["encoder.layer.0.output.dense.weight"].shape == (24, 3)
+    masked = dict(w)
+    hd = TINY.head_dim
+    o = w["encoder.layer.0.attention.output.dense.weight"].copy()
+    for h in (0, 2):
+        o[:, h * hd:(h + 1) * hd] = 0.0
+    masked["encoder.layer.0.attention.output.dense.weight"] = o
+    down = np.zeros_like(w["encoder.layer.0.output.dense.weight"])
+    down[:, [0, 5, 9]] = w["encoder.layer.0.output.dense.weight"][:, [0, 5, 9]]
+    masked["encoder.layer.0.output.dense.weight"] = down
+    ids, mask = _batch(6)
+    np.testing.assert_allclose(reference_embed(TINY, pruned, ids, mask),
+                               reference_embed(TINY, masked, ids, mask), atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_pruned_graph_matches_reference(fused: bool) -> None:
+    w = _pruned_tiny()
+    ids, mask = _batch(7)
+    out = _session(bert_graph(TINY, w, fused=fused)).run(
+        None, {"input_ids": ids, "attention_mask": mask})[0]
+    np.testing.assert_allclose(out, reference_embed(TINY, w, ids, mask), atol=2e-5)
+
+
+def test_pruned_int8_graph_stays_close(tmp_path: Path) -> None:
+    """The prefilter's path: a pruned MiniLM layer, fused kernels, int8 weights."""
+    import dataclasses
+
+    cfg, w = load_bert(minilm_dir())
+    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
+    small = prune_layer(cfg, w, 0, [0, 2, 4, 6, 8, 10], list(range(0, 1536, 3)))
+    out = export_minilm(tmp_path / "m", head=None, int8=True,
+                        encoder=EncoderOverride(small, num_layers=1))
+    meta = __import__("json").loads((out / "config.json").read_text())
+    assert meta["attention_heads_per_layer"] == [6]
+    assert meta["intermediate_size_per_layer"] == [512]
+    ids = np.array([[101, 7592, 2088, 2003, 1037, 3231, 102]], np.int64)
+    mask = np.ones_like(ids)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    # The dense layers run int8. onnxruntime has no int8 attention for pruned heads
+    # (qkv_hidden_sizes), so the attention kernel itself stays float32.
+    assert "MatMulInteger" in ops and "Attention" in ops
+    emb = sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    ref = reference_embed(cfg, {**w, **small}, ids, mask)
+    assert float(emb[0] @ ref[0]) > 0.99  # int8 moves it a little, not elsewhere
+
+
+def test_layers_that_do_not_fit_together_are_config_errors(tmp_path: Path) -> None:
+    _, w = load_bert(minilm_dir())
+    # A pruned query without the matching key and output projection.
+    bad = {"encoder.layer.0.attention.self.query.weight":
+           w["encoder.layer.0.attention.self.query.weight"][:64]}
+    with pytest.raises(ConfigError, match=r"layer 0: attention\.self\.query"):
+        export_minilm(tmp_path / "m", head=None, encoder=EncoderOverride(bad))
+    # Rows that are not whole heads.
+    cut = prune_layer(TINY, random_bert(TINY), 0, [0, 1, 2, 3], list(range(48)))
+    odd = {k: (v[:5] if "self" in k else v[:, :5] if "attention.output.dense.weight" in k else v)
+           for k, v in cut.items()}
+    with pytest.raises(ConfigError, match="do not make a layer"):
+        check_layers(TINY, {**random_bert(TINY), **odd})
