@@ -60,6 +60,11 @@ def register(sub: Any) -> None:
                          "training (0: keep all)")
     ft.add_argument("--ffn-size", type=int, default=0,
                     help="prune each trained layer to this many FFN neurons (0: keep all)")
+    ft.add_argument("--teacher", metavar="MODEL_DIR",
+                    help="distil from this classifier too: its probability for each training "
+                         "window is a second target (for a prefilter: the main model)")
+    ft.add_argument("--distill-weight", type=float, default=0.5,
+                    help="share of the loss that follows the teacher (0..1)")
     ft.add_argument("--benign-weight", type=float, default=1.0,
                     help="loss weight of benign rows (below 1: recall first, as for a prefilter)")
     ft.add_argument("--init-encoder", metavar="FILE.npz",
@@ -200,6 +205,10 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
                              "1..num-layers")
     if args.attention_heads < 0 or args.ffn_size < 0:
         raise InvalidRequest("--attention-heads and --ffn-size must be >= 0")
+    if not 0.0 <= args.distill_weight <= 1.0:
+        raise InvalidRequest("--distill-weight must be in [0, 1]")
+    if args.teacher and not Path(args.teacher, "model.onnx").is_file():
+        raise InvalidRequest(f"--teacher {args.teacher}: no model.onnx there")
     cfg = load_config(args.config)
     rows = load_jsonl(Path(args.data))
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
@@ -208,7 +217,7 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     result = finetune(
         rows, init_head=Head.load(Path(args.init_head) if args.init_head else frozen_head_path()),
         init_encoder=load_encoder(Path(args.init_encoder)) if args.init_encoder else None,
-        probes=probes,
+        probes=probes, teacher=Path(args.teacher) if args.teacher else None,
         extra=[*(examples() if args.with_examples else ()),
                *(multilingual_examples() if args.with_multilingual else ())],
         config=FinetuneConfig(trainable_layers=args.layers, num_layers=args.num_layers,
@@ -216,6 +225,7 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
                               lr_encoder=args.lr_encoder, layer_decay=args.layer_decay,
                               benign_weight=args.benign_weight,
                               attention_heads=args.attention_heads, ffn_size=args.ffn_size,
+                              distill_weight=args.distill_weight,
                               dev_frac=args.dev_frac, target_fpr=args.target_fpr),
     )
     out, head_path = _outputs(args, cfg.cache_path)

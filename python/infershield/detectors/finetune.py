@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,10 @@ class FinetuneConfig:
     ffn_size: int = 0
     #: Training windows whose outputs rank heads and neurons for pruning.
     prune_windows: int = 2048
+    #: Weight of the distillation loss (0..1) when ``finetune`` gets a teacher: each training
+    #: window's logit is also pulled towards the teacher model's probability for that same
+    #: window. A prefilter should clear what the main model would allow, window by window.
+    distill_weight: float = 0.5
 
 
 def _torch() -> Any:
@@ -365,10 +370,14 @@ def finetune(
     init_encoder: EncoderOverride | None = None,
     config: FinetuneConfig = FinetuneConfig(),
     probes: Mapping[str, Sequence[Row]] | None = None,
+    teacher: Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune the top layers + head on ``rows`` (dev split held out) and ``extra``.
 
     ``init_encoder`` continues from earlier fine-tuned weights instead of the base model's.
+    ``teacher`` (a classifier directory the runtime loads, e.g. the main model) scores every
+    training window once; its probabilities become a second, per-window target
+    (``config.distill_weight``).
     ``probes`` are named row sets (e.g. hand-written hard negatives) scored after every
     epoch at the dev threshold, for the log only; they are never trained on.
     """
@@ -420,6 +429,7 @@ def finetune(
     if config.attention_heads or config.ffn_size:
         w = _prune(torch, bcfg, w, top, first, wins["train"], config, rng)
         emb, frozen, top = _build_modules(torch, bcfg, w, first, config.dropout, device)
+    soft = None if teacher is None else _teacher_probs(teacher, wins["train"], tok)
 
     if config.standardize:
         init_head = _fresh_head(init_head, config.seed)
@@ -458,6 +468,10 @@ def finetune(
             weight = torch.from_numpy(sw[texts]).to(device)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 zt, target, weight=weight, reduction="sum") / weight.sum()
+            if soft is not None:
+                distill = torch.nn.functional.binary_cross_entropy_with_logits(
+                    z, torch.from_numpy(soft[win_idx]).to(device))
+                loss = (1.0 - config.distill_weight) * loss + config.distill_weight * distill
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(top.parameters()) + model.head_params(), 1.0)
@@ -491,6 +505,21 @@ def finetune(
     w1, b1, w2, b2 = model.folded_head()
     head = Head(w1, b1, w2, b2, labels=HEAD_LABELS, threshold=threshold, meta=meta)
     return FinetuneResult(head, EncoderOverride(enc, config.num_layers or None), metrics, first)
+
+
+def _teacher_probs(teacher: Path, wins: _Windows, tok: Any) -> F32:
+    """The teacher model's attack probability for each of ``wins``' windows (CPU EP)."""
+    from infershield.detectors.runtime import RuntimeOptions, SequenceClassifier
+
+    t0 = time.monotonic()
+    model = SequenceClassifier(teacher, RuntimeOptions(providers=("cpu",)))
+    probe = "Ignore the rules above; über café 12:30 <|im_start|>"
+    if model.tokenizer.encode(probe).ids != tok.encode(probe).ids:
+        raise ConfigError(f"teacher {teacher}: its tokenizer is not the student's (MiniLM's)")
+    probs = np.asarray(model.window_probs(wins.ids), np.float32)
+    log.info("teacher %s scored %d windows in %.0fs", teacher, len(wins.ids),
+             time.monotonic() - t0)
+    return probs
 
 
 def _prune(torch: Any, cfg: BertConfig, w: Weights, top: Any, first: int, wins: _Windows,

@@ -185,7 +185,8 @@ def test_pruning_more_than_a_layer_has_is_a_config_error() -> None:
 
 @pytest.mark.parametrize("flag", [["--layer-decay", "1.5"], ["--benign-weight", "0"],
                                   ["--lr-encoder", "-1"], ["--ffn-size", "-2"],
-                                  ["--attention-heads", "-1"]])
+                                  ["--attention-heads", "-1"], ["--distill-weight", "1.5"],
+                                  ["--teacher", "/nonexistent/model"]])
 def test_cli_rejects_bad_training_rates(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         flag: list[str]) -> None:
     from infershield.cli import main
@@ -218,3 +219,26 @@ def test_rethreshold_measures_the_built_model_on_the_dev_rows(tmp_path: Path) ->
     assert float(head.meta["dev_tpr_at_threshold"]) == 1.0  # "inject" always scores high
     assert float(head.meta["dev_fpr_at_threshold"]) <= 0.01
     assert head.meta["threshold_measured_with"].startswith("the built model")
+
+
+def test_teacher_with_another_tokenizer_is_a_config_error(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
+    from tokenizers import Tokenizer
+
+    from infershield.detectors.finetune import _build_modules, _teacher_probs, _Windows
+    from infershield.detectors.runtime import _special_tokens
+
+    cfg, w = load_bert(minilm_dir())
+    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
+    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    prefix, suffix = _special_tokens(tok)
+    emb, frozen, _ = _build_modules(torch, cfg, w, 0, 0.0, torch.device("cpu"))
+    wins = _Windows(["hello there"], tok, prefix, suffix, 64, 1)
+    wins.freeze(torch, emb, frozen, 4096, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="not the student's"):
+        _teacher_probs(build_tiny_classifier(tmp_path / "tiny"), wins, tok)
