@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Name of the shipped classifier under ``<cache>/models/``.
 SHIPPED_MODEL = "injection-minilm"
-#: Name of the shipped fast screening model (two encoder layers, int8): the CPU prefilter.
+#: Name of the shipped fast screening model (two pruned encoder layers, int8): the CPU
+#: prefilter.
 FAST_MODEL = "injection-minilm-fast"
 #: Name of the plain embedding model (the ``local`` backend's demo model).
 EMBEDDING_MODEL = "minilm-embedding"

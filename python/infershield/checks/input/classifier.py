@@ -44,9 +44,9 @@ class ClassifierOptions:
     threads: int = 0
     #: A fast model that screens first: a window it scores below ``prefilter_clear`` is
     #: cleared without running ``model``; every other window is scored by ``model`` as usual.
-    #: "auto" = the shipped two-layer int8 model, when ``model`` is the shipped one and runs on
-    #: the CPU EP (on a GPU the main model is fast enough alone); "none" = off; else a model
-    #: directory or a name under ``<cache>/models``.
+    #: "auto" = the shipped two-layer pruned int8 model, when ``model`` is the shipped one and
+    #: runs on the CPU EP (on a GPU the main model is fast enough alone); "none" = off; else a
+    #: model directory or a name under ``<cache>/models``.
     prefilter: str = "auto"
     #: The prefilter's clearing cut; ``None`` = the fast model's recommended ``clear_below``.
     prefilter_clear: float | None = None
