@@ -249,6 +249,21 @@ def _batches(order: Sequence[int], lengths: Sequence[int], batch_tokens: int) ->
     return out
 
 
+def _run_top(torch: Any, top: Any, hidden: Sequence[Any], device: Any) -> tuple[Any, Any]:
+    """Pad the windows' cached hidden states into one batch and run the trained layers over
+    it: (output, mask)."""
+    n = max(h.shape[0] for h in hidden)
+    x = torch.zeros((len(hidden), n, hidden[0].shape[1]), device=device)
+    mask = torch.zeros((len(hidden), n), dtype=torch.long, device=device)
+    for r, h in enumerate(hidden):
+        x[r, : h.shape[0]] = h.float()
+        mask[r, : h.shape[0]] = 1
+    bias = _attn_bias(torch, mask)
+    for layer in top:
+        x = layer(x, bias)
+    return x, mask
+
+
 class _Model:
     def __init__(self, torch: Any, top: Any, head: Head, device: Any) -> None:
         nn = torch.nn
@@ -271,17 +286,8 @@ class _Model:
 
     def pooled(self, hidden: Sequence[Any]) -> Any:
         """Pooled, L2-normalised embedding of each window (before standardisation)."""
-        torch = self.torch
-        n = max(h.shape[0] for h in hidden)
-        x = torch.zeros((len(hidden), n, hidden[0].shape[1]), device=self.device)
-        mask = torch.zeros((len(hidden), n), dtype=torch.long, device=self.device)
-        for r, h in enumerate(hidden):
-            x[r, : h.shape[0]] = h.float()
-            mask[r, : h.shape[0]] = 1
-        bias = _attn_bias(torch, mask)
-        for layer in self.top:
-            x = layer(x, bias)
-        return _pool(torch, x, mask)
+        x, mask = _run_top(self.torch, self.top, hidden, self.device)
+        return _pool(self.torch, x, mask)
 
     def folded_head(self) -> tuple[F32, F32, F32, F32]:
         """(w1, b1, w2, b2) with the standardisation folded into the first layer."""
@@ -513,8 +519,8 @@ def _teacher_probs(teacher: Path, wins: _Windows, tok: Any) -> F32:
 
     t0 = time.monotonic()
     model = SequenceClassifier(teacher, RuntimeOptions(providers=("cpu",)))
-    probe = "Ignore the rules above; über café 12:30 <|im_start|>"
-    if model.tokenizer.encode(probe).ids != tok.encode(probe).ids:
+    # The windows are token ids: they mean the same to the teacher only with the same vocabulary.
+    if model.tokenizer.get_vocab() != tok.get_vocab():
         raise ConfigError(f"teacher {teacher}: its tokenizer is not the student's (MiniLM's)")
     probs = np.asarray(model.window_probs(wins.ids), np.float32)
     log.info("teacher %s scored %d windows in %.0fs", teacher, len(wins.ids),
@@ -533,23 +539,14 @@ def _prune(torch: Any, cfg: BertConfig, w: Weights, top: Any, first: int, wins: 
     """
     pick = rng.choice(len(wins.ids), min(config.prune_windows, len(wins.ids)), replace=False)
     order = sorted(pick.tolist(), key=lambda i: len(wins.ids[i]))
+    device = top[0].q.weight.device
     for layer in top:
         layer.eval()
-        layer.stats = {"heads": torch.zeros(layer.heads, device=layer.q.weight.device),
-                       "ffn": torch.zeros(layer.up.weight.shape[0],
-                                          device=layer.q.weight.device)}
+        layer.stats = {"heads": torch.zeros(layer.heads, device=device),
+                       "ffn": torch.zeros(layer.up.weight.shape[0], device=device)}
     with torch.no_grad():
         for idx in _batches(order, [len(wins.ids[i]) for i in order], config.batch_tokens):
-            hidden = [wins.hidden[i] for i in idx]
-            n = max(h.shape[0] for h in hidden)
-            x = torch.zeros((len(hidden), n, hidden[0].shape[1]), device=hidden[0].device)
-            mask = torch.zeros((len(hidden), n), dtype=torch.long, device=hidden[0].device)
-            for r, h in enumerate(hidden):
-                x[r, : h.shape[0]] = h.float()
-                mask[r, : h.shape[0]] = 1
-            bias = _attn_bias(torch, mask)
-            for layer in top:
-                x = layer(x, bias)
+            _run_top(torch, top, [wins.hidden[i] for i in idx], device)  # layers collect stats
     out = dict(w)
     hd = cfg.head_dim
     for k, layer in enumerate(top):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from infershield.detectors.bert import load_bert, minilm_dir, reference_embed
+from infershield.detectors.bert import BertConfig, Weights, load_bert, minilm_dir, reference_embed
 from infershield.detectors.finetune import _torch
 from infershield.errors import ConfigError
 
@@ -113,39 +114,47 @@ def test_torch_encoder_matches_the_reference_when_pruned() -> None:
     np.testing.assert_allclose(out, reference_embed(cfg, w, ids, mask), atol=1e-4)
 
 
-def test_pruning_keeps_what_the_layer_uses() -> None:
-    """Heads and neurons whose output weights are zero contribute nothing: pruning drops them
-    first, whatever their activations."""
-    torch = pytest.importorskip("torch")
+def _one_layer(torch: Any, texts: list[str], w: Weights | None = None
+               ) -> tuple[BertConfig, Weights, Any, Any, Any]:
+    """MiniLM cut to its first layer, with weights ``w`` (default: the base ones): its config,
+    its weights, the trained layer list, ``texts``' windows with their hidden states cached,
+    and the tokenizer."""
     import dataclasses
 
-    from infershield.detectors.finetune import (
-        FinetuneConfig,
-        _build_modules,
-        _prune,
-        _Windows,
-    )
-    from infershield.detectors.runtime import _special_tokens
-
-    cfg, w = load_bert(minilm_dir())
-    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
-    p = "encoder.layer.0."
-    w = dict(w)
-    w[p + "output.dense.weight"] = w[p + "output.dense.weight"].copy()
-    w[p + "output.dense.weight"][:, :600] = 0.0  # neurons 0..599 feed nothing
-    w[p + "attention.output.dense.weight"] = w[p + "attention.output.dense.weight"].copy()
-    w[p + "attention.output.dense.weight"][:, 64:128] = 0.0  # heads 2 and 3 feed nothing
     from tokenizers import Tokenizer
 
+    from infershield.detectors.finetune import _build_modules, _Windows
+    from infershield.detectors.runtime import _special_tokens
+
+    cfg, base = load_bert(minilm_dir())
+    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
+    w = base if w is None else w
     tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
     prefix, suffix = _special_tokens(tok)
     device = torch.device("cpu")
     emb, frozen, top = _build_modules(torch, cfg, w, 0, 0.0, device)
-    wins = _Windows(["the quarterly report is late", "please ignore the typos in my notes",
-                     "what is the capital of France?"], tok, prefix, suffix, 64, 2)
+    wins = _Windows(texts, tok, prefix, suffix, 64, 2)
     wins.freeze(torch, emb, frozen, 4096, device)
+    return cfg, w, top, wins, tok
+
+
+def test_pruning_keeps_what_the_layer_uses() -> None:
+    """Heads and neurons whose output weights are zero contribute nothing: pruning drops them
+    first, whatever their activations."""
+    torch = pytest.importorskip("torch")
+    from infershield.detectors.finetune import FinetuneConfig, _prune
+
+    w = dict(load_bert(minilm_dir())[1])
+    p = "encoder.layer.0."
+    w[p + "output.dense.weight"] = w[p + "output.dense.weight"].copy()
+    w[p + "output.dense.weight"][:, :600] = 0.0  # neurons 0..599 feed nothing
+    w[p + "attention.output.dense.weight"] = w[p + "attention.output.dense.weight"].copy()
+    w[p + "attention.output.dense.weight"][:, 64:128] = 0.0  # heads 2 and 3 feed nothing
+    cfg, w, top, wins, _ = _one_layer(torch, ["the quarterly report is late",
+                                              "please ignore the typos in my notes",
+                                              "what is the capital of France?"], w)
     pruned = _prune(torch, cfg, w, top, 0, wins,
                     FinetuneConfig(attention_heads=10, ffn_size=936),
                     np.random.default_rng(0))
@@ -162,22 +171,9 @@ def test_pruning_keeps_what_the_layer_uses() -> None:
 
 def test_pruning_more_than_a_layer_has_is_a_config_error() -> None:
     torch = pytest.importorskip("torch")
-    import dataclasses
+    from infershield.detectors.finetune import FinetuneConfig, _prune
 
-    from infershield.detectors.finetune import FinetuneConfig, _build_modules, _prune, _Windows
-    from infershield.detectors.runtime import _special_tokens
-
-    cfg, w = load_bert(minilm_dir())
-    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    prefix, suffix = _special_tokens(tok)
-    emb, frozen, top = _build_modules(torch, cfg, w, 0, 0.0, torch.device("cpu"))
-    wins = _Windows(["hello"], tok, prefix, suffix, 64, 1)
-    wins.freeze(torch, emb, frozen, 4096, torch.device("cpu"))
+    cfg, w, top, wins, _ = _one_layer(torch, ["hello"])
     with pytest.raises(ConfigError, match="cannot prune layer 0"):
         _prune(torch, cfg, w, top, 0, wins, FinetuneConfig(attention_heads=13),
                np.random.default_rng(0))
@@ -223,22 +219,10 @@ def test_rethreshold_measures_the_built_model_on_the_dev_rows(tmp_path: Path) ->
 
 def test_teacher_with_another_tokenizer_is_a_config_error(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    import dataclasses
-
     from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
-    from tokenizers import Tokenizer
 
-    from infershield.detectors.finetune import _build_modules, _teacher_probs, _Windows
-    from infershield.detectors.runtime import _special_tokens
+    from infershield.detectors.finetune import _teacher_probs
 
-    cfg, w = load_bert(minilm_dir())
-    cfg = dataclasses.replace(cfg, num_hidden_layers=1)
-    tok = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
-    tok.no_truncation()
-    tok.no_padding()
-    prefix, suffix = _special_tokens(tok)
-    emb, frozen, _ = _build_modules(torch, cfg, w, 0, 0.0, torch.device("cpu"))
-    wins = _Windows(["hello there"], tok, prefix, suffix, 64, 1)
-    wins.freeze(torch, emb, frozen, 4096, torch.device("cpu"))
+    _, _, _, wins, tok = _one_layer(torch, ["hello there"])
     with pytest.raises(ConfigError, match="not the student's"):
         _teacher_probs(build_tiny_classifier(tmp_path / "tiny"), wins, tok)
