@@ -1,4 +1,4 @@
-"""The ``infershield`` command line: scan, serve, rules, models, eval."""
+"""The ``infershield`` command line: scan, serve, rules, models, eval, keys."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def _subcommand_registrars() -> list[Any]:
         "infershield.detectors.cli",
         "infershield.top",
         "infershield.audit_cli",
+        "infershield.auth.cli",
     )
     return [importlib.import_module(name).register for name in modules]
 
