@@ -89,7 +89,7 @@ class ServerConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class BackendTlsConfig:
-    """TLS to the upstream Triton."""
+    """TLS to the upstream Triton: on when ``enabled``, or when ``ca`` or ``cert`` is set."""
 
     enabled: bool = False
     #: PEM CA bundle that the upstream's certificate must chain to (empty: system roots).

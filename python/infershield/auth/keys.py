@@ -292,7 +292,7 @@ def create_key(
     if not models:
         raise ConfigError(f"models: name at least one model, or {ALL_MODELS!r} for all")
     path = Path(auth.keys_file).expanduser()
-    secret = b"" if subject else load_secret(auth, create=True)
+    secret = load_secret(auth, create=True)  # the server needs one even for subjects
     with _locked(path) as records:
         ids = {r.id for r in records}
         kid = secrets.token_hex(_ID_BYTES)

@@ -9,6 +9,7 @@ mismatched pair is refused with a logged reason and the old pair keeps serving.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from pathlib import Path
 
@@ -31,20 +32,20 @@ def _read(path: str, where: str) -> bytes:
     return data
 
 
-def check_pair(cert: bytes, key: bytes, where: str) -> None:
-    """Raise ConfigError unless ``key`` is the private key of ``cert``'s first certificate."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
+def read_pair(cert_path: str, key_path: str, where: str) -> tuple[bytes, bytes]:
+    """The PEM bytes of a certificate chain and its key, checked to belong together."""
+    cert = _read(cert_path, f"{where}.cert")
+    key = _read(key_path, f"{where}.key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        leaf = x509.load_pem_x509_certificate(cert)
-        private = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: cannot load the certificate or key: {exc}") from None
-    pub = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    if leaf.public_key().public_bytes(enc, pub) != private.public_key().public_bytes(enc, pub):
-        raise ConfigError(f"{where}: the key does not belong to the certificate")
+        ctx.load_cert_chain(Path(cert_path).expanduser(), Path(key_path).expanduser())
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{where}: the certificate and key do not load as a pair ({exc})"
+        ) from None
+    if _read(cert_path, f"{where}.cert") != cert or _read(key_path, f"{where}.key") != key:
+        raise ConfigError(f"{where}: the files changed while being read; try again")
+    return cert, key
 
 
 class ServerTls:
@@ -62,9 +63,7 @@ class ServerTls:
     def _load(self) -> tuple[grpc.ServerCertificateConfiguration, list[object]]:
         c = self.config
         fps: list[object] = [file_fingerprint(Path(p).expanduser()) for p in self._files()]
-        cert = _read(c.cert, "server.tls.cert")
-        key = _read(c.key, "server.tls.key")
-        check_pair(cert, key, "server.tls")
+        cert, key = read_pair(c.cert, c.key, "server.tls")
         ca = _read(c.client_ca, "server.tls.client_ca") if c.client_ca else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], ca), fps
 
@@ -102,9 +101,7 @@ def channel_credentials(config: BackendTlsConfig) -> grpc.ChannelCredentials:
     ca = _read(config.ca, "backend.tls.ca") if config.ca else None
     cert = key = None
     if config.cert:
-        cert = _read(config.cert, "backend.tls.cert")
-        key = _read(config.key, "backend.tls.key")
-        check_pair(cert, key, "backend.tls")
+        cert, key = read_pair(config.cert, config.key, "backend.tls")
     return grpc.ssl_channel_credentials(ca, key, cert)
 
 
