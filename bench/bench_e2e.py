@@ -9,9 +9,14 @@ the firewall, and we report the added p50/p99 latency and the throughput ratio
 (through / direct), plus the firewall process's own CPU per request and its resident memory
 (from /proc) as load grows. Blocked prompts are excluded (they never reach Triton).
 
+The ``auth`` row compares two firewalls in front of the same Triton at concurrency 1, one
+without keys and one with ``auth.keys_file`` (every call carries ``authorization: Bearer``),
+in alternating rounds; it reports the added p50 per request, and the in-process cost of one
+``AccessControl.authenticate`` (perimeter + key lookup + HMAC) for scale.
+
 A benchmark measures; it never asserts a timing.
 
-Run alone: ``python -m bench.bench_e2e [--quick] [--json OUT]``.
+Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -132,25 +137,34 @@ def _policy(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
-    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready."""
+def firewall(
+    upstream: str,
+    policy: str,
+    workdir: Path,
+    *,
+    auth: dict[str, Any] | None = None,
+    name: str = "",
+) -> Iterator[tuple[str, ProcStats]]:
+    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
+
+    ``auth`` is the config's ``auth`` section (a keys file); off by default."""
     import tritonclient.grpc as tg
 
     port = _free_port()
-    cfg = workdir / f"{policy}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "server": {"listen": f"127.0.0.1:{port}", "grace_period_s": 1.0},
-                "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
-                "policy": _policy(policy),
-                # The bench measures screening cost, not the admission limits.
-                "limits": {"max_concurrency": 256, "max_queue": 1024},
-                "telemetry": {"log_level": "WARNING"},
-            }
-        )
-    )
-    log = (workdir / f"{policy}.log").open("w")
+    name = name or policy
+    cfg = workdir / f"{name}.yaml"
+    data: dict[str, Any] = {
+        "server": {"listen": f"127.0.0.1:{port}", "grace_period_s": 1.0},
+        "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
+        "policy": _policy(policy),
+        # The bench measures screening cost, not the admission limits.
+        "limits": {"max_concurrency": 256, "max_queue": 1024},
+        "telemetry": {"log_level": "WARNING"},
+    }
+    if auth:
+        data["auth"] = auth
+    cfg.write_text(yaml.safe_dump(data))
+    log = (workdir / f"{name}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "infershield", "serve", "--config", str(cfg)],
         stdout=log,
@@ -180,7 +194,13 @@ def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, P
         log.close()
 
 
-def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
+def load(
+    url: str,
+    prompts: list[bytes],
+    concurrency: int,
+    total: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """``total`` ModelInfer calls from ``concurrency`` threads; latencies and throughput."""
     import tritonclient.grpc as tg
 
@@ -201,7 +221,7 @@ def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[s
                 )
                 t0 = time.perf_counter()
                 try:
-                    c.infer("echo", [inp], client_timeout=30)
+                    c.infer("echo", [inp], client_timeout=30, headers=headers)
                 except Exception:
                     bad += 1
                     continue
@@ -217,7 +237,7 @@ def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[s
         for p in prompts[:load_once]:
             inp.set_data_from_numpy(np.array([[p]], dtype=object))
             with contextlib.suppress(Exception):
-                c.infer("echo", [inp])
+                c.infer("echo", [inp], headers=headers)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
@@ -258,7 +278,64 @@ def _unbuildable(name: str) -> str:
     return ""
 
 
-def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[str, Any]:
+AUTH_ROUNDS = 5
+
+
+def _authenticate_us(keys_file: str, secret_file: str, key: str, n: int = 20000) -> float:
+    """Microseconds for one in-process ``AccessControl.authenticate`` with a valid key."""
+    from infershield.auth.access import AccessControl
+    from infershield.config import AuthConfig, Config
+
+    ac = AccessControl(Config(auth=AuthConfig(keys_file=keys_file, secret_file=secret_file)))
+    md = [("authorization", f"Bearer {key}"), ("user-agent", "bench")]
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    ac.authenticate(method, "ipv4:127.0.0.1:5000", md)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        ac.authenticate(method, "ipv4:127.0.0.1:5000", md)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def auth_row(triton: str, prompts: list[bytes], total: int, tmp: Path) -> dict[str, Any]:
+    """Added p50 of API-key auth: the same firewall with and without a keys file, at
+    concurrency 1, in alternating rounds (the median of each side's per-round p50)."""
+    from infershield.auth.keys import create_key
+    from infershield.config import AuthConfig
+
+    auth = AuthConfig(keys_file=str(tmp / "keys.json"), secret_file=str(tmp / "keys.secret"))
+    for i in range(20):  # a keys file with more than one entry
+        create_key(auth, tenant=f"t{i}", roles=["infer"], models=["echo"])
+    _, key = create_key(auth, tenant="bench", roles=["infer"], models=["echo"])
+    section = {"keys_file": auth.keys_file, "secret_file": auth.secret_file}
+    headers = {"authorization": f"Bearer {key}"}
+    off_p50: list[float] = []
+    on_p50: list[float] = []
+    with (
+        firewall(triton, "rules_only", tmp, name="auth_off") as (plain, _),
+        firewall(triton, "rules_only", tmp, auth=section, name="auth_on") as (keyed, _),
+    ):
+        for _round in range(AUTH_ROUNDS):
+            off_p50.append(load(plain, prompts, 1, total)["p50_ms"])
+            on_p50.append(load(keyed, prompts, 1, total, headers)["p50_ms"])
+    off, on = float(np.median(off_p50)), float(np.median(on_p50))
+    return {
+        "policy": "rules_only",
+        "auth": "api_key",
+        "concurrency": 1,
+        "rounds": AUTH_ROUNDS,
+        "requests_per_round": total,
+        "auth_off_p50_ms": round(off, 4),
+        "auth_on_p50_ms": round(on, 4),
+        "added_p50_ms": round(on - off, 4),
+        "round_p50s_off_ms": off_p50,
+        "round_p50s_on_ms": on_p50,
+        "authenticate_us": round(_authenticate_us(auth.keys_file, auth.secret_file, key), 2),
+    }
+
+
+def run(
+    *, quick: bool = False, out_dir: Path | None = None, auth_only: bool = False, **_: Any
+) -> dict[str, Any]:
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -266,6 +343,17 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
         return suite_result(SUITE, status="skipped", reason=f"needs pytriton: {exc}")
     counts = QUICK_REQUESTS if quick else REQUESTS
     prompts = _benign_prompts(200)
+    if auth_only:
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
+            row = auth_row(triton, prompts, counts[1], Path(tmp))
+        print(json.dumps(row), flush=True)
+        return suite_result(
+            SUITE,
+            baseline="the same firewall without a keys file, alternating rounds, same run",
+            rows=[row],
+            headline={"auth_added_p50_ms": row["added_p50_ms"]},
+            notes=["client, Triton and both firewalls share this machine's CPUs"],
+        )
     rows: list[dict[str, Any]] = []
     headline: dict[str, Any] = {}
     notes: list[str] = []
@@ -306,12 +394,16 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+        auth = auth_row(triton, prompts, counts[1], Path(tmp))
+        print(json.dumps(auth), flush=True)
+    headline["auth_added_p50_ms"] = auth["added_p50_ms"]
+    rows.append(auth)
     for r in rows:
         # Headline: concurrency 1 for latency (no queueing), 64 for throughput.
-        if r["concurrency"] == 1:
+        if r["concurrency"] == 1 and "auth" not in r:
             headline[f"added_p50_ms_{r['policy']}"] = r["added_p50_ms"]
             headline[f"added_p99_ms_{r['policy']}"] = r["added_p99_ms"]
-        if r["concurrency"] == 64:
+        if r["concurrency"] == 64 and "auth" not in r:
             headline[f"throughput_ratio_{r['policy']}"] = r["throughput_ratio"]
     return suite_result(
         SUITE,
@@ -329,10 +421,11 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--auth-only", action="store_true", help="only the API-key auth row")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
-    out = args.json or RESULTS_DIR / "e2e.json"
-    res = run(quick=args.quick, out_dir=out.parent)
+    out = args.json or RESULTS_DIR / ("e2e_auth.json" if args.auth_only else "e2e.json")
+    res = run(quick=args.quick, out_dir=out.parent, auth_only=args.auth_only)
     return finish(res, out)
 
 

@@ -162,9 +162,15 @@ def _label(ip: IPAddress) -> str:
 class Perimeter:
     """``server.allow_cidrs`` and ``server.trusted_proxies``; see the module docstring."""
 
+    #: Peers remembered by :meth:`check` (a peer string is one connection: ip and port).
+    CACHE_SIZE = 4096
+
     def __init__(self, allow_cidrs: Sequence[str] = (), trusted_proxies: Sequence[str] = ()):
         self.allow = _networks(allow_cidrs)
         self.trusted = _networks(trusted_proxies)
+        # peer -> its address label, or None when refused; only for calls without
+        # x-forwarded-for, whose outcome depends on the peer alone.
+        self._seen: dict[str, str | None] = {}
 
     @staticmethod
     def _within(ip: IPAddress, nets: Sequence[IPNetwork]) -> bool:
@@ -189,10 +195,21 @@ class Perimeter:
 
     def check(self, peer: str, forwarded_for: Sequence[str] = ()) -> str:
         """Raise AccessDenied when the caller is outside ``allow_cidrs``; return its address."""
-        ip = self.address(peer, forwarded_for)
-        if self.allow and (ip is None or not self._within(ip, self.allow)):
+        if not forwarded_for and peer in self._seen:
+            label = self._seen[peer]
+        else:
+            ip = self.address(peer, forwarded_for)
+            if self.allow and (ip is None or not self._within(ip, self.allow)):
+                label = None
+            else:
+                label = _label(ip) if ip is not None else peer
+            if not forwarded_for:
+                if len(self._seen) >= self.CACHE_SIZE:
+                    self._seen.clear()
+                self._seen[peer] = label
+        if label is None:
             raise AccessDenied("calls from this address are not allowed", what="address")
-        return _label(ip) if ip is not None else peer
+        return label
 
 
 # --------------------------------------------------------------------------- identities

@@ -158,8 +158,15 @@ def load_secret(auth: AuthConfig, *, create: bool = False) -> bytes:
     return raw
 
 
+HASH_PREFIX = "hmac-sha256:"
+
+
+def key_digest(secret: bytes, key: str) -> bytes:
+    return hmac.digest(secret, key.encode(), hashlib.sha256)
+
+
 def key_hash(secret: bytes, key: str) -> str:
-    return "hmac-sha256:" + hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()
+    return HASH_PREFIX + key_digest(secret, key).hex()
 
 
 def split_key(key: str) -> str | None:
@@ -181,12 +188,21 @@ class KeyStore:
 
     records: tuple[KeyRecord, ...]
     secret: bytes = field(repr=False)
-    _by_id: dict[str, KeyRecord] = field(init=False, repr=False, compare=False)
+    _by_id: dict[str, tuple[KeyRecord, bytes]] = field(init=False, repr=False, compare=False)
     _by_subject: dict[str, KeyRecord] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         active = [r for r in self.records if r.active]
-        object.__setattr__(self, "_by_id", {r.id: r for r in active if r.hash})
+        by_id: dict[str, tuple[KeyRecord, bytes]] = {}
+        for r in active:
+            if r.hash:
+                if not r.hash.startswith(HASH_PREFIX):
+                    raise ConfigError(f"auth.keys_file: key {r.id}: unknown hash scheme")
+                try:
+                    by_id[r.id] = (r, bytes.fromhex(r.hash[len(HASH_PREFIX) :]))
+                except ValueError:
+                    raise ConfigError(f"auth.keys_file: key {r.id}: malformed hash") from None
+        object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_by_subject", {r.subject: r for r in active if r.subject})
 
     @classmethod
@@ -197,12 +213,13 @@ class KeyStore:
     def verify(self, key: str) -> KeyRecord | None:
         """The active record ``key`` belongs to, or None (unknown, wrong or revoked)."""
         kid = split_key(key)
-        rec = self._by_id.get(kid) if kid is not None else None
+        found = self._by_id.get(kid) if kid is not None else None
         # Hash even when the id is unknown, so the time taken says nothing about the id.
-        digest = key_hash(self.secret, key)
-        if rec is None:
+        digest = key_digest(self.secret, key)
+        if found is None:
             return None
-        return rec if hmac.compare_digest(digest, rec.hash) else None
+        rec, want = found
+        return rec if hmac.compare_digest(digest, want) else None
 
     def by_subject(self, subject: str) -> KeyRecord | None:
         """The active certificate entry for a client-certificate subject, or None."""
