@@ -7,6 +7,7 @@ counts the inferences it runs: refused calls must never reach it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,3 +322,49 @@ def test_mtls_names_the_tenant_by_certificate_and_certificates_reload(
     with client(certco) as c:  # trusting only the old CA now fails
         assert status_of(lambda: c.infer("echo", [_texts(["x"])], client_timeout=5)) \
             == "UNAVAILABLE"
+
+
+def test_streams_and_the_own_api_are_authorized_too(
+    triton: TritonHandle, keys: Keys, keyed: Shield
+) -> None:
+    import queue
+
+    from infershield.v1 import firewall_pb2 as fpb
+    from infershield.v1 import firewall_pb2_grpc as fpb_grpc
+
+    before = triton.inference_count("echo")
+    # A stream without a key ends at once; with a key for another model, every request in it
+    # is refused in-stream and none reaches Triton.
+    results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+    for headers, want in (({}, "UNAUTHENTICATED"), (bearer(keys.other_model), "PERMISSION_DENIED")):
+        with tg.InferenceServerClient(keyed.url) as c:
+            c.start_stream(
+                callback=lambda result, error: results.put((result, error)), headers=headers
+            )
+            # A refused stream may already be closed when the request is queued.
+            with contextlib.suppress(InferenceServerException):
+                c.async_stream_infer("echo", [_texts(["streamed"])], request_id="s1")
+            _, err = results.get(timeout=10)
+            c.stop_stream()
+        assert err is not None and want in str(err)
+    assert triton.inference_count("echo") == before
+
+    md = tuple(bearer(keys.user).items())
+    with grpc.insecure_channel(keyed.url) as ch:
+        api = fpb_grpc.FirewallStub(ch)
+        resp = api.Infer(fpb.InferRequest(model="echo", prompt="hello"), metadata=md, timeout=10)
+        assert list(resp.outputs[0].text) == ["echo: hello"]
+        refusals = {
+            "no key": (lambda: api.Infer(fpb.InferRequest(model="echo", prompt="hi"), timeout=10),
+                       grpc.StatusCode.UNAUTHENTICATED),
+            "other model": (lambda: api.Infer(fpb.InferRequest(model="echo", prompt="hi"),
+                                              metadata=tuple(bearer(keys.other_model).items()),
+                                              timeout=10), grpc.StatusCode.PERMISSION_DENIED),
+            "no scan role": (lambda: api.Scan(fpb.ScanRequest(texts=["hi"]), metadata=md,
+                                              timeout=10), grpc.StatusCode.PERMISSION_DENIED),
+        }
+        for name, (call, code) in refusals.items():
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() is code, name  # type: ignore[attr-defined]
+    assert triton.inference_count("echo") == before + 1
