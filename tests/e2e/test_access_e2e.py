@@ -368,3 +368,17 @@ def test_streams_and_the_own_api_are_authorized_too(
                 call()
             assert err.value.code() is code, name  # type: ignore[attr-defined]
     assert triton.inference_count("echo") == before + 1
+
+
+def test_the_rate_limit_counts_per_tenant_not_per_address(
+    keys: Keys, start: Callable[..., Shield]
+) -> None:
+    limited = start(limits={"rate_per_s": 0.001, "rate_burst": 1})
+    with tg.InferenceServerClient(limited.url) as c:
+        def infer(key: str) -> str:
+            return status_of(lambda: c.infer("echo", [_texts(["r"])], headers=bearer(key)))
+
+        # Both tenants call from 127.0.0.1; each has its own bucket of one.
+        assert infer(keys.user) == "OK"
+        assert infer(keys.user) == "RESOURCE_EXHAUSTED"
+        assert infer(keys.admin) == "OK"
