@@ -167,7 +167,7 @@ class PolicyHolder:
 
     def _warn_restart_only(self, config: Config) -> None:
         old = self._current.policy.config
-        for section in ("server", "backend"):
+        for section in ("server", "backend", "auth"):
             if getattr(old, section) != getattr(config, section):
                 log.warning(
                     "policy reload: changes to %r take effect only after a restart", section

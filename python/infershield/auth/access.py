@@ -286,9 +286,13 @@ class AccessControl:
         """Re-read the keys file (and secret); on any error keep the old keys and log why."""
         if not self.enabled:
             return False
+        path = self.keys_path
+        assert path is not None
         try:
             store, fp = self._load()
         except ConfigError as exc:
+            # Remember what was tried, so polling retries only once the file changes again.
+            self._fingerprint = file_fingerprint(path)
             log.error("keys reload rejected, keeping the previous keys: %s", exc.message)
             return False
         with self._lock:
@@ -298,7 +302,7 @@ class AccessControl:
         return True
 
     def changed(self) -> bool:
-        """Whether the keys file's content differs from the one loaded (for polling)."""
+        """Whether the keys file's content differs from the one last loaded or tried."""
         path = self.keys_path
         if path is None:
             return False

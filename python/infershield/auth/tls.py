@@ -83,6 +83,8 @@ class ServerTls:
         try:
             cfg, fps = self._load()
         except ConfigError as exc:
+            # Remember what was tried, so polling retries only once the files change again.
+            self._fingerprints = [file_fingerprint(Path(p).expanduser()) for p in self._files()]
             log.error("TLS reload rejected, keeping the previous certificates: %s", exc.message)
             return False
         with self._lock:

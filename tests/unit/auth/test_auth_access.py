@@ -179,7 +179,9 @@ def test_reload_drops_a_revoked_key_and_keeps_keys_on_a_bad_file(
     with pytest.raises(Unauthenticated):
         ac.authenticate(m, PEER, md)
     Path(cfg.auth.keys_file).write_text("{not json")
+    assert ac.changed()
     assert not ac.reload()  # rejected: the previous keys stay
+    assert not ac.changed()  # and the same bad file is not retried on every poll
     assert ac.authenticate(m, PEER, [("x-api-key", keys["admin"])]).tenant == "ops"
 
 
