@@ -129,7 +129,7 @@ def test_an_empty_pipeline_is_an_error_unless_explicit(
         load_config(write(tmp_path, text), env={})
     assert field in info.value.message and "allow_empty" in info.value.message
     # The environment cannot empty a pipeline either.
-    with pytest.raises(ConfigError, match="policy.input"):
+    with pytest.raises(ConfigError, match=r"policy\.input"):
         load_config(env={"INFERSHIELD_POLICY__INPUT": "[]"})
 
 
@@ -150,5 +150,5 @@ def test_receive_limit_follows_the_request_budget(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "limits: {max_request_bytes: 1048576}\n"), env={})
     assert 1048576 < cfg.receive_limit_bytes <= 1048576 + 128 * 1024
     assert load_config(env={}).receive_limit_bytes < 16 * 1024 * 1024
-    with pytest.raises(ConfigError, match="server.max_message_bytes"):
+    with pytest.raises(ConfigError, match=r"server\.max_message_bytes"):
         load_config(write(tmp_path, "server: {max_message_bytes: 0}\n"), env={})
