@@ -354,25 +354,12 @@ def validate(cfg: Config) -> None:
     from infershield.checks.base import known_types
 
     for stage in ("input", "output"):
-        specs = getattr(cfg.policy, stage)
-        for i, spec in enumerate(specs):
+        for i, spec in enumerate(getattr(cfg.policy, stage)):
             if spec.type not in known_types():
                 raise ConfigError(
                     f"policy.{stage}[{i}].type: unknown check type {spec.type!r} "
                     f"(known: {', '.join(known_types())})"
                 )
-        if not any(spec.enabled for spec in specs):
-            if not cfg.policy.allow_empty:
-                raise ConfigError(
-                    f"policy.{stage}: no enabled check; an empty pipeline screens nothing. "
-                    "Set policy.allow_empty: true to run without screening on purpose"
-                )
-            log.warning(
-                "policy.%s has no enabled check and policy.allow_empty is true: "
-                "%s traffic is NOT screened",
-                stage,
-                stage,
-            )
     if cfg.backend.kind == "triton" and not cfg.backend.upstream:
         raise ConfigError("backend.upstream: required when backend.kind is 'triton'")
     if not 0.0 <= cfg.telemetry.sample_ratio <= 1.0:
@@ -414,6 +401,25 @@ def validate(cfg: Config) -> None:
     _check_hostport(cfg.server.listen, "server.listen")
     if cfg.server.metrics_listen:
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
+    _check_not_empty(cfg.policy)
+
+
+def _check_not_empty(policy: PolicyConfig) -> None:
+    """A stage with no enabled check screens nothing: an error unless asked for explicitly."""
+    for stage in ("input", "output"):
+        if any(spec.enabled for spec in getattr(policy, stage)):
+            continue
+        if not policy.allow_empty:
+            raise ConfigError(
+                f"policy.{stage}: no enabled check; an empty pipeline screens nothing. "
+                "Set policy.allow_empty: true to run without screening on purpose"
+            )
+        log.warning(
+            "policy.%s has no enabled check and policy.allow_empty is true: "
+            "%s traffic is NOT screened",
+            stage,
+            stage,
+        )
 
 
 def _check_hostport(value: str, where: str) -> None:
