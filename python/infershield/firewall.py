@@ -22,7 +22,7 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.audit import AuditLog
-from infershield.auth.access import authorize, visible_models
+from infershield.auth.access import authorize, request_model, visible_models
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import (
     TextTensor,
@@ -262,8 +262,7 @@ class Firewall:
     async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
         """Any unary Triton RPC: the caller's roles and models decide (admin RPCs need the
         ``admin`` role); the repository index and statistics list only the caller's models."""
-        model = getattr(request, "model_name", "") or getattr(request, "name", "")
-        authorize(ctx.identity, method, model)
+        authorize(ctx.identity, method, request_model(method, request))
         if method == "ModelInfer":
             return await self.model_infer(request, ctx)
         response = await self.forward(method, request, ctx)

@@ -72,6 +72,25 @@ REFLECTION_SERVICES = (
 )
 
 
+#: Where each Triton RPC that concerns one model names it (shared-memory RPCs name a region).
+_MODEL_FIELDS: dict[str, str] = {
+    "ModelInfer": "model_name",
+    "ModelReady": "name",
+    "ModelMetadata": "name",
+    "ModelConfig": "name",
+    "ModelStatistics": "name",
+    "RepositoryModelLoad": "model_name",
+    "RepositoryModelUnload": "model_name",
+    "TraceSetting": "model_name",
+}
+
+
+def request_model(method: str, request: Any) -> str:
+    """The model a Triton request (short method name) is about, or "" when none."""
+    attr = _MODEL_FIELDS.get(method)
+    return str(getattr(request, attr, "") or "") if attr else ""
+
+
 def required_role(method: str) -> str:
     """The role a short method name (``ModelInfer``) needs; "" for read-only metadata."""
     if method in ADMIN_METHODS:

@@ -92,6 +92,21 @@ def test_bearer_key(metadata: tuple[tuple[str, str], ...], want: str | None) -> 
     assert bearer_key(metadata) == want
 
 
+def test_the_model_a_request_names() -> None:
+    from tritonclient.grpc import service_pb2 as pb
+
+    from infershield.auth.access import request_model
+
+    assert request_model("ModelInfer", pb.ModelInferRequest(model_name="m")) == "m"
+    assert request_model("ModelMetadata", pb.ModelMetadataRequest(name="m")) == "m"
+    assert request_model("RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="m")) \
+        == "m"
+    # A shared-memory region's name is not a model.
+    req = pb.SystemSharedMemoryRegisterRequest(name="region")
+    assert request_model("SystemSharedMemoryRegister", req) == ""
+    assert request_model("RepositoryIndex", pb.RepositoryIndexRequest()) == ""
+
+
 def test_roles_of_methods() -> None:
     assert required_role("RepositoryModelLoad") == "admin"
     assert required_role("SystemSharedMemoryRegister") == "admin"
