@@ -22,7 +22,7 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.audit import AuditLog
-from infershield.auth.access import authorize, request_model, visible_models
+from infershield.auth.access import Identity, authorize, request_model
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import (
     TextTensor,
@@ -267,7 +267,7 @@ class Firewall:
             return await self.model_infer(request, ctx)
         response = await self.forward(method, request, ctx)
         if ctx.identity is not None and ctx.identity.models is not None:
-            _restrict_listing(method, response, ctx)
+            _restrict_listing(method, response, ctx.identity)
         return response
 
     async def model_infer(
@@ -414,8 +414,8 @@ class Firewall:
         if counter is not None:
             check_output_texts(texts, policy.config.limits, counter, meter)
         results = await self.screen(policy, texts, "output", ctx, model=resp.model_name)
-        explain = policy.config.policy
-        _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s), explain)
+        pcfg = policy.config.policy
+        _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s), pcfg)
         return tuple(results)
 
     async def _infer(
@@ -433,16 +433,15 @@ class Firewall:
         return InferOutcome(resp, in_results, out_results)
 
 
-def _restrict_listing(method: str, response: Any, ctx: CallContext) -> None:
-    """Drop the models a restricted caller may not use from a listing response."""
-    if method == "RepositoryIndex":
-        keep = [m for m in response.models if visible_models(ctx.identity, [m.name])]
-        del response.models[:]
-        response.models.extend(keep)
-    elif method == "ModelStatistics":
-        keep = [m for m in response.model_stats if visible_models(ctx.identity, [m.name])]
-        del response.model_stats[:]
-        response.model_stats.extend(keep)
+def _restrict_listing(method: str, response: Any, identity: Identity) -> None:
+    """Drop the models ``identity`` may not use from a listing response."""
+    field = {"RepositoryIndex": "models", "ModelStatistics": "model_stats"}.get(method)
+    if field is None:
+        return
+    entries = getattr(response, field)
+    keep = [m for m in entries if identity.may_use(m.name)]
+    del entries[:]
+    entries.extend(keep)
 
 
 def _apply(

@@ -150,11 +150,6 @@ def authorize(identity: Identity | None, method: str, model: str = "") -> None:
         raise AccessDenied(f"this caller may not use model {model!r}", what="model")
 
 
-def visible_models(identity: Identity | None, names: Iterable[str]) -> list[str]:
-    """The names among ``names`` that ``identity`` may use (for index and statistics)."""
-    return [n for n in names if identity is None or identity.may_use(n)]
-
-
 # --------------------------------------------------------------------------- perimeter
 
 
