@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,18 @@ def keyed(start: Callable[..., Shield]) -> Shield:
     return start()
 
 
+def settled(triton: TritonHandle, at_least: int = 0) -> int:
+    """Triton's inference count once it stops moving (its statistics trail the responses)."""
+    end = time.monotonic() + 10
+    last = triton.inference_count("echo")
+    while True:
+        time.sleep(0.05)
+        now = triton.inference_count("echo")
+        if (now == last and now >= at_least) or time.monotonic() > end:
+            return now
+        last = now
+
+
 def _texts(rows: list[str]) -> tg.InferInput:
     inp = tg.InferInput("TEXT", [len(rows), 1], "BYTES")
     inp.set_data_from_numpy(np.array([[r.encode()] for r in rows], dtype=object))
@@ -120,7 +133,7 @@ def status_of(call: Callable[[], Any]) -> str:
 def test_keys_decide_who_may_infer_and_refused_calls_never_reach_triton(
     triton: TritonHandle, keys: Keys, keyed: Shield
 ) -> None:
-    before = triton.inference_count("echo")
+    before = settled(triton)
     refused = {
         "no key": ({}, "UNAUTHENTICATED"),
         "wrong key": (bearer(keys.user[:-2] + "xx"), "UNAUTHENTICATED"),
@@ -133,11 +146,11 @@ def test_keys_decide_who_may_infer_and_refused_calls_never_reach_triton(
             for _ in range(3):
                 got = status_of(lambda h=headers: c.infer("echo", [_texts(["hi"])], headers=h))
                 assert got == code, name
-        assert triton.inference_count("echo") == before  # 0 of 15 refused calls reached it
+        assert settled(triton) == before  # 0 of 15 refused calls reached it
         for headers in (bearer(keys.user), {"x-api-key": keys.user}):
             out = c.infer("echo", [_texts(["hi"])], headers=headers).as_numpy("OUTPUT")
             assert out.tolist() == [[b"echo: hi"]]
-        assert triton.inference_count("echo") == before + 2
+        assert settled(triton, before + 2) == before + 2
         # Metadata of a model outside the key's list is refused too.
         assert status_of(lambda: c.get_model_metadata("echo", headers=bearer(keys.other_model)))\
             == "PERMISSION_DENIED"
@@ -202,7 +215,7 @@ def test_a_revoked_key_stops_working_on_reload(keys: Keys, start: Callable[..., 
 def test_a_blocked_caller_learns_stage_and_category_only(
     triton: TritonHandle, keys: Keys, keyed: Shield
 ) -> None:
-    before = triton.inference_count("echo")
+    before = settled(triton)
     with grpc.insecure_channel(keyed.url) as ch:
         from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -219,7 +232,7 @@ def test_a_blocked_caller_learns_stage_and_category_only(
     assert trailers["infershield-stage"] == "input"
     assert trailers["infershield-category"] == "injection"
     assert "infershield-reason" not in trailers and "infershield-blocked-by" not in trailers
-    assert triton.inference_count("echo") == before
+    assert settled(triton) == before
 
 
 # --------------------------------------------------------------------------- perimeter
@@ -229,7 +242,7 @@ def test_an_address_outside_allow_cidrs_is_refused_and_spoofing_does_not_help(
     triton: TritonHandle, start: Callable[..., Shield]
 ) -> None:
     walled = start(auth={}, server={"allow_cidrs": ["10.0.0.0/8"]})
-    before = triton.inference_count("echo")
+    before = settled(triton)
     spoof = {"x-forwarded-for": "10.1.2.3"}
     with tg.InferenceServerClient(walled.url) as c:
         for headers in ({}, spoof):
@@ -243,7 +256,7 @@ def test_an_address_outside_allow_cidrs_is_refused_and_spoofing_does_not_help(
         with pytest.raises(grpc.RpcError) as err:
             health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
-    assert triton.inference_count("echo") == before
+    assert settled(triton) == before
 
     # Behind a trusted proxy (here: loopback), x-forwarded-for names the caller.
     proxied = start(
@@ -280,13 +293,15 @@ def test_mtls_names_the_tenant_by_certificate_and_certificates_reload(
     def client(pair: Any = None, root: Path = ca.path) -> tg.InferenceServerClient:
         return tg.InferenceServerClient(
             shield.url,
+            # A channel of its own: no connection made before the reload may be reused.
+            channel_args=[("grpc.use_local_subchannel_pool", 1)],
             ssl=True,
             root_certificates=str(root),
             private_key=str(pair.key) if pair else None,
             certificate_chain=str(pair.cert) if pair else None,
         )
 
-    before = triton.inference_count("echo")
+    before = settled(triton)
     with client(certco) as c:  # the certificate's subject is a tenant in the keys file
         assert c.infer("echo", [_texts(["tls"])]).as_numpy("OUTPUT").tolist() == [[b"echo: tls"]]
         # A key still wins over the certificate, and a bad key is refused.
@@ -299,7 +314,7 @@ def test_mtls_names_the_tenant_by_certificate_and_certificates_reload(
     with client() as c:  # no client certificate: the handshake fails
         assert status_of(lambda: c.infer("echo", [_texts(["x"])], client_timeout=5)) \
             == "UNAVAILABLE"
-    assert triton.inference_count("echo") == before + 2
+    assert settled(triton, before + 2) == before + 2
 
     # The upstream over TLS: a second firewall whose backend is this one, over mTLS.
     front = start(
@@ -332,7 +347,7 @@ def test_streams_and_the_own_api_are_authorized_too(
     from infershield.v1 import firewall_pb2 as fpb
     from infershield.v1 import firewall_pb2_grpc as fpb_grpc
 
-    before = triton.inference_count("echo")
+    before = settled(triton)
     # A stream without a key ends at once; with a key for another model, every request in it
     # is refused in-stream and none reaches Triton.
     results: queue.Queue[tuple[Any, Any]] = queue.Queue()
@@ -347,7 +362,7 @@ def test_streams_and_the_own_api_are_authorized_too(
             _, err = results.get(timeout=10)
             c.stop_stream()
         assert err is not None and want in str(err)
-    assert triton.inference_count("echo") == before
+    assert settled(triton) == before
 
     md = tuple(bearer(keys.user).items())
     with grpc.insecure_channel(keyed.url) as ch:
@@ -367,7 +382,7 @@ def test_streams_and_the_own_api_are_authorized_too(
             with pytest.raises(grpc.RpcError) as err:
                 call()
             assert err.value.code() is code, name  # type: ignore[attr-defined]
-    assert triton.inference_count("echo") == before + 1
+    assert settled(triton, before + 1) == before + 1
 
 
 def test_the_rate_limit_counts_per_tenant_not_per_address(
