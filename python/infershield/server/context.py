@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from infershield.auth.access import current_identity
+from infershield.auth.access import Identity, current_identity
 from infershield.backends.base import CallContext
 from infershield.config import LimitsConfig
 from infershield.limits import Deadline
@@ -57,5 +57,6 @@ def stream_context(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
     )
 
 
-def _keyed(identity: Any) -> bool:
+def _keyed(identity: Identity | None) -> bool:
+    """Whether the caller authenticated with an API key (whose headers are then dropped)."""
     return identity is not None and identity.source == "key"

@@ -209,3 +209,12 @@ def test_without_keys_callers_are_anonymous_with_the_configured_roles() -> None:
         authorize(who, "RepositoryModelLoad", "echo")
     # With mTLS and no keys file, the certificate's CN names the caller.
     assert ac.authenticate("/x/y", PEER, [], cert_subject="CN=svc,O=Org").caller == "svc"
+
+
+def test_api_keys_are_not_forwarded_upstream() -> None:
+    from infershield.server.context import forwardable
+
+    md = (("authorization", "Bearer isk_x"), ("x-api-key", "isk_y"), ("traceparent", "00-a"))
+    assert forwardable(md, credentials=True) == (("traceparent", "00-a"),)
+    # Without a keys file the firewall does not consume them: they reach Triton as before.
+    assert len(forwardable(md)) == 3
