@@ -277,6 +277,18 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
     return TestCA(tmp_path_factory.mktemp("ca"))
 
 
+def test_tls_with_api_keys(keys: Keys, ca: TestCA, start: Callable[..., Shield]) -> None:
+    srv = ca.server("tls-only")
+    shield = start(server={"tls": {"cert": str(srv.cert), "key": str(srv.key)}})
+    with tg.InferenceServerClient(shield.url, ssl=True, root_certificates=str(ca.path)) as c:
+        out = c.infer("echo", [_texts(["secure"])], headers=bearer(keys.user))
+        assert out.as_numpy("OUTPUT").tolist() == [[b"echo: secure"]]
+        assert status_of(lambda: c.infer("echo", [_texts(["x"])])) == "UNAUTHENTICATED"
+    with tg.InferenceServerClient(shield.url) as plain:  # plaintext to a TLS port fails
+        got = status_of(lambda: plain.infer("echo", [_texts(["x"])], client_timeout=5))
+        assert got == "UNAVAILABLE"
+
+
 def test_mtls_names_the_tenant_by_certificate_and_certificates_reload(
     triton: TritonHandle,
     keys: Keys,

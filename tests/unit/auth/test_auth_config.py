@@ -66,3 +66,12 @@ def test_bad_access_fields_are_named(tmp_path: Path, data: dict, field: str) -> 
     with pytest.raises(ConfigError) as err:
         _load(tmp_path, data)
     assert err.value.message.startswith(field)
+
+
+def test_serve_on_an_open_address_says_why_and_exits(capsys: pytest.CaptureFixture[str]) -> None:
+    from infershield.cli import main
+
+    assert main(["serve", "--listen", "0.0.0.0:19999"]) == 2
+    err = capsys.readouterr().err
+    assert "server.listen: 0.0.0.0:19999 is reachable from other hosts" in err
+    assert "server.insecure" in err
