@@ -101,3 +101,10 @@ def test_open_listener_is_logged_and_keys_without_tls_are_warned(
         FirewallServer(Config(server=ServerConfig(listen="0.0.0.0:0"), auth=auth))\
             ._warn_exposure()
     assert "plain text" in caplog.text
+
+
+def test_the_dashboard_shows_tenants_and_refusals() -> None:
+    dash = (Path(__file__).resolve().parents[3] / "dashboards" / "grafana" / "infershield.json")
+    text = dash.read_text()
+    assert "sum by (tenant, code) (rate(infershield_tenant_requests_total" in text
+    assert "sum by (reason) (rate(infershield_auth_rejections_total" in text
