@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -96,8 +97,13 @@ def start(
 
 
 @pytest.fixture(scope="module")
-def keyed(start: Callable[..., Shield]) -> Shield:
-    return start()
+def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audit") / "audit.jsonl"
+
+
+@pytest.fixture(scope="module")
+def keyed(start: Callable[..., Shield], audit_log: Path) -> Shield:
+    return start(audit={"path": str(audit_log)})
 
 
 def settled(triton: TritonHandle, at_least: int = 0) -> int:
@@ -213,7 +219,7 @@ def test_a_revoked_key_stops_working_on_reload(keys: Keys, start: Callable[..., 
 
 
 def test_a_blocked_caller_learns_stage_and_category_only(
-    triton: TritonHandle, keys: Keys, keyed: Shield
+    triton: TritonHandle, keys: Keys, keyed: Shield, audit_log: Path
 ) -> None:
     before = settled(triton)
     with grpc.insecure_channel(keyed.url) as ch:
@@ -233,6 +239,11 @@ def test_a_blocked_caller_learns_stage_and_category_only(
     assert trailers["infershield-category"] == "injection"
     assert "infershield-reason" not in trailers and "infershield-blocked-by" not in trailers
     assert settled(triton) == before
+    # The audit log has what the caller was not told, under the tenant's name.
+    (rec,) = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    assert rec["caller"] == "acme" and rec["key_id"] == keys.user.split("_")[1]
+    (check,) = rec["checks"]
+    assert check["name"] == "keywords" and check["reason"] == "matched blocked phrase #0"
 
 
 # --------------------------------------------------------------------------- perimeter
