@@ -27,6 +27,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -37,6 +38,8 @@ from typing import Any
 
 from infershield.config import ROLES, AuthConfig
 from infershield.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "isk_"
 FORMAT_VERSION = 1
@@ -155,7 +158,18 @@ def load_secret(auth: AuthConfig, *, create: bool = False) -> bytes:
         raise ConfigError(f"auth.secret_file: cannot read {path}: {exc.strerror}") from None
     if len(raw) < 16:
         raise ConfigError(f"auth.secret_file: {path} holds fewer than 16 bytes")
+    _warn_if_shared(path)
     return raw
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Log when a secret-bearing file is readable by others than its owner."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning("%s is readable by other users (mode %o); chmod 600 it", path, mode & 0o777)
 
 
 HASH_PREFIX = "hmac-sha256:"

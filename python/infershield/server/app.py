@@ -227,9 +227,10 @@ class FirewallServer:
         while True:
             await asyncio.sleep(self._reload_interval_s)
             try:
-                if self.access.changed():
+                # Reading and hashing the files is blocking I/O: off the event loop.
+                if await asyncio.to_thread(self.access.changed):
                     await asyncio.to_thread(self.access.reload)
-                if self.tls is not None and self.tls.changed():
+                if self.tls is not None and await asyncio.to_thread(self.tls.changed):
                     await asyncio.to_thread(self.tls.reload)
             except asyncio.CancelledError:
                 raise

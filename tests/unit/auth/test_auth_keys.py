@@ -127,3 +127,18 @@ def test_cli_create_list_revoke(
     with pytest.raises(SystemExit):
         main(["keys", "create", "--file", f, "--tenant", "x", "--role", "root", "--model", "*"])
     assert main(["keys", "create", "--file", f, "--tenant", "x"]) == 2  # no model named
+
+
+def test_a_shared_secret_file_is_warned_about(
+    auth: AuthConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    create_key(auth, tenant="acme", roles=["infer"], models=["*"])
+    secret = Path(auth.keys_file + ".secret")
+    with caplog.at_level(logging.WARNING, logger="infershield.auth.keys"):
+        load_secret(auth)
+        assert "readable by other users" not in caplog.text
+        secret.chmod(0o644)
+        load_secret(auth)
+    assert "readable by other users" in caplog.text
