@@ -164,6 +164,33 @@ def test_keys_decide_who_may_infer_and_refused_calls_never_reach_triton(
         assert c.is_server_live() and c.is_server_ready()
 
 
+def test_health_is_open_unless_restricted(
+    keys: Keys, keyed: Shield, start: Callable[..., Shield]
+) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    closed = start(
+        auth={"keys_file": keys.auth.keys_file, "secret_file": keys.auth.secret_file, "public": []}
+    )
+    req = health_pb2.HealthCheckRequest()
+    for shield, code in ((keyed, None), (closed, grpc.StatusCode.UNAUTHENTICATED)):
+        with grpc.insecure_channel(shield.url) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            # Check is unary; Watch streams with context.write(): both pass the access layer.
+            watch = health.Watch
+            calls = (health.Check, lambda r, timeout, w=watch: next(w(r, timeout=timeout)))
+            for call in calls:
+                if code is None:
+                    assert call(req, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+                else:
+                    with pytest.raises(grpc.RpcError) as err:
+                        call(req, timeout=5)
+                    assert err.value.code() is code  # type: ignore[attr-defined]
+    with tg.InferenceServerClient(closed.url) as c:
+        assert status_of(lambda: c.is_server_live()) == "UNAUTHENTICATED"
+        assert c.is_server_live(headers=bearer(keys.user))
+
+
 def test_repository_index_lists_only_the_keys_models(
     triton: TritonHandle, keys: Keys, keyed: Shield
 ) -> None:

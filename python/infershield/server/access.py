@@ -10,6 +10,7 @@ methods and models against it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -47,7 +48,10 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         for attr, make, streaming in kinds:
             behavior = getattr(handler, attr)
             if behavior is not None:
-                wrap = self._wrap_stream if streaming else self._wrap_unary
+                # Streaming handlers either yield responses or write them with
+                # context.write() and return: wrap each in its own style.
+                async_gen = streaming and inspect.isasyncgenfunction(behavior)
+                wrap = self._wrap_stream if async_gen else self._wrap_unary
                 return make(
                     wrap(behavior, method),
                     request_deserializer=handler.request_deserializer,
@@ -71,6 +75,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return identity
 
     def _wrap_unary(self, behavior: Any, method: str) -> Any:
+        """Wraps a handler that returns (a unary response, or None after context.write)."""
+
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             token = set_identity(self._identify(context, method))
             try:

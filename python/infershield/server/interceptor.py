@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -64,14 +65,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
+            stream = handler.stream_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(stream) else _wrap_unary
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, method, scoped),
+                wrap(stream, method, scoped),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            # Health's Watch writes with context.write() instead of yielding.
+            stream = handler.unary_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(stream) else _wrap_unary
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream, method, scoped),
+                wrap(stream, method, scoped),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
