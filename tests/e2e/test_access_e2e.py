@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,15 +106,8 @@ def keyed(start: Callable[..., Shield], audit_log: Path) -> Shield:
 
 
 def settled(triton: TritonHandle, at_least: int = 0) -> int:
-    """Triton's inference count once it stops moving (its statistics trail the responses)."""
-    end = time.monotonic() + 10
-    last = triton.inference_count("echo")
-    while True:
-        time.sleep(0.05)
-        now = triton.inference_count("echo")
-        if (now == last and now >= at_least) or time.monotonic() > end:
-            return now
-        last = now
+    """Triton's ``echo`` inference count once it stops moving (see ``settled_count``)."""
+    return triton.settled_count("echo", at_least)
 
 
 def _texts(rows: list[str]) -> tg.InferInput:
