@@ -50,7 +50,7 @@ def _subcommand_registrars() -> list[Any]:
     modules = (
         "infershield.rules.cli",
         "infershield.server.cli",
-        "infershield.detectors.cli",
+        "infershield.training.cli",
         "infershield.top",
         "infershield.audit_cli",
     )

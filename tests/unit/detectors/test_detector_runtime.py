@@ -94,6 +94,20 @@ def test_windows_cover_every_token(model: SequenceClassifier) -> None:
     assert seen == set(range(len(ids)))
 
 
+@pytest.mark.parametrize("n", [0, 1, 5, 13, 14, 15, 57, 100])
+def test_training_cuts_the_windows_the_runtime_scores(model: SequenceClassifier, n: int) -> None:
+    # One windowing rule for both sides: a train/serve skew here would train the model on
+    # windows it never sees when serving.
+    from infershield.detectors.runtime import special_tokens, window_starts
+    from infershield.training.training import window_ids
+
+    text = filler(n)
+    ids = model.tokenizer.encode(text, add_special_tokens=False).ids
+    prefix, suffix = special_tokens(model.tokenizer)
+    assert window_ids(ids, model._body, prefix, suffix, max_windows=1000) == model.windows(text)
+    assert len(model.windows(text)) == len(window_starts(len(ids), model._body, model.stride))
+
+
 def test_max_windows_limit(tiny_dir: Path) -> None:
     m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=3))
     with pytest.raises(LimitExceeded) as err:

@@ -1,4 +1,4 @@
-"""``infershield models build|train|finetune`` and ``infershield eval``."""
+"""``infershield models build|train|finetune|calibrate-prefilter`` and ``infershield eval``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from infershield.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from infershield.detectors.head import Head
-    from infershield.detectors.training import Row
+    from infershield.training.training import Row
 
 
 def register(sub: Any) -> None:
@@ -148,9 +148,9 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 def cmd_models_train(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.detectors.examples import examples, multilingual_examples
     from infershield.detectors.models import ensure_embedding_model
-    from infershield.detectors.training import load_jsonl, train_on_rows
+    from infershield.training.examples import examples, multilingual_examples
+    from infershield.training.training import load_jsonl, train_on_rows
 
     if not 0.0 <= args.dev_frac < 1.0:
         raise InvalidRequest("--dev-frac must be in [0, 1)")
@@ -188,11 +188,11 @@ def _build_into(out: Path, head_path: Path, encoder_path: Path | None) -> None:
 def cmd_models_finetune(args: argparse.Namespace) -> int:
     from infershield.config import load_config
     from infershield.detectors.bert import load_bert, load_encoder, minilm_dir, save_encoder
-    from infershield.detectors.examples import examples, multilingual_examples
-    from infershield.detectors.finetune import FinetuneConfig, finetune
     from infershield.detectors.head import Head
     from infershield.detectors.models import frozen_head_path
-    from infershield.detectors.training import Row, load_jsonl
+    from infershield.training.examples import examples, multilingual_examples
+    from infershield.training.finetune import FinetuneConfig, finetune
+    from infershield.training.training import Row, load_jsonl
 
     if not 0.0 <= args.dev_frac < 1.0 or not 0.0 < args.target_fpr < 1.0:
         raise InvalidRequest("--dev-frac must be in [0, 1) and --target-fpr in (0, 1)")
@@ -251,7 +251,7 @@ def _rethreshold(model_dir: Path, head: Head, rows: Sequence[Row], dev_frac: flo
 
     from infershield.detectors.head import Head
     from infershield.detectors.runtime import RuntimeOptions, SequenceClassifier
-    from infershield.detectors.training import binary_target, dev_metrics, split_dev
+    from infershield.training.training import binary_target, dev_metrics, split_dev
 
     dev = [r for r in split_dev(rows, dev_frac)[1] if binary_target(r.label) is not None]
     if not dev:
@@ -267,7 +267,6 @@ def _rethreshold(model_dir: Path, head: Head, rows: Sequence[Row], dev_frac: flo
 
 def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.detectors.evaluate import choose_prefilter_cut, window_keys
     from infershield.detectors.head import Head
     from infershield.detectors.models import FAST_MODEL, ensure_shipped_model
     from infershield.detectors.runtime import (
@@ -277,7 +276,8 @@ def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
         owners,
         shares_windows,
     )
-    from infershield.detectors.training import load_jsonl, split_dev
+    from infershield.training.evaluate import choose_prefilter_cut, window_keys
+    from infershield.training.training import load_jsonl, split_dev
 
     if not 0.0 <= args.max_loss < 1.0:
         raise InvalidRequest("--max-loss must be in [0, 1)")
@@ -316,8 +316,8 @@ def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.detectors.evaluate import evaluate, format_report
-    from infershield.detectors.training import load_jsonl, split_dev
+    from infershield.training.evaluate import evaluate, format_report
+    from infershield.training.training import load_jsonl, split_dev
 
     rows = load_jsonl(Path(args.jsonl))
     if args.split != "all":
