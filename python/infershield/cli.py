@@ -47,14 +47,23 @@ def _subcommand_registrars() -> list[Any]:
     """Subcommands living in their own modules register themselves here."""
     import importlib
 
-    modules = (
-        "infershield.rules.cli",
-        "infershield.server.cli",
-        "infershield.training.cli",
-        "infershield.top",
-        "infershield.audit_cli",
-    )
-    return [importlib.import_module(name).register for name in modules]
+    def register(name: str) -> Any:
+        return importlib.import_module(name).register
+
+    return [register("infershield.rules.cli"), register("infershield.server.cli"),
+            _register_models, register("infershield.training.cli"),
+            register("infershield.top"), register("infershield.audit_cli")]
+
+
+def _register_models(sub: Any) -> None:
+    """``models``: ``build`` (the shipped models, runtime) and the training commands."""
+    from infershield.detectors import cli as build_cli
+    from infershield.training import cli as training_cli
+
+    models = sub.add_parser("models", help="build the shipped classifier models or train one")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    build_cli.register_models(msub)
+    training_cli.register_models(msub)
 
 
 # ------------------------------------------------------------------------------ scan

@@ -1,4 +1,4 @@
-"""``infershield models build|train|finetune|calibrate-prefilter`` and ``infershield eval``."""
+"""``infershield models train|finetune|calibrate-prefilter`` and ``infershield eval``."""
 
 from __future__ import annotations
 
@@ -16,21 +16,8 @@ if TYPE_CHECKING:
     from infershield.training.training import Row
 
 
-def register(sub: Any) -> None:
-    """Add the ``models`` and ``eval`` subcommands to the top-level parser."""
-    models = sub.add_parser("models", help="build or train the classifier models")
-    msub = models.add_subparsers(dest="models_command", required=True)
-
-    build = msub.add_parser("build", help="build the shipped classifier and its fast "
-                            "prefilter into the cache")
-    build.add_argument("--config", help="config YAML (for cache_dir)")
-    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    build.add_argument("--fp16", action="store_true",
-                       help="also write model_fp16.onnx (float16, for the CUDA EP)")
-    build.add_argument("--embedding", action="store_true",
-                       help="also build the plain embedding model (local backend demo)")
-    build.set_defaults(func=cmd_models_build)
-
+def register_models(msub: Any) -> None:
+    """Add ``models train|finetune|calibrate-prefilter`` to the ``models`` subcommand."""
     train = msub.add_parser("train", help='retrain the head on {"text","label"} JSONL rows')
     _add_data_args(train)
     train.add_argument("--seeds", type=int, default=1,
@@ -94,6 +81,10 @@ def register(sub: Any) -> None:
     cal.add_argument("--config", help="config YAML (for cache_dir)")
     cal.set_defaults(func=cmd_models_calibrate_prefilter)
 
+
+
+def register(sub: Any) -> None:
+    """Add the ``eval`` subcommand to the top-level parser."""
     ev = sub.add_parser("eval", help="AUC / TPR@FPR / latency of model, rules and both")
     ev.add_argument("--jsonl", required=True, metavar="FILE")
     ev.add_argument("--config", help="policy/config YAML (default: the shipped default policy)")
@@ -126,24 +117,6 @@ def _outputs(args: argparse.Namespace, cache_path: Path) -> tuple[Path, Path]:
     out = Path(args.out) if args.out else models_dir(cache_path) / "injection-minilm-custom"
     out.mkdir(parents=True, exist_ok=True)
     return out, Path(args.head_out) if args.head_out else out / "head.npz"
-
-
-def cmd_models_build(args: argparse.Namespace) -> int:
-    from infershield.config import load_config
-    from infershield.detectors.models import (
-        FAST_MODEL,
-        ensure_embedding_model,
-        ensure_shipped_model,
-    )
-
-    cfg = load_config(args.config)
-    path = ensure_shipped_model(cfg.cache_path, force=args.force, fp16=args.fp16)
-    print(f"classifier: {path}")
-    fast = ensure_shipped_model(cfg.cache_path, force=args.force, name=FAST_MODEL)
-    print(f"prefilter: {fast}")
-    if args.embedding:
-        print(f"embedding: {ensure_embedding_model(cfg.cache_path)}")
-    return 0
 
 
 def cmd_models_train(args: argparse.Namespace) -> int:
