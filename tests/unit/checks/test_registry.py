@@ -46,11 +46,11 @@ def test_an_unknown_type_is_a_key_error() -> None:
         resolve("no_such_check")
 
 
-def test_a_policy_naming_a_check_without_a_module_fails_validation() -> None:
-    # prompt_leak was registered without a module: the server then died at start-up with a
-    # raw ModuleNotFoundError. Unregistered, it is a config error naming the field.
+def test_a_policy_naming_an_unregistered_check_fails_validation() -> None:
+    # A type registered without a module let validation pass and the server die at start-up
+    # with a raw ModuleNotFoundError; an unregistered type is a config error naming the field.
     from infershield.config import PolicyConfig, validate
 
-    cfg = Config(policy=PolicyConfig(output=(CheckSpec(type="prompt_leak"),)))
+    cfg = Config(policy=PolicyConfig(output=(CheckSpec(type="not_a_check"),)))
     with pytest.raises(ConfigError, match=re.escape("policy.output[0].type: unknown check")):
         validate(cfg)
