@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from infershield.cli_args import add_config_flag
+
 
 def register_models(msub: Any) -> None:
     """Add ``models build`` to the ``models`` subcommand."""
     build = msub.add_parser("build", help="build the shipped classifier and its fast "
                             "prefilter into the cache")
-    build.add_argument("--config", help="config YAML (for cache_dir)")
+    add_config_flag(build, "cache_dir")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
     build.add_argument("--fp16", action="store_true",
                        help="also write model_fp16.onnx (float16, for the CUDA EP)")

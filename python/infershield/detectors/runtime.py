@@ -121,7 +121,8 @@ class SequenceClassifier:
             fp16_path = model_dir / FP16_FILE
             if CUDA not in self.providers:
                 # CPUs have no fast float16 matmul in onnxruntime: float32 is quicker there.
-                log.info("fp16 applies to the CUDA EP only; using %s on the CPU", model_path.name)
+                # Not worth a line at INFO: fp16 is the classifier's default on any machine.
+                log.debug("fp16 applies to the CUDA EP only; using %s on the CPU", model_path.name)
             elif fp16_path.is_file():
                 model_path = fp16_path
             else:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infershield.cli_args import add_config_flag
 from infershield.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -22,8 +23,9 @@ def register_models(msub: Any) -> None:
     _add_data_args(train)
     train.add_argument("--seeds", type=int, default=1,
                        help="average this many MLPs trained with seeds 0..N-1 (default 1)")
-    train.add_argument("--epochs", type=int, default=60)
-    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument("--epochs", type=int, default=60, help="passes over the data (default 60)")
+    train.add_argument("--label-smoothing", type=float, default=0.0,
+                       help="share of each target spread over both classes, in [0, 1) (default 0)")
     train.add_argument("--embed-cache", metavar="DIR",
                        help="memoise window embeddings here (re-runs skip the encoder)")
     train.set_defaults(func=cmd_models_train)
@@ -34,8 +36,8 @@ def register_models(msub: Any) -> None:
     ft.add_argument("--layers", type=int, default=2, help="top encoder layers to train")
     ft.add_argument("--num-layers", type=int, default=0,
                     help="keep only the first N encoder layers (faster; default: all 6)")
-    ft.add_argument("--epochs", type=int, default=2)
-    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--epochs", type=int, default=2, help="passes over the data (default 2)")
+    ft.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     ft.add_argument("--device", default="cpu",
                     help='torch device to train on: "cpu" (default), "cuda" or "cuda:N"')
     ft.add_argument("--lr-encoder", type=float, default=4e-5,
@@ -68,7 +70,8 @@ def register_models(msub: Any) -> None:
     cal = msub.add_parser(
         "calibrate-prefilter", help="choose the fast prefilter's clearing cut on labelled rows "
         "(the highest cut that clears at most --max-loss of the attacks the main model catches)")
-    cal.add_argument("--data", required=True, metavar="FILE.jsonl")
+    cal.add_argument("--data", required=True, metavar="FILE.jsonl",
+                     help='labelled rows, one {"text": ..., "label": ...} object per line')
     cal.add_argument("--split", choices=["all", "dev"], default="dev",
                      help="rows to calibrate on (default: the dev part of the split)")
     cal.add_argument("--max-loss", type=float, default=0.0025,
@@ -78,7 +81,7 @@ def register_models(msub: Any) -> None:
     cal.add_argument("--head", metavar="FILE.npz",
                      help="fast model head to record the cut in (its meta clear_below); "
                      "rebuild the model afterwards")
-    cal.add_argument("--config", help="config YAML (for cache_dir)")
+    add_config_flag(cal, "cache_dir")
     cal.set_defaults(func=cmd_models_calibrate_prefilter)
 
 
@@ -86,8 +89,10 @@ def register_models(msub: Any) -> None:
 def register(sub: Any) -> None:
     """Add the ``eval`` subcommand to the top-level parser."""
     ev = sub.add_parser("eval", help="AUC / TPR@FPR / latency of model, rules and both")
-    ev.add_argument("--jsonl", required=True, metavar="FILE")
-    ev.add_argument("--config", help="policy/config YAML (default: the shipped default policy)")
+    ev.add_argument("--jsonl", required=True, metavar="FILE",
+                    help='labelled rows, one {"text": ..., "label": ...[, "source": ...]} object '
+                         "per line (labels: injection, jailbreak, benign, harmful)")
+    add_config_flag(ev, "the policy to evaluate")
     ev.add_argument("--split", choices=["all", "dev", "train"], default="all",
                     help="evaluate only the dev (or train) part of the deterministic split")
     ev.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
@@ -96,15 +101,17 @@ def register(sub: Any) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     """The data, split, output and example flags that ``train`` and ``finetune`` share."""
-    p.add_argument("--data", required=True, metavar="FILE.jsonl")
+    p.add_argument("--data", required=True, metavar="FILE.jsonl",
+                   help='training rows, one {"text": ..., "label": ...} object per line')
     p.add_argument("--out", metavar="DIR", help="model directory to write "
                    "(default: <cache>/models/injection-minilm-custom)")
-    p.add_argument("--config", help="config YAML (for cache_dir)")
+    add_config_flag(p, "cache_dir")
     p.add_argument("--with-examples", action="store_true",
                    help="add the project's hand-written attack/benign examples")
     p.add_argument("--with-multilingual", action="store_true",
                    help="also add the multilingual benign/attack and document-injection examples")
-    p.add_argument("--dev-frac", type=float, default=0.2)
+    p.add_argument("--dev-frac", type=float, default=0.2,
+                   help="share of rows held out (deterministically) to pick the threshold")
     p.add_argument("--target-fpr", type=float, default=0.005,
                    help="dev-split FPR the recommended threshold is chosen for")
     p.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")

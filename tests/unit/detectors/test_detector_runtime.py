@@ -108,6 +108,16 @@ def test_training_cuts_the_windows_the_runtime_scores(model: SequenceClassifier,
     assert len(model.windows(text)) == len(window_starts(len(ids), model._body, model.stride))
 
 
+def test_fp16_on_a_cpu_only_machine_logs_nothing(
+    tiny_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # fp16 is the classifier's default: on the CPU EP it quietly means float32.
+    with caplog.at_level(logging.INFO, logger="infershield"):
+        m = SequenceClassifier(tiny_dir, RuntimeOptions(providers=("cpu",), fp16=True))
+    assert m.model_path.name == "model.onnx"
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_max_windows_limit(tiny_dir: Path) -> None:
     m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=3))
     with pytest.raises(LimitExceeded) as err:
@@ -335,10 +345,11 @@ def test_fp16_twin_is_used_only_on_the_cuda_ep(
     d = tmp_path / "m"
     shutil.copytree(tiny_dir, d)
     shutil.copyfile(d / "model.onnx", d / "model_fp16.onnx")
-    with caplog.at_level(logging.INFO, logger="infershield.detectors.runtime"):
+    with caplog.at_level(logging.DEBUG, logger="infershield.detectors.runtime"):
         m = SequenceClassifier(d, RuntimeOptions(providers=("cpu",), fp16=True))
     assert m.model_path.name == "model.onnx"
-    assert "fp16 applies to the CUDA EP only" in caplog.text
+    assert [r.levelno for r in caplog.records
+            if "fp16 applies to the CUDA EP only" in r.getMessage()] == [logging.DEBUG]
 
 
 def test_cuda_expected_only_with_a_usable_gpu() -> None:
