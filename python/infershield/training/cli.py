@@ -89,9 +89,15 @@ def register_models(msub: Any) -> None:
 def register(sub: Any) -> None:
     """Add the ``eval`` subcommand to the top-level parser."""
     ev = sub.add_parser("eval", help="AUC / TPR@FPR / latency of model, rules and both")
-    ev.add_argument("--jsonl", required=True, metavar="FILE",
+    ev.add_argument("--jsonl", metavar="FILE",
                     help='labelled rows, one {"text": ..., "label": ...[, "source": ...]} object '
                          "per line (labels: injection, jailbreak, benign, harmful)")
+    ev.add_argument("--attacks", action="append", default=[], metavar="FILE",
+                    help='rows of {"text": ...}, each an attack (label injection unless the row '
+                         "has a label); repeatable")
+    ev.add_argument("--benign", action="append", default=[], metavar="FILE",
+                    help='rows of {"text": ...}, each benign (unless the row has a label); '
+                         "repeatable")
     add_config_flag(ev, "the policy to evaluate")
     ev.add_argument("--split", choices=["all", "dev", "train"], default="all",
                     help="evaluate only the dev (or train) part of the deterministic split")
@@ -297,9 +303,16 @@ def cmd_models_calibrate_prefilter(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from infershield.config import load_config
     from infershield.training.evaluate import evaluate, format_report
-    from infershield.training.training import load_jsonl, split_dev
+    from infershield.training.training import Row, load_jsonl, split_dev
 
-    rows = load_jsonl(Path(args.jsonl))
+    if not (args.jsonl or args.attacks or args.benign):
+        raise InvalidRequest("eval needs rows: --jsonl, --attacks or --benign")
+    rows = load_jsonl(Path(args.jsonl)) if args.jsonl else []
+    for label, files in (("injection", args.attacks), ("benign", args.benign)):
+        for f in files:
+            # Unlabelled fixture files: the flag gives the label, the file name the source.
+            rows += [Row(r.text, r.label or label, r.source or Path(f).name)
+                     for r in load_jsonl(Path(f), label=False)]
     if args.split != "all":
         train, dev = split_dev(rows)
         rows = dev if args.split == "dev" else train
