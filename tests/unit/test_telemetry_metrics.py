@@ -283,3 +283,14 @@ def test_watched_gauges_are_read_at_scrape_time(served: tuple[Metrics, str]) -> 
     s = scrape(url)
     assert value(s, "infershield_queue_depth") == 0
     assert value(s, "infershield_upstream_circuit_state", upstream="triton:8001") == 2
+
+
+def test_a_stream_lifetime_is_not_request_latency() -> None:
+    m = Metrics()
+    m.observe_request(rpc="ModelInfer", model="llm", decision="allow", code="OK", seconds=0.002)
+    m.observe_request(rpc="ModelStreamInfer", model="llm", decision="allow", code="OK",
+                      seconds=600.0)
+    assert sample(m, "infershield_stage_duration_seconds_count", stage="total") == 1
+    assert sample(m, "infershield_stage_duration_seconds_sum", stage="total") == 0.002
+    assert sample(m, "infershield_requests_total", rpc="ModelStreamInfer", model="llm",
+                  decision="allow", code="OK") == 1
