@@ -62,7 +62,10 @@ class ServerConfig:
     #: firewall's own, lower, per-request limit is ``limits.max_request_bytes``.
     max_message_bytes: int = 2**31 - 1
     grace_period_s: float = 10.0
-    metrics_listen: str = ""
+    #: Prometheus metrics endpoint. ``auto`` (the default): 127.0.0.1:9464, and a warning
+    #: instead of an error when that port is taken; ``HOST:PORT``: exactly there (a busy
+    #: port is a start-up error); empty: off.
+    metrics_listen: str = "auto"
     reflection: bool = True
 
 
@@ -405,7 +408,7 @@ def validate(cfg: Config) -> None:
     if not 0 < be.timeout_s < float("inf"):
         raise ConfigError("backend.timeout_s: must be a positive, finite number of seconds")
     _check_hostport(cfg.server.listen, "server.listen")
-    if cfg.server.metrics_listen:
+    if cfg.server.metrics_listen not in ("", "auto"):
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
 
 

@@ -23,6 +23,8 @@ from infershield.verdict import Decision, Verdict
 PREFIX = "infershield"
 #: Pipeline stages with their own latency series.
 STAGES = ("input_checks", "upstream", "output_checks", "total")
+#: Where ``server.metrics_listen: auto`` (the default) serves the metrics: loopback only.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
 #: Streaming RPCs: their duration is the stream's lifetime, not a request's latency.
 STREAMING_RPCS = frozenset({"ModelStreamInfer"})
 BreakerState = Literal["closed", "half_open", "open"]
