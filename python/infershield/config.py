@@ -8,6 +8,7 @@ field (``policy.input[2].options.threshold``) on an unknown key or a wrong type.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
@@ -21,8 +22,13 @@ import yaml
 
 from infershield.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 ENV_PREFIX = "INFERSHIELD_"
+#: Room for a request's protobuf framing (tensor names, shapes, parameters, length prefixes)
+#: on top of ``limits.max_request_bytes`` of tensor data.
+FRAMING_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,13 +59,19 @@ class PolicyConfig:
     allow_shared_memory: bool = False
     #: Repository load/unload, shared-memory registration, trace/log settings.
     allow_admin_rpcs: bool = False
+    #: A pipeline (input or output) with no enabled check is a start-up error unless this is
+    #: true: an omitted or emptied section must never switch screening off by accident.
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     listen: str = "127.0.0.1:8001"
-    #: gRPC transport limit; tritonclient may send up to 2 GiB, so the default is high and the
-    #: firewall's own, lower, per-request limit is ``limits.max_request_bytes``.
+    #: Largest message the firewall sends to a client or accepts from its upstream (responses
+    #: can be large). What it *receives* from clients is capped by gRPC itself at
+    #: ``limits.max_request_bytes`` plus :data:`FRAMING_BYTES` (see
+    #: :meth:`Config.receive_limit_bytes`), so an oversized request is refused by the
+    #: transport before it is buffered.
     max_message_bytes: int = 2**31 - 1
     grace_period_s: float = 10.0
     #: Prometheus metrics endpoint. ``auto`` (the default): 127.0.0.1:9464, and a warning
@@ -148,6 +160,15 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     #: Where compiled rule databases and built models are cached.
     cache_dir: str = ""
+
+    @property
+    def receive_limit_bytes(self) -> int:
+        """gRPC's receive limit for client messages: the request budget plus framing.
+
+        Anything larger is refused by the transport with RESOURCE_EXHAUSTED before the
+        message is buffered, so one oversized request cannot balloon the server's memory.
+        """
+        return min(self.limits.max_request_bytes + FRAMING_BYTES, self.server.max_message_bytes)
 
     @property
     def cache_path(self) -> Path:
@@ -340,10 +361,14 @@ def load_config(
 ) -> Config:
     """Load the config with precedence defaults < file < env < ``overrides`` (CLI flags).
 
-    With no ``path`` the shipped default policy (the one ``make serve`` uses) is the file.
+    The defaults are the shipped default policy (the one ``make serve`` uses). A user's file
+    layers over them field by field: a file that only sets ``server.listen`` keeps every
+    default check. A list (``policy.input``) given in the file replaces the default list.
     ``overrides`` takes dotted keys: ``{"server.listen": "127.0.0.1:9000"}``.
     """
-    data = read_yaml(path if path is not None else default_policy_path())
+    data = read_yaml(default_policy_path())
+    if path is not None:
+        data = deep_merge(data, read_yaml(path))
     data = deep_merge(data, env_overrides(os.environ if env is None else env))
     if overrides:
         nested: dict[str, Any] = {}
@@ -401,6 +426,8 @@ def validate(cfg: Config) -> None:
     if not 0 <= lim.rate_per_s < float("inf") or lim.rate_burst < 0:
         raise ConfigError("limits.rate_per_s/rate_burst: 0 (off) or a positive, finite number")
     be = cfg.backend
+    if cfg.server.max_message_bytes <= 0:
+        raise ConfigError("server.max_message_bytes: must be positive")
     if be.workers < 1:
         raise ConfigError("backend.workers: must be at least 1")
     if be.worker_memory_mb < 0 or be.worker_cpu_seconds < 0:
@@ -410,6 +437,25 @@ def validate(cfg: Config) -> None:
     _check_hostport(cfg.server.listen, "server.listen")
     if cfg.server.metrics_listen not in ("", "auto"):
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
+    _check_not_empty(cfg.policy)
+
+
+def _check_not_empty(policy: PolicyConfig) -> None:
+    """A stage with no enabled check screens nothing: an error unless asked for explicitly."""
+    for stage in ("input", "output"):
+        if any(spec.enabled for spec in getattr(policy, stage)):
+            continue
+        if not policy.allow_empty:
+            raise ConfigError(
+                f"policy.{stage}: no enabled check; an empty pipeline screens nothing. "
+                "Set policy.allow_empty: true to run without screening on purpose"
+            )
+        log.warning(
+            "policy.%s has no enabled check and policy.allow_empty is true: "
+            "%s traffic is NOT screened",
+            stage,
+            stage,
+        )
 
 
 def _check_hostport(value: str, where: str) -> None:
