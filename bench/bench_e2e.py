@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,19 @@ def _policy(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
-    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready."""
+def firewall(
+    upstream: str,
+    policy: str,
+    workdir: Path,
+    *,
+    limits: dict[str, Any] | None = None,
+    python_args: Sequence[str] = ("-m", "infershield"),
+) -> Iterator[tuple[str, ProcStats]]:
+    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
+
+    ``limits`` replaces the bench's admission limits (``{}``: the defaults); ``python_args``
+    replaces ``-m infershield`` (a bench that patches the server before running the CLI).
+    """
     import tritonclient.grpc as tg
 
     port = _free_port()
@@ -145,14 +156,16 @@ def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, P
                 "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
                 "policy": _policy(policy),
                 # The bench measures screening cost, not the admission limits.
-                "limits": {"max_concurrency": 256, "max_queue": 1024},
+                "limits": {"max_concurrency": 256, "max_queue": 1024}
+                if limits is None
+                else limits,
                 "telemetry": {"log_level": "WARNING"},
             }
         )
     )
     log = (workdir / f"{policy}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infershield", "serve", "--config", str(cfg)],
+        [sys.executable, *python_args, "serve", "--config", str(cfg)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO_ROOT,
