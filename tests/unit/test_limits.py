@@ -437,7 +437,8 @@ def test_check_budget_must_be_positive() -> None:
     from infershield.errors import ConfigError
 
     with pytest.raises(ConfigError, match="check_budget_s"):
-        validate(build(Config, {"limits": {"check_budget_s": 0}}))
+        # allow_empty: the empty-pipeline check would otherwise fire first.
+        validate(build(Config, {"limits": {"check_budget_s": 0}, "policy": {"allow_empty": True}}))
 
 
 class TestQuarantine:
