@@ -68,6 +68,12 @@ INLINE_SCREEN_CHARS = 8192
 
 log = logging.getLogger(__name__)
 
+#: Triton protocol extensions whose RPCs are all or partly admin RPCs: ServerMetadata does
+#: not advertise them to a caller without the ``admin`` role.
+ADMIN_EXTENSIONS: frozenset[str] = frozenset(
+    {"model_repository", "model_repository(unload_dependents)", "system_shared_memory",
+     "cuda_shared_memory", "trace", "logging"}
+)
 #: Request parameter that marks the last response of a decoupled request.
 FINAL_RESPONSE = "triton_final_response"
 
@@ -266,6 +272,13 @@ class Firewall:
         if method == "ModelInfer":
             return await self.model_infer(request, ctx)
         response = await self.forward(method, request, ctx)
+        if method == "ServerMetadata" and ctx.identity is not None and (
+            "admin" not in ctx.identity.roles
+        ):
+            # A client must not be told of features the firewall then refuses.
+            kept = [e for e in response.extensions if e not in ADMIN_EXTENSIONS]
+            del response.extensions[:]
+            response.extensions.extend(kept)
         if ctx.identity is not None and ctx.identity.models is not None:
             _restrict_listing(method, response, ctx.identity)
         return response

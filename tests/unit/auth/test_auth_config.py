@@ -38,7 +38,7 @@ def test_open_non_loopback_listen_is_refused(tmp_path: Path, listen: str) -> Non
 def test_environment_cannot_sneak_an_open_listener(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"server": {"listen": "127.0.0.1:9000"}}))
-    with pytest.raises(ConfigError, match=r"^server\.listen"):
+    with pytest.raises(ConfigError, match=r"server\.listen: 0\.0\.0\.0:9000 is reachable"):
         load_config(p, env={"INFERSHIELD_SERVER__LISTEN": "0.0.0.0:9000"})
 
 
