@@ -11,9 +11,16 @@ the firewall, and we report the added p50/p99 latency and the throughput ratio
 The ``raw_proxy`` rows are the floor: ``bench.raw_proxy``, a Python grpc.aio hop that forwards
 raw bytes and screens nothing, measured the same way.
 
+The ``auth`` row compares two firewalls in front of the same Triton at concurrency 1, one
+without keys and one with ``auth.keys_file`` (every call carries ``authorization: Bearer``),
+requests alternating one by one between them and a second firewall without keys (whose
+difference from the first is the run's noise floor); it reports the added p50 per request,
+the median of the paired differences, and the in-process cost of one
+``AccessControl.authenticate`` (perimeter + key lookup + HMAC) for scale.
+
 A benchmark measures; it never asserts a timing.
 
-Run alone: ``python -m bench.bench_e2e [--quick] [--json OUT]``.
+Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -141,31 +148,33 @@ def firewall(
     *,
     limits: dict[str, Any] | None = None,
     python_args: Sequence[str] = ("-m", "infershield"),
+    auth: dict[str, Any] | None = None,
+    name: str = "",
 ) -> Iterator[tuple[str, ProcStats]]:
     """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
 
     ``limits`` replaces the bench's admission limits (``{}``: the defaults); ``python_args``
-    replaces ``-m infershield`` (a bench that patches the server before running the CLI).
+    replaces ``-m infershield`` (a bench that patches the server before running the CLI);
+    ``auth`` is the config's ``auth`` section (a keys file), off by default; ``name`` names
+    the config and log files (default: the policy).
     """
     import tritonclient.grpc as tg
 
     port = _free_port()
-    cfg = workdir / f"{policy}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "server": {"listen": f"127.0.0.1:{port}", "grace_period_s": 1.0},
-                "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
-                "policy": _policy(policy),
-                # The bench measures screening cost, not the admission limits.
-                "limits": {"max_concurrency": 256, "max_queue": 1024}
-                if limits is None
-                else limits,
-                "telemetry": {"log_level": "WARNING"},
-            }
-        )
-    )
-    log = (workdir / f"{policy}.log").open("w")
+    name = name or policy
+    cfg = workdir / f"{name}.yaml"
+    data: dict[str, Any] = {
+        "server": {"listen": f"127.0.0.1:{port}", "grace_period_s": 1.0},
+        "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
+        "policy": _policy(policy),
+        # The bench measures screening cost, not the admission limits.
+        "limits": {"max_concurrency": 256, "max_queue": 1024} if limits is None else limits,
+        "telemetry": {"log_level": "WARNING"},
+    }
+    if auth:
+        data["auth"] = auth
+    cfg.write_text(yaml.safe_dump(data))
+    log = (workdir / f"{name}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, *python_args, "serve", "--config", str(cfg)],
         stdout=log,
@@ -227,7 +236,13 @@ def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
         log.close()
 
 
-def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
+def load(
+    url: str,
+    prompts: list[bytes],
+    concurrency: int,
+    total: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """``total`` ModelInfer calls from ``concurrency`` threads; latencies and throughput."""
     import tritonclient.grpc as tg
 
@@ -248,7 +263,7 @@ def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[s
                 )
                 t0 = time.perf_counter()
                 try:
-                    c.infer("echo", [inp], client_timeout=30)
+                    c.infer("echo", [inp], client_timeout=30, headers=headers)
                 except Exception:
                     bad += 1
                     continue
@@ -264,7 +279,7 @@ def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[s
         for p in prompts[:load_once]:
             inp.set_data_from_numpy(np.array([[p]], dtype=object))
             with contextlib.suppress(Exception):
-                c.infer("echo", [inp])
+                c.infer("echo", [inp], headers=headers)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
@@ -305,7 +320,88 @@ def _unbuildable(name: str) -> str:
     return ""
 
 
-def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[str, Any]:
+AUTH_ROUNDS = 5
+
+
+def _authenticate_us(keys_file: str, secret_file: str, key: str, n: int = 20000) -> float:
+    """Microseconds for one in-process ``AccessControl.authenticate`` with a valid key."""
+    from infershield.auth.access import AccessControl
+    from infershield.config import AuthConfig, Config
+
+    ac = AccessControl(Config(auth=AuthConfig(keys_file=keys_file, secret_file=secret_file)))
+    md = [("authorization", f"Bearer {key}"), ("user-agent", "bench")]
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    ac.authenticate(method, "ipv4:127.0.0.1:5000", md)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        ac.authenticate(method, "ipv4:127.0.0.1:5000", md)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def _alternating(
+    targets: list[tuple[str, dict[str, str] | None]], prompts: list[bytes], n: int
+) -> list[list[float]]:
+    """``n`` requests to each ``(url, headers)`` target, one by one in turn from one thread,
+    so every target sees the same machine load (this VM is shared); latencies in ms."""
+    import tritonclient.grpc as tg
+
+    out: list[list[float]] = [[] for _ in targets]
+    clients = [tg.InferenceServerClient(url) for url, _ in targets]
+    try:
+        inp = tg.InferInput("TEXT", [1, 1], "BYTES")
+        for i in range(n + 20):
+            inp.set_data_from_numpy(np.array([[prompts[i % len(prompts)]]], dtype=object))
+            for client, (_, hdr), sink in zip(clients, targets, out, strict=True):
+                t0 = time.perf_counter()
+                client.infer("echo", [inp], client_timeout=30, headers=hdr)
+                if i >= 20:  # the first 20 of each warm up connections and caches
+                    sink.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        for c in clients:
+            c.close()
+    return out
+
+
+def auth_row(triton: str, prompts: list[bytes], total: int, tmp: Path) -> dict[str, Any]:
+    """Added p50 of API-key auth at concurrency 1: three firewalls in front of the same
+    Triton, two without keys and one with a keys file, requests alternating between them.
+    The two without keys give the noise floor (an A/A difference) of the same run."""
+    from infershield.auth.keys import create_key
+    from infershield.config import AuthConfig
+
+    auth = AuthConfig(keys_file=str(tmp / "keys.json"), secret_file=str(tmp / "keys.secret"))
+    for i in range(20):  # a keys file with more than one entry
+        create_key(auth, tenant=f"t{i}", roles=["infer"], models=["echo"])
+    _, key = create_key(auth, tenant="bench", roles=["infer"], models=["echo"])
+    section = {"keys_file": auth.keys_file, "secret_file": auth.secret_file}
+    headers = {"authorization": f"Bearer {key}"}
+    n = total * AUTH_ROUNDS
+    with (
+        firewall(triton, "rules_only", tmp, name="auth_off") as (plain, _),
+        firewall(triton, "rules_only", tmp, name="auth_off_2") as (plain2, _),
+        firewall(triton, "rules_only", tmp, auth=section, name="auth_on") as (keyed, _),
+    ):
+        off, off2, on = _alternating([(plain, None), (plain2, None), (keyed, headers)], prompts, n)
+    p50 = {k: float(np.median(v)) for k, v in (("off", off), ("off2", off2), ("on", on))}
+    return {
+        "policy": "rules_only",
+        "auth": "api_key",
+        "concurrency": 1,
+        "requests_each": n,
+        "auth_off_p50_ms": round(p50["off"], 4),
+        "auth_on_p50_ms": round(p50["on"], 4),
+        "added_p50_ms": round(p50["on"] - p50["off"], 4),
+        "noise_aa_p50_ms": round(p50["off2"] - p50["off"], 4),
+        "paired_median_diff_ms": round(float(np.median(np.subtract(on, off))), 4),
+        "auth_off_p99_ms": round(float(np.percentile(off, 99)), 4),
+        "auth_on_p99_ms": round(float(np.percentile(on, 99)), 4),
+        "authenticate_us": round(_authenticate_us(auth.keys_file, auth.secret_file, key), 2),
+    }
+
+
+def run(
+    *, quick: bool = False, out_dir: Path | None = None, auth_only: bool = False, **_: Any
+) -> dict[str, Any]:
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -313,6 +409,17 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
         return suite_result(SUITE, status="skipped", reason=f"needs pytriton: {exc}")
     counts = QUICK_REQUESTS if quick else REQUESTS
     prompts = _benign_prompts(200)
+    if auth_only:
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
+            row = auth_row(triton, prompts, counts[1], Path(tmp))
+        print(json.dumps(row), flush=True)
+        return suite_result(
+            SUITE,
+            baseline="the same firewall without a keys file, requests alternating, same run",
+            rows=[row],
+            headline={"auth_added_p50_ms": row["added_p50_ms"]},
+            notes=["client, Triton and the three firewalls share this machine's CPUs"],
+        )
     rows: list[dict[str, Any]] = []
     headline: dict[str, Any] = {}
     notes: list[str] = []
@@ -358,12 +465,16 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+        auth = auth_row(triton, prompts, counts[1], Path(tmp))
+        print(json.dumps(auth), flush=True)
+    headline["auth_added_p50_ms"] = auth["added_p50_ms"]
+    rows.append(auth)
     for r in rows:
         # Headline: concurrency 1 for latency (no queueing), 64 for throughput.
-        if r["concurrency"] == 1:
+        if r["concurrency"] == 1 and "auth" not in r:
             headline[f"added_p50_ms_{r['policy']}"] = r["added_p50_ms"]
             headline[f"added_p99_ms_{r['policy']}"] = r["added_p99_ms"]
-        if r["concurrency"] == 64:
+        if r["concurrency"] == 64 and "auth" not in r:
             headline[f"throughput_ratio_{r['policy']}"] = r["throughput_ratio"]
             headline[f"fw_cpu_ms_per_req_{r['policy']}"] = r["fw_cpu_ms_per_req"]
     return suite_result(
@@ -382,10 +493,11 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--auth-only", action="store_true", help="only the API-key auth row")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
-    out = args.json or RESULTS_DIR / "e2e.json"
-    res = run(quick=args.quick, out_dir=out.parent)
+    out = args.json or RESULTS_DIR / ("e2e_auth.json" if args.auth_only else "e2e.json")
+    res = run(quick=args.quick, out_dir=out.parent, auth_only=args.auth_only)
     return finish(res, out)
 
 

@@ -110,11 +110,14 @@ class AuditLog:
         stage: str,
         model: str = "",
         caller: str = "",
+        key_id: str = "",
         rpc: str = "",
         trace_id: str = "",
     ) -> None:
         """Record screening results (``(original text, result)`` pairs) that were not allowed,
-        or all of them with ``record_allowed``."""
+        or all of them with ``record_allowed``. ``caller`` is the tenant (or, for anonymous
+        callers, the address) and ``key_id`` the API key's public id. Each recorded check
+        carries its full reason and details (rule ids), which the caller is not shown."""
         for text, res in results:
             if res.decision is Decision.ALLOW and not self.record_allowed:
                 continue
@@ -125,6 +128,7 @@ class AuditLog:
                     "rpc": rpc,
                     "model": model,
                     "caller": caller,
+                    "key_id": key_id,
                     "decision": res.decision.value,
                     "score": round(res.score, 6),
                     "categories": res.categories,
@@ -135,6 +139,8 @@ class AuditLog:
                             "status": v.status.value,
                             "score": round(v.score, 6),
                             "categories": list(v.categories),
+                            "reason": v.reason,
+                            "details": dict(v.details),
                         }
                         for v in res.verdicts
                         if v.decision is not Decision.ALLOW or v.status.value != "ok"

@@ -1,4 +1,4 @@
-"""The ``infershield`` command line: scan, rules, serve, models, eval, top, audit."""
+"""The ``infershield`` command line: scan, rules, serve, models, eval, top, audit, keys."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def _subcommand_registrars() -> list[Any]:
 
     return [register("infershield.rules.cli"), register("infershield.server.cli"),
             _register_models, register("infershield.training.cli"),
-            register("infershield.top"), register("infershield.audit_cli")]
+            register("infershield.top"), register("infershield.audit_cli"),
+            register("infershield.auth.cli")]
 
 
 def _register_models(sub: Any) -> None:

@@ -8,6 +8,7 @@ field (``policy.input[2].options.threshold``) on an unknown key or a wrong type.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import types
@@ -57,16 +58,36 @@ class PolicyConfig:
     text_tensors: tuple[str, ...] = ()
     #: Requests that use shared-memory regions carry data the firewall cannot see.
     allow_shared_memory: bool = False
-    #: Repository load/unload, shared-memory registration, trace/log settings.
-    allow_admin_rpcs: bool = False
     #: A pipeline (input or output) with no enabled check is a start-up error unless this is
     #: true: an omitted or emptied section must never switch screening off by accident.
     allow_empty: bool = False
+    #: Tell a blocked caller which check blocked and why (rule ids). Off by default: the
+    #: caller learns only the stage and the category, so it cannot iterate against the rules;
+    #: the full detail goes to the audit log and the trace either way.
+    explain_blocks: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerTlsConfig:
+    """TLS on the listener; ``client_ca`` also requires client certificates (mTLS)."""
+
+    #: PEM certificate chain and private key; both or neither.
+    cert: str = ""
+    key: str = ""
+    #: PEM CA bundle that client certificates must chain to; set, it turns on mTLS.
+    client_ca: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     listen: str = "127.0.0.1:8001"
+    tls: ServerTlsConfig = field(default_factory=ServerTlsConfig)
+    #: Allow a non-loopback ``listen`` without authentication (no keys file, no mTLS).
+    insecure: bool = False
+    #: Caller addresses (CIDRs) allowed to call at all; empty allows every address.
+    allow_cidrs: tuple[str, ...] = ()
+    #: Proxies (CIDRs) whose ``x-forwarded-for`` names the real caller.
+    trusted_proxies: tuple[str, ...] = ()
     #: Largest message the firewall sends to a client or accepts from its upstream (responses
     #: can be large). What it *receives* from clients is capped by gRPC itself at
     #: ``limits.max_request_bytes`` plus :data:`FRAMING_BYTES` (see
@@ -82,6 +103,20 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BackendTlsConfig:
+    """TLS to the upstream Triton: on when ``enabled``, or when ``ca`` or ``cert`` is set."""
+
+    enabled: bool = False
+    #: PEM CA bundle that the upstream's certificate must chain to (empty: system roots).
+    ca: str = ""
+    #: Client certificate and key, when the upstream wants mTLS.
+    cert: str = ""
+    key: str = ""
+    #: Name to verify the upstream's certificate against, when it differs from the host.
+    server_name: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackendConfig:
     kind: Literal["local", "triton"] = "local"
     #: ``HOST:PORT`` of an upstream Triton (``triton://`` prefix allowed).
@@ -92,6 +127,7 @@ class BackendConfig:
     workers: int = 1
     worker_memory_mb: int = 2048
     worker_cpu_seconds: int = 3600
+    tls: BackendTlsConfig = field(default_factory=BackendTlsConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,11 +144,12 @@ class LimitsConfig:
     deadline_s: float = 30.0
     #: Longest one check may take on one batch before the request fails (stage check:<name>).
     check_budget_s: float = 5.0
-    #: Per-caller (peer address) token bucket for screened calls; 0 turns it off.
+    #: Per-caller token bucket for screened calls (the tenant; an anonymous caller's
+    #: address); 0 turns it off.
     rate_per_s: float = 0.0
     #: Bucket size (burst); 0 means ``max(1, rate_per_s)``.
     rate_burst: int = 0
-    #: Automated incident response: a caller (peer address) whose requests are blocked this
+    #: Automated incident response: a caller (tenant, or address) whose requests are blocked this
     #: many times within ``quarantine_window_s`` is refused for ``quarantine_s``. 0 turns it
     #: off (the default: behind a proxy every caller shares one address).
     quarantine_after_blocks: int = 0
@@ -150,6 +187,32 @@ class AuditConfig:
     record_allowed: bool = False
 
 
+#: Roles a key can hold: ``infer`` (inference), ``scan`` (the Scan RPC), ``admin`` (model
+#: load/unload, shared-memory registration, trace/log settings).
+ROLES = ("infer", "scan", "admin")
+#: Services that can be left open to callers without a key (see ``auth.public``).
+PUBLIC_SERVICES = ("health", "reflection")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    """API keys and tenants (see :mod:`infershield.auth`)."""
+
+    #: Keys file written by ``infershield keys``; set, every call needs a key (or a client
+    #: certificate the file names). Empty, callers are anonymous (loopback or mTLS only).
+    keys_file: str = ""
+    #: Environment variable holding the server secret that keys are hashed with; unset, the
+    #: secret is read from ``secret_file``.
+    secret_env: str = "INFERSHIELD_KEYS_SECRET"
+    #: File holding the server secret; empty means the keys file's path plus ``.secret``.
+    secret_file: str = ""
+    #: Roles of anonymous callers (no keys file).
+    anonymous_roles: tuple[str, ...] = ("infer", "scan")
+    #: Services open without a key: ``health`` (gRPC health, ServerLive, ServerReady) and
+    #: ``reflection``.
+    public: tuple[str, ...] = PUBLIC_SERVICES
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -158,6 +221,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     #: Where compiled rule databases and built models are cached.
     cache_dir: str = ""
 
@@ -180,6 +244,13 @@ class Config:
 
 # --------------------------------------------------------------------------- building
 
+#: Fields that existed once, with what replaces them: a config naming one gets this message.
+REMOVED_FIELDS: dict[str, str] = {
+    "policy.allow_admin_rpcs": "removed; admin RPCs now need a caller with the 'admin' role: "
+    "an API key created with `infershield keys create --role admin` (auth.keys_file), or, "
+    "without keys, auth.anonymous_roles: [infer, scan, admin]",
+}
+
 
 def build(cls: type[T], data: Any, path: str = "") -> T:
     """Validate ``data`` (a mapping) against dataclass ``cls``; raise ConfigError on a misfit."""
@@ -191,6 +262,8 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in fields:
+            if where in REMOVED_FIELDS:
+                raise ConfigError(f"{where}: {REMOVED_FIELDS[where]}")
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown field (known: {known})")
         kwargs[key] = _coerce(hints[key], value, where)
@@ -438,6 +511,52 @@ def validate(cfg: Config) -> None:
     if cfg.server.metrics_listen not in ("", "auto"):
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
     _check_not_empty(cfg.policy)
+    _validate_access(cfg)
+
+
+def _validate_access(cfg: Config) -> None:
+    srv, auth = cfg.server, cfg.auth
+    for name in ("allow_cidrs", "trusted_proxies"):
+        for i, cidr in enumerate(getattr(srv, name)):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"server.{name}[{i}]: expected an address or CIDR, got {cidr!r}"
+                ) from None
+    if bool(srv.tls.cert) != bool(srv.tls.key):
+        raise ConfigError("server.tls.cert/key: set both (PEM certificate chain and key) or none")
+    if srv.tls.client_ca and not srv.tls.cert:
+        raise ConfigError("server.tls.client_ca: mTLS needs server.tls.cert and key as well")
+    btls = cfg.backend.tls
+    if bool(btls.cert) != bool(btls.key):
+        raise ConfigError("backend.tls.cert/key: set both (client certificate and key) or none")
+    for i, role in enumerate(auth.anonymous_roles):
+        if role not in ROLES:
+            raise ConfigError(f"auth.anonymous_roles[{i}]: unknown role {role!r} (known: "
+                              f"{', '.join(ROLES)})")
+    for i, svc in enumerate(auth.public):
+        if svc not in PUBLIC_SERVICES:
+            raise ConfigError(f"auth.public[{i}]: unknown service {svc!r} (known: "
+                              f"{', '.join(PUBLIC_SERVICES)})")
+    authenticated = bool(auth.keys_file or srv.tls.client_ca)
+    if not authenticated and not is_loopback(srv.listen.rpartition(":")[0]) and not srv.insecure:
+        raise ConfigError(
+            f"server.listen: {srv.listen} is reachable from other hosts and nobody is "
+            "authenticated; set auth.keys_file (API keys) or server.tls.client_ca (mTLS), "
+            "or server.insecure: true to serve it open anyway"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host only accepts local connections (``localhost``, 127/8, ::1)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to anything
 
 
 def _check_not_empty(policy: PolicyConfig) -> None:

@@ -59,7 +59,24 @@ class LimitExceeded(FirewallError):
 
 
 class Unauthenticated(FirewallError):
+    """No credentials, or credentials the server does not know (an unknown or revoked key)."""
+
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class AccessDenied(FirewallError):
+    """A known caller asked for something it may not have: a model outside its list, an RPC
+    its roles do not cover, or a call from an address outside ``server.allow_cidrs``.
+    ``what`` (``model``, ``role``, ``address``, ``service``) goes to the trailers."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("infershield-denied", self.what),)
 
 
 class PermissionDenied(FirewallError):
@@ -82,7 +99,14 @@ class Quarantined(FirewallError):
 
 
 class Blocked(FirewallError):
-    """A check blocked the request or the response."""
+    """A check blocked the request or the response.
+
+    By default the caller learns the stage and the category only (``blocked on input
+    (category: injection)``): naming the check and the rules that matched would let an
+    attacker iterate against them. ``explain=True`` (``policy.explain_blocks``) adds the
+    check and its reason to the message and the trailers. ``details`` (rule ids …) is for
+    the audit log and the trace, never for the caller.
+    """
 
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
 
@@ -94,20 +118,33 @@ class Blocked(FirewallError):
         categories: tuple[str, ...] = (),
         stage: str = "input",
         score: float = 1.0,
+        explain: bool = False,
+        details: tuple[tuple[str, str], ...] = (),
     ) -> None:
         cats = ",".join(categories) if categories else "none"
-        super().__init__(f"blocked by {check} on {stage} (category: {cats}): {reason}")
+        if explain:
+            message = f"blocked by {check} on {stage} (category: {cats}): {reason}"
+        else:
+            message = f"blocked on {stage} (category: {cats})"
+        super().__init__(message)
         self.check = check
         self.reason = reason
         self.categories = categories
         self.stage = stage
         self.score = score
+        self.explain = explain
+        self.details = details
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (
-            ("infershield-blocked-by", self.check),
+        out = (
             ("infershield-stage", self.stage),
             ("infershield-category", ",".join(self.categories)),
+        )
+        if not self.explain:
+            return out
+        return (
+            ("infershield-blocked-by", self.check),
+            *out,
             ("infershield-reason", _ascii(self.reason)),
         )
 

@@ -22,6 +22,7 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.audit import AuditLog
+from infershield.auth.access import Identity, authorize, request_model
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import (
     TextTensor,
@@ -33,6 +34,7 @@ from infershield.backends.tensors import (
     validate_request_tensors,
 )
 from infershield.checks.base import CheckContext, Stage
+from infershield.config import PolicyConfig
 from infershield.errors import (
     BackendUnavailable,
     Blocked,
@@ -55,6 +57,7 @@ from infershield.reload import pinned_policy
 from infershield.telemetry.instrument import (
     current_rpc_name,
     current_trace_id,
+    record_block,
     upstream_timer,
 )
 from infershield.tokens import HFTokenCounter, TokenCounters
@@ -65,22 +68,8 @@ INLINE_SCREEN_CHARS = 8192
 
 log = logging.getLogger(__name__)
 
-#: RPCs that change server state or expose its internals: denied unless
-#: ``policy.allow_admin_rpcs``.
-ADMIN_METHODS: frozenset[str] = frozenset(
-    {
-        "RepositoryModelLoad",
-        "RepositoryModelUnload",
-        "SystemSharedMemoryRegister",
-        "SystemSharedMemoryUnregister",
-        "CudaSharedMemoryRegister",
-        "CudaSharedMemoryUnregister",
-        "TraceSetting",
-        "LogSettings",
-    }
-)
-#: Triton protocol extensions whose RPCs are all or partly in ADMIN_METHODS: ServerMetadata
-#: does not advertise them while the policy refuses admin RPCs.
+#: Triton protocol extensions whose RPCs are all or partly admin RPCs: ServerMetadata does
+#: not advertise them to a caller without the ``admin`` role.
 ADMIN_EXTENSIONS: frozenset[str] = frozenset(
     {"model_repository", "model_repository(unload_dependents)", "system_shared_memory",
      "cuda_shared_memory", "trace", "logging"}
@@ -207,7 +196,8 @@ class Firewall:
                 zip(texts, results, strict=True),
                 stage=stage,
                 model=model,
-                caller=ctx.peer,
+                caller=ctx.caller,
+                key_id=ctx.identity.key_id if ctx.identity is not None else "",
                 rpc=current_rpc_name(),
                 trace_id=current_trace_id(),
             )
@@ -228,6 +218,7 @@ class Firewall:
         self, texts: Sequence[str], stage: Stage, ctx: CallContext, *, model: str = ""
     ) -> list[PipelineResult]:
         """Screen texts without calling a model (the ``Scan`` RPC and ``infershield scan``)."""
+        authorize(ctx.identity, "Scan", model)
         policy = self.policy
         check_inputs(texts, policy.config.limits, self.tokens.get(model))
         return await self.screen(policy, texts, stage, ctx, model=model)
@@ -243,6 +234,7 @@ class Firewall:
         request_id: str = "",
     ) -> InferOutcome:
         """The ``Infer`` RPC: put ``text`` into the model's text input and run it."""
+        authorize(ctx.identity, "Infer", model)
         policy = self.policy
         schema = await self.schema(model, version, ctx)
         names = policy.config.policy.text_tensors
@@ -274,20 +266,21 @@ class Firewall:
     # ------------------------------------------------------------------ Triton drop-in
 
     async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
-        """Any unary Triton RPC other than ModelInfer: admin RPCs need the policy's consent."""
+        """Any unary Triton RPC: the caller's roles and models decide (admin RPCs need the
+        ``admin`` role); the repository index and statistics list only the caller's models."""
+        authorize(ctx.identity, method, request_model(method, request))
         if method == "ModelInfer":
             return await self.model_infer(request, ctx)
-        if method in ADMIN_METHODS and not self.policy.config.policy.allow_admin_rpcs:
-            raise PermissionDenied(
-                f"{method} is an admin RPC and the policy does not allow admin RPCs "
-                "(policy.allow_admin_rpcs)"
-            )
         response = await self.forward(method, request, ctx)
-        if method == "ServerMetadata" and not self.policy.config.policy.allow_admin_rpcs:
+        if method == "ServerMetadata" and ctx.identity is not None and (
+            "admin" not in ctx.identity.roles
+        ):
             # A client must not be told of features the firewall then refuses.
             kept = [e for e in response.extensions if e not in ADMIN_EXTENSIONS]
             del response.extensions[:]
             response.extensions.extend(kept)
+        if ctx.identity is not None and ctx.identity.models is not None:
+            _restrict_listing(method, response, ctx.identity)
         return response
 
     async def model_infer(
@@ -303,6 +296,7 @@ class Firewall:
         response before it goes back. A block or a bad request becomes an in-stream error
         response (with ``triton_final_response``), never a silent truncation; later responses
         of a blocked decoupled request are dropped. Upstream failure ends the stream."""
+        authorize(ctx.identity, "ModelStreamInfer")
         policy = self.policy
         out: asyncio.Queue[pb.ModelStreamInferResponse | BaseException | None] = asyncio.Queue()
         upstream: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
@@ -312,6 +306,7 @@ class Firewall:
             try:
                 async for req in requests:
                     try:
+                        authorize(ctx.identity, "ModelStreamInfer", req.model_name)
                         await self._check_request(policy, req, ctx)
                     except FirewallError as exc:
                         await out.put(_stream_error(req.id, req.model_name, req.model_version, exc))
@@ -416,7 +411,7 @@ class Firewall:
         texts = [s for t in tensors for s in t.texts]
         check_inputs(texts, cfg.limits, self.tokens.get(req.model_name))
         results = await self.screen(policy, texts, "input", ctx, model=req.model_name)
-        _apply(results, tensors, "input", lambda t, s: rewrite_input(req, t, s))
+        _apply(results, tensors, "input", lambda t, s: rewrite_input(req, t, s), cfg.policy)
         return tuple(results)
 
     async def _check_response(
@@ -432,7 +427,8 @@ class Firewall:
         if counter is not None:
             check_output_texts(texts, policy.config.limits, counter, meter)
         results = await self.screen(policy, texts, "output", ctx, model=resp.model_name)
-        _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s))
+        pcfg = policy.config.policy
+        _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s), pcfg)
         return tuple(results)
 
     async def _infer(
@@ -450,13 +446,27 @@ class Firewall:
         return InferOutcome(resp, in_results, out_results)
 
 
+def _restrict_listing(method: str, response: Any, identity: Identity) -> None:
+    """Drop the models ``identity`` may not use from a listing response."""
+    field = {"RepositoryIndex": "models", "ModelStatistics": "model_stats"}.get(method)
+    if field is None:
+        return
+    entries = getattr(response, field)
+    keep = [m for m in entries if identity.may_use(m.name)]
+    del entries[:]
+    entries.extend(keep)
+
+
 def _apply(
     results: Sequence[PipelineResult],
     tensors: Sequence[TextTensor],
     stage: Stage,
     rewrite: Any,
+    policy: PolicyConfig,
 ) -> None:
-    """Raise Blocked for the first blocked element; apply REDACT rewrites to the tensors."""
+    """Raise Blocked for the first blocked element; apply REDACT rewrites to the tensors.
+
+    What the caller learns follows ``policy.explain_blocks``; the span gets the detail."""
     it = iter(results)
     for t in tensors:
         mine = [next(it) for _ in t.texts]
@@ -464,13 +474,17 @@ def _apply(
             if r.blocked:
                 v = r.blocking_verdict
                 assert v is not None  # a blocked result has a blocking verdict
-                raise Blocked(
+                exc = Blocked(
                     check=v.check,
                     reason=f"{v.reason} ({stage} {t.name!r} element {i})",
                     categories=v.categories or tuple(r.categories),
                     stage=stage,
                     score=r.score,
+                    explain=policy.explain_blocks,
+                    details=v.details,
                 )
+                record_block(exc)
+                raise exc
         if any(r.decision is Decision.REDACT for r in mine):
             rewrite(t, [r.text for r in mine])
 

@@ -241,7 +241,7 @@ def test_repeated_blocks_quarantine_the_caller() -> None:
                     with pytest.raises(grpc.aio.AioRpcError) as ei:
                         await call(b"attack", timeout=5)
                     assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
-                    assert "blocked by signatures" in (ei.value.details() or "")
+                    assert "blocked on input" in (ei.value.details() or "")
                 # Now even a benign request from this caller is refused, and says why.
                 with pytest.raises(grpc.aio.AioRpcError) as ei:
                     await call(b"benign", timeout=5)

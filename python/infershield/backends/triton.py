@@ -34,7 +34,7 @@ from infershield.telemetry.instrument import (
 from infershield.telemetry.tracing import inject_metadata
 
 if TYPE_CHECKING:
-    from infershield.config import Config
+    from infershield.config import BackendTlsConfig, Config
 
 log = logging.getLogger(__name__)
 SERVICE = "/inference.GRPCInferenceService/"
@@ -101,8 +101,11 @@ class TritonBackend(Backend):
         keepalive_ms: int = 30_000,
         breaker_failures: int = 5,
         breaker_reset_s: float = 2.0,
+        tls: BackendTlsConfig | None = None,
     ) -> None:
+        """``tls`` (``backend.tls``) makes the channel TLS, with its CA and client pair."""
         self.target = parse_upstream(target)
+        self.tls = tls if tls is not None and (tls.enabled or tls.ca or tls.cert) else None
         self.max_message_bytes = max_message_bytes
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
@@ -125,10 +128,14 @@ class TritonBackend(Backend):
 
     @classmethod
     def from_config(cls, config: Config) -> TritonBackend:
-        return cls(config.backend.upstream, max_message_bytes=config.server.max_message_bytes)
+        return cls(
+            config.backend.upstream,
+            max_message_bytes=config.server.max_message_bytes,
+            tls=config.backend.tls,
+        )
 
     async def start(self) -> None:
-        opts = [
+        opts: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.keepalive_time_ms", self.keepalive_ms),
@@ -140,7 +147,15 @@ class TritonBackend(Backend):
             ("grpc.max_reconnect_backoff_ms", 1000),
             ("grpc.min_reconnect_backoff_ms", 100),
         ]
-        self._channel = grpc.aio.insecure_channel(self.target, options=opts)
+        if self.tls is not None:
+            from infershield.auth.tls import channel_credentials
+
+            if self.tls.server_name:
+                opts.append(("grpc.ssl_target_name_override", self.tls.server_name))
+            creds = channel_credentials(self.tls)
+            self._channel = grpc.aio.secure_channel(self.target, creds, options=opts)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target, options=opts)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ become statuses there). For each call to the Triton service or the own API it:
 - pins the live policy for the whole call (:meth:`PolicyHolder.pin`): a hot reload never
   changes the policy under a running request, and the old policy is closed only after the
   last request that uses it has finished;
+- names the caller by its tenant (:func:`caller_of`; anonymous callers by address);
 - refuses callers in quarantine (``limits.quarantine_after_blocks`` blocked requests within
   ``quarantine_window_s``; off by default) with PERMISSION_DENIED, and counts each Blocked
   request against its caller;
@@ -29,6 +30,7 @@ from typing import Any
 
 import grpc
 
+from infershield.auth.access import current_identity
 from infershield.errors import Blocked
 from infershield.limits import ConcurrencyLimiter, Deadline, Quarantine, RateLimiter
 from infershield.reload import PolicyHolder
@@ -55,6 +57,15 @@ def caller_key(peer: str) -> str:
     if peer.startswith(("ipv4:", "ipv6:")):
         return peer.rpartition(":")[0]
     return peer
+
+
+def caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Who the rate limit and quarantine count against: the authenticated tenant, else the
+    caller's address (behind a trusted proxy, the client's)."""
+    identity = current_identity()
+    if identity is not None:
+        return identity.caller
+    return caller_key(context.peer())
 
 
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -105,9 +116,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _check_rate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if self.quarantine is not None:
-            self.quarantine.check(caller_key(context.peer()))
+            self.quarantine.check(caller_of(context))
         if self.rate is not None:
-            self.rate.try_acquire(caller_key(context.peer()))
+            self.rate.try_acquire(caller_of(context))
 
     @contextlib.contextmanager
     def _striking(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
@@ -123,7 +134,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 "check": exc.check, "category": ",".join(exc.categories) or "none",
             })
             if self.quarantine is not None:
-                self.quarantine.strike(caller_key(context.peer()))
+                self.quarantine.strike(caller_of(context))
             raise
 
     @contextlib.contextmanager

@@ -25,14 +25,17 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.audit import AuditLog
+from infershield.auth.access import AccessControl
+from infershield.auth.tls import ServerTls
 from infershield.backends.base import Backend, build_backend
-from infershield.config import Config
+from infershield.config import Config, is_loopback
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
 from infershield.limits import ConcurrencyLimiter, Quarantine, RateLimiter
 from infershield.policy import Policy
 from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
+from infershield.server.access import AccessInterceptor
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
 from infershield.telemetry import metrics as _metrics
@@ -63,7 +66,7 @@ BACKLOG_OPTIONS: tuple[tuple[str, int], ...] = (
 
 
 def _on_quarantine(caller: str) -> None:
-    # The caller's address is operational data, not prompt text: safe to log.
+    # The caller's tenant or address is operational data, not prompt text: safe to log.
     log.warning("caller %s quarantined after repeated blocked requests", caller)
     m = _metrics.active()
     if m is not None:
@@ -113,6 +116,10 @@ class FirewallServer:
             else None
         )
         self.firewall: Firewall | None = None
+        #: API keys and the perimeter; reloaded with :meth:`reload_access`.
+        self.access = AccessControl(config)
+        self.tls = ServerTls(config.server.tls) if config.server.tls.cert else None
+        self._access_task: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
         self.port = 0
@@ -154,6 +161,7 @@ class FirewallServer:
             m.watch_queue(lambda: self.limiter.queued)  # read at scrape time
         interceptors = [
             ErrorInterceptor(),
+            AccessInterceptor(self.access, mtls=bool(cfg.server.tls.client_ca)),
             AdmissionInterceptor(self.limiter, self.holder, self.rate, self.quarantine),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
@@ -169,8 +177,12 @@ class FirewallServer:
                 ),
                 server,
             )
+        self._warn_exposure()
         try:
-            self.port = server.add_insecure_port(cfg.server.listen)
+            if self.tls is not None:
+                self.port = server.add_secure_port(cfg.server.listen, self.tls.credentials())
+            else:
+                self.port = server.add_insecure_port(cfg.server.listen)
         except RuntimeError as exc:
             await self.firewall.close()
             raise ConfigError(f"server.listen: cannot bind {cfg.server.listen}: {exc}") from None
@@ -178,6 +190,8 @@ class FirewallServer:
         self.server = server
         if self._watch_path:
             self._watch_task = asyncio.create_task(self.watcher.run(), name="policy-watch")
+        if self.access.enabled or self.tls is not None:
+            self._access_task = asyncio.create_task(self._watch_access(), name="access-watch")
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -210,9 +224,10 @@ class FirewallServer:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds, close."""
         grace = self.config.server.grace_period_s if grace is None else grace
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            self._watch_task = None
+        for task in (self._watch_task, self._access_task):
+            if task is not None:
+                task.cancel()
+        self._watch_task = self._access_task = None
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -225,6 +240,46 @@ class FirewallServer:
         if self.firewall is not None:
             await self.firewall.close()
             self.firewall = None
+
+    def _warn_exposure(self) -> None:
+        srv = self.config.server
+        open_to_all = not (self.access.enabled or srv.tls.client_ca)
+        if not is_loopback(srv.listen.rpartition(":")[0]):
+            if open_to_all:
+                # Only reachable with server.insecure: config validation refuses it otherwise.
+                log.warning(
+                    "server.insecure: %s is reachable from other hosts with no "
+                    "authentication; anyone who can connect can call every model",
+                    srv.listen,
+                )
+            elif self.tls is None:
+                log.warning(
+                    "%s has no TLS (server.tls): API keys and prompts cross the network in "
+                    "plain text",
+                    srv.listen,
+                )
+
+    async def reload_access(self) -> None:
+        """Re-read the keys file and the TLS certificates (SIGHUP); each keeps its old
+        version when the new one does not load."""
+        await asyncio.to_thread(self.access.reload)
+        if self.tls is not None:
+            await asyncio.to_thread(self.tls.reload)
+
+    async def _watch_access(self) -> None:
+        """Reload keys and certificates when their files change (polled like the policy)."""
+        while True:
+            await asyncio.sleep(self._reload_interval_s)
+            try:
+                # Reading and hashing the files is blocking I/O: off the event loop.
+                if await asyncio.to_thread(self.access.changed):
+                    await asyncio.to_thread(self.access.reload)
+                if self.tls is not None and await asyncio.to_thread(self.tls.changed):
+                    await asyncio.to_thread(self.tls.reload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watcher must outlive any one bad poll
+                log.exception("keys/certificate watch failed")
 
     async def wait(self) -> None:
         if self.server is not None:
@@ -240,7 +295,8 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain gracefully.
 
-    SIGHUP, or a change to ``config_path``, reloads the policy through ``loader``.
+    SIGHUP, or a change to ``config_path``, reloads the policy through ``loader``; SIGHUP also
+    reloads the keys file and the TLS certificates (which are also reloaded when they change).
     """
     app = FirewallServer(config, loader=loader, watch_path=config_path)
     await app.start()
@@ -249,7 +305,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     assert app.watcher is not None
-    app.watcher.install_sighup(loop)
+    app.watcher.install_sighup(loop, also=app.reload_access)
     try:
         await stop.wait()
         log.info("draining (grace %.1fs)", config.server.grace_period_s)

@@ -36,6 +36,8 @@ _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+#: Distinct ``tenant`` label values before further tenants are counted as ``other``.
+MAX_TENANT_LABELS = 100
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -96,6 +98,17 @@ class Metrics:
             f"{PREFIX}_upstream_circuit_transitions", "Circuit breaker state changes.",
             ["upstream", "state"], registry=r,
         )
+        self.auth_rejections = Counter(
+            f"{PREFIX}_auth_rejections", "Calls refused before any work: credentials (no, "
+            "unknown or revoked key) or address (outside server.allow_cidrs).", ["reason"],
+            registry=r,
+        )
+        self.tenant_requests = Counter(
+            f"{PREFIX}_tenant_requests", "Screened-service RPCs by caller tenant and gRPC status "
+            f"code (at most {MAX_TENANT_LABELS} tenants, then 'other').", ["tenant", "code"],
+            registry=r,
+        )
+        self._tenants: set[str] = set()
         self.upstream_errors = Counter(
             f"{PREFIX}_upstream_errors", "Upstream calls that failed, by gRPC status code.",
             ["code"], registry=r,
@@ -115,6 +128,15 @@ class Metrics:
         self.requests.labels(rpc, model or "-", decision, code).inc()
         if rpc not in STREAMING_RPCS:
             self.stage_latency.labels("total").observe(seconds)
+
+    def observe_tenant(self, tenant: str, code: str) -> None:
+        """One RPC by ``tenant`` (from the keys file, or ``anonymous``): a bounded label."""
+        if tenant not in self._tenants:
+            if len(self._tenants) >= MAX_TENANT_LABELS:
+                tenant = "other"
+            else:
+                self._tenants.add(tenant)
+        self.tenant_requests.labels(tenant, code).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)
