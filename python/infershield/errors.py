@@ -41,16 +41,22 @@ class NotFound(FirewallError):
 
 
 class LimitExceeded(FirewallError):
-    """A size, token, batch, concurrency or rate limit was exceeded; names the limit."""
+    """A size, token, batch, concurrency or rate limit was exceeded; names the limit.
+
+    ``retry_after_s`` (rate limits) becomes the ``retry-after`` trailer, in seconds.
+    """
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, *, limit: str) -> None:
+    def __init__(self, message: str, *, limit: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.limit = limit
+        self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("infershield-limit", self.limit),)
+        if self.retry_after_s is None:
+            return (("infershield-limit", self.limit),)
+        return (("infershield-limit", self.limit), ("retry-after", _seconds(self.retry_after_s)))
 
 
 class Unauthenticated(FirewallError):
@@ -73,7 +79,10 @@ class Quarantined(FirewallError):
         self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("infershield-quarantined", f"{self.retry_after_s:.0f}"),)
+        return (
+            ("infershield-quarantined", f"{self.retry_after_s:.0f}"),
+            ("retry-after", _seconds(self.retry_after_s)),
+        )
 
 
 class Blocked(FirewallError):
@@ -130,6 +139,11 @@ class UpstreamError(FirewallError):
     def __init__(self, message: str, code: grpc.StatusCode) -> None:
         super().__init__(message)
         self.grpc_code = code
+
+
+def _seconds(value: float) -> str:
+    # Millisecond resolution: a 50/s bucket refills in 0.020s, which whole seconds would hide.
+    return f"{max(0.0, min(value, 86400.0)):.3f}"
 
 
 def _ascii(text: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.abuse import control as abuse_control
 from infershield.audit import AuditLog
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import (
@@ -196,6 +197,9 @@ class Firewall:
                 )
         finally:
             budget.cancel()  # a caller gone or timed out: its thread runs no further checks
+        call = abuse_control.current_call()  # abuse control (issue #19)
+        if call is not None:
+            call.note_score(max(r.score for r in results))
         if self.audit is not None:
             self.audit.record_results(
                 zip(texts, results, strict=True),
@@ -204,6 +208,7 @@ class Firewall:
                 caller=ctx.peer,
                 rpc=current_rpc_name(),
                 trace_id=current_trace_id(),
+                request_id="" if call is None else call.request_id,
             )
         return results
 
@@ -223,7 +228,9 @@ class Firewall:
     ) -> list[PipelineResult]:
         """Screen texts without calling a model (the ``Scan`` RPC and ``infershield scan``)."""
         policy = self.policy
-        check_inputs(texts, policy.config.limits, self.tokens.get(model))
+        counter = self.tokens.get(model)
+        counts = check_inputs(texts, policy.config.limits, counter)
+        await abuse_control.charge_tokens(model, texts, sum(counts) if counter else None)
         return await self.screen(policy, texts, stage, ctx, model=model)
 
     async def infer_text(
@@ -402,7 +409,9 @@ class Firewall:
         (await self.schema(req.model_name, req.model_version, ctx)).validate(req)
         tensors = input_texts(req, cfg.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
-        check_inputs(texts, cfg.limits, self.tokens.get(req.model_name))
+        counter = self.tokens.get(req.model_name)
+        counts = check_inputs(texts, cfg.limits, counter)
+        await abuse_control.charge_tokens(req.model_name, texts, sum(counts) if counter else None)
         results = await self.screen(policy, texts, "input", ctx, model=req.model_name)
         _apply(results, tensors, "input", lambda t, s: rewrite_input(req, t, s))
         return tuple(results)
@@ -417,8 +426,10 @@ class Firewall:
         tensors = output_texts(resp, policy.config.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
         counter = self.tokens.get(resp.model_name)
+        n = None
         if counter is not None:
-            check_output_texts(texts, policy.config.limits, counter, meter)
+            n = check_output_texts(texts, policy.config.limits, counter, meter)
+        await abuse_control.charge_tokens(resp.model_name, texts, n, output=True)
         results = await self.screen(policy, texts, "output", ctx, model=resp.model_name)
         _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s))
         return tuple(results)
