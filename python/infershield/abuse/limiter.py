@@ -83,7 +83,7 @@ class CallerLimits:
         self._clock = clock
         self._on_store_state = on_store_state
         #: The local fallback (only used while a remote store is down).
-        self.local = store if isinstance(store, MemoryStore) else MemoryStore(clock=clock)
+        self.local = store if store.name == MemoryStore.name else MemoryStore(clock=clock)
         self._default = _buckets("*", cfg.default)
         self._loopback = None if cfg.loopback is None else _buckets("*", cfg.loopback)
         self._models = {m: _buckets(m, s) for m, s in cfg.models.items()}
