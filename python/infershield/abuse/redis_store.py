@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from infershield.abuse.store import Bucket, StoreUnavailable, Take
@@ -96,6 +98,9 @@ class RedisStore:
                 self.url,
                 socket_timeout=self.timeout_s,
                 socket_connect_timeout=self.timeout_s,
+                # One immediate retry replaces a pooled connection that died with a restarted
+                # Redis; the client's default (backoff up to seconds) would stall the caller.
+                retry=Retry(NoBackoff(), 1),
                 retry_on_timeout=False,
                 health_check_interval=0,
             )
