@@ -89,3 +89,63 @@ class RedisServer:
                 self.proc.kill()
                 self.proc.wait(10)
             self.proc = None
+
+
+class SourceProxy:
+    """A loopback TCP forwarder whose upstream connections come from ``source_ip``
+    (127.0.0.N), so the firewall sees a distinct caller per proxy. One proxy per (caller,
+    replica) lets one caller reach several replicas from the same address."""
+
+    def __init__(self, target_port: int, source_ip: str) -> None:
+        import asyncio
+        import threading
+
+        self.target_port = target_port
+        self.source_ip = source_ip
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        self.port: int = self._server.sockets[0].getsockname()[1]
+
+    async def _start(self) -> object:
+        import asyncio
+
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def _pipe(self, r: object, w: object) -> None:
+        import asyncio
+
+        reader: asyncio.StreamReader = r  # type: ignore[assignment]
+        writer: asyncio.StreamWriter = w  # type: ignore[assignment]
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, r: object, w: object) -> None:
+        import asyncio
+
+        try:
+            ur, uw = await asyncio.open_connection(
+                "127.0.0.1", self.target_port, local_addr=(self.source_ip, 0)
+            )
+        except OSError:
+            w.close()  # type: ignore[attr-defined]
+            return
+        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+
+    def close(self) -> None:
+        import asyncio
+
+        async def stop() -> None:
+            self._server.close()  # type: ignore[attr-defined]
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
