@@ -132,12 +132,16 @@ def _policy(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
-    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready."""
+def firewall(
+    upstream: str, policy: str, workdir: Path, extra: dict[str, Any] | None = None, tag: str = ""
+) -> Iterator[tuple[str, ProcStats]]:
+    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
+
+    ``extra`` adds config sections (the rate limiter rows)."""
     import tritonclient.grpc as tg
 
     port = _free_port()
-    cfg = workdir / f"{policy}.yaml"
+    cfg = workdir / f"{policy}{tag}.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
@@ -147,10 +151,11 @@ def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, P
                 # The bench measures screening cost, not the admission limits.
                 "limits": {"max_concurrency": 256, "max_queue": 1024},
                 "telemetry": {"log_level": "WARNING"},
+                **(extra or {}),
             }
         )
     )
-    log = (workdir / f"{policy}.log").open("w")
+    log = (workdir / f"{policy}{tag}.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "infershield", "serve", "--config", str(cfg)],
         stdout=log,
@@ -258,7 +263,105 @@ def _unbuildable(name: str) -> str:
     return ""
 
 
-def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[str, Any]:
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free loopback port; yields its URL."""
+    import shutil
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+    port = _free_port()
+    (workdir / "redis").mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir / "redis"),
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+#: Per-caller buckets on both axes, far above the bench's load: every call pays the
+#: check-and-take (requests at admission, tokens after tokenizing) and none is refused.
+_LIMITS = {
+    "default": {"requests_per_s": 1e6, "tokens_per_s": 1e9},
+}
+
+
+def ratelimit_rows(
+    triton: str, prompts: list[bytes], workdir: Path, *, quick: bool = False
+) -> list[dict[str, Any]]:
+    """The rate limiter's added latency: rules_only without a limiter, with the in-memory
+    buckets and with the Redis buckets, at concurrency 1 (rounds interleaved against drift)."""
+    n, rounds = (100, 2) if quick else (300, 3)
+    rows: list[dict[str, Any]] = []
+    with redis_server(workdir) as url:
+        modes: dict[str, dict[str, Any]] = {
+            "off": {},
+            "memory": {"ratelimit": {"backend": "memory", **_LIMITS}},
+            "redis": {"ratelimit": {"backend": "redis", "redis_url": url, **_LIMITS}},
+        }
+        with contextlib.ExitStack() as stack:
+            urls: dict[str, str] = {}
+            for m, extra in modes.items():
+                fw = firewall(triton, "rules_only", workdir, extra, f"-rl-{m}")
+                urls[m] = stack.enter_context(fw)[0]
+            lat: dict[str, list[float]] = {m: [] for m in modes}
+            for _ in range(rounds):
+                for m, u in urls.items():
+                    lat[m].extend(load_latencies(u, prompts, n))
+    base = summarize(lat["off"])
+    for m in ("memory", "redis"):
+        st = summarize(lat[m])
+        rows.append(
+            {
+                "policy": "rules_only",
+                "limiter": m,
+                "concurrency": 1,
+                "requests": st["n"],
+                "off_p50_ms": base["p50_ms"],
+                "on_p50_ms": st["p50_ms"],
+                "added_p50_ms": round(st["p50_ms"] - base["p50_ms"], 3),
+                "off_p99_ms": base["p99_ms"],
+                "on_p99_ms": st["p99_ms"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def load_latencies(url: str, prompts: list[bytes], n: int) -> list[float]:
+    """``n`` sequential ModelInfer calls (one client); their latencies in ms."""
+    import tritonclient.grpc as tg
+
+    out: list[float] = []
+    with tg.InferenceServerClient(url) as c:
+        inp = tg.InferInput("TEXT", [1, 1], "BYTES")
+        for i in range(n + 10):
+            inp.set_data_from_numpy(np.array([[prompts[i % len(prompts)]]], dtype=object))
+            t0 = time.perf_counter()
+            c.infer("echo", [inp], client_timeout=30)
+            if i >= 10:  # the first calls warm connections and caches
+                out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def run(
+    *, quick: bool = False, out_dir: Path | None = None, only_ratelimit: bool = False, **_: Any
+) -> dict[str, Any]:
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -276,8 +379,14 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
             notes.append(f"{name} policy not measured: {why}")
         else:
             policies.append(name)
+    limiter_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
-        for policy in policies:
+        if "rules_only" in policies:
+            try:
+                limiter_rows = ratelimit_rows(triton, prompts, Path(tmp), quick=quick)
+            except RuntimeError as exc:
+                notes.append(f"rate limiter rows not measured: {exc}")
+        for policy in [] if only_ratelimit else policies:
             with firewall(triton, policy, Path(tmp)) as (shield, stats):
                 for c in CONCURRENCY:
                     direct = load(triton, prompts, c, counts[c])
@@ -313,10 +422,13 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
             headline[f"added_p99_ms_{r['policy']}"] = r["added_p99_ms"]
         if r["concurrency"] == 64:
             headline[f"throughput_ratio_{r['policy']}"] = r["throughput_ratio"]
+    for r in limiter_rows:
+        headline[f"ratelimit_{r['limiter']}_added_p50_ms"] = r["added_p50_ms"]
     return suite_result(
         SUITE,
-        baseline="the same tritonclient load sent directly to Triton, in the same run",
-        rows=rows,
+        baseline="the same tritonclient load sent directly to Triton, in the same run; "
+        "for the rate limiter rows, the same firewall without a limiter",
+        rows=rows + limiter_rows,
         headline=headline,
         notes=[
             "client, Triton (pytriton echo model) and InferShield share this machine's CPUs",
@@ -330,9 +442,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument(
+        "--only-ratelimit",
+        action="store_true",
+        help="only the rate limiter rows (off/memory/redis)",
+    )
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / "e2e.json"
-    res = run(quick=args.quick, out_dir=out.parent)
+    res = run(quick=args.quick, out_dir=out.parent, only_ratelimit=args.only_ratelimit)
     return finish(res, out)
 
 

@@ -5,13 +5,16 @@ model), else ``ratelimit.loopback`` for anonymous loopback callers, else
 ``ratelimit.default``. The request axis is taken when a call is admitted; input tokens
 once the request has been tokenized (refused if the bucket cannot pay); output tokens once
 the response has been screened (taken anyway, the work is done: the bucket goes into debt
-and the caller's next calls wait it out).
+and the caller's next calls wait it out). On a remote store the output debit runs in the
+background, so the reply does not wait for that round trip.
 
 When the store is unreachable, ``on_error`` decides (see :class:`CallerLimits`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -89,6 +92,8 @@ class CallerLimits:
         self._models = {m: _buckets(m, s) for m, s in cfg.models.items()}
         self.down_since: float | None = None
         self._last_try = 0.0
+        #: Output-token debits in flight (remote store only; see charge_tokens).
+        self._pending: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -147,9 +152,14 @@ class CallerLimits:
                 f"request needs {tokens} tokens; this caller's token burst is {bucket.burst:g}",
                 limit="tokens_per_s",
             )
-        res = await self._guard(
-            lambda s, d: s.take(f"{caller}|tok|{b.scope}", bucket.scaled(d), tokens, force=output)
-        )
+        key = f"{caller}|tok|{b.scope}"
+        if output and self.store is not self.local:
+            # A debit is never refused, so the reply need not wait for the round trip.
+            task = asyncio.get_running_loop().create_task(self._debit(key, bucket, tokens))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return
+        res = await self._guard(lambda s, d: s.take(key, bucket.scaled(d), tokens, force=output))
         if not res.allowed:
             raise LimitExceeded(
                 f"token rate limit exceeded for this caller ({bucket.rate:g} tokens/s, burst "
@@ -157,6 +167,11 @@ class CallerLimits:
                 limit="tokens_per_s",
                 retry_after_s=res.retry_after_s,
             )
+
+    async def _debit(self, key: str, bucket: Bucket, tokens: int) -> None:
+        # The store down and refusing: there is nothing to debit against.
+        with contextlib.suppress(LimitExceeded):
+            await self._guard(lambda s, d: s.take(key, bucket.scaled(d), tokens, force=True))
 
     async def quarantine(self, caller: str, seconds: float) -> None:
         """Quarantine ``caller`` in the store (every replica enforces it)."""
@@ -237,6 +252,8 @@ class CallerLimits:
                 self._on_store_state(True)
 
     async def close(self) -> None:
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=1.0)
         await self.store.close()
 
 

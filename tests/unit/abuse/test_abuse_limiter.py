@@ -243,3 +243,22 @@ def test_quarantine_while_store_down_falls_back_locally() -> None:
             await lim.admit("a")
 
     run(main())
+
+
+def test_output_debit_on_a_remote_store_runs_in_the_background() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        store = FlakyStore(clock)
+        lim = CallerLimits(
+            RateLimitConfig(default=RateSpec(tokens_per_s=10, tokens_burst=100)),
+            store,
+            clock=clock,
+        )
+        await lim.charge_tokens("a", "m", 150, output=True)
+        assert store.calls == 0  # not awaited by the call
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert store.calls == 1
+        assert not store.take_now("a|tok|*", Bucket(10, 100), 1).allowed  # in debt
+
+    run(main())

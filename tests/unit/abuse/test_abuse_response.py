@@ -99,7 +99,7 @@ def test_webhook_queue_is_bounded(m: metrics.Metrics) -> None:
 
 def test_webhook_needs_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_SUCH_SECRET_ENV", raising=False)
-    with pytest.raises(ConfigError, match="anomaly.webhook.secret_env"):
+    with pytest.raises(ConfigError, match=r"anomaly\.webhook\.secret_env"):
         WebhookSender.from_config(
             WebhookConfig(url="http://127.0.0.1:1/", secret_env="NO_SUCH_SECRET_ENV"),
             on_result=None,
