@@ -106,9 +106,7 @@ def flood(
 
 
 @pytest.fixture
-def redis_replicas(
-    redis_server: RedisServer, tmp_path: Path
-) -> Iterator[Callable[..., Replicas]]:
+def redis_replicas(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[..., Replicas]]:
     made: list[Replicas] = []
 
     def make(**sections: Any) -> Replicas:
@@ -132,9 +130,7 @@ RATE, BURST, SECONDS = 20.0, 5.0, 3.0
 def test_shared_buckets_hold_each_caller_to_its_limit_across_replicas(
     redis_replicas: Callable[..., Replicas],
 ) -> None:
-    reps = redis_replicas(
-        ratelimit={"default": {"requests_per_s": RATE, "requests_burst": BURST}}
-    )
+    reps = redis_replicas(ratelimit={"default": {"requests_per_s": RATE, "requests_burst": BURST}})
     flooders = {ip: reps.caller(ip) for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4")}
     quiet = reps.caller("127.0.0.5")
     results: dict[str, tuple[Counter[str], float]] = {}
