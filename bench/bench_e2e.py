@@ -305,7 +305,9 @@ def ratelimit_rows(
     triton: str, prompts: list[bytes], workdir: Path, *, quick: bool = False
 ) -> list[dict[str, Any]]:
     """The rate limiter's added latency: rules_only without a limiter, with the in-memory
-    buckets and with the Redis buckets, at concurrency 1 (rounds interleaved against drift)."""
+    buckets, with the Redis buckets (both axes: two round trips per call, the output-token
+    debit off the reply path) and with a Redis request bucket only (one round trip), at
+    concurrency 1 (rounds interleaved against drift)."""
     n, rounds = (100, 2) if quick else (300, 3)
     rows: list[dict[str, Any]] = []
     with redis_server(workdir) as url:
@@ -313,6 +315,14 @@ def ratelimit_rows(
             "off": {},
             "memory": {"ratelimit": {"backend": "memory", **_LIMITS}},
             "redis": {"ratelimit": {"backend": "redis", "redis_url": url, **_LIMITS}},
+            # One round trip per call (quarantine + request bucket) instead of two.
+            "redis_requests_only": {
+                "ratelimit": {
+                    "backend": "redis",
+                    "redis_url": url,
+                    "default": {"requests_per_s": 1e6},
+                }
+            },
         }
         with contextlib.ExitStack() as stack:
             urls: dict[str, str] = {}
@@ -323,8 +333,23 @@ def ratelimit_rows(
             for _ in range(rounds):
                 for m, u in urls.items():
                     lat[m].extend(load_latencies(u, prompts, n))
+        takes = {m: store_take_latencies(m, url, n * rounds) for m in ("memory", "redis")}
+    for m, samples in takes.items():
+        st = summarize(samples)
+        rows.append(
+            {
+                "policy": "n/a (one check-and-take, in process)",
+                "limiter": f"{m}_store_take",
+                "concurrency": 1,
+                "requests": st["n"],
+                "on_p50_ms": st["p50_ms"],
+                "on_p99_ms": st["p99_ms"],
+                "added_p50_ms": st["p50_ms"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
     base = summarize(lat["off"])
-    for m in ("memory", "redis"):
+    for m in ("memory", "redis", "redis_requests_only"):
         st = summarize(lat[m])
         rows.append(
             {
@@ -341,6 +366,31 @@ def ratelimit_rows(
         )
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def store_take_latencies(backend: str, url: str, n: int) -> list[float]:
+    """``n`` sequential check-and-takes (quarantine + request bucket) on one store, in ms:
+    the limiter's own cost without the firewall's other noise."""
+    import asyncio
+
+    from infershield.abuse.redis_store import RedisStore
+    from infershield.abuse.store import Bucket, MemoryStore, Store
+
+    async def go() -> list[float]:
+        store: Store = MemoryStore() if backend == "memory" else RedisStore(url, timeout_s=1.0)
+        bucket = Bucket(1e6, 1e6)
+        out: list[float] = []
+        try:
+            for i in range(n + 50):
+                t0 = time.perf_counter()
+                await store.take("bench|req|*", bucket, 1, quarantine_key="bench")
+                if i >= 50:
+                    out.append((time.perf_counter() - t0) * 1000.0)
+        finally:
+            await store.close()
+        return out
+
+    return asyncio.run(go())
 
 
 def load_latencies(url: str, prompts: list[bytes], n: int) -> list[float]:
