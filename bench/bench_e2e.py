@@ -8,6 +8,8 @@ client), a bounded number of benign ~200-byte prompts is sent first directly, th
 the firewall, and we report the added p50/p99 latency and the throughput ratio
 (through / direct), plus the firewall process's own CPU per request and its resident memory
 (from /proc) as load grows. Blocked prompts are excluded (they never reach Triton).
+The ``raw_proxy`` rows are the floor: ``bench.raw_proxy``, a Python grpc.aio hop that forwards
+raw bytes and screens nothing, measured the same way.
 
 A benchmark measures; it never asserts a timing.
 
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -133,11 +135,21 @@ def _policy(name: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def firewall(
-    upstream: str, policy: str, workdir: Path, extra: dict[str, Any] | None = None, tag: str = ""
+    upstream: str,
+    policy: str,
+    workdir: Path,
+    *,
+    limits: dict[str, Any] | None = None,
+    python_args: Sequence[str] = ("-m", "infershield"),
+    extra: dict[str, Any] | None = None,
+    tag: str = "",
 ) -> Iterator[tuple[str, ProcStats]]:
     """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
 
-    ``extra`` adds config sections (the rate limiter rows)."""
+    ``limits`` replaces the bench's admission limits (``{}``: the defaults); ``python_args``
+    replaces ``-m infershield`` (a bench that patches the server before running the CLI);
+    ``extra`` adds config sections (the rate limiter rows) and ``tag`` names its files.
+    """
     import tritonclient.grpc as tg
 
     port = _free_port()
@@ -149,7 +161,9 @@ def firewall(
                 "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
                 "policy": _policy(policy),
                 # The bench measures screening cost, not the admission limits.
-                "limits": {"max_concurrency": 256, "max_queue": 1024},
+                "limits": {"max_concurrency": 256, "max_queue": 1024}
+                if limits is None
+                else limits,
                 "telemetry": {"log_level": "WARNING"},
                 **(extra or {}),
             }
@@ -157,7 +171,7 @@ def firewall(
     )
     log = (workdir / f"{policy}{tag}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infershield", "serve", "--config", str(cfg)],
+        [sys.executable, *python_args, "serve", "--config", str(cfg)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO_ROOT,
@@ -182,6 +196,38 @@ def firewall(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
+    """``bench.raw_proxy`` (a Python grpc.aio hop that screens nothing) as a separate process:
+    the floor of what a second hop in Python costs."""
+    import tritonclient.grpc as tg
+
+    url = f"127.0.0.1:{_free_port()}"
+    log = (workdir / "raw_proxy.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.raw_proxy", url, upstream],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bench.raw_proxy exited {proc.returncode}; see {log.name}")
+            with contextlib.suppress(Exception), tg.InferenceServerClient(url) as c:
+                if c.is_server_ready():
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench.raw_proxy did not become ready in 60 s")
+            time.sleep(0.2)
+        yield url, ProcStats(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(15)
         log.close()
 
 
@@ -327,7 +373,7 @@ def ratelimit_rows(
         with contextlib.ExitStack() as stack:
             urls: dict[str, str] = {}
             for m, extra in modes.items():
-                fw = firewall(triton, "rules_only", workdir, extra, f"-rl-{m}")
+                fw = firewall(triton, "rules_only", workdir, extra=extra, tag=f"-rl-{m}")
                 urls[m] = stack.enter_context(fw)[0]
             lat: dict[str, list[float]] = {m: [] for m in modes}
             for _ in range(rounds):
@@ -436,8 +482,13 @@ def run(
                 limiter_rows = ratelimit_rows(triton, prompts, Path(tmp), quick=quick)
             except RuntimeError as exc:
                 notes.append(f"rate limiter rows not measured: {exc}")
-        for policy in [] if only_ratelimit else policies:
-            with firewall(triton, policy, Path(tmp)) as (shield, stats):
+        for policy in [] if only_ratelimit else ("raw_proxy", *policies):
+            hop = (
+                raw_proxy(triton, Path(tmp))
+                if policy == "raw_proxy"
+                else firewall(triton, policy, Path(tmp))
+            )
+            with hop as (shield, stats):
                 for c in CONCURRENCY:
                     direct = load(triton, prompts, c, counts[c])
                     cpu0, t0 = stats.cpu_s(), time.perf_counter()
@@ -472,6 +523,7 @@ def run(
             headline[f"added_p99_ms_{r['policy']}"] = r["added_p99_ms"]
         if r["concurrency"] == 64:
             headline[f"throughput_ratio_{r['policy']}"] = r["throughput_ratio"]
+            headline[f"fw_cpu_ms_per_req_{r['policy']}"] = r["fw_cpu_ms_per_req"]
     for r in limiter_rows:
         headline[f"ratelimit_{r['limiter']}_added_p50_ms"] = r["added_p50_ms"]
     return suite_result(

@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
     v = asub.add_parser(
         "verify", help="verify an audit log's hash chain (with its rotated files <file>.N)"
     )
-    v.add_argument("file")
+    v.add_argument("file", help="the audit log (JSONL) to verify, with its rotated files")
     v.add_argument(
         "--key-env",
         default="INFERSHIELD_AUDIT_KEY",

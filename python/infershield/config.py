@@ -12,7 +12,7 @@ import logging
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -74,7 +74,10 @@ class ServerConfig:
     #: transport before it is buffered.
     max_message_bytes: int = 2**31 - 1
     grace_period_s: float = 10.0
-    metrics_listen: str = ""
+    #: Prometheus metrics endpoint. ``auto`` (the default): 127.0.0.1:9464, and a warning
+    #: instead of an error when that port is taken; ``HOST:PORT``: exactly there (a busy
+    #: port is a start-up error); empty: off.
+    metrics_listen: str = "auto"
     reflection: bool = True
 
 
@@ -371,12 +374,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        raise ConfigError(yaml_error(p, exc)) from None
     if data is None:
         raise ConfigError(f"{p}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data
+
+
+def yaml_error(path: str | Path, exc: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN: invalid YAML: problem``: names the file, not PyYAML's stream."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def env_sources(env: Mapping[str, str]) -> dict[str, str]:
+    """The dotted config field each ``INFERSHIELD_…`` variable sets -> the variable's name."""
+    return {".".join(p.lower() for p in key[len(ENV_PREFIX) :].split("__")): key
+            for key in env if key.startswith(ENV_PREFIX) and "__" in key}
+
+
+def name_env_source(exc: ConfigError, env: Mapping[str, str],
+                    shadowed: Collection[str] = ()) -> ConfigError:
+    """``exc`` prefixed with the environment variable that set the field it names, if any:
+    ``INFERSHIELD_LIMITS__MAX_BATCH: limits.max_batch: unknown field``. Fields in
+    ``shadowed`` (set again by a command-line flag) are not the variable's doing."""
+    for field_path, var in sorted(env_sources(env).items(), key=lambda kv: -len(kv[0])):
+        if field_path in shadowed:
+            continue
+        rest = exc.message[len(field_path):]
+        if exc.message.startswith(field_path) and rest[:1] in (":", ".", "["):
+            return ConfigError(f"{var}: {exc.message}")
+    return exc
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -439,8 +471,12 @@ def load_config(
             if value is not None:
                 _set_dotted(nested, dotted.split("."), value)
         data = deep_merge(data, nested)
-    cfg = build(Config, data)
-    validate(cfg)
+    try:
+        cfg = build(Config, data)
+        validate(cfg)
+    except ConfigError as exc:
+        shadowed = {k for k, v in (overrides or {}).items() if v is not None}
+        raise name_env_source(exc, os.environ if env is None else env, shadowed) from None
     return cfg
 
 
@@ -449,25 +485,12 @@ def validate(cfg: Config) -> None:
     from infershield.checks.base import known_types
 
     for stage in ("input", "output"):
-        specs = getattr(cfg.policy, stage)
-        for i, spec in enumerate(specs):
+        for i, spec in enumerate(getattr(cfg.policy, stage)):
             if spec.type not in known_types():
                 raise ConfigError(
                     f"policy.{stage}[{i}].type: unknown check type {spec.type!r} "
                     f"(known: {', '.join(known_types())})"
                 )
-        if not any(spec.enabled for spec in specs):
-            if not cfg.policy.allow_empty:
-                raise ConfigError(
-                    f"policy.{stage}: no enabled check; an empty pipeline screens nothing. "
-                    "Set policy.allow_empty: true to run without screening on purpose"
-                )
-            log.warning(
-                "policy.%s has no enabled check and policy.allow_empty is true: "
-                "%s traffic is NOT screened",
-                stage,
-                stage,
-            )
     if cfg.backend.kind == "triton" and not cfg.backend.upstream:
         raise ConfigError("backend.upstream: required when backend.kind is 'triton'")
     if not 0.0 <= cfg.telemetry.sample_ratio <= 1.0:
@@ -508,8 +531,27 @@ def validate(cfg: Config) -> None:
     if not 0 < be.timeout_s < float("inf"):
         raise ConfigError("backend.timeout_s: must be a positive, finite number of seconds")
     _check_hostport(cfg.server.listen, "server.listen")
-    if cfg.server.metrics_listen:
+    if cfg.server.metrics_listen not in ("", "auto"):
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
+    _check_not_empty(cfg.policy)
+
+
+def _check_not_empty(policy: PolicyConfig) -> None:
+    """A stage with no enabled check screens nothing: an error unless asked for explicitly."""
+    for stage in ("input", "output"):
+        if any(spec.enabled for spec in getattr(policy, stage)):
+            continue
+        if not policy.allow_empty:
+            raise ConfigError(
+                f"policy.{stage}: no enabled check; an empty pipeline screens nothing. "
+                "Set policy.allow_empty: true to run without screening on purpose"
+            )
+        log.warning(
+            "policy.%s has no enabled check and policy.allow_empty is true: "
+            "%s traffic is NOT screened",
+            stage,
+            stage,
+        )
 
 
 ANOMALY_FEATURES = ("request_rate", "input_size", "block_rate", "score", "error_rate")

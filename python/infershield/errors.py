@@ -41,22 +41,21 @@ class NotFound(FirewallError):
 
 
 class LimitExceeded(FirewallError):
-    """A size, token, batch, concurrency or rate limit was exceeded; names the limit.
-
-    ``retry_after_s`` (rate limits) becomes the ``retry-after`` trailer, in seconds.
-    """
+    """A size, token, batch, concurrency or rate limit was exceeded; names the limit."""
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, *, limit: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.limit = limit
+        #: For load shedding (``max_queue``, ``rate``): when a retry may succeed, in seconds.
         self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
         if self.retry_after_s is None:
             return (("infershield-limit", self.limit),)
-        return (("infershield-limit", self.limit), ("retry-after", _seconds(self.retry_after_s)))
+        # Seconds with millisecond resolution: a shed request may retry well within 1 s.
+        return (("infershield-limit", self.limit), ("retry-after", f"{self.retry_after_s:.3f}"))
 
 
 class Unauthenticated(FirewallError):

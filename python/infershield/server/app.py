@@ -10,6 +10,7 @@ loop (tests, benchmarks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -46,6 +47,22 @@ SERVICES = (
 )
 
 
+#: gRPC options that leave load shedding to the admission limiter. The asyncio server
+#: takes new calls from gRPC core one at a time, so a burst waits in core's backlog first.
+#: Past ``grpc.server.max_pending_requests`` (default 1,000) core drops calls at random and
+#: past the hard limit (3,000) all of them, and the caller sees CANCELLED, a status it never
+#: asked for (issue 18: 22% of a 3,000-call burst). With a deep backlog every call reaches
+#: the ConcurrencyLimiter, which sheds the excess within microseconds, with
+#: RESOURCE_EXHAUSTED and a retry-after. The backlog stays bounded: a waiting call holds at
+#: most one flow-control window (64 KB, BDP probing off). (Capping
+#: ``grpc.max_concurrent_streams`` instead makes core refuse the streams a client opened
+#: before it saw the setting: UNAVAILABLE, REFUSED_STREAM.)
+BACKLOG_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.server.max_pending_requests", 1 << 14),
+    ("grpc.server.max_pending_requests_hard_limit", 1 << 14),
+)
+
+
 def _on_quarantine(caller: str) -> None:
     # The caller's address is operational data, not prompt text: safe to log.
     log.warning("caller %s quarantined after repeated blocked requests", caller)
@@ -76,6 +93,7 @@ class FirewallServer:
         self._watch_path = watch_path
         self._reload_interval_s = reload_interval_s
         self._watch_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self.holder: PolicyHolder | None = None
         self.watcher: PolicyWatcher | None = None
         self.limiter = ConcurrencyLimiter.from_limits(config.limits)
@@ -127,6 +145,7 @@ class FirewallServer:
             ("grpc.max_receive_message_length", cfg.receive_limit_bytes),
             ("grpc.http2.bdp_probe", 0),
             ("grpc.so_reuseport", 0),
+            *BACKLOG_OPTIONS,
         ]
         # Reloads swap the policy here; requests pin theirs in the admission interceptor.
         self.holder = PolicyHolder(
@@ -173,7 +192,27 @@ class FirewallServer:
             cfg.server.listen.rpartition(":")[0] + f":{self.port}",
             self.firewall.backend.kind,
         )
+        # In the background: a slow upstream must not delay serving health checks.
+        self._probe_task = asyncio.create_task(self._probe_backend(), name="backend-probe")
         return self.port
+
+    async def _probe_backend(self) -> None:
+        """Say at start-up whether the backend answers, so a down upstream is not first
+        noticed as failing requests."""
+        assert self.firewall is not None
+        backend = self.firewall.backend
+        where = (f"upstream Triton {self.config.backend.upstream}" if backend.kind == "triton"
+                 else f"{backend.kind} backend")
+        try:
+            ready = await backend.ready()
+        except Exception as exc:  # a probe must never take the server down
+            log.warning("%s: start-up check failed (%s)", where, type(exc).__name__)
+            return
+        if ready:
+            log.info("%s is ready", where)
+        else:
+            log.warning("%s is not reachable or not ready: model calls fail with UNAVAILABLE "
+                        "until it is; the firewall keeps serving and reconnects", where)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds, close."""
@@ -181,6 +220,11 @@ class FirewallServer:
         if self._watch_task is not None:
             self._watch_task.cancel()
             self._watch_task = None
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
