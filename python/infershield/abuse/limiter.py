@@ -27,6 +27,8 @@ from infershield.errors import LimitExceeded, Quarantined
 
 log = logging.getLogger(__name__)
 
+#: Output-token debits allowed in flight; past this a debit is awaited (back-pressure).
+MAX_PENDING_DEBITS = 1024
 #: Caller ids of anonymous loopback callers (what ``caller_key`` returns for them).
 _LOOPBACK = ("ipv4:127.", "ipv6:[::1]", "unix:")
 
@@ -153,7 +155,7 @@ class CallerLimits:
                 limit="tokens_per_s",
             )
         key = f"{caller}|tok|{b.scope}"
-        if output and self.store is not self.local:
+        if output and self.store is not self.local and len(self._pending) < MAX_PENDING_DEBITS:
             # A debit is never refused, so the reply need not wait for the round trip.
             task = asyncio.get_running_loop().create_task(self._debit(key, bucket, tokens))
             self._pending.add(task)
