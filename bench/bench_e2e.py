@@ -150,6 +150,7 @@ def firewall(
     python_args: Sequence[str] = ("-m", "infershield"),
     auth: dict[str, Any] | None = None,
     name: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, ProcStats]]:
     """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
 
@@ -157,6 +158,7 @@ def firewall(
     replaces ``-m infershield`` (a bench that patches the server before running the CLI);
     ``auth`` is the config's ``auth`` section (a keys file), off by default; ``name`` names
     the config and log files (default: the policy).
+    ``extra`` adds config sections (the rate limiter rows).
     """
     import tritonclient.grpc as tg
 
@@ -173,6 +175,7 @@ def firewall(
     }
     if auth:
         data["auth"] = auth
+    data.update(extra or {})
     cfg.write_text(yaml.safe_dump(data))
     log = (workdir / f"{name}.log").open("w")
     proc = subprocess.Popen(
@@ -401,6 +404,154 @@ def auth_row(triton: str, prompts: list[bytes], total: int, tmp: Path) -> dict[s
 
 def run(
     *, quick: bool = False, out_dir: Path | None = None, auth_only: bool = False, **_: Any
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free loopback port; yields its URL."""
+    import shutil
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+    port = _free_port()
+    (workdir / "redis").mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir / "redis"),
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+#: Per-caller buckets on both axes, far above the bench's load: every call pays the
+#: check-and-take (requests at admission, tokens after tokenizing) and none is refused.
+_LIMITS = {
+    "default": {"requests_per_s": 1e6, "tokens_per_s": 1e9},
+}
+
+
+def ratelimit_rows(
+    triton: str, prompts: list[bytes], workdir: Path, *, quick: bool = False
+) -> list[dict[str, Any]]:
+    """The rate limiter's added latency: rules_only without a limiter, with the in-memory
+    buckets, with the Redis buckets (both axes: two round trips per call, the output-token
+    debit off the reply path) and with a Redis request bucket only (one round trip), at
+    concurrency 1 (rounds interleaved against drift)."""
+    n, rounds = (100, 2) if quick else (300, 3)
+    rows: list[dict[str, Any]] = []
+    with redis_server(workdir) as url:
+        modes: dict[str, dict[str, Any]] = {
+            "off": {},
+            "memory": {"ratelimit": {"backend": "memory", **_LIMITS}},
+            "redis": {"ratelimit": {"backend": "redis", "redis_url": url, **_LIMITS}},
+            # One round trip per call (quarantine + request bucket) instead of two.
+            "redis_requests_only": {
+                "ratelimit": {
+                    "backend": "redis",
+                    "redis_url": url,
+                    "default": {"requests_per_s": 1e6},
+                }
+            },
+        }
+        with contextlib.ExitStack() as stack:
+            urls: dict[str, str] = {}
+            for m, extra in modes.items():
+                fw = firewall(triton, "rules_only", workdir, extra=extra, name=f"rules_only-rl-{m}")
+                urls[m] = stack.enter_context(fw)[0]
+            lat: dict[str, list[float]] = {m: [] for m in modes}
+            for _ in range(rounds):
+                for m, u in urls.items():
+                    lat[m].extend(load_latencies(u, prompts, n))
+        takes = {m: store_take_latencies(m, url, n * rounds) for m in ("memory", "redis")}
+    for m, samples in takes.items():
+        st = summarize(samples)
+        rows.append(
+            {
+                "policy": "n/a (one check-and-take, in process)",
+                "limiter": f"{m}_store_take",
+                "concurrency": 1,
+                "requests": st["n"],
+                "on_p50_ms": st["p50_ms"],
+                "on_p99_ms": st["p99_ms"],
+                "added_p50_ms": st["p50_ms"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    base = summarize(lat["off"])
+    for m in ("memory", "redis", "redis_requests_only"):
+        st = summarize(lat[m])
+        rows.append(
+            {
+                "policy": "rules_only",
+                "limiter": m,
+                "concurrency": 1,
+                "requests": st["n"],
+                "off_p50_ms": base["p50_ms"],
+                "on_p50_ms": st["p50_ms"],
+                "added_p50_ms": round(st["p50_ms"] - base["p50_ms"], 3),
+                "off_p99_ms": base["p99_ms"],
+                "on_p99_ms": st["p99_ms"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def store_take_latencies(backend: str, url: str, n: int) -> list[float]:
+    """``n`` sequential check-and-takes (quarantine + request bucket) on one store, in ms:
+    the limiter's own cost without the firewall's other noise."""
+    import asyncio
+
+    from infershield.abuse.redis_store import RedisStore
+    from infershield.abuse.store import Bucket, MemoryStore, Store
+
+    async def go() -> list[float]:
+        store: Store = MemoryStore() if backend == "memory" else RedisStore(url, timeout_s=1.0)
+        bucket = Bucket(1e6, 1e6)
+        out: list[float] = []
+        try:
+            for i in range(n + 50):
+                t0 = time.perf_counter()
+                await store.take("bench|req|*", bucket, 1, quarantine_key="bench")
+                if i >= 50:
+                    out.append((time.perf_counter() - t0) * 1000.0)
+        finally:
+            await store.close()
+        return out
+
+    return asyncio.run(go())
+
+
+def load_latencies(url: str, prompts: list[bytes], n: int) -> list[float]:
+    """``n`` sequential ModelInfer calls (one client); their latencies in ms."""
+    import tritonclient.grpc as tg
+
+    out: list[float] = []
+    with tg.InferenceServerClient(url) as c:
+        inp = tg.InferInput("TEXT", [1, 1], "BYTES")
+        for i in range(n + 10):
+            inp.set_data_from_numpy(np.array([[prompts[i % len(prompts)]]], dtype=object))
+            t0 = time.perf_counter()
+            c.infer("echo", [inp], client_timeout=30)
+            if i >= 10:  # the first calls warm connections and caches
+                out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def run(
+    *, quick: bool = False, out_dir: Path | None = None, only_ratelimit: bool = False, **_: Any
 ) -> dict[str, Any]:
     try:
         import pytriton  # noqa: F401
@@ -430,8 +581,14 @@ def run(
             notes.append(f"{name} policy not measured: {why}")
         else:
             policies.append(name)
+    limiter_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
-        for policy in ("raw_proxy", *policies):
+        if "rules_only" in policies:
+            try:
+                limiter_rows = ratelimit_rows(triton, prompts, Path(tmp), quick=quick)
+            except RuntimeError as exc:
+                notes.append(f"rate limiter rows not measured: {exc}")
+        for policy in [] if only_ratelimit else ("raw_proxy", *policies):
             hop = (
                 raw_proxy(triton, Path(tmp))
                 if policy == "raw_proxy"
@@ -477,10 +634,13 @@ def run(
         if r["concurrency"] == 64 and "auth" not in r:
             headline[f"throughput_ratio_{r['policy']}"] = r["throughput_ratio"]
             headline[f"fw_cpu_ms_per_req_{r['policy']}"] = r["fw_cpu_ms_per_req"]
+    for r in limiter_rows:
+        headline[f"ratelimit_{r['limiter']}_added_p50_ms"] = r["added_p50_ms"]
     return suite_result(
         SUITE,
-        baseline="the same tritonclient load sent directly to Triton, in the same run",
-        rows=rows,
+        baseline="the same tritonclient load sent directly to Triton, in the same run; "
+        "for the rate limiter rows, the same firewall without a limiter",
+        rows=rows + limiter_rows,
         headline=headline,
         notes=[
             "client, Triton (pytriton echo model) and InferShield share this machine's CPUs",
@@ -495,9 +655,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     parser.add_argument("--auth-only", action="store_true", help="only the API-key auth row")
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument(
+        "--only-ratelimit",
+        action="store_true",
+        help="only the rate limiter rows (off/memory/redis)",
+    )
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / ("e2e_auth.json" if args.auth_only else "e2e.json")
     res = run(quick=args.quick, out_dir=out.parent, auth_only=args.auth_only)
+    out = args.json or RESULTS_DIR / "e2e.json"
+    res = run(quick=args.quick, out_dir=out.parent, only_ratelimit=args.only_ratelimit)
     return finish(res, out)
 
 

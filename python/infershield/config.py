@@ -185,6 +185,99 @@ class AuditConfig:
     key_env: str = "INFERSHIELD_AUDIT_KEY"
     #: Also record allowed texts (by default only blocks, redactions and check errors).
     record_allowed: bool = False
+    #: ``always``: each record is on disk (fsync) before the call that wrote it returns, so
+    #: a request's record is durable before its reply is sent; ``interval``: fsync at most
+    #: every ``fsync_interval_s``; ``never``: leave it to the OS (a crash may lose records).
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval_s: float = 1.0
+    #: Start a new file once the current one reaches this size (0: no size rotation).
+    rotate_bytes: int = 0
+    #: Start a new file once the current one is this old (0: no time rotation). Rotated files
+    #: are ``<path>.1``, ``<path>.2`` … (oldest first); the hash chain runs across them.
+    rotate_s: float = 0.0
+
+
+# --------------------------------------------------------------------------- abuse control
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateSpec:
+    """Token buckets of one caller: requests/s and model tokens/s, each with a burst.
+
+    0 turns an axis off; a burst of 0 means ``max(1, rate)``.
+    """
+
+    requests_per_s: float = 0.0
+    requests_burst: float = 0.0
+    tokens_per_s: float = 0.0
+    tokens_burst: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitConfig:
+    """Per-caller token buckets (see :mod:`infershield.abuse`)."""
+
+    #: ``memory``: buckets in this process; ``redis``: shared by every replica.
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "infershield"
+    #: Socket timeout of one Redis call.
+    redis_timeout_s: float = 0.05
+    #: Redis unreachable: ``fallback`` refuses calls for ``error_grace_s``, then limits each
+    #: replica locally at 1/``replicas`` of the rate; ``block`` refuses until it is back;
+    #: ``allow`` admits without limits (only on purpose).
+    on_error: Literal["fallback", "block", "allow"] = "fallback"
+    error_grace_s: float = 2.0
+    #: How many replicas share the Redis buckets (the local fallback's divisor N).
+    replicas: int = 1
+    #: How often a replica retries an unreachable Redis.
+    retry_interval_s: float = 0.5
+    #: Every caller, unless ``models`` or ``loopback`` says otherwise.
+    default: RateSpec = field(default_factory=RateSpec)
+    #: Anonymous callers on loopback (127.0.0.0/8, ::1, unix sockets); unset: ``default``.
+    loopback: RateSpec | None = None
+    #: Per-model buckets (per caller and model), replacing ``default`` for that model.
+    models: dict[str, RateSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookConfig:
+    url: str = ""
+    #: Environment variable holding the HMAC-SHA256 key that signs each alert.
+    secret_env: str = "INFERSHIELD_WEBHOOK_SECRET"
+    timeout_s: float = 2.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    #: Alerts waiting to be sent; past this, new alerts are dropped (and counted).
+    queue_size: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnomalyConfig:
+    """Per-caller streaming statistics and the automated response to departures."""
+
+    enabled: bool = False
+    #: Weight of a new sample in the EWMA mean and variance.
+    alpha: float = 0.05
+    #: Samples of a feature before it can raise anomalies.
+    warmup: int = 20
+    #: A sample this many standard deviations above the caller's mean is an anomaly.
+    z: float = 6.0
+    #: Floor of the standard deviation, relative to the mean (stops constant traffic from
+    #: turning a tiny change into a huge z).
+    min_rel_std: float = 0.1
+    #: Window (seconds) over which request rate, block rate and error rate are measured.
+    window_s: float = 10.0
+    #: At most one event per caller and feature within this many seconds.
+    cooldown_s: float = 60.0
+    #: Callers tracked (least recently seen are forgotten).
+    max_callers: int = 10_000
+    #: Response per feature (request_rate, input_size, block_rate, score, error_rate):
+    #: a list of ``log``, ``webhook``, ``quarantine``. Features not named get ``default``.
+    responses: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default_response: tuple[str, ...] = ("log",)
+    quarantine_s: float = 300.0
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 #: Roles a key can hold: ``infer`` (inference), ``scan`` (the Scan RPC), ``admin`` (model
@@ -222,6 +315,8 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     #: Where compiled rule databases and built models are cached.
     cache_dir: str = ""
 
@@ -498,6 +593,7 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"limits.{name}: must be a positive, finite number of seconds")
     if not 0 <= lim.rate_per_s < float("inf") or lim.rate_burst < 0:
         raise ConfigError("limits.rate_per_s/rate_burst: 0 (off) or a positive, finite number")
+    _validate_abuse(cfg)
     be = cfg.backend
     if cfg.server.max_message_bytes <= 0:
         raise ConfigError("server.max_message_bytes: must be positive")
@@ -575,6 +671,80 @@ def _check_not_empty(policy: PolicyConfig) -> None:
             stage,
             stage,
         )
+
+
+ANOMALY_FEATURES = ("request_rate", "input_size", "block_rate", "score", "error_rate")
+ANOMALY_ACTIONS = ("log", "webhook", "quarantine")
+
+
+def _positive(value: float, where: str, *, zero_ok: bool = False) -> None:
+    ok = (value >= 0 if zero_ok else value > 0) and value < float("inf")
+    if not ok:  # also rejects NaN
+        what = "0 or a positive" if zero_ok else "a positive"
+        raise ConfigError(f"{where}: must be {what}, finite number")
+
+
+def _validate_abuse(cfg: Config) -> None:
+    """``ratelimit``, ``anomaly`` and the audit trail's durability fields."""
+    rl = cfg.ratelimit
+    specs = {f"ratelimit.models.{m}": s for m, s in rl.models.items()}
+    specs["ratelimit.default"] = rl.default
+    if rl.loopback is not None:
+        specs["ratelimit.loopback"] = rl.loopback
+    for where, spec in specs.items():
+        for f in dataclasses.fields(spec):
+            _positive(getattr(spec, f.name), f"{where}.{f.name}", zero_ok=True)
+    lim = cfg.limits
+    if lim.rate_per_s > 0 and rl.default.requests_per_s > 0:
+        raise ConfigError(
+            "limits.rate_per_s: replaced by ratelimit.default.requests_per_s (and "
+            "limits.rate_burst by ratelimit.default.requests_burst); set only the new field"
+        )
+    if rl.backend == "redis" and not rl.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"ratelimit.redis_url: expected redis://HOST:PORT/DB, got {rl.redis_url!r}"
+        )
+    for name in ("redis_timeout_s", "retry_interval_s"):
+        _positive(getattr(rl, name), f"ratelimit.{name}")
+    _positive(rl.error_grace_s, "ratelimit.error_grace_s", zero_ok=True)
+    if rl.replicas < 1:
+        raise ConfigError("ratelimit.replicas: must be at least 1")
+    an = cfg.anomaly
+    if not 0 < an.alpha < 1:
+        raise ConfigError("anomaly.alpha: must be within (0, 1)")
+    if an.warmup < 1 or an.max_callers < 1:
+        raise ConfigError("anomaly.warmup/max_callers: must be at least 1")
+    for name in ("z", "window_s", "quarantine_s"):
+        _positive(getattr(an, name), f"anomaly.{name}")
+    for name in ("min_rel_std", "cooldown_s"):
+        _positive(getattr(an, name), f"anomaly.{name}", zero_ok=True)
+    actions = {f"anomaly.responses.{k}": v for k, v in an.responses.items()}
+    actions["anomaly.default_response"] = an.default_response
+    for feature in an.responses:
+        if feature not in ANOMALY_FEATURES:
+            known = ", ".join(ANOMALY_FEATURES)
+            raise ConfigError(f"anomaly.responses.{feature}: unknown feature (known: {known})")
+    for where, acts in actions.items():
+        for i, act in enumerate(acts):
+            if act not in ANOMALY_ACTIONS:
+                raise ConfigError(
+                    f"{where}[{i}]: unknown action {act!r} (known: {', '.join(ANOMALY_ACTIONS)})"
+                )
+            url_ok = an.webhook.url.startswith(("http://", "https://"))
+            if act == "webhook" and an.enabled and not url_ok:
+                raise ConfigError(
+                    f"anomaly.webhook.url: {where}[{i}] sends alerts, so an http(s) URL is required"
+                )
+    wh = an.webhook
+    for name in ("timeout_s", "backoff_s"):
+        _positive(getattr(wh, name), f"anomaly.webhook.{name}")
+    if wh.retries < 0 or wh.queue_size < 1:
+        raise ConfigError("anomaly.webhook.retries/queue_size: retries >= 0, queue_size >= 1")
+    au = cfg.audit
+    _positive(au.fsync_interval_s, "audit.fsync_interval_s")
+    _positive(au.rotate_s, "audit.rotate_s", zero_ok=True)
+    if au.rotate_bytes < 0:
+        raise ConfigError("audit.rotate_bytes: 0 (off) or a positive size in bytes")
 
 
 def _check_hostport(value: str, where: str) -> None:

@@ -95,7 +95,10 @@ class Quarantined(FirewallError):
         self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("infershield-quarantined", f"{self.retry_after_s:.0f}"),)
+        return (
+            ("infershield-quarantined", f"{self.retry_after_s:.0f}"),
+            ("retry-after", _seconds(self.retry_after_s)),
+        )
 
 
 class Blocked(FirewallError):
@@ -172,6 +175,11 @@ class UpstreamError(FirewallError):
     def __init__(self, message: str, code: grpc.StatusCode) -> None:
         super().__init__(message)
         self.grpc_code = code
+
+
+def _seconds(value: float) -> str:
+    # Millisecond resolution: a 50/s bucket refills in 0.020s, which whole seconds would hide.
+    return f"{max(0.0, min(value, 86400.0)):.3f}"
 
 
 def _ascii(text: str) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.abuse import control as abuse_control
 from infershield.audit import AuditLog
 from infershield.auth.access import Identity, authorize, request_model
 from infershield.backends.base import Backend, CallContext
@@ -191,6 +192,9 @@ class Firewall:
                 )
         finally:
             budget.cancel()  # a caller gone or timed out: its thread runs no further checks
+        call = abuse_control.current_call()  # abuse control (issue #19)
+        if call is not None:
+            call.note_score(max(r.score for r in results))
         if self.audit is not None:
             self.audit.record_results(
                 zip(texts, results, strict=True),
@@ -200,6 +204,7 @@ class Firewall:
                 key_id=ctx.identity.key_id if ctx.identity is not None else "",
                 rpc=current_rpc_name(),
                 trace_id=current_trace_id(),
+                request_id="" if call is None else call.request_id,
             )
         return results
 
@@ -220,7 +225,9 @@ class Firewall:
         """Screen texts without calling a model (the ``Scan`` RPC and ``infershield scan``)."""
         authorize(ctx.identity, "Scan", model)
         policy = self.policy
-        check_inputs(texts, policy.config.limits, self.tokens.get(model))
+        counter = self.tokens.get(model)
+        counts = check_inputs(texts, policy.config.limits, counter)
+        await abuse_control.charge_tokens(model, texts, sum(counts) if counter else None)
         return await self.screen(policy, texts, stage, ctx, model=model)
 
     async def infer_text(
@@ -409,7 +416,9 @@ class Firewall:
         (await self.schema(req.model_name, req.model_version, ctx)).validate(req)
         tensors = input_texts(req, cfg.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
-        check_inputs(texts, cfg.limits, self.tokens.get(req.model_name))
+        counter = self.tokens.get(req.model_name)
+        counts = check_inputs(texts, cfg.limits, counter)
+        await abuse_control.charge_tokens(req.model_name, texts, sum(counts) if counter else None)
         results = await self.screen(policy, texts, "input", ctx, model=req.model_name)
         _apply(results, tensors, "input", lambda t, s: rewrite_input(req, t, s), cfg.policy)
         return tuple(results)
@@ -424,8 +433,10 @@ class Firewall:
         tensors = output_texts(resp, policy.config.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
         counter = self.tokens.get(resp.model_name)
+        n = None
         if counter is not None:
-            check_output_texts(texts, policy.config.limits, counter, meter)
+            n = check_output_texts(texts, policy.config.limits, counter, meter)
+        await abuse_control.charge_tokens(resp.model_name, texts, n, output=True)
         results = await self.screen(policy, texts, "output", ctx, model=resp.model_name)
         pcfg = policy.config.policy
         _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s), pcfg)

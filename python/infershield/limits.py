@@ -233,19 +233,25 @@ def check_output_texts(
     limits: LimitsConfig,
     counter: TokenCounter,
     meter: OutputTokenMeter | None = None,
-) -> None:
+) -> int:
     """Each output element within ``max_output_tokens``; with a ``meter`` (one per streamed
-    request) the count is cumulative across all the responses of that request."""
+    request) the count is cumulative across all the responses of that request. Returns the
+    tokens counted in this call (what the per-caller token bucket is charged)."""
+    total = 0
     for text in texts:
         if meter is not None:
+            before = meter.total
             meter.add(text)
+            total += meter.total - before
             continue
         n = counter.count(text)
+        total += n
         if n > limits.max_output_tokens:
             raise LimitExceeded(
                 f"response is {n} tokens; max_output_tokens is {limits.max_output_tokens}",
                 limit="max_output_tokens",
             )
+    return total
 
 
 # --------------------------------------------------------------------------- load shedding

@@ -188,7 +188,10 @@ def test_server_wires_limiter_and_queue_metric() -> None:
         app = FirewallServer(cfg, policy=Policy.from_config(cfg), backend=NoBackend())  # type: ignore[arg-type]
         await app.start()
         try:
-            assert app.rate is not None and app.rate.burst == 5
+            # The deprecated limits.rate_per_s maps onto ratelimit.default.requests_per_s.
+            assert app.abuse is not None
+            bucket = app.abuse.limits.buckets("ipv4:10.0.0.1", "m").requests
+            assert bucket is not None and (bucket.rate, bucket.burst) == (5, 5)
             await app.limiter.acquire()
             waiters = [asyncio.ensure_future(app.limiter.acquire()) for _ in range(2)]
             await asyncio.sleep(0)

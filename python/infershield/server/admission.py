@@ -10,9 +10,10 @@ become statuses there). For each call to the Triton service or the own API it:
 - refuses callers in quarantine (``limits.quarantine_after_blocks`` blocked requests within
   ``quarantine_window_s``; off by default) with PERMISSION_DENIED, and counts each Blocked
   request against its caller;
-- for the calls that do real work (inference, scans, streams), applies the per-caller rate
-  limit (``limits.rate_per_s``, off by default; RESOURCE_EXHAUSTED naming ``rate``) and takes
-  a slot from the
+- for the calls that do real work (inference, scans, streams), applies the per-caller
+  token buckets and shared quarantine of :mod:`infershield.abuse` (``ratelimit``, off by
+  default; RESOURCE_EXHAUSTED naming the limit, with ``retry-after``), feeds the caller's
+  anomaly detector when the call ends (``anomaly``), and takes a slot from the
   :class:`~infershield.limits.ConcurrencyLimiter`: past ``max_concurrency`` running and
   ``max_queue`` waiting, the call gets RESOURCE_EXHAUSTED (``infershield-limit: max_queue``)
   at once, and a queued call whose deadline passes gets DEADLINE_EXCEEDED (stage ``queue``).
@@ -30,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from infershield.abuse.control import AbuseControl
 from infershield.auth.access import current_identity
 from infershield.errors import Blocked
 from infershield.limits import ConcurrencyLimiter, Deadline, Quarantine, RateLimiter
@@ -77,11 +79,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         holder: PolicyHolder | None = None,
         rate: RateLimiter | None = None,
         quarantine: Quarantine | None = None,
+        *,
+        abuse: AbuseControl | None = None,
     ) -> None:
         self.limiter = limiter
         self.holder = holder
         self.rate = rate
         self.quarantine = quarantine
+        self.abuse = abuse
 
     async def intercept_service(
         self,
@@ -137,6 +142,25 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 self.quarantine.strike(caller_of(context))
             raise
 
+    # --- abuse control (issue #19): per-caller buckets, quarantine, anomaly detection ---
+    def _abuse_call(
+        self, context: grpc.aio.ServicerContext[Any, Any], request: Any = None
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Admit the call against its caller's buckets and quarantine (Redis or memory) and
+        observe it for anomalies; the caller id comes from :func:`caller_of` (the tenant, else
+        the address), as above."""
+        if self.abuse is None:
+            return contextlib.nullcontext()
+        model = getattr(request, "model_name", None) or getattr(request, "model", "")
+        request_id = getattr(request, "id", "")
+        return self.abuse.call(
+            caller_of(context),
+            model=model if isinstance(model, str) else "",
+            request_id=request_id if isinstance(request_id, str) else "",
+        )
+
+    # --- end abuse control ---
+
     @contextlib.contextmanager
     def _pinned(self) -> Iterator[None]:
         if self.holder is None:
@@ -151,7 +175,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 with self._pinned():
                     return await behavior(request, context)
             self._check_rate(context)
-            async with self.limiter.slot(self._deadline(context)):
+            async with self._abuse_call(context, request), self.limiter.slot(
+                self._deadline(context)
+            ):
                 with self._pinned(), self._striking(context):
                     return await behavior(request, context)
 
@@ -167,7 +193,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         yield response
                 return
             self._check_rate(context)
-            async with self.limiter.slot(self._deadline(context)):
+            async with self._abuse_call(context), self.limiter.slot(self._deadline(context)):
                 with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):
                         yield response

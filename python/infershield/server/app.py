@@ -24,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.abuse.control import AbuseControl
 from infershield.audit import AuditLog
 from infershield.auth.access import AccessControl
 from infershield.auth.tls import ServerTls
@@ -31,7 +32,7 @@ from infershield.backends.base import Backend, build_backend
 from infershield.config import Config, is_loopback
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
-from infershield.limits import ConcurrencyLimiter, Quarantine, RateLimiter
+from infershield.limits import ConcurrencyLimiter, Quarantine
 from infershield.policy import Policy
 from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
@@ -100,11 +101,6 @@ class FirewallServer:
         self.watcher: PolicyWatcher | None = None
         self.limiter = ConcurrencyLimiter.from_limits(config.limits)
         lim = config.limits
-        self.rate = (
-            RateLimiter(lim.rate_per_s, lim.rate_burst or max(1.0, lim.rate_per_s))
-            if lim.rate_per_s > 0
-            else None
-        )
         self.quarantine = (
             Quarantine(
                 lim.quarantine_after_blocks,
@@ -120,6 +116,8 @@ class FirewallServer:
         self.access = AccessControl(config)
         self.tls = ServerTls(config.server.tls) if config.server.tls.cert else None
         self._access_task: asyncio.Task[None] | None = None
+        #: Per-caller rate limits, quarantine and anomaly response (``ratelimit``, ``anomaly``).
+        self.abuse: AbuseControl | None = None
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
         self.port = 0
@@ -132,9 +130,16 @@ class FirewallServer:
             backend = self._backend or build_backend(cfg)
             self.firewall = Firewall(policy, backend)
             self.firewall.audit = AuditLog.from_config(
-                cfg.audit.path, cfg.audit.key_env, cfg.audit.record_allowed
+                cfg.audit.path,
+                cfg.audit.key_env,
+                cfg.audit.record_allowed,
+                fsync=cfg.audit.fsync,
+                fsync_interval_s=cfg.audit.fsync_interval_s,
+                rotate_bytes=cfg.audit.rotate_bytes,
+                rotate_s=cfg.audit.rotate_s,
             )
             await self.firewall.start()
+            self.abuse = AbuseControl.from_config(cfg, audit=self.firewall.audit)
         except BaseException:
             policy.close()
             raise
@@ -162,7 +167,9 @@ class FirewallServer:
         interceptors = [
             ErrorInterceptor(),
             AccessInterceptor(self.access, mtls=bool(cfg.server.tls.client_ca)),
-            AdmissionInterceptor(self.limiter, self.holder, self.rate, self.quarantine),
+            AdmissionInterceptor(
+                self.limiter, self.holder, None, self.quarantine, abuse=self.abuse
+            ),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
         triton_service.add_to_server(self.firewall, server)
@@ -237,6 +244,9 @@ class FirewallServer:
         if self.server is not None:
             await self.server.stop(grace)
             self.server = None
+        if self.abuse is not None:
+            await self.abuse.close()
+            self.abuse = None
         if self.firewall is not None:
             await self.firewall.close()
             self.firewall = None

@@ -87,6 +87,23 @@ class Metrics:
             f"{PREFIX}_quarantines", "Callers or workers quarantined, by reason.", ["reason"],
             registry=r,
         )
+        # Abuse control (infershield.abuse): anomalies, alerts, the shared limit store.
+        self.anomalies = Counter(
+            f"{PREFIX}_anomalies", "Per-caller anomalies detected, by feature.", ["feature"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            f"{PREFIX}_alerts", "Anomaly webhook alerts, by outcome (sent, failed, dropped).",
+            ["outcome"], registry=r,
+        )
+        self.ratelimit_store_down = Gauge(
+            f"{PREFIX}_ratelimit_store_down",
+            "1 while the shared rate limit store is unreachable (on_error applies).", registry=r,
+        )
+        self.ratelimit_store_outages = Counter(
+            f"{PREFIX}_ratelimit_store_outages", "Times the rate limit store became unreachable.",
+            registry=r,
+        )
         self.breaker_state = Gauge(
             f"{PREFIX}_upstream_circuit_state",
             "Upstream circuit breaker: 0 closed, 1 half-open, 2 open.", ["upstream"], registry=r,
