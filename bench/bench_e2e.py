@@ -402,8 +402,6 @@ def auth_row(triton: str, prompts: list[bytes], total: int, tmp: Path) -> dict[s
     }
 
 
-def run(
-    *, quick: bool = False, out_dir: Path | None = None, auth_only: bool = False, **_: Any
 @contextlib.contextmanager
 def redis_server(workdir: Path) -> Iterator[str]:
     """A throwaway ``redis-server`` on a free loopback port; yields its URL."""
@@ -551,7 +549,12 @@ def load_latencies(url: str, prompts: list[bytes], n: int) -> list[float]:
 
 
 def run(
-    *, quick: bool = False, out_dir: Path | None = None, only_ratelimit: bool = False, **_: Any
+    *,
+    quick: bool = False,
+    out_dir: Path | None = None,
+    auth_only: bool = False,
+    only_ratelimit: bool = False,
+    **_: Any,
 ) -> dict[str, Any]:
     try:
         import pytriton  # noqa: F401
@@ -662,9 +665,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     out = args.json or RESULTS_DIR / ("e2e_auth.json" if args.auth_only else "e2e.json")
-    res = run(quick=args.quick, out_dir=out.parent, auth_only=args.auth_only)
-    out = args.json or RESULTS_DIR / "e2e.json"
-    res = run(quick=args.quick, out_dir=out.parent, only_ratelimit=args.only_ratelimit)
+    res = run(
+        quick=args.quick,
+        out_dir=out.parent,
+        auth_only=args.auth_only,
+        only_ratelimit=args.only_ratelimit,
+    )
     return finish(res, out)
 
 
