@@ -112,9 +112,11 @@ class AuditLog:
         caller: str = "",
         rpc: str = "",
         trace_id: str = "",
+        role: str = "",
     ) -> None:
         """Record screening results (``(original text, result)`` pairs) that were not allowed,
-        or all of them with ``record_allowed``."""
+        or all of them with ``record_allowed``. ``role`` names the chat role of untrusted
+        content (``tool``, ``document``) so an operator sees where an attack came from."""
         for text, res in results:
             if res.decision is Decision.ALLOW and not self.record_allowed:
                 continue
@@ -143,6 +145,7 @@ class AuditLog:
                         text.encode("utf-8", "surrogatepass")
                     ).hexdigest(),
                     "trace_id": trace_id,
+                    **({"role": role} if role else {}),
                 }
             )
 

@@ -89,22 +89,27 @@ class Blocked(FirewallError):
         categories: tuple[str, ...] = (),
         stage: str = "input",
         score: float = 1.0,
+        role: str = "",
     ) -> None:
         cats = ",".join(categories) if categories else "none"
-        super().__init__(f"blocked by {check} on {stage} (category: {cats}): {reason}")
+        where = f"{stage}, {role} message" if role else stage
+        super().__init__(f"blocked by {check} on {where} (category: {cats}): {reason}")
         self.check = check
         self.reason = reason
         self.categories = categories
         self.stage = stage
         self.score = score
+        #: The chat role of the message that was blocked (``tool``, ``document`` …), if any.
+        self.role = role
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (
+        md = (
             ("infershield-blocked-by", self.check),
             ("infershield-stage", self.stage),
             ("infershield-category", ",".join(self.categories)),
             ("infershield-reason", _ascii(self.reason)),
         )
+        return (*md, ("infershield-role", _ascii(self.role))) if self.role else md
 
 
 class BackendUnavailable(FirewallError):
