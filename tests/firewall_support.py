@@ -168,7 +168,7 @@ def run_triton() -> Iterator[TritonHandle]:
         infer_func=_stream,
         inputs=[Tensor(name="TEXT", dtype=bytes, shape=(1,))],
         outputs=[Tensor(name="OUTPUT", dtype=bytes, shape=(1,))],
-        config=ModelConfig(max_batch_size=0, decoupled=True),
+        config=ModelConfig(batching=False, decoupled=True),
         strict=True,
     )
     # pytriton polls readiness with gevent-based tritonclient.http clients whose __del__ fails

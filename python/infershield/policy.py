@@ -122,10 +122,16 @@ class Policy:
                 pipe.close()
             raise
         inp, out, untrusted = built
-        holdback = p.stream_holdback_chars or derive_holdback(
-            c.max_match_chars() for c in out.checks
-        )
-        return cls(config, inp, out, untrusted, holdback)
+        needed = derive_holdback(c.max_match_chars() for c in out.checks)
+        policy = cls(config, inp, out, untrusted, p.stream_holdback_chars or needed)
+        if p.stream_holdback_chars and p.stream_holdback_chars < needed:
+            policy.close()
+            raise ConfigError(
+                f"policy.stream_holdback_chars: {p.stream_holdback_chars} is shorter than the "
+                f"longest match of the output checks ({needed}); a match split across "
+                "streamed responses could pass. Leave it 0 for the derived value"
+            )
+        return policy
 
     @property
     def prompt_leak(self) -> PromptLeakCheck | None:

@@ -63,9 +63,11 @@ def _decoded_views(text: str) -> list[tuple[str, bytes]]:
         run = m.group().rstrip("=")
         for shift in range(4):
             part = run[shift:]
-            part = part[: len(part) // 4 * 4]
+            if len(part) % 4 == 1:
+                part = part[:-1]  # a lone trailing character encodes no whole byte
             if not part:
                 continue
+            part += "=" * (-len(part) % 4)
             for alt in (b"+/", b"-_"):
                 try:
                     out.append(("base64", base64.b64decode(part, altchars=alt, validate=False)))
