@@ -60,6 +60,7 @@ SUITES: dict[str, str] = {
     "e2e": "bench.bench_e2e",
     "tracing": "bench.bench_tracing",
     "peers": "bench.bench_peers",
+    "stream": "bench.bench_stream",
 }
 #: What ``--gpu`` runs by default: the suites whose numbers depend on the CUDA EP.
 GPU_SUITES: tuple[str, ...] = ("detector", "detector_sweep", "e2e")
