@@ -128,8 +128,8 @@ class Policy:
             policy.close()
             raise ConfigError(
                 f"policy.stream_holdback_chars: {p.stream_holdback_chars} is shorter than the "
-                f"longest match of the output checks ({needed}); a match split across "
-                "streamed responses could pass. Leave it 0 for the derived value"
+                f"hold-back derived from the output checks' longest match ({needed}); a match "
+                "split across streamed responses could pass. Leave it 0 for the derived value"
             )
         return policy
 
