@@ -4,6 +4,7 @@ final response, canaries planted in the system-prompt tensor, blocks ending a re
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.audit import AuditLog
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import decode_bytes, encode_bytes
 from infershield.config import load_config
@@ -94,6 +96,7 @@ def run(
     pol = Policy.from_config(load_config(path, env={}))
     backend = ScriptedBackend(script)
     fw = Firewall(pol, backend)
+    fw.audit = AuditLog(tmp_path / "audit.jsonl")
 
     async def go() -> list[Any]:
         async def reqs() -> AsyncIterator[Any]:
@@ -105,6 +108,7 @@ def run(
     try:
         return asyncio.run(go()), backend
     finally:
+        fw.audit.close()
         pol.close()
 
 
@@ -170,6 +174,11 @@ def test_canary_planted_in_the_system_tensor_is_caught_when_streamed_back(
     assert len(errors) == 1 and "canary" in errors[0] and token not in errors[0]
     assert token not in text
     assert out[-1].infer_response.parameters[FINAL_RESPONSE].bool_param
+    # Audited as a leak, without the token.
+    audit = (tmp_path / "audit.jsonl").read_text()
+    records = [json.loads(line) for line in audit.splitlines()]
+    assert any(r["stage"] == "output" and r["categories"] == ["leak", "canary"] for r in records)
+    assert token not in audit
 
 
 def test_system_prompt_of_the_model_is_guarded_in_streams(tmp_path: Path) -> None:
