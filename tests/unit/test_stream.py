@@ -6,6 +6,8 @@ import base64
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from infershield.checks.base import CheckContext
 from infershield.checks.output.exfil_links import ExfilLinksCheck
@@ -244,3 +246,24 @@ def test_align_finds_each_changed_region() -> None:
     # Changes closer than an anchor apart are one region.
     (g,) = align("a@b.co, c@d.co end", "[E], [E] end")
     assert g.xs == 0 and "a@b.co, c@d.co end"[g.xe :] == " end"
+
+
+_WORDS = ["hello", "world", "the", "ünïcode", "日本", "🙂", "key", "mail", "to", ",", ".", "\n"]
+_SECRETS = [AWS, EMAIL, "ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8I9j0", "bob@example.com"]
+
+
+@settings(deadline=None, max_examples=150, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    parts=st.lists(st.one_of(st.sampled_from(_WORDS), st.sampled_from(_SECRETS)), max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+def test_any_chunking_releases_exactly_the_whole_text_screened(
+    pipeline: Pipeline, holdback: int, parts: list[str], cuts: list[int]
+) -> None:
+    text = " ".join(parts)
+    points = sorted({min(c, len(text)) for c in cuts})
+    chunks = [text[a:b] for a, b in zip([0, *points], [*points, len(text)], strict=True)]
+    out, blocked = run_stream(pipeline, chunks, holdback)
+    assert blocked is None
+    assert "".join(out) == whole(pipeline, text)
