@@ -4,8 +4,8 @@ A decoupled model streams its reply a few tokens per response. The firewall scre
 response as part of the whole reply (:class:`infershield.stream.StreamScreener`: look-back
 plus pending text, one pipeline run per response once the hold-back is full). This bench
 feeds replies through the shipped default output pipeline (``secrets``, ``pii``,
-``exfil_links`` and the ``prompt_leak`` the policy adds) in chunks of 1, 4 and 16 tokens (a token here is one
-whitespace-separated word), and times each chunk:
+``exfil_links`` and the ``prompt_leak`` the policy adds) in chunks of 1, 4 and 16 tokens
+(a token here is one whitespace-separated word), and times each chunk:
 
 * ``stream``: the stream screener, i.e. the time added to each response;
 * ``stream + system prompt``: the same with a system prompt to guard (longer hold-back);
