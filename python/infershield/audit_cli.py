@@ -14,7 +14,7 @@ def register(sub: Any) -> None:
     audit = sub.add_parser("audit", help="tamper-evident audit log tools")
     asub = audit.add_subparsers(dest="audit_command", required=True)
     v = asub.add_parser("verify", help="verify an audit log's hash chain")
-    v.add_argument("file")
+    v.add_argument("file", help="the audit log (JSONL) to verify")
     v.add_argument(
         "--key-env",
         default="INFERSHIELD_AUDIT_KEY",

@@ -8,10 +8,11 @@ field (``policy.input[2].options.threshold``) on an unknown key or a wrong type.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,8 +22,13 @@ import yaml
 
 from infershield.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 ENV_PREFIX = "INFERSHIELD_"
+#: Room for a request's protobuf framing (tensor names, shapes, parameters, length prefixes)
+#: on top of ``limits.max_request_bytes`` of tensor data.
+FRAMING_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,16 +73,25 @@ class PolicyConfig:
     #: Triton input tensor that carries the system prompt: ``prompt_leak`` compares outputs
     #: with its text, and ``canary`` plants the canary there.
     system_prompt_tensor: str = ""
+    #: A pipeline (input or output) with no enabled check is a start-up error unless this is
+    #: true: an omitted or emptied section must never switch screening off by accident.
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     listen: str = "127.0.0.1:8001"
-    #: gRPC transport limit; tritonclient may send up to 2 GiB, so the default is high and the
-    #: firewall's own, lower, per-request limit is ``limits.max_request_bytes``.
+    #: Largest message the firewall sends to a client or accepts from its upstream (responses
+    #: can be large). What it *receives* from clients is capped by gRPC itself at
+    #: ``limits.max_request_bytes`` plus :data:`FRAMING_BYTES` (see
+    #: :meth:`Config.receive_limit_bytes`), so an oversized request is refused by the
+    #: transport before it is buffered.
     max_message_bytes: int = 2**31 - 1
     grace_period_s: float = 10.0
-    metrics_listen: str = ""
+    #: Prometheus metrics endpoint. ``auto`` (the default): 127.0.0.1:9464, and a warning
+    #: instead of an error when that port is taken; ``HOST:PORT``: exactly there (a busy
+    #: port is a start-up error); empty: off.
+    metrics_listen: str = "auto"
     reflection: bool = True
 
 
@@ -159,6 +174,15 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     #: Where compiled rule databases and built models are cached.
     cache_dir: str = ""
+
+    @property
+    def receive_limit_bytes(self) -> int:
+        """gRPC's receive limit for client messages: the request budget plus framing.
+
+        Anything larger is refused by the transport with RESOURCE_EXHAUSTED before the
+        message is buffered, so one oversized request cannot balloon the server's memory.
+        """
+        return min(self.limits.max_request_bytes + FRAMING_BYTES, self.server.max_message_bytes)
 
     @property
     def cache_path(self) -> Path:
@@ -269,12 +293,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        raise ConfigError(yaml_error(p, exc)) from None
     if data is None:
         raise ConfigError(f"{p}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data
+
+
+def yaml_error(path: str | Path, exc: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN: invalid YAML: problem``: names the file, not PyYAML's stream."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def env_sources(env: Mapping[str, str]) -> dict[str, str]:
+    """The dotted config field each ``INFERSHIELD_…`` variable sets -> the variable's name."""
+    return {".".join(p.lower() for p in key[len(ENV_PREFIX) :].split("__")): key
+            for key in env if key.startswith(ENV_PREFIX) and "__" in key}
+
+
+def name_env_source(exc: ConfigError, env: Mapping[str, str],
+                    shadowed: Collection[str] = ()) -> ConfigError:
+    """``exc`` prefixed with the environment variable that set the field it names, if any:
+    ``INFERSHIELD_LIMITS__MAX_BATCH: limits.max_batch: unknown field``. Fields in
+    ``shadowed`` (set again by a command-line flag) are not the variable's doing."""
+    for field_path, var in sorted(env_sources(env).items(), key=lambda kv: -len(kv[0])):
+        if field_path in shadowed:
+            continue
+        rest = exc.message[len(field_path):]
+        if exc.message.startswith(field_path) and rest[:1] in (":", ".", "["):
+            return ConfigError(f"{var}: {exc.message}")
+    return exc
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -322,10 +375,14 @@ def load_config(
 ) -> Config:
     """Load the config with precedence defaults < file < env < ``overrides`` (CLI flags).
 
-    With no ``path`` the shipped default policy (the one ``make serve`` uses) is the file.
+    The defaults are the shipped default policy (the one ``make serve`` uses). A user's file
+    layers over them field by field: a file that only sets ``server.listen`` keeps every
+    default check. A list (``policy.input``) given in the file replaces the default list.
     ``overrides`` takes dotted keys: ``{"server.listen": "127.0.0.1:9000"}``.
     """
-    data = read_yaml(path if path is not None else default_policy_path())
+    data = read_yaml(default_policy_path())
+    if path is not None:
+        data = deep_merge(data, read_yaml(path))
     data = deep_merge(data, env_overrides(os.environ if env is None else env))
     if overrides:
         nested: dict[str, Any] = {}
@@ -333,8 +390,12 @@ def load_config(
             if value is not None:
                 _set_dotted(nested, dotted.split("."), value)
         data = deep_merge(data, nested)
-    cfg = build(Config, data)
-    validate(cfg)
+    try:
+        cfg = build(Config, data)
+        validate(cfg)
+    except ConfigError as exc:
+        shadowed = {k for k, v in (overrides or {}).items() if v is not None}
+        raise name_env_source(exc, os.environ if env is None else env, shadowed) from None
     return cfg
 
 
@@ -380,6 +441,8 @@ def validate(cfg: Config) -> None:
     if not 0 <= lim.rate_per_s < float("inf") or lim.rate_burst < 0:
         raise ConfigError("limits.rate_per_s/rate_burst: 0 (off) or a positive, finite number")
     be = cfg.backend
+    if cfg.server.max_message_bytes <= 0:
+        raise ConfigError("server.max_message_bytes: must be positive")
     if be.workers < 1:
         raise ConfigError("backend.workers: must be at least 1")
     if be.worker_memory_mb < 0 or be.worker_cpu_seconds < 0:
@@ -387,8 +450,27 @@ def validate(cfg: Config) -> None:
     if not 0 < be.timeout_s < float("inf"):
         raise ConfigError("backend.timeout_s: must be a positive, finite number of seconds")
     _check_hostport(cfg.server.listen, "server.listen")
-    if cfg.server.metrics_listen:
+    if cfg.server.metrics_listen not in ("", "auto"):
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
+    _check_not_empty(cfg.policy)
+
+
+def _check_not_empty(policy: PolicyConfig) -> None:
+    """A stage with no enabled check screens nothing: an error unless asked for explicitly."""
+    for stage in ("input", "output"):
+        if any(spec.enabled for spec in getattr(policy, stage)):
+            continue
+        if not policy.allow_empty:
+            raise ConfigError(
+                f"policy.{stage}: no enabled check; an empty pipeline screens nothing. "
+                "Set policy.allow_empty: true to run without screening on purpose"
+            )
+        log.warning(
+            "policy.%s has no enabled check and policy.allow_empty is true: "
+            "%s traffic is NOT screened",
+            stage,
+            stage,
+        )
 
 
 #: Largest ``policy.stream_holdback_chars``: past it a stream would barely stream.

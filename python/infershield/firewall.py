@@ -82,6 +82,12 @@ ADMIN_METHODS: frozenset[str] = frozenset(
         "LogSettings",
     }
 )
+#: Triton protocol extensions whose RPCs are all or partly in ADMIN_METHODS: ServerMetadata
+#: does not advertise them while the policy refuses admin RPCs.
+ADMIN_EXTENSIONS: frozenset[str] = frozenset(
+    {"model_repository", "model_repository(unload_dependents)", "system_shared_memory",
+     "cuda_shared_memory", "trace", "logging"}
+)
 #: Request parameter that marks the last response of a decoupled request.
 FINAL_RESPONSE = "triton_final_response"
 #: Request parameter asking Triton for a final response even when it carries no data.
@@ -401,7 +407,13 @@ class Firewall:
                 f"{method} is an admin RPC and the policy does not allow admin RPCs "
                 "(policy.allow_admin_rpcs)"
             )
-        return await self.forward(method, request, ctx)
+        response = await self.forward(method, request, ctx)
+        if method == "ServerMetadata" and not self.policy.config.policy.allow_admin_rpcs:
+            # A client must not be told of features the firewall then refuses.
+            kept = [e for e in response.extensions if e not in ADMIN_EXTENSIONS]
+            del response.extensions[:]
+            response.extensions.extend(kept)
+        return response
 
     async def model_infer(
         self, req: pb.ModelInferRequest, ctx: CallContext

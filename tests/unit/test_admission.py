@@ -12,8 +12,6 @@ from infershield.config import Config, LimitsConfig
 from infershield.limits import ConcurrencyLimiter
 from infershield.reload import PolicyHolder, pinned_policy
 from infershield.server.admission import AdmissionInterceptor
-
-pytest.importorskip("infershield.server.interceptor")
 from infershield.server.interceptor import ErrorInterceptor
 
 SCAN = "/infershield.v1.Firewall/Scan"

@@ -26,6 +26,7 @@ from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallErr
 from infershield.limits import CircuitBreaker, is_upstream_failure
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.instrument import (
+    current_rpc_name,
     record_upstream_error,
     set_rpc_status,
     upstream_span,
@@ -50,17 +51,29 @@ def parse_upstream(value: str) -> str:
     return target
 
 
+def _for_client(method: str) -> str:
+    """``method``, plus the RPC the client sent when the firewall called upstream on its
+    behalf with another one (own-API ``Infer`` -> ``ModelInfer``, a metadata lookup)."""
+    client = current_rpc_name()
+    return method if not client or client == method else f"{method}, for the client's {client}"
+
+
 def map_rpc_error(exc: grpc.aio.AioRpcError, method: str) -> FirewallError:
     """An upstream status as a domain error; the caller sees Triton's own message."""
     code = exc.code()
     if code is grpc.StatusCode.UNAVAILABLE:
-        log.warning("upstream unavailable in %s: %s", method, exc.details())
-        return BackendUnavailable(f"upstream Triton is unavailable ({method})")
+        log.warning("upstream unavailable in %s: %s", _for_client(method), exc.details())
+        return BackendUnavailable(f"upstream Triton is unavailable ({_for_client(method)})")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(
-            f"deadline exceeded waiting for upstream {method}", stage="upstream"
+            f"deadline exceeded waiting for upstream {_for_client(method)}", stage="upstream"
         )
-    return UpstreamError(exc.details() or code.name, code)
+    details = exc.details() or code.name
+    client = current_rpc_name()
+    if client and client != method:
+        # A drop-in client calling Triton's own RPC gets Triton's message unchanged.
+        details = f"{details} (upstream {_for_client(method)})"
+    return UpstreamError(details, code)
 
 
 #: Upstream timeouts count against the breaker only when the call had at least this long.

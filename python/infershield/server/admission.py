@@ -23,6 +23,7 @@ while the server is saturated. A stream holds one slot for as long as it is open
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -31,6 +32,9 @@ import grpc
 from infershield.errors import Blocked
 from infershield.limits import ConcurrencyLimiter, Deadline, Quarantine, RateLimiter
 from infershield.reload import PolicyHolder
+from infershield.telemetry.instrument import current_rpc_name
+
+log = logging.getLogger(__name__)
 
 #: Full method names that do real work and so are subject to load shedding.
 ADMITTED_METHODS: frozenset[str] = frozenset(
@@ -107,10 +111,17 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     @contextlib.contextmanager
     def _striking(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
-        """Count a blocked request against its caller (automated incident response)."""
+        """Log a blocked request and count it against its caller (automated incident
+        response)."""
         try:
             yield
-        except Blocked:
+        except Blocked as exc:
+            # One line per blocked request, for operators: who, where, what, never the text.
+            # The log formatter stamps the trace id when the request is traced.
+            log.info("request blocked", extra={
+                "peer": context.peer(), "rpc": current_rpc_name(), "stage": exc.stage,
+                "check": exc.check, "category": ",".join(exc.categories) or "none",
+            })
             if self.quarantine is not None:
                 self.quarantine.strike(caller_key(context.peer()))
             raise

@@ -23,6 +23,10 @@ from infershield.verdict import Decision, Verdict
 PREFIX = "infershield"
 #: Pipeline stages with their own latency series.
 STAGES = ("input_checks", "upstream", "output_checks", "total")
+#: Where ``server.metrics_listen: auto`` (the default) serves the metrics: loopback only.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+#: Streaming RPCs: their duration is the stream's lifetime, not a request's latency.
+STREAMING_RPCS = frozenset({"ModelStreamInfer"})
 BreakerState = Literal["closed", "half_open", "open"]
 #: Numeric breaker state for the gauge, so Grafana can threshold and graph it.
 BREAKER_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
@@ -51,7 +55,8 @@ class Metrics:
         )
         self.stage_latency = Histogram(
             f"{PREFIX}_stage_duration_seconds",
-            "Latency per request stage (input_checks, upstream, output_checks, total).",
+            "Latency per request stage (input_checks, upstream, output_checks, total; "
+            "total is unary RPCs only).",
             ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.check_latency = Histogram(
@@ -101,9 +106,15 @@ class Metrics:
     def observe_request(
         self, *, rpc: str, model: str, decision: str, code: str, seconds: float
     ) -> None:
-        """One finished RPC; ``decision`` is allow/block/redact/error, ``code`` a gRPC name."""
+        """One finished RPC; ``decision`` is allow/block/redact/error, ``code`` a gRPC name.
+
+        A stream's lifetime (minutes for a long-lived ModelStreamInfer) is no request
+        latency: streams are counted but stay out of the ``total`` stage; the stages of each
+        message they carry are recorded as they are screened.
+        """
         self.requests.labels(rpc, model or "-", decision, code).inc()
-        self.stage_latency.labels("total").observe(seconds)
+        if rpc not in STREAMING_RPCS:
+            self.stage_latency.labels("total").observe(seconds)
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)

@@ -9,8 +9,9 @@ Canaries: random tokens the firewall plants in the system prompt it forwards
 (``policy.canary``). An output carrying one, as is, in hex or in base64 (also inside a
 longer encoded blob), leaks the prompt, whatever else it says.
 
-Both come from the request (:attr:`CheckContext.system_prompt`, :attr:`CheckContext.canaries`);
-with neither the check is skipped. Reasons never quote the prompt or the canary.
+Both come from the request (:attr:`CheckContext.system_prompt`,
+:attr:`CheckContext.canaries`); with neither there is nothing to compare and the output is
+allowed. Reasons never quote the prompt or the canary.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 
 from infershield.checks.base import Check, CheckContext, Stage
 from infershield.errors import ConfigError
-from infershield.verdict import Status, Verdict
+from infershield.verdict import Verdict
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _HEX_RUN = re.compile(r"(?:[0-9A-Fa-f]{2}[\s:\-]?){8,}")
@@ -85,7 +86,7 @@ class PromptLeakCheck(Check):
     stages: ClassVar[tuple[Stage, ...]] = ("output",)
     REASON_SPAN: ClassVar[str] = "output reproduces {n}+ consecutive words of the system prompt"
     REASON_CANARY: ClassVar[str] = "output carries the request's canary token ({form})"
-    REASON_SKIPPED: ClassVar[str] = "no system prompt or canary for this request"
+    REASON_NOTHING: ClassVar[str] = "no system prompt or canary for this request"
 
     def __init__(self, name: str, options: PromptLeakOptions | None = None) -> None:
         super().__init__(name, options)
@@ -109,8 +110,7 @@ class PromptLeakCheck(Check):
 
     def check(self, ctx: CheckContext) -> Verdict:
         if not ctx.system_prompt and not ctx.canaries:
-            return Verdict(self.name, self.allow().decision, Status.SKIPPED, 0.0,
-                           self.REASON_SKIPPED)
+            return self.allow(self.REASON_NOTHING)
         for form in self._canary_forms(ctx):
             return self.block(self.REASON_CANARY.format(form=form), 1.0,
                               categories=("leak", "canary"), details=(("leak", "canary"),))

@@ -62,9 +62,10 @@ def test_a_short_prompt_is_never_matched() -> None:
     assert verdict("be nice", system="be nice") is Decision.ALLOW
 
 
-def test_without_prompt_or_canary_the_check_is_skipped() -> None:
+def test_without_prompt_or_canary_there_is_nothing_to_compare() -> None:
     v = CHECK.check(CheckContext("anything", stage="output"))
-    assert v.decision is Decision.ALLOW and v.status is Status.SKIPPED
+    assert v.decision is Decision.ALLOW and v.status is Status.OK
+    assert v.reason == PromptLeakCheck.REASON_NOTHING
 
 
 @pytest.mark.parametrize(
