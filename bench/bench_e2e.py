@@ -8,6 +8,8 @@ client), a bounded number of benign ~200-byte prompts is sent first directly, th
 the firewall, and we report the added p50/p99 latency and the throughput ratio
 (through / direct), plus the firewall process's own CPU per request and its resident memory
 (from /proc) as load grows. Blocked prompts are excluded (they never reach Triton).
+The ``raw_proxy`` rows are the floor: ``bench.raw_proxy``, a Python grpc.aio hop that forwards
+raw bytes and screens nothing, measured the same way.
 
 A benchmark measures; it never asserts a timing.
 
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,8 +134,19 @@ def _policy(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
-    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready."""
+def firewall(
+    upstream: str,
+    policy: str,
+    workdir: Path,
+    *,
+    limits: dict[str, Any] | None = None,
+    python_args: Sequence[str] = ("-m", "infershield"),
+) -> Iterator[tuple[str, ProcStats]]:
+    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
+
+    ``limits`` replaces the bench's admission limits (``{}``: the defaults); ``python_args``
+    replaces ``-m infershield`` (a bench that patches the server before running the CLI).
+    """
     import tritonclient.grpc as tg
 
     port = _free_port()
@@ -145,14 +158,16 @@ def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, P
                 "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
                 "policy": _policy(policy),
                 # The bench measures screening cost, not the admission limits.
-                "limits": {"max_concurrency": 256, "max_queue": 1024},
+                "limits": {"max_concurrency": 256, "max_queue": 1024}
+                if limits is None
+                else limits,
                 "telemetry": {"log_level": "WARNING"},
             }
         )
     )
     log = (workdir / f"{policy}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infershield", "serve", "--config", str(cfg)],
+        [sys.executable, *python_args, "serve", "--config", str(cfg)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO_ROOT,
@@ -177,6 +192,38 @@ def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, P
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
+    """``bench.raw_proxy`` (a Python grpc.aio hop that screens nothing) as a separate process:
+    the floor of what a second hop in Python costs."""
+    import tritonclient.grpc as tg
+
+    url = f"127.0.0.1:{_free_port()}"
+    log = (workdir / "raw_proxy.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.raw_proxy", url, upstream],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bench.raw_proxy exited {proc.returncode}; see {log.name}")
+            with contextlib.suppress(Exception), tg.InferenceServerClient(url) as c:
+                if c.is_server_ready():
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench.raw_proxy did not become ready in 60 s")
+            time.sleep(0.2)
+        yield url, ProcStats(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(15)
         log.close()
 
 
@@ -277,8 +324,13 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
         else:
             policies.append(name)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
-        for policy in policies:
-            with firewall(triton, policy, Path(tmp)) as (shield, stats):
+        for policy in ("raw_proxy", *policies):
+            hop = (
+                raw_proxy(triton, Path(tmp))
+                if policy == "raw_proxy"
+                else firewall(triton, policy, Path(tmp))
+            )
+            with hop as (shield, stats):
                 for c in CONCURRENCY:
                     direct = load(triton, prompts, c, counts[c])
                     cpu0, t0 = stats.cpu_s(), time.perf_counter()
@@ -313,6 +365,7 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
             headline[f"added_p99_ms_{r['policy']}"] = r["added_p99_ms"]
         if r["concurrency"] == 64:
             headline[f"throughput_ratio_{r['policy']}"] = r["throughput_ratio"]
+            headline[f"fw_cpu_ms_per_req_{r['policy']}"] = r["fw_cpu_ms_per_req"]
     return suite_result(
         SUITE,
         baseline="the same tritonclient load sent directly to Triton, in the same run",

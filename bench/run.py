@@ -58,6 +58,7 @@ SUITES: dict[str, str] = {
     "detector": "bench.bench_detector",
     "detector_sweep": "bench.bench_detector_sweep",
     "e2e": "bench.bench_e2e",
+    "burst": "bench.bench_burst",
     "tracing": "bench.bench_tracing",
     "peers": "bench.bench_peers",
     "stream": "bench.bench_stream",

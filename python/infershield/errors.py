@@ -45,12 +45,17 @@ class LimitExceeded(FirewallError):
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, *, limit: str) -> None:
+    def __init__(self, message: str, *, limit: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.limit = limit
+        #: For load shedding (``max_queue``, ``rate``): when a retry may succeed, in seconds.
+        self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("infershield-limit", self.limit),)
+        if self.retry_after_s is None:
+            return (("infershield-limit", self.limit),)
+        # Seconds with millisecond resolution: a shed request may retry well within 1 s.
+        return (("infershield-limit", self.limit), ("retry-after", f"{self.retry_after_s:.3f}"))
 
 
 class Unauthenticated(FirewallError):

@@ -64,6 +64,12 @@ def map_rpc_error(exc: grpc.aio.AioRpcError, method: str) -> FirewallError:
     if code is grpc.StatusCode.UNAVAILABLE:
         log.warning("upstream unavailable in %s: %s", _for_client(method), exc.details())
         return BackendUnavailable(f"upstream Triton is unavailable ({_for_client(method)})")
+    if code is grpc.StatusCode.CANCELLED:
+        # We cancel an upstream call only when our own caller is gone (that surfaces as
+        # asyncio.CancelledError, not as a status). A CANCELLED status means the upstream or
+        # the transport dropped the call: the caller did not ask for it, and may retry.
+        log.warning("upstream cancelled %s: %s", _for_client(method), exc.details())
+        return BackendUnavailable(f"upstream Triton dropped the call ({_for_client(method)})")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(
             f"deadline exceeded waiting for upstream {_for_client(method)}", stage="upstream"
