@@ -61,6 +61,7 @@ SUITES: dict[str, str] = {
     "burst": "bench.bench_burst",
     "tracing": "bench.bench_tracing",
     "peers": "bench.bench_peers",
+    "stream": "bench.bench_stream",
 }
 #: What ``--gpu`` runs by default: the suites whose numbers depend on the CUDA EP.
 GPU_SUITES: tuple[str, ...] = ("detector", "detector_sweep", "e2e")

@@ -136,9 +136,17 @@ def _echo(TEXT: np.ndarray) -> dict[str, np.ndarray]:
     return {"OUTPUT": out}
 
 
+def _stream(requests: list[Any]) -> Iterator[list[dict[str, np.ndarray]]]:
+    """Decoupled: streams TEXT back one ``|``-separated piece per response."""
+    parts = [bytes(np.asarray(r["TEXT"]).reshape(-1)[0]).split(b"|") for r in requests]
+    for k in range(max(len(p) for p in parts)):
+        yield [{"OUTPUT": np.array([p[k] if k < len(p) else b""], dtype=object)} for p in parts]
+
+
 @contextlib.contextmanager
 def run_triton() -> Iterator[TritonHandle]:
-    """A real Triton (pytriton, CPU) on 127.0.0.1 serving ``echo``: TEXT -> "echo: " + TEXT."""
+    """A real Triton (pytriton, CPU) on 127.0.0.1 serving ``echo``: TEXT -> "echo: " + TEXT,
+    and the decoupled ``stream``: TEXT "a|b|c" -> three responses "a", "b", "c"."""
     from pytriton.decorators import batch
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
@@ -167,6 +175,14 @@ def run_triton() -> Iterator[TritonHandle]:
         inputs=[Tensor(name="TEXT", dtype=bytes, shape=(1,))],
         outputs=[Tensor(name="OUTPUT", dtype=bytes, shape=(1,))],
         config=ModelConfig(max_batch_size=16),
+        strict=True,
+    )
+    t.bind(
+        model_name="stream",
+        infer_func=_stream,
+        inputs=[Tensor(name="TEXT", dtype=bytes, shape=(1,))],
+        outputs=[Tensor(name="OUTPUT", dtype=bytes, shape=(1,))],
+        config=ModelConfig(batching=False, decoupled=True),
         strict=True,
     )
     # pytriton polls readiness with gevent-based tritonclient.http clients whose __del__ fails

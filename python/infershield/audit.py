@@ -201,13 +201,15 @@ class AuditLog:
         rpc: str = "",
         trace_id: str = "",
         request_id: str = "",
+        role: str = "",
     ) -> None:
         """Record screening results (``(original text, result)`` pairs) that were not allowed,
         or all of them with ``record_allowed``. ``caller`` is the tenant (or, for anonymous
         callers, the address) and ``key_id`` the API key's public id. Each recorded check
         carries its full reason and details (rule ids), which the caller is not shown.
         ``request_id`` (the caller's, when it gave one) is kept so a reply can be matched to
-        its record."""
+        its record. ``role`` names the chat role of untrusted content (``tool``,
+        ``document``) so an operator sees where an attack came from."""
         for text, res in results:
             if res.decision is Decision.ALLOW and not self.record_allowed:
                 continue
@@ -241,6 +243,7 @@ class AuditLog:
                         text.encode("utf-8", "surrogatepass")
                     ).hexdigest(),
                     "trace_id": trace_id,
+                    **({"role": role} if role else {}),
                 }
             )
 

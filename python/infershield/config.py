@@ -58,6 +58,20 @@ class PolicyConfig:
     text_tensors: tuple[str, ...] = ()
     #: Requests that use shared-memory regions carry data the firewall cannot see.
     allow_shared_memory: bool = False
+    #: Checks for untrusted content: ``tool`` and ``document`` messages of ``Infer``. Unset
+    #: means the input checks plus the indirect-injection rules; it may not be empty.
+    untrusted: tuple[CheckSpec, ...] | None = None
+    #: Characters of a streamed output held back until what follows shows they are safe;
+    #: 0 derives it from the output checks (the longest text one of them matches).
+    stream_holdback_chars: int = 0
+    #: Plant a random per-request canary in the system prompt sent upstream (the ``Infer``
+    #: system message, or ``system_prompt_tensor``); an output carrying it is blocked.
+    canary: bool = False
+    #: Model name -> the system prompt its server adds itself, for ``prompt_leak``.
+    system_prompts: dict[str, str] = field(default_factory=dict)
+    #: Triton input tensor that carries the system prompt: ``prompt_leak`` compares outputs
+    #: with its text, and ``canary`` plants the canary there.
+    system_prompt_tensor: str = ""
     #: A pipeline (input or output) with no enabled check is a start-up error unless this is
     #: true: an omitted or emptied section must never switch screening off by accident.
     allow_empty: bool = False
@@ -557,13 +571,14 @@ def validate(cfg: Config) -> None:
     """Cross-field checks that the types alone cannot express."""
     from infershield.checks.base import known_types
 
-    for stage in ("input", "output"):
-        for i, spec in enumerate(getattr(cfg.policy, stage)):
+    for stage in ("input", "output", "untrusted"):
+        for i, spec in enumerate(getattr(cfg.policy, stage) or ()):
             if spec.type not in known_types():
                 raise ConfigError(
                     f"policy.{stage}[{i}].type: unknown check type {spec.type!r} "
                     f"(known: {', '.join(known_types())})"
                 )
+    _validate_output_policy(cfg.policy)
     if cfg.backend.kind == "triton" and not cfg.backend.upstream:
         raise ConfigError("backend.upstream: required when backend.kind is 'triton'")
     if not 0.0 <= cfg.telemetry.sample_ratio <= 1.0:
@@ -745,6 +760,36 @@ def _validate_abuse(cfg: Config) -> None:
     _positive(au.rotate_s, "audit.rotate_s", zero_ok=True)
     if au.rotate_bytes < 0:
         raise ConfigError("audit.rotate_bytes: 0 (off) or a positive size in bytes")
+
+
+#: Largest ``policy.stream_holdback_chars``: past it a stream would barely stream.
+MAX_STREAM_HOLDBACK_CHARS = 65536
+
+
+def _validate_output_policy(p: PolicyConfig) -> None:
+    if p.untrusted is not None and not any(s.enabled for s in p.untrusted):
+        raise ConfigError(
+            "policy.untrusted: must hold at least one enabled check; leave it out for the "
+            "default (the input checks plus the indirect-injection rules)"
+        )
+    if not 0 <= p.stream_holdback_chars <= MAX_STREAM_HOLDBACK_CHARS:
+        raise ConfigError(
+            f"policy.stream_holdback_chars: 0 (derived from the output checks) up to "
+            f"{MAX_STREAM_HOLDBACK_CHARS}, got {p.stream_holdback_chars}"
+        )
+    for model, prompt in p.system_prompts.items():
+        if not model:
+            raise ConfigError("policy.system_prompts: a model name must not be empty")
+        if not prompt.strip():
+            raise ConfigError(f"policy.system_prompts.{model}: must not be empty")
+    if p.system_prompt_tensor and p.text_tensors and p.system_prompt_tensor not in p.text_tensors:
+        raise ConfigError(
+            f"policy.system_prompt_tensor: {p.system_prompt_tensor!r} is not one of "
+            "policy.text_tensors, so it would not be screened"
+        )
+    leak = [s for s in p.output if s.type == "prompt_leak"]
+    if p.canary and leak and not any(s.enabled for s in leak):
+        raise ConfigError("policy.canary: needs the prompt_leak output check, which is disabled")
 
 
 def _check_hostport(value: str, where: str) -> None:

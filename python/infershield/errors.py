@@ -123,12 +123,16 @@ class Blocked(FirewallError):
         score: float = 1.0,
         explain: bool = False,
         details: tuple[tuple[str, str], ...] = (),
+        role: str = "",
     ) -> None:
         cats = ",".join(categories) if categories else "none"
+        # The role (``tool``, ``document``) says where an attack came from, not how it was
+        # caught, so even a terse message carries it.
+        where = f"{stage}, {role} message" if role else stage
         if explain:
-            message = f"blocked by {check} on {stage} (category: {cats}): {reason}"
+            message = f"blocked by {check} on {where} (category: {cats}): {reason}"
         else:
-            message = f"blocked on {stage} (category: {cats})"
+            message = f"blocked on {where} (category: {cats})"
         super().__init__(message)
         self.check = check
         self.reason = reason
@@ -137,12 +141,16 @@ class Blocked(FirewallError):
         self.score = score
         self.explain = explain
         self.details = details
+        #: The chat role of the message that was blocked (``tool``, ``document`` …), if any.
+        self.role = role
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        out = (
+        out: tuple[tuple[str, str], ...] = (
             ("infershield-stage", self.stage),
             ("infershield-category", ",".join(self.categories)),
         )
+        if self.role:
+            out = (*out, ("infershield-role", _ascii(self.role)))
         if not self.explain:
             return out
         return (

@@ -27,6 +27,7 @@ from infershield.auth.access import Identity, authorize, request_model
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import (
     TextTensor,
+    encode_bytes,
     input_texts,
     output_texts,
     rewrite_input,
@@ -34,6 +35,7 @@ from infershield.backends.tensors import (
     uses_shared_memory,
     validate_request_tensors,
 )
+from infershield.canary import new_canary, plant, plant_in_chat
 from infershield.checks.base import CheckContext, Stage
 from infershield.config import PolicyConfig
 from infershield.errors import (
@@ -52,9 +54,10 @@ from infershield.limits import (
     check_output_texts,
     check_request_bytes,
 )
-from infershield.pipeline import PipelineResult
-from infershield.policy import Policy
+from infershield.pipeline import Pipeline, PipelineResult
+from infershield.policy import UNTRUSTED_ROLES, Policy
 from infershield.reload import pinned_policy
+from infershield.stream import StreamScreener
 from infershield.telemetry.instrument import (
     current_rpc_name,
     current_trace_id,
@@ -77,6 +80,8 @@ ADMIN_EXTENSIONS: frozenset[str] = frozenset(
 )
 #: Request parameter that marks the last response of a decoupled request.
 FINAL_RESPONSE = "triton_final_response"
+#: Request parameter asking Triton for a final response even when it carries no data.
+EMPTY_FINAL = "triton_enable_empty_final_response"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,31 @@ class InferOutcome:
     response: pb.ModelInferResponse
     input_results: tuple[PipelineResult, ...]
     output_results: tuple[PipelineResult, ...]
+    #: (message index, role, result) for each untrusted (``tool``/``document``) message.
+    untrusted_results: tuple[tuple[int, str, PipelineResult], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """One chat message of ``Infer``: its role and its text."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Protected:
+    """What a request's output must not reveal: its system prompt and its canaries."""
+
+    system_prompt: str = ""
+    canaries: tuple[str, ...] = ()
+
+
+def render_chat(turns: Sequence[ChatTurn]) -> str:
+    """Chat messages as one text, one ``role: content`` block per message."""
+    if not turns:
+        raise InvalidRequest("messages is empty")
+    return "\n".join(f"{t.role or 'user'}: {t.content}" for t in turns)
 
 
 class Firewall:
@@ -172,13 +202,30 @@ class Firewall:
         ctx: CallContext,
         *,
         model: str = "",
+        protected: Protected | None = None,
+        pipeline: Pipeline | None = None,
+        role: str = "",
     ) -> list[PipelineResult]:
-        """Run ``stage``'s pipeline over ``texts`` (one batch), off the event loop."""
+        """Run ``stage``'s pipeline (or ``pipeline``) over ``texts`` (one batch), off the
+        event loop. ``protected`` is what the output must not reveal; ``role`` labels the
+        verdicts and the audit record with the chat role the texts came from."""
         if not texts:
             return []
-        pipeline = policy.input if stage == "input" else policy.output
+        if pipeline is None:
+            pipeline = policy.input if stage == "input" else policy.output
         meta = {k: v for k, v in ctx.metadata if isinstance(v, str)}
-        ctxs = [CheckContext(text=t, stage=stage, model=model, metadata=meta) for t in texts]
+        prot = protected or Protected()
+        ctxs = [
+            CheckContext(
+                text=t,
+                stage=stage,
+                model=model,
+                metadata=meta,
+                system_prompt=prot.system_prompt,
+                canaries=prot.canaries,
+            )
+            for t in texts
+        ]
         budget = CheckBudget(ctx.deadline, policy.config.limits.check_budget_s)
         try:
             if pipeline.runs_inline and sum(map(len, texts)) <= INLINE_SCREEN_CHARS:
@@ -195,6 +242,8 @@ class Firewall:
         call = abuse_control.current_call()  # abuse control (issue #19)
         if call is not None:
             call.note_score(max(r.score for r in results))
+        if role:
+            results = [_with_role(r, role) for r in results]
         if self.audit is not None:
             self.audit.record_results(
                 zip(texts, results, strict=True),
@@ -205,6 +254,7 @@ class Firewall:
                 rpc=current_rpc_name(),
                 trace_id=current_trace_id(),
                 request_id="" if call is None else call.request_id,
+                role=role,
             )
         return results
 
@@ -243,6 +293,85 @@ class Firewall:
         """The ``Infer`` RPC: put ``text`` into the model's text input and run it."""
         authorize(ctx.identity, "Infer", model)
         policy = self.policy
+        protected = Protected(policy.config.policy.system_prompts.get(model, ""))
+        return await self._infer_text(
+            policy, model, text, ctx, version, parameters, request_id, protected, None
+        )
+
+    async def infer_chat(
+        self,
+        model: str,
+        turns: Sequence[ChatTurn],
+        ctx: CallContext,
+        *,
+        version: str = "",
+        parameters: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> InferOutcome:
+        """``Infer`` with chat messages. ``tool``/``document`` messages are untrusted content,
+        screened by the policy's untrusted pipeline and labelled with their role; the whole
+        chat is then screened as input. The system messages are what the output must not
+        reproduce, and with ``policy.canary`` a fresh canary is planted in them."""
+        policy = self.policy
+        turns = list(turns)
+        if not turns:
+            raise InvalidRequest("messages is empty")
+        untrusted: list[tuple[int, str, PipelineResult]] = []
+        for role in sorted({t.role for t in turns if t.role in UNTRUSTED_ROLES}):
+            idx = [i for i, t in enumerate(turns) if t.role == role]
+            texts = [turns[i].content for i in idx]
+            check_inputs(texts, policy.config.limits, self.tokens.get(model))
+            results = await self.screen(
+                policy, texts, "input", ctx, model=model, pipeline=policy.untrusted, role=role
+            )
+            for i, r in zip(idx, results, strict=True):
+                if r.blocked:
+                    v = r.blocking_verdict
+                    assert v is not None  # a blocked result has a blocking verdict
+                    exc = Blocked(
+                        check=v.check,
+                        reason=f"{v.reason} (message {i})",
+                        categories=v.categories or tuple(r.categories),
+                        stage="input",
+                        score=r.score,
+                        explain=policy.config.policy.explain_blocks,
+                        details=v.details,
+                        role=role,
+                    )
+                    record_block(exc)
+                    raise exc
+                if r.decision is Decision.REDACT:
+                    turns[i] = ChatTurn(role, r.text)
+                untrusted.append((i, role, r))
+        cfg = policy.config.policy
+        system = "\n".join(t.content for t in turns if t.role == "system")
+        protected = Protected(system or cfg.system_prompts.get(model, ""))
+        planter = None
+        if cfg.canary and system:
+            token = new_canary()
+            protected = dataclasses.replace(protected, canaries=(token,))
+
+            def planter(text: str) -> str:
+                return plant_in_chat(text, token)
+
+        out = await self._infer_text(
+            policy, model, render_chat(turns), ctx, version, parameters, request_id,
+            protected, planter,
+        )
+        return dataclasses.replace(out, untrusted_results=tuple(sorted(untrusted)))
+
+    async def _infer_text(
+        self,
+        policy: Policy,
+        model: str,
+        text: str,
+        ctx: CallContext,
+        version: str,
+        parameters: Mapping[str, str] | None,
+        request_id: str,
+        protected: Protected,
+        planter: Any,
+    ) -> InferOutcome:
         schema = await self.schema(model, version, ctx)
         names = policy.config.policy.text_tensors
         text_inputs = [
@@ -268,7 +397,7 @@ class Firewall:
         )
         for k, v in (parameters or {}).items():
             req.parameters[k].string_param = v
-        return await self._infer(policy, req, ctx)
+        return await self._infer(policy, req, ctx, protected=protected, planter=planter)
 
     # ------------------------------------------------------------------ Triton drop-in
 
@@ -299,26 +428,46 @@ class Firewall:
     async def stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], ctx: CallContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        """ModelStreamInfer: each request is screened before it goes upstream and each
-        response before it goes back. A block or a bad request becomes an in-stream error
-        response (with ``triton_final_response``), never a silent truncation; later responses
-        of a blocked decoupled request are dropped. Upstream failure ends the stream."""
+        """ModelStreamInfer: each request is screened before it goes upstream. The responses
+        of a decoupled request (one with an id) are screened as one text across response
+        boundaries (:class:`~infershield.stream.StreamScreener`): the last
+        ``policy.stream_holdback_chars`` are held back until what follows shows they are
+        safe, and flushed with the final response. A block or a bad request becomes an
+        in-stream error response (with ``triton_final_response``), never a silent
+        truncation; later responses of a blocked request are dropped. Upstream failure ends
+        the stream."""
         authorize(ctx.identity, "ModelStreamInfer")
         policy = self.policy
         out: asyncio.Queue[pb.ModelStreamInferResponse | BaseException | None] = asyncio.Queue()
         upstream: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
-        models: dict[str, str] = {}
+        protections: dict[str, Protected] = {}
+        # Ids whose caller did not ask for an empty final response (the firewall always does,
+        # to flush the held-back tail, and drops the empty ones the caller did not ask for).
+        no_empty_final: set[str] = set()
+        # Requests without an id cannot be told apart: their responses are screened one by
+        # one, against every id-less request's system prompt and canaries.
+        anon = Protected()
 
         async def pump_in() -> None:
+            nonlocal anon
             try:
                 async for req in requests:
                     try:
                         authorize(ctx.identity, "ModelStreamInfer", req.model_name)
                         await self._check_request(policy, req, ctx)
+                        prot = self._protect_request(policy, req)
                     except FirewallError as exc:
                         await out.put(_stream_error(req.id, req.model_name, req.model_version, exc))
                         continue
-                    models[req.id] = req.model_name
+                    if req.id:
+                        protections[req.id] = prot
+                        asked = req.parameters.get(EMPTY_FINAL)
+                        if asked is None or not asked.bool_param:
+                            no_empty_final.add(req.id)
+                        req.parameters[EMPTY_FINAL].bool_param = True
+                    else:
+                        prompt = "\n".join(x for x in (anon.system_prompt, prot.system_prompt) if x)
+                        anon = Protected(prompt, (*anon.canaries, *prot.canaries))
                     await upstream.put(req)
             finally:
                 await upstream.put(None)
@@ -331,12 +480,17 @@ class Firewall:
             blocked: set[str] = set()
             # Output tokens of a decoupled request add up over all its responses.
             meters: dict[str, OutputTokenMeter] = {}
+            streams: dict[str, _OutputStream] = {}
             try:
                 async for resp in self.backend.stream_infer(upstream_requests(), ctx):
                     ir = resp.infer_response
                     if ir.id and ir.id in blocked:
+                        if _is_final(ir):
+                            blocked.discard(ir.id)  # the id may now be reused
                         continue
-                    if not resp.error_message:
+                    if resp.error_message:
+                        streams.pop(ir.id, None)  # held-back text of a failed request is dropped
+                    else:
                         counter = self.tokens.get(ir.model_name)
                         limit = policy.config.limits.max_output_tokens
                         meter = (
@@ -345,14 +499,36 @@ class Firewall:
                             else None
                         )
                         try:
-                            await self._check_response(policy, ir, ctx, meter)
+                            if ir.id:
+                                prot = protections.get(ir.id) or Protected()
+                                state = streams.get(ir.id)
+                                if state is None:
+                                    state = streams[ir.id] = _OutputStream(
+                                        self._holdback(policy, prot)
+                                    )
+                                await self._screen_stream_response(
+                                    policy, ir, ctx, meter, state, prot
+                                )
+                            else:
+                                await self._check_response(policy, ir, ctx, meter, anon)
                         except FirewallError as exc:
                             if ir.id:
-                                blocked.add(ir.id)
+                                streams.pop(ir.id, None)
+                                meters.pop(ir.id, None)
+                                if not _is_final(ir):
+                                    blocked.add(ir.id)
                             await out.put(
                                 _stream_error(ir.id, ir.model_name, ir.model_version, exc)
                             )
                             continue
+                    if ir.id and (resp.error_message or _is_final(ir)):
+                        streams.pop(ir.id, None)
+                        meters.pop(ir.id, None)
+                        protections.pop(ir.id, None)
+                        if ir.id in no_empty_final and not resp.error_message:
+                            no_empty_final.discard(ir.id)
+                            if not ir.outputs:
+                                continue  # an empty final the caller did not ask for
                     await out.put(resp)
                 await out.put(None)
             except BaseException as exc:
@@ -371,6 +547,64 @@ class Firewall:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    def _holdback(policy: Policy, protected: Protected) -> int:
+        """A request's hold-back: the policy's, or more when its system prompt needs it."""
+        leak = policy.prompt_leak
+        need = leak.span_chars(protected.system_prompt) if leak and protected.system_prompt else 0
+        return max(policy.stream_holdback, need)
+
+    async def _screen_stream_response(
+        self,
+        policy: Policy,
+        resp: pb.ModelInferResponse,
+        ctx: CallContext,
+        meter: OutputTokenMeter | None,
+        state: _OutputStream,
+        protected: Protected,
+    ) -> None:
+        """Screen one response of a decoupled request as part of its whole output, and
+        rewrite its text tensors to what may be released now (see :mod:`infershield.stream`).
+        Raises Blocked when the output is blocked."""
+        final = _is_final(resp)
+        tensors = output_texts(resp, policy.config.policy.text_tensors)
+        counter = self.tokens.get(resp.model_name)
+        if counter is not None:
+            texts = [s for t in tensors for s in t.texts]
+            check_output_texts(texts, policy.config.limits, counter, meter)
+        jobs: list[tuple[tuple[str, int], StreamScreener, str | None]] = []
+        for t in tensors:
+            state.layout[t.name] = (list(resp.outputs[t.index].shape), t.raw)
+            for i, text in enumerate(t.texts):
+                sc = state.screeners.get((t.name, i))
+                if sc is None:
+                    sc = state.screeners[(t.name, i)] = StreamScreener(state.holdback)
+                jobs.append(((t.name, i), sc, sc.window(text, final=final)))
+        carried = {key for key, _, _ in jobs}
+        tails = [key for key, sc in state.screeners.items() if key not in carried]
+        if final:
+            # Held-back text of outputs this last response does not carry (an empty final).
+            for key in tails:
+                sc = state.screeners[key]
+                jobs.append((key, sc, sc.window("", final=True)))
+        windows = [w for _, _, w in jobs if w is not None]
+        results = iter(
+            await self.screen(
+                policy, windows, "output", ctx, model=resp.model_name, protected=protected
+            )
+        )
+        try:
+            released = {
+                key: (sc.advance(next(results)) if w is not None else "")
+                for key, sc, w in jobs
+            }
+        except Blocked as exc:
+            raise _disclosed(exc, policy.config.policy) from None
+        for t in tensors:
+            rewrite_output(resp, t, [released[(t.name, i)] for i in range(len(t.texts))])
+        if final:
+            _add_tails(resp, state, {k: released[k] for k in tails if released.get(k)})
 
     # ------------------------------------------------------------------ internals
 
@@ -429,6 +663,7 @@ class Firewall:
         resp: pb.ModelInferResponse,
         ctx: CallContext,
         meter: OutputTokenMeter | None = None,
+        protected: Protected | None = None,
     ) -> tuple[PipelineResult, ...]:
         tensors = output_texts(resp, policy.config.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
@@ -437,18 +672,50 @@ class Firewall:
         if counter is not None:
             n = check_output_texts(texts, policy.config.limits, counter, meter)
         await abuse_control.charge_tokens(resp.model_name, texts, n, output=True)
-        results = await self.screen(policy, texts, "output", ctx, model=resp.model_name)
+        results = await self.screen(
+            policy, texts, "output", ctx, model=resp.model_name, protected=protected
+        )
         pcfg = policy.config.policy
         _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s), pcfg)
         return tuple(results)
 
+    def _protect_request(self, policy: Policy, req: pb.ModelInferRequest) -> Protected:
+        """The system prompt of a Triton request (``policy.system_prompt_tensor``, else the
+        model's ``policy.system_prompts`` entry), with a canary planted in that tensor when
+        ``policy.canary`` is on. Runs after input screening."""
+        cfg = policy.config.policy
+        prompt = cfg.system_prompts.get(req.model_name, "")
+        canaries: tuple[str, ...] = ()
+        if cfg.system_prompt_tensor:
+            for t in input_texts(req, (cfg.system_prompt_tensor,)):
+                prompt = "\n".join(x for x in (*t.texts, prompt) if x)
+                if cfg.canary:
+                    token = new_canary()
+                    canaries = (token,)
+                    rewrite_input(req, t, [plant(x, token) for x in t.texts])
+        return Protected(prompt, canaries)
+
     async def _infer(
-        self, policy: Policy, req: pb.ModelInferRequest, ctx: CallContext
+        self,
+        policy: Policy,
+        req: pb.ModelInferRequest,
+        ctx: CallContext,
+        *,
+        protected: Protected | None = None,
+        planter: Any = None,
     ) -> InferOutcome:
         in_results = await self._check_request(policy, req, ctx)
+        if protected is None:
+            protected = self._protect_request(policy, req)
+        if planter is not None:
+            # Planted after screening: the canary is never echoed back in a scan result.
+            contents = req.inputs[0].contents.bytes_contents
+            contents[0] = planter(contents[0].decode("utf-8", "surrogatepass")).encode(
+                "utf-8", "surrogatepass"
+            )
         resp = await self.forward("ModelInfer", req, ctx)
         try:
-            out_results = await self._check_response(policy, resp, ctx)
+            out_results = await self._check_response(policy, resp, ctx, protected=protected)
         except InvalidRequest as exc:
             # A malformed *response* is the backend's fault, not the caller's.
             raise BackendUnavailable(
@@ -498,6 +765,70 @@ def _apply(
                 raise exc
         if any(r.decision is Decision.REDACT for r in mine):
             rewrite(t, [r.text for r in mine])
+
+
+@dataclass(slots=True)
+class _OutputStream:
+    """The output of one decoupled request so far: a screener per text element."""
+
+    holdback: int
+    screeners: dict[tuple[str, int], StreamScreener] = field(default_factory=dict)
+    #: Output name -> (shape, raw) as last seen, to carry a flushed tail.
+    layout: dict[str, tuple[list[int], bool]] = field(default_factory=dict)
+
+
+def _add_tails(
+    resp: pb.ModelInferResponse, state: _OutputStream, tails: Mapping[tuple[str, int], str]
+) -> None:
+    """Add the flushed tails of outputs ``resp`` does not carry, laid out as last seen."""
+    for name in sorted({n for n, _ in tails}):
+        shape, raw = state.layout[name]
+        count = max(i for n, i in tails if n == name) + 1
+        elems = [tails.get((name, i), "").encode("utf-8") for i in range(count)]
+        n = 1
+        for d in shape:
+            n *= d
+        if n != count:
+            shape = [count]
+        use_raw = bool(resp.raw_output_contents) or (raw and not resp.outputs)
+        t = resp.outputs.add(name=name, datatype="BYTES", shape=shape)
+        if use_raw:
+            resp.raw_output_contents.append(encode_bytes(elems))
+        else:
+            t.contents.bytes_contents.extend(elems)
+
+
+def _disclosed(exc: Blocked, policy: PolicyConfig) -> Blocked:
+    """A block raised by the transport-free stream screener, told to the caller as
+    ``policy.explain_blocks`` says and recorded on the span."""
+    out = Blocked(
+        check=exc.check,
+        reason=exc.reason,
+        categories=exc.categories,
+        stage=exc.stage,
+        score=exc.score,
+        explain=policy.explain_blocks,
+        details=exc.details,
+        role=exc.role,
+    )
+    record_block(out)
+    return out
+
+
+def _with_role(result: PipelineResult, role: str) -> PipelineResult:
+    """``result`` with ``role`` in every verdict's details."""
+    verdicts = tuple(
+        dataclasses.replace(v, details=(*v.details, ("role", role))) for v in result.verdicts
+    )
+    return dataclasses.replace(result, verdicts=verdicts)
+
+
+def _is_final(resp: pb.ModelInferResponse) -> bool:
+    """Whether this is the last response of its request. A response without the parameter
+    is complete on its own (a model that is not decoupled)."""
+    if FINAL_RESPONSE not in resp.parameters:
+        return True
+    return bool(resp.parameters[FINAL_RESPONSE].bool_param)
 
 
 def _stream_error(

@@ -183,7 +183,7 @@ def test_allowed_request_span_tree_and_upstream_propagation(
         resp = s.ModelInfer(text_request([prompt]), metadata=caller_metadata(1), timeout=30)
     assert resp.model_name == "echo"
 
-    spans = spans_of(receiver, trace_id(1), 4)
+    spans = spans_of(receiver, trace_id(1), 5)
     root = root_of(spans)
     assert root.name == "ModelInfer" and root.parent_span_id == CALLER_SPAN
     assert root.service_name == "infershield-e2e"
@@ -195,6 +195,8 @@ def test_allowed_request_span_tree_and_upstream_propagation(
     checks = [k for k in kids if k.kind == KIND_INTERNAL]
     assert [(c.name, c.attributes["infershield.stage"]) for c in checks] == [
         ("check keywords", "input"), ("check leaks", "output"),
+        # Added to every output pipeline (allows when there is no system prompt or canary).
+        ("check prompt_leak", "output"),
     ]
     for c in checks:
         assert c.attributes["infershield.check.decision"] == "allow"

@@ -113,6 +113,17 @@ def test_results_are_recorded_without_text(tmp_path: Path) -> None:
     assert rec["checks"][0]["name"] == "signatures" and len(rec["text_sha256"]) == 64
 
 
+def test_untrusted_content_is_recorded_with_its_role(tmp_path: Path) -> None:
+    p = tmp_path / "audit.jsonl"
+    log = AuditLog(p)
+    log.record_results([(SECRET_PROMPT, result(Decision.BLOCK))], stage="input", role="tool")
+    log.record_results([(SECRET_PROMPT, result(Decision.BLOCK))], stage="input")
+    log.close()
+    tool, user = [json.loads(x) for x in lines(p)]
+    assert tool["role"] == "tool" and "role" not in user
+    assert verify(p).ok
+
+
 def test_cli_verify_exit_codes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

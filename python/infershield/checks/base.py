@@ -27,6 +27,10 @@ class CheckContext:
     model: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
+    #: The system prompt the output must not reproduce (``prompt_leak``); empty if unknown.
+    system_prompt: str = ""
+    #: Canary tokens planted in this request's system prompt; an output carrying one leaks it.
+    canaries: tuple[str, ...] = ()
 
     def cached(self, key: str, compute: Callable[[], T]) -> T:
         if key not in self.memo:
@@ -70,6 +74,12 @@ class Check(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (sessions, worker threads)."""
 
+    def max_match_chars(self) -> int | None:
+        """The longest text this check must see whole to find what it looks for, or None
+        when it cannot say: a streamed output holds back that many characters
+        (:mod:`infershield.stream`)."""
+        return None
+
     # Helpers so subclasses build verdicts uniformly.
     def allow(self, reason: str = "", score: float = 0.0, **kw: Any) -> Verdict:
         return Verdict(self.name, Decision.ALLOW, Status.OK, score, reason, **kw)
@@ -98,6 +108,8 @@ _BUILTIN: dict[str, str] = {
     "pii": "infershield.checks.output.pii:PiiCheck",
     "secrets": "infershield.checks.output.secrets:SecretsCheck",
     "ban_substrings": "infershield.checks.output.ban_substrings:BanSubstringsCheck",
+    "prompt_leak": "infershield.checks.output.prompt_leak:PromptLeakCheck",
+    "exfil_links": "infershield.checks.output.exfil_links:ExfilLinksCheck",
 }
 _REGISTERED: dict[str, type[Check]] = {}
 

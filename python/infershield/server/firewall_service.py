@@ -9,7 +9,7 @@ import grpc
 from infershield.backends.tensors import decode_bytes
 from infershield.checks.base import Stage
 from infershield.errors import InvalidRequest
-from infershield.firewall import Firewall
+from infershield.firewall import ChatTurn, Firewall, render_chat
 from infershield.pipeline import PipelineResult
 from infershield.server.context import call_context
 from infershield.v1 import firewall_pb2 as fpb
@@ -17,11 +17,14 @@ from infershield.v1 import firewall_pb2_grpc as fpb_grpc
 from infershield.verdict import Verdict
 
 
+def chat_turns(messages: fpb.ChatMessages) -> list[ChatTurn]:
+    """The messages as the firewall's chat turns (a message without a role is the user's)."""
+    return [ChatTurn(m.role or "user", m.content) for m in messages.messages]
+
+
 def render_messages(messages: fpb.ChatMessages) -> str:
     """Chat messages as one text, one ``role: content`` block per message."""
-    if not messages.messages:
-        raise InvalidRequest("messages is empty")
-    return "\n".join(f"{m.role or 'user'}: {m.content}" for m in messages.messages)
+    return render_chat(chat_turns(messages))
 
 
 def verdict_pb(v: Verdict, explain: bool = True) -> fpb.Verdict:
@@ -65,25 +68,30 @@ class FirewallService(fpb_grpc.FirewallServicer):  # type: ignore[misc]
         self, request: fpb.InferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> fpb.InferResponse:
         which = request.WhichOneof("input")
-        if which == "prompt":
-            text = request.prompt
-        elif which == "messages":
-            text = render_messages(request.messages)
-        else:
+        if which not in ("prompt", "messages"):
             raise InvalidRequest("set either prompt or messages")
         if not request.model:
             raise InvalidRequest("model is required")
         ctx = call_context(context, self.firewall.policy.config.limits)
-        out = await self.firewall.infer_text(
-            request.model,
-            text,
-            ctx,
-            version=request.model_version,
-            parameters=dict(request.parameters),
-            request_id=request.id,
-        )
+        kw: dict[str, Any] = {
+            "version": request.model_version,
+            "parameters": dict(request.parameters),
+            "request_id": request.id,
+        }
+        if which == "prompt":
+            text = request.prompt
+            out = await self.firewall.infer_text(request.model, text, ctx, **kw)
+        else:
+            turns = chat_turns(request.messages)
+            text = render_chat(turns)
+            out = await self.firewall.infer_chat(request.model, turns, ctx, **kw)
         resp = out.response
         explain = self.firewall.policy.config.policy.explain_blocks
+        untrusted = []
+        for index, role, r in out.untrusted_results:
+            scan = result_pb(r, request.messages.messages[index].content, explain=explain)
+            scan.role, scan.message_index = role, index
+            untrusted.append(scan)
         reply = fpb.InferResponse(
             model=resp.model_name,
             model_version=resp.model_version,
@@ -94,6 +102,7 @@ class FirewallService(fpb_grpc.FirewallServicer):  # type: ignore[misc]
                 else None
             ),
             output_scans=[result_pb(r, explain=explain) for r in out.output_results],
+            untrusted_scans=untrusted,
         )
         for i, t in enumerate(resp.outputs):
             tensor = reply.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))

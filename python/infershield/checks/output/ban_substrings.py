@@ -86,6 +86,10 @@ class BanSubstringsCheck(Check):
         """Build with the compiled-database cache under ``config.cache_path``."""
         return cls(name, options, cache_dir=config.cache_path / "hyperscan")
 
+    def max_match_chars(self) -> int | None:
+        """The longest listed substring (the streaming hold-back)."""
+        return max(len(s) for s in self.options.substrings)
+
     def check(self, ctx: CheckContext) -> Verdict:
         return self.check_batch([ctx])[0]
 

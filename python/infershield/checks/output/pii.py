@@ -63,6 +63,12 @@ class SpanRuleCheck(Check):
         """Build with the compiled-database cache under ``config.cache_path``."""
         return cls(name, options, cache_dir=config.cache_path / "hyperscan")
 
+    def max_match_chars(self) -> int | None:
+        """The longest text a rule of this check needs (the streaming hold-back)."""
+        from infershield.rules.width import max_match_chars
+
+        return max_match_chars(self._detector.rules)
+
     @property
     def kinds(self) -> list[str]:
         return sorted({r.kind for r in self._detector.rules})
