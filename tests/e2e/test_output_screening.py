@@ -35,6 +35,8 @@ POLICY: dict[str, Any] = {
     "output": [{"type": "secrets"}, {"type": "pii"}, {"type": "exfil_links"}],
     "system_prompts": {"stream": SYSTEM},
     "canary": True,
+    # These tests read which check fired; the terse default is tested in test_access_e2e.
+    "explain_blocks": True,
 }
 
 

@@ -89,10 +89,19 @@ def pieces(text: str, size: int) -> list[tuple[str | None, bool]]:
 
 
 def run(
-    tmp_path: Path, policy: dict[str, Any], script: Script, requests: list[Any]
+    tmp_path: Path,
+    policy: dict[str, Any],
+    script: Script,
+    requests: list[Any],
+    *,
+    explain: bool = True,
 ) -> tuple[list[Any], ScriptedBackend]:
+    """Run the requests through a firewall; ``explain`` (``policy.explain_blocks``) lets the
+    tests read which check ended a stream."""
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"policy": policy}), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump({"policy": {"explain_blocks": explain, **policy}}), encoding="utf-8"
+    )
     pol = Policy.from_config(load_config(path, env={}))
     backend = ScriptedBackend(script)
     fw = Firewall(pol, backend)
@@ -206,6 +215,10 @@ def test_a_blocked_request_drops_its_later_responses_and_others_go_on(tmp_path: 
     bad, bad_errors = received(out, "bad")
     assert len(bad_errors) == 1 and "secrets" in bad_errors[0]
     assert "AKIA" not in bad
+    # By default the caller learns the stage and category, not the check or its rules.
+    quiet, _ = run(tmp_path, policy, script, [_request("bad", "q")], explain=False)
+    _, terse = received(quiet, "bad")
+    assert terse == ["PERMISSION_DENIED: blocked on output (category: secret)"]
     # Held-back responses went out empty; after the error nothing more for this id.
     assert [r for r in out if r.infer_response.id == "bad"][-1].error_message
     ok, ok_errors = received(out, "ok")
