@@ -53,6 +53,7 @@ void register_analyzer(py::module_& m) {
       .def_readonly("top_token", &Analysis::top_token)
       .def_readonly("top_token_ratio", &Analysis::top_token_ratio)
       .def_readonly("normalized", &Analysis::normalized)
+      .def_readonly("transforms", &Analysis::transforms)
       .def_readonly("template_tokens", &Analysis::template_tokens)
       .def_readonly("code_points", &Analysis::code_points);
 

@@ -127,6 +127,22 @@ char homoglyph(std::uint32_t c) {
 // Latin-1 letters U+00C0–U+00FF without their accents ('*' = not a letter).
 constexpr char kLatin1Fold[] = "aaaaaaaceeeeiiiidnooooo*ouuuuytsaaaaaaaceeeeiiiidnooooo*ouuuuyty";
 
+// Latin Extended-A U+0100–U+017F without their accents (Turkish, Polish, Czech …).
+constexpr char kLatinExtAFold[] =
+    "aaaaaaccccccccddddeeeeeeeeeegggggggghhhhiiiiiiiiiiiijjkkklllllll"
+    "lllnnnnnnnnnoooooooorrrrrrssssssssttttttuuuuuuuuuuuuwwyyyzzzzzzs";
+
+// Latin Extended Additional U+1EA0–U+1EF9 (Vietnamese vowels with tone marks).
+char vietnamese_fold(std::uint32_t c) {
+  if (c >= 0x1EA0 && c <= 0x1EB7) return 'a';
+  if (c >= 0x1EB8 && c <= 0x1EC7) return 'e';
+  if (c >= 0x1EC8 && c <= 0x1ECB) return 'i';
+  if (c >= 0x1ECC && c <= 0x1EE3) return 'o';
+  if (c >= 0x1EE4 && c <= 0x1EF1) return 'u';
+  if (c >= 0x1EF2 && c <= 0x1EF9) return 'y';
+  return 0;
+}
+
 // Compatibility forms that fold to one ASCII character (fullwidth, mathematical
 // alphanumerics, circled letters, accented Latin-1); 0 if `c` is not one.
 char compat_fold(std::uint32_t c) {
@@ -144,6 +160,10 @@ char compat_fold(std::uint32_t c) {
     const char f = kLatin1Fold[c - 0xC0];
     return f == '*' ? 0 : f;
   }
+  if (c >= 0x100 && c <= 0x17F) return kLatinExtAFold[c - 0x100];
+  if (c == 0x1A0 || c == 0x1A1) return 'o';  // Vietnamese ơ
+  if (c == 0x1AF || c == 0x1B0) return 'u';  // Vietnamese ư
+  if (c >= 0x1EA0 && c <= 0x1EF9) return vietnamese_fold(c);
   return 0;
 }
 bool is_confusable_form(std::uint32_t c) {
@@ -167,6 +187,8 @@ char leet(std::uint32_t c) {
     case '4': return 'a';
     case '5': return 's';
     case '7': return 't';
+    case '8': return 'b';
+    case '9': return 'g';
     case '@': return 'a';
     case '$': return 's';
     default: return 0;
@@ -484,12 +506,222 @@ void token_stats(Analysis& a) {
   a.top_token_ratio = a.token_count ? static_cast<double>(best) / a.token_count : 0.0;
 }
 
-}  // namespace
 
-const std::vector<std::string>& template_token_list() { return kTemplateTokens; }
+bool is_spacing_sep(std::uint32_t c) {
+  return c == ' ' || c == '.' || c == '-' || c == '_' || c == '*' || c == '|' || c == '/' ||
+         c == '~' || c == 0xB7 || c == 0x2022 || c == 0x2219;
+}
+// A character that can stand for one letter of a spelled-out word (letters, leet digits).
+bool is_spell_cp(std::uint32_t c) { return c != '_' && !is_space(c) && is_word_cp(c); }
 
-Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
-  Analysis a;
+struct Cp {
+  std::uint32_t c;
+  std::size_t at;   // byte offset
+  std::size_t len;  // bytes
+};
+
+std::vector<Cp> code_points(std::string_view s) {
+  std::vector<Cp> v;
+  v.reserve(s.size());
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (std::size_t i = 0; i < s.size();) {
+    std::uint32_t c = 0;
+    std::size_t len = utf8_decode(p + i, s.size() - i, &c);
+    if (len == 0) {
+      c = 0xFFFD;
+      len = 1;
+    }
+    v.push_back({c, i, len});
+    i += len;
+  }
+  return v;
+}
+
+// Joins letters spelled out one by one ("i g n o r e  a l l", "D.i.s.r.e.g.a.r.d a.l.l"):
+// a run is single letters separated by one repeated separator; runs separated by a
+// different gap (two spaces, or a space between dotted runs) become words. A chain is joined
+// only with four letters or more and one run of at least three, so "U.S.A." and "e.g." stay.
+bool join_spaced(std::string_view s, std::string& out) {
+  // Cheap exit: spelled-out text needs a letter between two separators.
+  bool candidate = false;
+  for (std::size_t i = 2; i < s.size() && !candidate; ++i) {
+    const auto a = static_cast<unsigned char>(s[i - 2]), b = static_cast<unsigned char>(s[i]);
+    candidate = (a == ' ' || a == '.' || a == '-' || a == '_' || a == '*' || a == '|' || a == '/' ||
+                 a == '~' || a >= 0x80) &&
+                (b == a || b >= 0x80);
+  }
+  if (!candidate) return false;
+  const std::vector<Cp> cp = code_points(s);
+  const std::size_t n = cp.size();
+  const auto spell = [&](std::size_t k) { return k < n && is_spell_cp(cp[k].c); };
+  const auto single = [&](std::size_t k) {
+    return spell(k) && (k == 0 || !spell(k - 1)) && !spell(k + 1);
+  };
+  bool changed = false;
+  std::size_t copied = 0;  // bytes of `s` already copied to `out`
+  out.clear();
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < n;) {
+    if (!single(i)) {
+      ++i;
+      continue;
+    }
+    std::vector<std::vector<std::size_t>> runs;
+    std::size_t j = i, total = 0, longest = 0;
+    while (true) {
+      std::vector<std::size_t> run{j};
+      std::size_t k = j;
+      if (k + 2 < n && is_spacing_sep(cp[k + 1].c)) {
+        const std::uint32_t sep = cp[k + 1].c;
+        while (k + 2 < n && cp[k + 1].c == sep && single(k + 2)) {
+          k += 2;
+          run.push_back(k);
+        }
+      }
+      total += run.size();
+      longest = std::max(longest, run.size());
+      runs.push_back(std::move(run));
+      // The gap to the next run: up to three spaces or separators.
+      std::size_t g = k + 1;
+      while (g < n && g - k - 1 < 3 && (is_space(cp[g].c) || is_spacing_sep(cp[g].c))) ++g;
+      if (g == k + 1 || !single(g)) break;
+      // The next run must itself be spelled out (a lone letter followed by a word is prose).
+      if (!(g + 2 < n && is_spacing_sep(cp[g + 1].c) && single(g + 2))) break;
+      j = g;
+    }
+    const std::size_t last = runs.back().back();
+    if (total >= 4 && longest >= 3) {
+      out.append(s.substr(copied, cp[i].at - copied));
+      for (std::size_t r = 0; r < runs.size(); ++r) {
+        if (r) out.push_back(' ');
+        for (const std::size_t k : runs[r]) out.append(s.substr(cp[k].at, cp[k].len));
+      }
+      copied = cp[last].at + cp[last].len;
+      changed = true;
+    }
+    i = last + 1;
+  }
+  if (!changed) return false;
+  out.append(s.substr(copied));
+  return true;
+}
+
+// Common English words, plus the vocabulary of instructions, used to tell whether a
+// segment reads better ROT13-decoded or reversed.
+bool is_common_word(std::string_view w) {
+  static const std::vector<std::string_view> kWords = [] {
+    std::vector<std::string_view> v = {
+        "a", "about", "above", "act", "after", "all", "also", "am", "an", "and", "answer",
+        "any", "are", "as", "at", "back", "be", "because", "been", "but", "by", "can",
+        "could", "data", "day", "disregard", "do", "does", "don", "every", "for", "forget",
+        "from", "get", "give", "good", "had", "has", "have", "he", "help", "her", "here",
+        "him", "his", "how", "i", "if", "ignore", "in", "instructions", "into", "is", "it",
+        "its", "just", "know", "like", "make", "me", "mode", "more", "my", "new", "no", "not",
+        "now", "of", "on", "one", "only", "or", "other", "our", "out", "output", "password",
+        "please", "previous", "print", "prior", "prompt", "reveal", "rules", "say", "secret",
+        "she", "should", "show", "so", "some", "system", "take", "tell", "than", "that",
+        "the", "their", "them", "then", "there", "these", "they", "this", "time", "to", "up",
+        "us", "use", "very", "was", "we", "well", "were", "what", "when", "which", "who",
+        "will", "with", "would", "write", "you", "your"};
+    std::sort(v.begin(), v.end());
+    return v;
+  }();
+  return std::binary_search(kWords.begin(), kWords.end(), w);
+}
+
+// (words, common words) among the ASCII letter runs of `s`.
+std::pair<std::size_t, std::size_t> word_hits(std::string_view s) {
+  std::size_t words = 0, hits = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    if (!(s[i] >= 'a' && s[i] <= 'z')) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < s.size() && s[j] >= 'a' && s[j] <= 'z') ++j;
+    ++words;
+    if (is_common_word(s.substr(i, j - i))) ++hits;
+    i = j;
+  }
+  return {words, hits};
+}
+
+std::string rot13(std::string_view s) {
+  std::string r(s);
+  for (char& c : r)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>('a' + (c - 'a' + 13) % 26);
+  return r;
+}
+
+// Decodes, in place, ASCII segments (between sentence punctuation) of the lowercase folded
+// text that read as English only after ROT13 or reversal.
+void decode_segments(std::string& text, std::vector<std::string>& transforms) {
+  static constexpr std::string_view kBreaks = ".!?;:\"()[]{}<>\n";
+  std::string out;
+  bool changed = false, saw_rot = false, saw_rev = false;
+  std::size_t i = 0;
+  while (i <= text.size()) {
+    std::size_t j = text.find_first_of(kBreaks, i);
+    if (j == std::string::npos) j = text.size();
+    const std::string_view seg(text.data() + i, j - i);
+    std::string repl;
+    bool ascii = true;
+    for (const char ch : seg) ascii = ascii && static_cast<unsigned char>(ch) < 0x80;
+    if (ascii && seg.size() >= 8) {
+      const auto [words, plain] = word_hits(seg);
+      if (words >= 3) {
+        const std::string r13 = rot13(seg);
+        const std::string rev(seg.rbegin(), seg.rend());
+        const std::size_t h13 = word_hits(r13).second, hrev = word_hits(rev).second;
+        const std::size_t best = std::max(h13, hrev);
+        // Reads clearly better decoded: a third of the words become common English, and
+        // more than twice as many as before.
+        if (best >= 2 && best * 3 >= words && best > 2 * plain) {
+          if (h13 >= hrev) {
+            repl = r13;
+            saw_rot = true;
+          } else {
+            repl = rev;
+            saw_rev = true;
+          }
+        }
+      }
+    }
+    if (!repl.empty()) {
+      out += repl;
+      changed = true;
+    } else {
+      out.append(seg);
+    }
+    if (j < text.size()) out.push_back(text[j]);
+    i = j + 1;
+  }
+  if (!changed) return;
+  text = std::move(out);
+  if (saw_rot) transforms.emplace_back("rot13");
+  if (saw_rev) transforms.emplace_back("reversed");
+}
+
+// Replaces each blob with readable decoded text by that text, padded with spaces.
+std::string splice_blobs(std::string_view s, const std::vector<Blob>& blobs) {
+  std::string out;
+  out.reserve(s.size());
+  std::size_t pos = 0;
+  for (const Blob& b : blobs) {
+    if (b.decoded.empty() || b.start < pos || b.end > s.size()) continue;
+    out.append(s.substr(pos, b.start - pos));
+    out.push_back(' ');
+    out += b.decoded;
+    out.push_back(' ');
+    pos = b.end;
+  }
+  out.append(s.substr(pos));
+  return out;
+}
+
+// One pass over the code points: the statistics into `a` and the plain fold into
+// `a.normalized` (confusables, diacritics and leetspeak folded, invisibles dropped).
+void fold(std::string_view text, Analysis& a, const AnalyzerOptions& opt) {
   a.normalized.reserve(text.size());
   WordState word(a, opt);
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
@@ -569,17 +801,56 @@ Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
   }
   word.flush();
   if (!a.normalized.empty() && a.normalized.back() == ' ') a.normalized.pop_back();
+}
+
+}  // namespace
+
+const std::vector<std::string>& template_token_list() { return kTemplateTokens; }
+
+Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
+  Analysis a;
+  fold(text, a, opt);
   a.invisible = a.zero_width + a.tag_chars + a.bidi;
   BlobFinder(text, opt, a).run();
+  // Statistics and template tokens describe the text as written (after the plain fold).
   find_template_tokens(a);
   token_stats(a);
+  if (!opt.canonical) return a;
+
+  // The canonical view: decode readable blobs in place (nested ones too, up to
+  // decode_depth), join spelled-out letters, fold again, then decode ROT13/reversed.
+  std::string work;
+  std::string_view cur = text;
+  bool refold = false;
+  const std::vector<Blob>* blobs = &a.blobs;
+  Analysis layer;
+  for (std::size_t depth = 0; depth < opt.decode_depth; ++depth) {
+    const bool readable = std::any_of(blobs->begin(), blobs->end(),
+                                      [](const Blob& b) { return !b.decoded.empty(); });
+    if (!readable) break;
+    work = splice_blobs(cur, *blobs);
+    cur = work;
+    refold = true;
+    if (depth == 0) a.transforms.emplace_back("blob");
+    layer = Analysis();
+    BlobFinder(cur, opt, layer).run();
+    blobs = &layer.blobs;
+  }
+  std::string joined;
+  if (join_spaced(cur, joined)) {
+    cur = joined;
+    refold = true;
+    a.transforms.emplace_back("spaced");
+  }
+  if (refold) {
+    Analysis canon;
+    fold(cur, canon, opt);
+    a.normalized = std::move(canon.normalized);
+  }
+  decode_segments(a.normalized, a.transforms);
   return a;
 }
 
-std::string normalize(std::string_view text) {
-  AnalyzerOptions opt;
-  opt.max_blobs = 0;
-  return analyze(text, opt).normalized;
-}
+std::string normalize(std::string_view text) { return analyze(text).normalized; }
 
 }  // namespace infershield
