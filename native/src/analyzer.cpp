@@ -444,7 +444,8 @@ class BlobFinder {
           break;
         }
       }
-      if (i - start >= opt_.min_blob_len && escapes >= 3 && escapes * 3 * 4 >= i - start)
+      // quote() escapes only spaces and punctuation: one escape per ~6 letters of prose.
+      if (i - start >= opt_.min_blob_len && escapes >= 3 && escapes * 16 >= i - start)
         add("url", start, i, std::move(out));
     }
   }
@@ -611,6 +612,7 @@ bool join_spaced(std::string_view s, std::string& out) {
 bool is_common_word(std::string_view w) {
   static const std::vector<std::string_view> kWords = [] {
     std::vector<std::string_view> v = {
+        // English
         "a", "about", "above", "act", "after", "all", "also", "am", "an", "and", "answer",
         "any", "are", "as", "at", "back", "be", "because", "been", "but", "by", "can",
         "could", "data", "day", "disregard", "do", "does", "don", "every", "for", "forget",
@@ -622,7 +624,17 @@ bool is_common_word(std::string_view w) {
         "she", "should", "show", "so", "some", "system", "take", "tell", "than", "that",
         "the", "their", "them", "then", "there", "these", "they", "this", "time", "to", "up",
         "us", "use", "very", "was", "we", "well", "were", "what", "when", "which", "who",
-        "will", "with", "would", "write", "you", "your"};
+        "will", "with", "would", "write", "you", "your",
+        // Function words of Spanish, Portuguese, French, Italian, German, Turkish and
+        // Vietnamese (accents folded, as in the canonical view), so that ROT13 or reversed
+        // text in those languages is recognised too.
+        "al", "alle", "anteriores", "bana", "bir", "bu", "cac", "che", "como", "con", "da",
+        "das", "de", "dein", "deine", "del", "della", "den", "der", "des", "die", "du",
+        "ein", "eine", "el", "en", "est", "et", "il", "ist", "la", "las", "le", "les", "lo",
+        "los", "mit", "muestrame", "nao", "ne", "nicht", "non", "o", "os", "para", "pas",
+        "per", "por", "pour", "que", "qui", "se", "ses", "su", "sua", "seu", "ta",
+        "tat", "toi", "ton", "tous", "toutes", "tu", "tum", "tutte", "um", "un", "una", "und",
+        "une", "ve", "va", "y", "zu"};
     std::sort(v.begin(), v.end());
     return v;
   }();

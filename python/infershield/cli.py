@@ -53,6 +53,7 @@ def _subcommand_registrars() -> list[Any]:
         "infershield.detectors.cli",
         "infershield.top",
         "infershield.audit_cli",
+        "infershield.redteam.cli",
     )
     return [importlib.import_module(name).register for name in modules]
 
