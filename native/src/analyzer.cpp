@@ -543,55 +543,83 @@ std::vector<Cp> code_points(std::string_view s) {
 // different gap (two spaces, or a space between dotted runs) become words. A chain is joined
 // only with four letters or more and one run of at least three, so "U.S.A." and "e.g." stay.
 bool join_spaced(std::string_view s, std::string& out) {
-  // Cheap exit: spelled-out text needs a letter between two separators.
+  // Cheap exit: spelled-out text has three equal separators two code points apart
+  // ("i g n", "a.l.l.", "ｉ ｇ ｎ"), found without allocating.
   bool candidate = false;
-  for (std::size_t i = 2; i < s.size() && !candidate; ++i) {
-    const auto a = static_cast<unsigned char>(s[i - 2]), b = static_cast<unsigned char>(s[i]);
-    candidate = (a == ' ' || a == '.' || a == '-' || a == '_' || a == '*' || a == '|' || a == '/' ||
-                 a == '~' || a >= 0x80) &&
-                (b == a || b >= 0x80);
+  {
+    std::uint32_t last[5] = {0, 0, 0, 0, 0};  // the last five code points, newest first
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    for (std::size_t i = 0; i < s.size() && !candidate;) {
+      std::uint32_t c = 0;
+      std::size_t len = utf8_decode(p + i, s.size() - i, &c);
+      if (len == 0) {
+        c = 0xFFFD;
+        len = 1;
+      }
+      i += len;
+      for (int k = 4; k > 0; --k) last[k] = last[k - 1];
+      last[0] = c;
+      const std::uint32_t sep = last[4];
+      candidate = is_spacing_sep(sep) && last[2] == sep && last[0] == sep && last[1] != sep &&
+                  last[3] != sep && !is_space(last[1]) && !is_space(last[3]);
+    }
   }
   if (!candidate) return false;
   const std::vector<Cp> cp = code_points(s);
   const std::size_t n = cp.size();
   const auto spell = [&](std::size_t k) { return k < n && is_spell_cp(cp[k].c); };
-  const auto single = [&](std::size_t k) {
-    return spell(k) && (k == 0 || !spell(k - 1)) && !spell(k + 1);
+  // An element of a run: one visible character (a letter, a digit or punctuation such as
+  // the ':' and '/' of a spelled-out URL) with the separator or a space on both sides.
+  // A letter only needs no letter next to it (`"i g n` starts after a quote).
+  const auto element = [&](std::size_t k, std::uint32_t sep) {
+    if (k >= n || is_space(cp[k].c)) return false;
+    const bool letter = spell(k);
+    const bool left = k == 0 || is_space(cp[k - 1].c) || cp[k - 1].c == sep ||
+                      (letter && !spell(k - 1));
+    const bool right = k + 1 == n || is_space(cp[k + 1].c) || cp[k + 1].c == sep ||
+                       (letter && !spell(k + 1));
+    return left && right;
   };
   bool changed = false;
   std::size_t copied = 0;  // bytes of `s` already copied to `out`
   out.clear();
   out.reserve(s.size());
   for (std::size_t i = 0; i < n;) {
-    if (!single(i)) {
+    // A chain starts at a lone letter followed by a separator and another element.
+    if (!(spell(i) && (i == 0 || !spell(i - 1)) && !spell(i + 1) && i + 2 < n &&
+          is_spacing_sep(cp[i + 1].c) && element(i, cp[i + 1].c) &&
+          element(i + 2, cp[i + 1].c))) {
       ++i;
       continue;
     }
     std::vector<std::vector<std::size_t>> runs;
-    std::size_t j = i, total = 0, longest = 0;
+    std::size_t j = i, letters = 0, longest = 0;
     while (true) {
       std::vector<std::size_t> run{j};
       std::size_t k = j;
       if (k + 2 < n && is_spacing_sep(cp[k + 1].c)) {
         const std::uint32_t sep = cp[k + 1].c;
-        while (k + 2 < n && cp[k + 1].c == sep && single(k + 2)) {
+        while (k + 2 < n && cp[k + 1].c == sep && element(k + 2, sep) && element(k, sep)) {
           k += 2;
           run.push_back(k);
         }
       }
-      total += run.size();
-      longest = std::max(longest, run.size());
+      std::size_t run_letters = 0;
+      for (const std::size_t e : run) run_letters += spell(e) ? 1 : 0;
+      letters += run_letters;
+      longest = std::max(longest, run_letters);
       runs.push_back(std::move(run));
       // The gap to the next run: up to three spaces or separators.
       std::size_t g = k + 1;
       while (g < n && g - k - 1 < 3 && (is_space(cp[g].c) || is_spacing_sep(cp[g].c))) ++g;
-      if (g == k + 1 || !single(g)) break;
+      if (g == k + 1 || g + 2 >= n || is_space(cp[g].c)) break;
       // The next run must itself be spelled out (a lone letter followed by a word is prose).
-      if (!(g + 2 < n && is_spacing_sep(cp[g + 1].c) && single(g + 2))) break;
+      const std::uint32_t next_sep = cp[g + 1].c;
+      if (!(is_spacing_sep(next_sep) && element(g, next_sep) && element(g + 2, next_sep))) break;
       j = g;
     }
     const std::size_t last = runs.back().back();
-    if (total >= 4 && longest >= 3) {
+    if (letters >= 4 && longest >= 3) {
       out.append(s.substr(copied, cp[i].at - copied));
       for (std::size_t r = 0; r < runs.size(); ++r) {
         if (r) out.push_back(' ');
@@ -610,7 +638,10 @@ bool join_spaced(std::string_view s, std::string& out) {
 // Common English words, plus the vocabulary of instructions, used to tell whether a
 // segment reads better ROT13-decoded or reversed.
 bool is_common_word(std::string_view w) {
-  static const std::vector<std::string_view> kWords = [] {
+  // Bucketed by (length, first letter): a lookup is one or two short compares.
+  constexpr std::size_t kMaxLen = 13;
+  using Table = std::vector<std::vector<std::string_view>>;
+  static const Table table = [] {
     std::vector<std::string_view> v = {
         // English
         "a", "about", "above", "act", "after", "all", "also", "am", "an", "and", "answer",
@@ -635,16 +666,20 @@ bool is_common_word(std::string_view w) {
         "per", "por", "pour", "que", "qui", "se", "ses", "su", "sua", "seu", "ta",
         "tat", "toi", "ton", "tous", "toutes", "tu", "tum", "tutte", "um", "un", "una", "und",
         "une", "ve", "va", "y", "zu"};
-    std::sort(v.begin(), v.end());
-    return v;
+    Table t(kMaxLen * 26);
+    for (const std::string_view s : v) t[s.size() * 26 + (s[0] - 'a')].push_back(s);
+    return t;
   }();
-  return std::binary_search(kWords.begin(), kWords.end(), w);
+  if (w.empty() || w.size() >= kMaxLen) return false;
+  for (const std::string_view s : table[w.size() * 26 + (w[0] - 'a')])
+    if (s == w) return true;
+  return false;
 }
 
-// (words, common words) among the ASCII letter runs of `s`.
+// (words, common words) among the first 64 ASCII letter runs of `s` (enough to decide).
 std::pair<std::size_t, std::size_t> word_hits(std::string_view s) {
   std::size_t words = 0, hits = 0;
-  for (std::size_t i = 0; i < s.size();) {
+  for (std::size_t i = 0; i < s.size() && words < 64;) {
     if (!(s[i] >= 'a' && s[i] <= 'z')) {
       ++i;
       continue;
@@ -681,7 +716,9 @@ void decode_segments(std::string& text, std::vector<std::string>& transforms) {
     for (const char ch : seg) ascii = ascii && static_cast<unsigned char>(ch) < 0x80;
     if (ascii && seg.size() >= 8) {
       const auto [words, plain] = word_hits(seg);
-      if (words >= 3) {
+      // Decoding must more than double the common words: text already half made of them
+      // (ordinary prose) is never tried, which keeps the pass cheap.
+      if (words >= 3 && 2 * plain < words) {
         const std::string r13 = rot13(seg);
         const std::string rev(seg.rbegin(), seg.rend());
         const std::size_t h13 = word_hits(r13).second, hrev = word_hits(rev).second;

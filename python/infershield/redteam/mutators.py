@@ -160,7 +160,10 @@ def zero_width(text: str, rng: random.Random) -> str:
 
 
 def tag_smuggle(text: str, rng: random.Random) -> str:
-    """The text spelled in invisible Unicode tag characters after a harmless cover line."""
+    """The text spelled in invisible Unicode tag characters after a harmless cover line
+    (tags only spell ASCII: text in other scripts is smuggled as its base64)."""
+    if not text.isascii():
+        text = base64.b64encode(text.encode()).decode()
     hidden = "".join(chr(0xE0000 + ord(c)) for c in text if 0x20 <= ord(c) < 0x7F)
     return "Could you tell me a fun fact about octopuses?" + hidden
 

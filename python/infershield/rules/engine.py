@@ -11,13 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from infershield.errors import ConfigError
+from infershield.native import normalize
 from infershield.rules import Rule
 
 #: The names of the views, in the order they are scanned (the first view to match a rule is
 #: the one a verdict records): the text as sent, the canonical view (folded, joined and
 #: decoded in place, see :func:`infershield.native.normalize`), the ASCII hidden in Unicode
-#: tag characters, and each decoded base64/hex/url blob on its own.
-VIEWS: tuple[str, ...] = ("original", "canonical", "hidden", "decoded")
+#: tag characters, each decoded base64/hex/url blob on its own, and the whole text read
+#: backwards and in ROT13. The canonical view decodes reversed and ROT13 segments it can
+#: recognise as such (English and a few European languages); the last two views cover the
+#: rest (any script reversed, ROT13 of other languages) at the cost of two more scans.
+VIEWS: tuple[str, ...] = ("original", "canonical", "hidden", "decoded", "reversed", "rot13")
+
+_ROT13 = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "nopqrstuvwxyzabcdefghijklmNOPQRSTUVWXYZABCDEFGHIJKLM",
+)
 
 
 def named_views(
@@ -36,6 +45,10 @@ def named_views(
         if decoded:
             views.append(("hidden", analysis.tag_text))
             views.extend(("decoded", b.decoded) for b in analysis.blobs)
+            views.append(("reversed", text[::-1]))
+            views.append(("rot13", analysis.normalized.translate(_ROT13)))
+            # ROT13 leaves accented letters alone: decode first, then fold.
+            views.append(("rot13", normalize(text.translate(_ROT13))))
     seen: dict[str, str] = {}
     for name, v in views:
         if v:

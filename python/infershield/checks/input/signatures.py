@@ -3,8 +3,9 @@
 Every view of a text is scanned in one native call: the original text, the analyser's
 canonical view (confusables, full-width, diacritics and leetspeak folded, invisibles removed,
 spelled-out letters joined, base64/hex/url blobs and ROT13/reversed segments decoded in
-place), hidden Unicode-tag text and each decoded blob. The verdict's ``views`` detail names
-the views that fired (``original``, ``canonical``, ``hidden``, ``decoded``).
+place), hidden Unicode-tag text, each decoded blob, and the text read backwards and in
+ROT13. The verdict's ``views`` detail names the views that fired (``original``,
+``canonical``, ``hidden``, ``decoded``, ``reversed``, ``rot13``).
 
 Severity policy:
 
@@ -61,7 +62,8 @@ class SignatureOptions:
     discussion_packs: tuple[str, ...] = ("discussion",)
     #: Also scan the normalised text (confusables, leetspeak, zero-width folded).
     scan_normalized: bool = True
-    #: Also scan hidden Unicode-tag text and decoded base64/hex/url blobs.
+    #: Also scan hidden Unicode-tag text, decoded base64/hex/url blobs, and the text read
+    #: backwards and in ROT13.
     scan_decoded: bool = True
     #: How many rule ids the reason names.
     max_reported: int = 3
