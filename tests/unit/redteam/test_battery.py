@@ -36,7 +36,7 @@ def test_seed_families_and_languages() -> None:
 
 
 def test_suites() -> None:
-    assert {"ci", "full"} <= set(suite_names())
+    assert {"smoke", "ci", "full"} <= set(suite_names())
     ci = load_suite("ci")
     families = {m.family for m in ci.mutators}
     assert families >= {"none", "spelling", "invisible", "encoding", "encoding_follow",
