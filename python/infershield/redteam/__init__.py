@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from infershield.redteam.battery import SUITE_SEED, Case, build_cases, load_suite
+from infershield.redteam.battery import SUITE_SEED, Case, Seed, build_cases, load_suite
 from infershield.redteam.report import Report
 from infershield.redteam.targets import Target
 
@@ -29,9 +29,11 @@ def run_suite(
     seed: int = SUITE_SEED,
     chunk: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    attacks: tuple[Seed, ...] | None = None,
 ) -> Report:
-    """Build the suite's cases, send them to ``target`` and return the report."""
-    cases: list[Case] = build_cases(load_suite(suite), seed=seed)
+    """Build the suite's cases (``attacks`` replaces the shipped attack seeds), send them to
+    ``target`` and return the report."""
+    cases: list[Case] = build_cases(load_suite(suite), seed=seed, attacks_from=attacks)
     outcomes = []
     for i in range(0, len(cases), chunk):
         outcomes.extend(target.screen([c.text for c in cases[i : i + chunk]]))

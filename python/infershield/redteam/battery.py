@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -53,14 +54,33 @@ def _seed_file(name: str) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+def _attacks_from(data: Any, where: str) -> tuple[Seed, ...]:
+    if not isinstance(data, dict) or not isinstance(data.get("families"), dict):
+        raise ConfigError(f"{where}: needs a 'families' mapping of family to [{{id, text}}]")
+    out: list[Seed] = []
+    for family, rows in data["families"].items():
+        if not isinstance(rows, list):
+            raise ConfigError(f"{where}: families.{family}: must be a list")
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict) or not r.get("id") or not isinstance(r.get("text"), str):
+                raise ConfigError(f"{where}: families.{family}[{i}]: needs 'id' and 'text'")
+            out.append(Seed(str(r["id"]), str(family), r["text"]))
+    return tuple(out)
+
+
 @lru_cache(maxsize=1)
 def attack_seeds() -> tuple[Seed, ...]:
     """The shipped attack seeds (``seeds/attacks.yaml``), by family in file order."""
-    data = _seed_file("attacks.yaml")
-    out: list[Seed] = []
-    for family, rows in data["families"].items():
-        out.extend(Seed(str(r["id"]), str(family), str(r["text"])) for r in rows)
-    return tuple(out)
+    return _attacks_from(_seed_file("attacks.yaml"), "seeds/attacks.yaml")
+
+
+def load_attacks(path: Path) -> tuple[Seed, ...]:
+    """Attack seeds from a user file in the shipped format (``families: {name: [{id, text}]}``)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"attacks {path}: cannot read: {exc.strerror}") from None
+    return _attacks_from(data, f"attacks {path}")
 
 
 @lru_cache(maxsize=1)
@@ -101,9 +121,12 @@ def _pick_per_family(seeds: tuple[Seed, ...], n: int) -> list[Seed]:
     return out
 
 
-def build_cases(suite: Suite, *, seed: int = SUITE_SEED) -> list[Case]:
-    """Every (seed, mutator) case of ``suite``, attacks first, in a fixed order."""
-    attacks = _pick_per_family(attack_seeds(), suite.seeds_per_family)
+def build_cases(
+    suite: Suite, *, seed: int = SUITE_SEED, attacks_from: tuple[Seed, ...] | None = None
+) -> list[Case]:
+    """Every (seed, mutator) case of ``suite``, attacks first, in a fixed order.
+    ``attacks_from`` replaces the shipped attack seeds (an operator's own corpus)."""
+    attacks = _pick_per_family(attacks_from or attack_seeds(), suite.seeds_per_family)
     benign = list(benign_seeds())
     if suite.benign > 0:
         # Spread the pick over the file (everyday, hard negatives, languages).

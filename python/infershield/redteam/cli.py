@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--report", type=Path, help="write the Markdown report here (a PNG heat-map next to it)"
     )
+    p.add_argument(
+        "--attacks", type=Path, help="attack seeds YAML in the shipped format (default: shipped)"
+    )
     p.add_argument("--json", dest="json_out", type=Path, help="write the figures as JSON here")
     p.add_argument(
         "--floors", type=Path, help="exit 1 naming each cell below its floor in this YAML file"
@@ -48,6 +51,7 @@ def register(subparsers: Any) -> None:
 def cmd_redteam(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int:
     """Run the battery; print the summary; exit 1 when a floor is broken."""
     from infershield.redteam import run_suite
+    from infershield.redteam.battery import load_attacks
     from infershield.redteam.report import check_floors, load_floors
     from infershield.redteam.targets import GrpcTarget, PolicyTarget, Target
 
@@ -60,8 +64,9 @@ def cmd_redteam(args: argparse.Namespace, *, stdout: TextIO | None = None) -> in
     else:
         target = PolicyTarget(args.policy, batch_size=args.batch_size)
     floors = load_floors(args.floors) if args.floors else None
+    attacks = load_attacks(args.attacks) if args.attacks else None
     try:
-        report = run_suite(target, args.suite, seed=args.seed)
+        report = run_suite(target, args.suite, seed=args.seed, attacks=attacks)
     finally:
         target.close()
     heatmap = None
