@@ -47,8 +47,11 @@ def named_views(
             views.extend(("decoded", b.decoded) for b in analysis.blobs)
             views.append(("reversed", text[::-1]))
             views.append(("rot13", analysis.normalized.translate(_ROT13)))
-            # ROT13 leaves accented letters alone: decode first, then fold.
-            views.append(("rot13", normalize(text.translate(_ROT13))))
+            # The original decoded too (the canonical view may have decoded part of it). ROT13
+            # leaves accented letters alone, so non-ASCII text is decoded first, then folded
+            # (one more native pass, only for such text).
+            rot = text.translate(_ROT13)
+            views.append(("rot13", rot if text.isascii() else normalize(rot)))
     seen: dict[str, str] = {}
     for name, v in views:
         if v:
