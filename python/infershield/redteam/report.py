@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from infershield.errors import ConfigError
-from infershield.redteam.battery import Case, attack_seeds
+from infershield.redteam.battery import Case
 from infershield.redteam.mutators import FAMILIES
 from infershield.redteam.targets import Outcome
 
@@ -292,7 +292,3 @@ def check_floors(report: Report, floors: Mapping[str, Any]) -> list[str]:
     if limit is not None and report.bypass()[0] > float(limit) + 1e-9:
         out.append(f"bypass overall {report.bypass()[0]:.3f} is above {limit}")
     return out
-
-
-def seed_families() -> list[str]:
-    return list(dict.fromkeys(s.family for s in attack_seeds()))
