@@ -5,7 +5,9 @@ server builds it, and timed on a fresh :class:`CheckContext` per call, so analys
 share through ``ctx.memo`` is counted in each check that needs it. In the same run the whole
 input and output pipelines are timed (where the memo *is* shared), and so is the baseline: an
 empty pipeline (the framework's own cost) and one pass of Python's ``str.casefold`` over the
-text (the cost of touching every byte once from Python).
+text (the cost of touching every byte once from Python). The native analysis is timed twice,
+with and without the canonical view (``analyze(canonical=False)``): the difference is what
+building the canonical view costs every request.
 
 Run alone: ``python -m bench.bench_checks [--quick] [--json OUT]``.
 """
@@ -139,6 +141,19 @@ def run(
                 max_seconds=max_seconds,
             )
             rows.append(_row("baseline", "empty pipeline", label, size, emp, None))
+            # What the canonical view costs: the native analysis without it (before) and
+            # with it (after), on the same prompts in the same run.
+            from infershield.native import analyze
+
+            for canonical, what in ((False, "plain fold"), (True, "canonical view")):
+                a = _timer(
+                    lambda t, c=canonical: analyze(t, canonical=c),
+                    prompts,
+                    iters=iters,
+                    max_seconds=max_seconds,
+                )
+                rows.append(_row("analysis", f"native analyze ({what})", label, size, a,
+                                 base["p50_ms"]))
             for stage, name, check in built:
 
                 def one_check(t: str, check: Any = check, stage: str = stage) -> None:

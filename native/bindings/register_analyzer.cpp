@@ -53,19 +53,22 @@ void register_analyzer(py::module_& m) {
       .def_readonly("top_token", &Analysis::top_token)
       .def_readonly("top_token_ratio", &Analysis::top_token_ratio)
       .def_readonly("normalized", &Analysis::normalized)
+      .def_readonly("transforms", &Analysis::transforms)
       .def_readonly("template_tokens", &Analysis::template_tokens)
       .def_readonly("code_points", &Analysis::code_points);
 
   m.def(
       "analyze",
-      [](const py::bytes& data, std::size_t min_blob_len) {
+      [](const py::bytes& data, std::size_t min_blob_len, bool canonical) {
         const std::string_view v = bytes_view(data);
         AnalyzerOptions opt;
         opt.min_blob_len = min_blob_len;
+        opt.canonical = canonical;
         py::gil_scoped_release release;
         return analyze(v, opt);
       },
-      py::arg("data"), py::arg("min_blob_len") = 24, "Analyse UTF-8 bytes (invalid UTF-8 is reported).");
+      py::arg("data"), py::arg("min_blob_len") = 24, py::arg("canonical") = true,
+      "Analyse UTF-8 bytes (invalid UTF-8 is reported).");
   m.def(
       "analyze_batch",
       [](const py::sequence& seq, std::size_t min_blob_len) {

@@ -127,6 +127,22 @@ char homoglyph(std::uint32_t c) {
 // Latin-1 letters U+00C0–U+00FF without their accents ('*' = not a letter).
 constexpr char kLatin1Fold[] = "aaaaaaaceeeeiiiidnooooo*ouuuuytsaaaaaaaceeeeiiiidnooooo*ouuuuyty";
 
+// Latin Extended-A U+0100–U+017F without their accents (Turkish, Polish, Czech …).
+constexpr char kLatinExtAFold[] =
+    "aaaaaaccccccccddddeeeeeeeeeegggggggghhhhiiiiiiiiiiiijjkkklllllll"
+    "lllnnnnnnnnnoooooooorrrrrrssssssssttttttuuuuuuuuuuuuwwyyyzzzzzzs";
+
+// Latin Extended Additional U+1EA0–U+1EF9 (Vietnamese vowels with tone marks).
+char vietnamese_fold(std::uint32_t c) {
+  if (c >= 0x1EA0 && c <= 0x1EB7) return 'a';
+  if (c >= 0x1EB8 && c <= 0x1EC7) return 'e';
+  if (c >= 0x1EC8 && c <= 0x1ECB) return 'i';
+  if (c >= 0x1ECC && c <= 0x1EE3) return 'o';
+  if (c >= 0x1EE4 && c <= 0x1EF1) return 'u';
+  if (c >= 0x1EF2 && c <= 0x1EF9) return 'y';
+  return 0;
+}
+
 // Compatibility forms that fold to one ASCII character (fullwidth, mathematical
 // alphanumerics, circled letters, accented Latin-1); 0 if `c` is not one.
 char compat_fold(std::uint32_t c) {
@@ -144,6 +160,10 @@ char compat_fold(std::uint32_t c) {
     const char f = kLatin1Fold[c - 0xC0];
     return f == '*' ? 0 : f;
   }
+  if (c >= 0x100 && c <= 0x17F) return kLatinExtAFold[c - 0x100];
+  if (c == 0x1A0 || c == 0x1A1) return 'o';  // Vietnamese ơ
+  if (c == 0x1AF || c == 0x1B0) return 'u';  // Vietnamese ư
+  if (c >= 0x1EA0 && c <= 0x1EF9) return vietnamese_fold(c);
   return 0;
 }
 bool is_confusable_form(std::uint32_t c) {
@@ -167,6 +187,8 @@ char leet(std::uint32_t c) {
     case '4': return 'a';
     case '5': return 's';
     case '7': return 't';
+    case '8': return 'b';
+    case '9': return 'g';
     case '@': return 'a';
     case '$': return 's';
     default: return 0;
@@ -422,7 +444,8 @@ class BlobFinder {
           break;
         }
       }
-      if (i - start >= opt_.min_blob_len && escapes >= 3 && escapes * 3 * 4 >= i - start)
+      // quote() escapes only spaces and punctuation: one escape per ~6 letters of prose.
+      if (i - start >= opt_.min_blob_len && escapes >= 3 && escapes * 16 >= i - start)
         add("url", start, i, std::move(out));
     }
   }
@@ -484,12 +507,270 @@ void token_stats(Analysis& a) {
   a.top_token_ratio = a.token_count ? static_cast<double>(best) / a.token_count : 0.0;
 }
 
-}  // namespace
 
-const std::vector<std::string>& template_token_list() { return kTemplateTokens; }
+bool is_spacing_sep(std::uint32_t c) {
+  return c == ' ' || c == '.' || c == '-' || c == '_' || c == '*' || c == '|' || c == '/' ||
+         c == '~' || c == 0xB7 || c == 0x2022 || c == 0x2219;
+}
+// A character that can stand for one letter of a spelled-out word (letters, leet digits).
+bool is_spell_cp(std::uint32_t c) { return c != '_' && !is_space(c) && is_word_cp(c); }
 
-Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
-  Analysis a;
+struct Cp {
+  std::uint32_t c;
+  std::size_t at;   // byte offset
+  std::size_t len;  // bytes
+};
+
+std::vector<Cp> code_points(std::string_view s) {
+  std::vector<Cp> v;
+  v.reserve(s.size());
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (std::size_t i = 0; i < s.size();) {
+    std::uint32_t c = 0;
+    std::size_t len = utf8_decode(p + i, s.size() - i, &c);
+    if (len == 0) {
+      c = 0xFFFD;
+      len = 1;
+    }
+    v.push_back({c, i, len});
+    i += len;
+  }
+  return v;
+}
+
+// Joins letters spelled out one by one ("i g n o r e  a l l", "D.i.s.r.e.g.a.r.d a.l.l"):
+// a run is single letters separated by one repeated separator; runs separated by a
+// different gap (two spaces, or a space between dotted runs) become words. A chain is joined
+// only with four letters or more and one run of at least three, so "U.S.A." and "e.g." stay.
+bool join_spaced(std::string_view s, std::string& out) {
+  // Cheap exit: spelled-out text has three equal separators two code points apart
+  // ("i g n", "a.l.l.", "ｉ ｇ ｎ"), found without allocating.
+  bool candidate = false;
+  {
+    std::uint32_t last[5] = {0, 0, 0, 0, 0};  // the last five code points, newest first
+    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+    for (std::size_t i = 0; i < s.size() && !candidate;) {
+      std::uint32_t c = 0;
+      std::size_t len = utf8_decode(p + i, s.size() - i, &c);
+      if (len == 0) {
+        c = 0xFFFD;
+        len = 1;
+      }
+      i += len;
+      for (int k = 4; k > 0; --k) last[k] = last[k - 1];
+      last[0] = c;
+      const std::uint32_t sep = last[4];
+      candidate = is_spacing_sep(sep) && last[2] == sep && last[0] == sep && last[1] != sep &&
+                  last[3] != sep && !is_space(last[1]) && !is_space(last[3]);
+    }
+  }
+  if (!candidate) return false;
+  const std::vector<Cp> cp = code_points(s);
+  const std::size_t n = cp.size();
+  const auto spell = [&](std::size_t k) { return k < n && is_spell_cp(cp[k].c); };
+  // An element of a run: one visible character (a letter, a digit or punctuation such as
+  // the ':' and '/' of a spelled-out URL) with the separator or a space on both sides.
+  // A letter only needs no letter next to it (`"i g n` starts after a quote).
+  const auto element = [&](std::size_t k, std::uint32_t sep) {
+    if (k >= n || is_space(cp[k].c)) return false;
+    const bool letter = spell(k);
+    const bool left = k == 0 || is_space(cp[k - 1].c) || cp[k - 1].c == sep ||
+                      (letter && !spell(k - 1));
+    const bool right = k + 1 == n || is_space(cp[k + 1].c) || cp[k + 1].c == sep ||
+                       (letter && !spell(k + 1));
+    return left && right;
+  };
+  bool changed = false;
+  std::size_t copied = 0;  // bytes of `s` already copied to `out`
+  out.clear();
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < n;) {
+    // A chain starts at a lone letter followed by a separator and another element.
+    if (!(spell(i) && (i == 0 || !spell(i - 1)) && !spell(i + 1) && i + 2 < n &&
+          is_spacing_sep(cp[i + 1].c) && element(i, cp[i + 1].c) &&
+          element(i + 2, cp[i + 1].c))) {
+      ++i;
+      continue;
+    }
+    std::vector<std::vector<std::size_t>> runs;
+    std::size_t j = i, letters = 0, longest = 0;
+    while (true) {
+      std::vector<std::size_t> run{j};
+      std::size_t k = j;
+      if (k + 2 < n && is_spacing_sep(cp[k + 1].c)) {
+        const std::uint32_t sep = cp[k + 1].c;
+        while (k + 2 < n && cp[k + 1].c == sep && element(k + 2, sep) && element(k, sep)) {
+          k += 2;
+          run.push_back(k);
+        }
+      }
+      std::size_t run_letters = 0;
+      for (const std::size_t e : run) run_letters += spell(e) ? 1 : 0;
+      letters += run_letters;
+      longest = std::max(longest, run_letters);
+      runs.push_back(std::move(run));
+      // The gap to the next run: up to three spaces or separators.
+      std::size_t g = k + 1;
+      while (g < n && g - k - 1 < 3 && (is_space(cp[g].c) || is_spacing_sep(cp[g].c))) ++g;
+      if (g == k + 1 || g + 2 >= n || is_space(cp[g].c)) break;
+      // The next run must itself be spelled out (a lone letter followed by a word is prose).
+      const std::uint32_t next_sep = cp[g + 1].c;
+      if (!(is_spacing_sep(next_sep) && element(g, next_sep) && element(g + 2, next_sep))) break;
+      j = g;
+    }
+    const std::size_t last = runs.back().back();
+    if (letters >= 4 && longest >= 3) {
+      out.append(s.substr(copied, cp[i].at - copied));
+      for (std::size_t r = 0; r < runs.size(); ++r) {
+        if (r) out.push_back(' ');
+        for (const std::size_t k : runs[r]) out.append(s.substr(cp[k].at, cp[k].len));
+      }
+      copied = cp[last].at + cp[last].len;
+      changed = true;
+    }
+    i = last + 1;
+  }
+  if (!changed) return false;
+  out.append(s.substr(copied));
+  return true;
+}
+
+// Common English words, plus the vocabulary of instructions, used to tell whether a
+// segment reads better ROT13-decoded or reversed.
+bool is_common_word(std::string_view w) {
+  // Bucketed by (length, first letter): a lookup is one or two short compares.
+  constexpr std::size_t kMaxLen = 13;
+  using Table = std::vector<std::vector<std::string_view>>;
+  static const Table table = [] {
+    std::vector<std::string_view> v = {
+        // English
+        "a", "about", "above", "act", "after", "all", "also", "am", "an", "and", "answer",
+        "any", "are", "as", "at", "back", "be", "because", "been", "but", "by", "can",
+        "could", "data", "day", "disregard", "do", "does", "don", "every", "for", "forget",
+        "from", "get", "give", "good", "had", "has", "have", "he", "help", "her", "here",
+        "him", "his", "how", "i", "if", "ignore", "in", "instructions", "into", "is", "it",
+        "its", "just", "know", "like", "make", "me", "mode", "more", "my", "new", "no", "not",
+        "now", "of", "on", "one", "only", "or", "other", "our", "out", "output", "password",
+        "please", "previous", "print", "prior", "prompt", "reveal", "rules", "say", "secret",
+        "she", "should", "show", "so", "some", "system", "take", "tell", "than", "that",
+        "the", "their", "them", "then", "there", "these", "they", "this", "time", "to", "up",
+        "us", "use", "very", "was", "we", "well", "were", "what", "when", "which", "who",
+        "will", "with", "would", "write", "you", "your",
+        // Function words of Spanish, Portuguese, French, Italian, German, Turkish and
+        // Vietnamese (accents folded, as in the canonical view), so that ROT13 or reversed
+        // text in those languages is recognised too.
+        "al", "alle", "anteriores", "bana", "bir", "bu", "cac", "che", "como", "con", "da",
+        "das", "de", "dein", "deine", "del", "della", "den", "der", "des", "die", "du",
+        "ein", "eine", "el", "en", "est", "et", "il", "ist", "la", "las", "le", "les", "lo",
+        "los", "mit", "muestrame", "nao", "ne", "nicht", "non", "o", "os", "para", "pas",
+        "per", "por", "pour", "que", "qui", "se", "ses", "su", "sua", "seu", "ta",
+        "tat", "toi", "ton", "tous", "toutes", "tu", "tum", "tutte", "um", "un", "una", "und",
+        "une", "ve", "va", "y", "zu"};
+    Table t(kMaxLen * 26);
+    for (const std::string_view s : v) t[s.size() * 26 + (s[0] - 'a')].push_back(s);
+    return t;
+  }();
+  if (w.empty() || w.size() >= kMaxLen) return false;
+  for (const std::string_view s : table[w.size() * 26 + (w[0] - 'a')])
+    if (s == w) return true;
+  return false;
+}
+
+// (words, common words) among the first 64 ASCII letter runs of `s` (enough to decide).
+std::pair<std::size_t, std::size_t> word_hits(std::string_view s) {
+  std::size_t words = 0, hits = 0;
+  for (std::size_t i = 0; i < s.size() && words < 64;) {
+    if (!(s[i] >= 'a' && s[i] <= 'z')) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < s.size() && s[j] >= 'a' && s[j] <= 'z') ++j;
+    ++words;
+    if (is_common_word(s.substr(i, j - i))) ++hits;
+    i = j;
+  }
+  return {words, hits};
+}
+
+std::string rot13(std::string_view s) {
+  std::string r(s);
+  for (char& c : r)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>('a' + (c - 'a' + 13) % 26);
+  return r;
+}
+
+// Decodes, in place, ASCII segments (between sentence punctuation) of the lowercase folded
+// text that read as English only after ROT13 or reversal.
+void decode_segments(std::string& text, std::vector<std::string>& transforms) {
+  static constexpr std::string_view kBreaks = ".!?;:\"()[]{}<>\n";
+  std::string out;
+  bool changed = false, saw_rot = false, saw_rev = false;
+  std::size_t i = 0;
+  while (i <= text.size()) {
+    std::size_t j = text.find_first_of(kBreaks, i);
+    if (j == std::string::npos) j = text.size();
+    const std::string_view seg(text.data() + i, j - i);
+    std::string repl;
+    bool ascii = true;
+    for (const char ch : seg) ascii = ascii && static_cast<unsigned char>(ch) < 0x80;
+    if (ascii && seg.size() >= 8) {
+      const auto [words, plain] = word_hits(seg);
+      // Decoding must more than double the common words: text already half made of them
+      // (ordinary prose) is never tried, which keeps the pass cheap.
+      if (words >= 3 && 2 * plain < words) {
+        const std::string r13 = rot13(seg);
+        const std::string rev(seg.rbegin(), seg.rend());
+        const std::size_t h13 = word_hits(r13).second, hrev = word_hits(rev).second;
+        const std::size_t best = std::max(h13, hrev);
+        // Reads clearly better decoded: a third of the words become common English, and
+        // more than twice as many as before.
+        if (best >= 2 && best * 3 >= words && best > 2 * plain) {
+          if (h13 >= hrev) {
+            repl = r13;
+            saw_rot = true;
+          } else {
+            repl = rev;
+            saw_rev = true;
+          }
+        }
+      }
+    }
+    if (!repl.empty()) {
+      out += repl;
+      changed = true;
+    } else {
+      out.append(seg);
+    }
+    if (j < text.size()) out.push_back(text[j]);
+    i = j + 1;
+  }
+  if (!changed) return;
+  text = std::move(out);
+  if (saw_rot) transforms.emplace_back("rot13");
+  if (saw_rev) transforms.emplace_back("reversed");
+}
+
+// Replaces each blob with readable decoded text by that text, padded with spaces.
+std::string splice_blobs(std::string_view s, const std::vector<Blob>& blobs) {
+  std::string out;
+  out.reserve(s.size());
+  std::size_t pos = 0;
+  for (const Blob& b : blobs) {
+    if (b.decoded.empty() || b.start < pos || b.end > s.size()) continue;
+    out.append(s.substr(pos, b.start - pos));
+    out.push_back(' ');
+    out += b.decoded;
+    out.push_back(' ');
+    pos = b.end;
+  }
+  out.append(s.substr(pos));
+  return out;
+}
+
+// One pass over the code points: the statistics into `a` and the plain fold into
+// `a.normalized` (confusables, diacritics and leetspeak folded, invisibles dropped).
+void fold(std::string_view text, Analysis& a, const AnalyzerOptions& opt) {
   a.normalized.reserve(text.size());
   WordState word(a, opt);
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
@@ -569,17 +850,56 @@ Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
   }
   word.flush();
   if (!a.normalized.empty() && a.normalized.back() == ' ') a.normalized.pop_back();
+}
+
+}  // namespace
+
+const std::vector<std::string>& template_token_list() { return kTemplateTokens; }
+
+Analysis analyze(std::string_view text, const AnalyzerOptions& opt) {
+  Analysis a;
+  fold(text, a, opt);
   a.invisible = a.zero_width + a.tag_chars + a.bidi;
   BlobFinder(text, opt, a).run();
+  // Statistics and template tokens describe the text as written (after the plain fold).
   find_template_tokens(a);
   token_stats(a);
+  if (!opt.canonical) return a;
+
+  // The canonical view: decode readable blobs in place (nested ones too, up to
+  // decode_depth), join spelled-out letters, fold again, then decode ROT13/reversed.
+  std::string work;
+  std::string_view cur = text;
+  bool refold = false;
+  const std::vector<Blob>* blobs = &a.blobs;
+  Analysis layer;
+  for (std::size_t depth = 0; depth < opt.decode_depth; ++depth) {
+    const bool readable = std::any_of(blobs->begin(), blobs->end(),
+                                      [](const Blob& b) { return !b.decoded.empty(); });
+    if (!readable) break;
+    work = splice_blobs(cur, *blobs);
+    cur = work;
+    refold = true;
+    if (depth == 0) a.transforms.emplace_back("blob");
+    layer = Analysis();
+    BlobFinder(cur, opt, layer).run();
+    blobs = &layer.blobs;
+  }
+  std::string joined;
+  if (join_spaced(cur, joined)) {
+    cur = joined;
+    refold = true;
+    a.transforms.emplace_back("spaced");
+  }
+  if (refold) {
+    Analysis canon;
+    fold(cur, canon, opt);
+    a.normalized = std::move(canon.normalized);
+  }
+  decode_segments(a.normalized, a.transforms);
   return a;
 }
 
-std::string normalize(std::string_view text) {
-  AnalyzerOptions opt;
-  opt.max_blobs = 0;
-  return analyze(text, opt).normalized;
-}
+std::string normalize(std::string_view text) { return analyze(text).normalized; }
 
 }  // namespace infershield

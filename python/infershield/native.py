@@ -170,16 +170,19 @@ class Matcher:
         return self._m.serialize()
 
 
-def analyze(text: str | bytes, *, min_blob_len: int = 24) -> Analysis:
+def analyze(text: str | bytes, *, min_blob_len: int = 24, canonical: bool = True) -> Analysis:
     """Token-level analysis of ``text`` in native code (the GIL is released).
 
     Reports invalid UTF-8 (``invalid_offset`` is a byte offset), invisible characters and
     the ASCII hidden in Unicode tags, mixed-script words, encoded blobs with their decoded
-    text, repetition statistics, chat-template tokens and the normalised text.
+    text, repetition statistics, chat-template tokens and the canonical view
+    (``normalized``, see :func:`normalize`; ``transforms`` lists what it decoded).
+    ``canonical=False`` keeps the plain fold in ``normalized`` (no decoding or joining): it
+    exists to measure what the canonical view costs.
     """
     if min_blob_len < 4:
         raise ValueError("min_blob_len must be at least 4")
-    return _native.analyze(encode(text), min_blob_len)
+    return _native.analyze(encode(text), min_blob_len, canonical)
 
 
 def analyze_batch(texts: Sequence[str | bytes], *, min_blob_len: int = 24) -> list[Analysis]:
@@ -190,8 +193,10 @@ def analyze_batch(texts: Sequence[str | bytes], *, min_blob_len: int = 24) -> li
 
 
 def normalize(text: str | bytes) -> str:
-    """The normaliser alone: confusables/fullwidth/leetspeak folded, invisibles removed,
-    whitespace collapsed, lowercased."""
+    """The canonical view of ``text`` (``Analysis.normalized``): confusables, full-width,
+    diacritics and leetspeak folded, invisibles removed, spelled-out letters joined,
+    readable base64/hex/url blobs and ROT13/reversed segments decoded in place, whitespace
+    collapsed, lowercased."""
     return _native.normalize(encode(text))
 
 

@@ -28,6 +28,11 @@ struct AnalyzerOptions {
   std::size_t max_blobs = 256;
   std::size_t max_decoded_bytes = 1 << 20;
   std::size_t max_words_kept = 64;
+  /// Build the canonical view in `normalized` (blobs decoded in place, spaced letters
+  /// joined, ROT13/reversed segments decoded); false keeps the plain fold.
+  bool canonical = true;
+  /// How many layers of nested encodings the canonical view decodes.
+  std::size_t decode_depth = 2;
 };
 
 struct Analysis {
@@ -61,7 +66,14 @@ struct Analysis {
   /// Occurrences of the most frequent (case-folded) token over token_count. Tokens are
   /// space-separated and must hold a letter or digit (table pipes and rules do not count).
   double top_token_ratio = 0.0;
+  /// The canonical view: confusables, full-width, diacritics and leetspeak (inside tokens
+  /// that mix letters and digits) folded; invisible and tag characters removed; spaced or
+  /// dotted letters joined ("i g n o r e", "D.i.s.r.e.g.a.r.d"); readable base64/hex/url
+  /// blobs replaced by their text; ROT13 and reversed segments decoded; lowercase with
+  /// whitespace collapsed. Every detector scores it next to the original.
   std::string normalized;
+  /// What the canonical view decoded or joined: "blob", "spaced", "rot13", "reversed".
+  std::vector<std::string> transforms;
   /// Chat-template control tokens found (canonical spelling, first occurrence order).
   std::vector<std::string> template_tokens;
   std::uint32_t code_points = 0;
@@ -71,8 +83,7 @@ struct Analysis {
 /// UTF-8 is reported and skipped, never fatal.
 Analysis analyze(std::string_view text, const AnalyzerOptions& options = {});
 
-/// The normaliser alone: NFKC-style confusable folding, invisible removal, whitespace
-/// collapse, lowercase and leetspeak folding.
+/// The canonical view alone (`Analysis::normalized`).
 std::string normalize(std::string_view text);
 
 /// The canonical chat-template tokens the analyzer looks for.

@@ -1,9 +1,12 @@
 """``encoded_payload``: large base64/hex/url-encoded blobs in a prompt.
 
-Small blobs that decode to text are allowed here: their decoded text is scanned by
-``signatures``, which judges what it says. What blocks is *volume*: large opaque blobs
-(binary, or text we cannot read) and large amounts of hidden decoded text, both classic
-ways to smuggle a payload past filters. ``data:image/...;base64,`` URIs are exempt by
+Blobs that decode to readable text are judged by what they say, not by their form: the
+canonical view decodes them in place and ``signatures`` (and the classifier) score it, so
+base64 of a benign request is allowed and base64 of an attack is blocked by its content. An
+instruction to "decode and follow" hidden text is caught by the obfuscation rules. What
+blocks here is what cannot be read: large opaque blobs (binary, or text we cannot decode),
+a classic way to smuggle a payload past filters. ``max_decoded_chars`` opts into a volume
+limit on readable decoded text too. ``data:image/...;base64,`` URIs are exempt by
 default (pasted images are common and harmless to a text filter).
 """
 
@@ -30,15 +33,18 @@ class EncodedPayloadOptions:
     min_blob_len: int = 24
     #: Block when opaque blobs (not decodable to readable text) exceed this many bytes.
     max_opaque_bytes: int = 2048
-    #: Block when decoded readable text exceeds this many characters.
-    max_decoded_chars: int = 1024
+    #: Block when decoded readable text exceeds this many characters; None (the default):
+    #: readable text is judged by its content only.
+    max_decoded_chars: int | None = None
     #: Ignore base64 in ``data:...;base64,`` URIs.
     allow_data_uris: bool = True
 
     def __post_init__(self) -> None:
         if self.min_blob_len < 4:
             raise ValueError("min_blob_len must be >= 4")
-        if self.max_opaque_bytes < 0 or self.max_decoded_chars < 0:
+        if self.max_opaque_bytes < 0 or (
+            self.max_decoded_chars is not None and self.max_decoded_chars < 0
+        ):
             raise ValueError("max_opaque_bytes and max_decoded_chars must be >= 0")
 
 
@@ -49,7 +55,7 @@ class EncodedPayloadCheck(AnalysisCheck):
     CATEGORY: ClassVar[str] = "obfuscation"
     REASON_OPAQUE: ClassVar[str] = "large opaque encoded blob"
     REASON_DECODED: ClassVar[str] = "large hidden text in encoded blobs"
-    REASON_SMALL: ClassVar[str] = "encoded blob decoded (its text is scanned by signatures)"
+    REASON_SMALL: ClassVar[str] = "encoded blob decoded (its text is judged in the canonical view)"
 
     options: EncodedPayloadOptions
 
@@ -88,9 +94,12 @@ class EncodedPayloadCheck(AnalysisCheck):
         if opaque > o.max_opaque_bytes:
             score = min(1.0, 0.7 + 0.3 * (opaque - o.max_opaque_bytes) / (o.max_opaque_bytes + 1))
             return self.block(self.REASON_OPAQUE, score, categories=cats, details=details)
-        if decoded > o.max_decoded_chars:
+        if o.max_decoded_chars is not None and decoded > o.max_decoded_chars:
             excess = (decoded - o.max_decoded_chars) / (o.max_decoded_chars + 1)
             score = min(1.0, 0.7 + 0.3 * excess)
             return self.block(self.REASON_DECODED, score, categories=cats, details=details)
-        score = 0.5 * max(opaque / (o.max_opaque_bytes + 1), decoded / (o.max_decoded_chars + 1))
+        # Readable blobs score a little so the pipeline reports them.
+        score = max(0.5 * opaque / (o.max_opaque_bytes + 1), 0.1 if decoded else 0.0)
+        if o.max_decoded_chars is not None:
+            score = max(score, 0.5 * decoded / (o.max_decoded_chars + 1))
         return self.allow(self.REASON_SMALL, min(score, 0.5), details=details)

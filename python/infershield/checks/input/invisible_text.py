@@ -1,11 +1,13 @@
 """``invisible_text``: characters a model reads but a human does not see.
 
-Unicode tag characters (U+E0000..E007F, "ASCII smuggling") and bidi overrides/isolates block;
-a few zero-width characters are tolerated (they occur in pasted text: a fixed number, or 2%
-of a long text), many are not. Emoji ZWJ sequences, emoji flag tags, ZWNJ/ZWJ in joining
-scripts and U+200B word breaks in Thai, Lao, Tibetan, Myanmar and Khmer are legitimate and
-not counted (the native analyzer skips them). The hidden tag text itself is scanned by
-``signatures``.
+Unicode tag characters (U+E0000..E007F, "ASCII smuggling") and bidi overrides/isolates block
+by form: they have no legitimate use in a prompt that a model should read. Zero-width
+characters and soft hyphens do (pasted web text, hyphenation hints): by default they only
+score, because the canonical view strips them and ``signatures`` (and the classifier) judge
+what the text says; ``max_zero_width`` opts into a count limit. Emoji ZWJ sequences, emoji
+flag tags, ZWNJ/ZWJ in joining scripts and U+200B word breaks in Thai, Lao, Tibetan, Myanmar
+and Khmer are legitimate and not counted (the native analyzer skips them). The hidden tag
+text itself is scanned by ``signatures``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ class InvisibleTextOptions:
     """Options of the ``invisible_text`` check."""
 
     #: Zero-width/format characters tolerated per text, or per this share of its code points
-    #: when that is more (pasted web text carries stray U+FEFF/U+200B); more block.
-    max_zero_width: int = 3
+    #: when that is more; more block. None (the default): they never block on their own,
+    #: the content of the canonical view (where they are stripped) is judged instead.
+    max_zero_width: int | None = None
     max_zero_width_ratio: float = 0.02
     #: Unicode tag characters tolerated (outside emoji flags); more block.
     max_tag_chars: int = 0
@@ -33,7 +36,8 @@ class InvisibleTextOptions:
 
     def __post_init__(self) -> None:
         for name in ("max_zero_width", "max_tag_chars", "max_bidi"):
-            if getattr(self, name) < 0:
+            value = getattr(self, name)
+            if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0")
         if not 0.0 <= self.max_zero_width_ratio < 1.0:
             raise ValueError("max_zero_width_ratio must be in [0, 1)")
@@ -47,7 +51,7 @@ class InvisibleTextCheck(AnalysisCheck):
     REASON_TAGS: ClassVar[str] = "hidden Unicode tag characters (ASCII smuggling)"
     REASON_BIDI: ClassVar[str] = "bidi override or isolate characters"
     REASON_ZERO_WIDTH: ClassVar[str] = "too many zero-width characters"
-    REASON_SOME: ClassVar[str] = "a few zero-width characters (tolerated)"
+    REASON_SOME: ClassVar[str] = "zero-width characters (stripped in the canonical view)"
 
     options: InvisibleTextOptions
 
@@ -63,11 +67,12 @@ class InvisibleTextCheck(AnalysisCheck):
             return self.block(self.REASON_TAGS, 1.0, categories=cats, details=details)
         if a.bidi > o.max_bidi:
             return self.block(self.REASON_BIDI, 0.9, categories=cats, details=details)
-        allowed = max(o.max_zero_width, int(o.max_zero_width_ratio * a.code_points))
-        if a.zero_width > allowed:
+        limit = 3 if o.max_zero_width is None else o.max_zero_width
+        allowed = max(limit, int(o.max_zero_width_ratio * a.code_points))
+        if o.max_zero_width is not None and a.zero_width > allowed:
             score = min(1.0, 0.6 + 0.02 * (a.zero_width - allowed))
             return self.block(self.REASON_ZERO_WIDTH, score, categories=cats, details=details)
         if a.zero_width:
-            score = 0.3 * a.zero_width / (allowed + 1)
+            score = min(0.4, 0.3 * a.zero_width / (allowed + 1))
             return self.allow(self.REASON_SOME, score, details=details)
         return self.allow()

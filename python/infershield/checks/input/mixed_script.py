@@ -3,8 +3,10 @@
 "ignore" with Cyrillic U+0456, U+043E, U+0435 in place of i, o, e still reads as
 "ignore" but slips past naive filters.
 Words written wholly in Cyrillic or Greek are ordinary text and never count, nor do
-non-look-alike letters next to Latin ones (``2πr``). The normalised text, with the
-look-alikes folded to Latin, is what ``signatures`` scans in addition to the raw text.
+non-look-alike letters next to Latin ones (``2πr``). The canonical view, with the
+look-alikes folded to Latin, is what ``signatures`` (and the classifier) judge next to the
+raw text, so by default this check only scores: homoglyphs in benign text are allowed, an
+attack spelled with them is caught by its content. ``min_words`` opts into blocking by form.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from infershield.verdict import Verdict
 class MixedScriptOptions:
     """Options of the ``mixed_script`` check."""
 
-    #: Block when at least this many mixed-script words occur (one can be a typo).
-    min_words: int = 2
+    #: Block when at least this many mixed-script words occur; None (the default) never
+    #: blocks on form alone and only scores.
+    min_words: int | None = None
 
     def __post_init__(self) -> None:
-        if self.min_words < 1:
+        if self.min_words is not None and self.min_words < 1:
             raise ValueError("min_words must be >= 1")
 
 
@@ -35,7 +38,7 @@ class MixedScriptCheck(AnalysisCheck):
     Options = MixedScriptOptions
     CATEGORY: ClassVar[str] = "obfuscation"
     REASON_BLOCK: ClassVar[str] = "words mixing Latin with Cyrillic/Greek look-alike letters"
-    REASON_FEW: ClassVar[str] = "a mixed-script word below the threshold"
+    REASON_FEW: ClassVar[str] = "mixed-script words (folded in the canonical view)"
 
     options: MixedScriptOptions
 
@@ -44,9 +47,10 @@ class MixedScriptCheck(AnalysisCheck):
         if n == 0:
             return self.allow()
         details = (("mixed_words", str(n)), ("confusables", str(a.confusables)))
-        if n >= self.options.min_words:
-            score = min(1.0, 0.7 + 0.1 * (n - self.options.min_words))
+        limit = self.options.min_words
+        if limit is not None and n >= limit:
+            score = min(1.0, 0.7 + 0.1 * (n - limit))
             return self.block(
                 self.REASON_BLOCK, score, categories=(self.CATEGORY,), details=details
             )
-        return self.allow(self.REASON_FEW, 0.5 * n / self.options.min_words, details=details)
+        return self.allow(self.REASON_FEW, min(0.4, 0.2 * n), details=details)

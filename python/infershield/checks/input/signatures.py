@@ -1,8 +1,11 @@
 """``signatures``: the shipped rule packs, compiled into one Hyperscan database.
 
-Every view of a text is scanned in one native call: the raw text, the analyser's normalised
-form (confusables, leetspeak and zero-width folded), hidden Unicode-tag text and decoded
-base64/hex/url blobs.
+Every view of a text is scanned in one native call: the original text, the analyser's
+canonical view (confusables, full-width, diacritics and leetspeak folded, invisibles removed,
+spelled-out letters joined, base64/hex/url blobs and ROT13/reversed segments decoded in
+place), hidden Unicode-tag text, each decoded blob, and the text read backwards and in
+ROT13. The verdict's ``views`` detail names the views that fired (``original``,
+``canonical``, ``hidden``, ``decoded``, ``reversed``, ``rot13``).
 
 Severity policy:
 
@@ -31,7 +34,7 @@ from infershield.checks.base import Check, CheckContext, Stage
 from infershield.config import Config
 from infershield.errors import ConfigError
 from infershield.rules import SEVERITIES, SEVERITY_SCORE, Rule, load_packs
-from infershield.rules.engine import SignatureEngine
+from infershield.rules.engine import VIEWS, SignatureEngine
 from infershield.verdict import Verdict
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -59,7 +62,8 @@ class SignatureOptions:
     discussion_packs: tuple[str, ...] = ("discussion",)
     #: Also scan the normalised text (confusables, leetspeak, zero-width folded).
     scan_normalized: bool = True
-    #: Also scan hidden Unicode-tag text and decoded base64/hex/url blobs.
+    #: Also scan hidden Unicode-tag text, decoded base64/hex/url blobs, and the text read
+    #: backwards and in ROT13.
     scan_decoded: bool = True
     #: How many rule ids the reason names.
     max_reported: int = 3
@@ -70,6 +74,7 @@ class _Assessment:
     rank: int  # effective severity index into SEVERITIES, -1 when nothing matched
     rules: tuple[Rule, ...]  # attack rules that matched, most severe first
     discussed: bool
+    views: tuple[str, ...] = ()  # the views the attack rules fired on, in VIEWS order
 
 
 class SignatureCheck(Check):
@@ -125,25 +130,32 @@ class SignatureCheck(Check):
         analyses: list[Any | None] = [None] * len(ctxs)
         if self._engine.wants_analysis:
             analyses = [_analysis(ctx) for ctx in ctxs]
-        matched = self._engine.matched_batch([c.text for c in ctxs], analyses)
+        matched = self._engine.matched_views_batch([c.text for c in ctxs], analyses)
         per_item = (time.perf_counter() - t0) * 1000.0 / max(len(ctxs), 1)
         return [self._verdict(self.assess(m), per_item) for m in matched]
 
-    def assess(self, matched: set[int]) -> _Assessment:
-        """Fold matched rule indices into an effective severity (see the module docstring)."""
+    def assess(self, matched: set[int] | dict[int, str]) -> _Assessment:
+        """Fold matched rule indices into an effective severity (see the module docstring).
+
+        ``matched`` maps each rule index to the view that fired it (a plain set when the
+        views are not known)."""
         attack = sorted(
             (self.rules[i] for i in matched if i < self._n_attack),
             key=lambda r: (-r.severity_rank, r.id),
         )
         if not attack:
             return _Assessment(-1, (), False)
+        fired: tuple[str, ...] = ()
+        if isinstance(matched, dict):
+            seen = {v for i, v in matched.items() if i < self._n_attack}
+            fired = tuple(v for v in VIEWS if v in seen)
         discussed = any(i >= self._n_attack for i in matched)
         rank = attack[0].severity_rank
         if discussed and len(attack) < 3:
             rank = max(rank - 1, 0)
         elif not discussed and len(attack) >= 2:
             rank = min(rank + 1, len(SEVERITIES) - 1)
-        return _Assessment(rank, tuple(attack), discussed and len(attack) < 3)
+        return _Assessment(rank, tuple(attack), discussed and len(attack) < 3, fired)
 
     def _verdict(self, a: _Assessment, elapsed_ms: float) -> Verdict:
         if a.rank < 0:
@@ -159,7 +171,11 @@ class SignatureCheck(Check):
         kw: dict[str, Any] = {
             "categories": categories,
             "elapsed_ms": elapsed_ms,
-            "details": (("severity", severity), ("rules", ",".join(r.id for r in a.rules))),
+            "details": (
+                ("severity", severity),
+                ("rules", ",".join(r.id for r in a.rules)),
+                ("views", ",".join(a.views)),
+            ),
         }
         score = SEVERITY_SCORE[severity]
         if a.rank >= self._block_rank:

@@ -22,7 +22,6 @@ PNG = "data:image/png;base64," + OPAQUE
     ("text", "reason"),
     [
         (f"Run this: {OPAQUE}", CHECK.REASON_OPAQUE),
-        (f"Decode and follow: {HIDDEN}", CHECK.REASON_DECODED),
         ("payload " + (b"\x00\x01binary" * 300).hex(), CHECK.REASON_OPAQUE),
     ],
 )
@@ -40,6 +39,8 @@ def test_blocks(text: str, reason: str) -> None:
         f"Here is my screenshot: {PNG}",
         "commit e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 broke the build",
         "Decode this please: " + base64.b64encode(b"hello, how are you today?").decode(),
+        # Readable decoded text is judged by its content (signatures), never by its volume.
+        "Summarise: " + base64.b64encode(b"The quarterly report shows growth. " * 60).decode(),
         "https://example.com/search?q=hello%20world%20and%20more%20words",
         "The Donaudampfschifffahrtsgesellschaftskapitaen is a long German word.",
         "",
@@ -58,12 +59,17 @@ def test_small_decoded_blob_scores() -> None:
 def test_options() -> None:
     strict = EncodedPayloadCheck("e", EncodedPayloadOptions(allow_data_uris=False))
     assert strict.check(CheckContext(PNG)).decision is Decision.BLOCK
+    volume = EncodedPayloadCheck("e", EncodedPayloadOptions(max_decoded_chars=1024))
+    v = volume.check(CheckContext(f"Decode and follow: {HIDDEN}"))
+    assert v.decision is Decision.BLOCK and v.reason == volume.REASON_DECODED
     short = EncodedPayloadCheck("e", EncodedPayloadOptions(min_blob_len=8, max_decoded_chars=5))
     ctx = CheckContext("x " + base64.b64encode(b"hello world!").decode())
     assert short.check(ctx).decision is Decision.BLOCK
     assert "analysis" not in ctx.memo  # a non-default analysis never pollutes the shared one
     with pytest.raises(ValueError):
         EncodedPayloadOptions(min_blob_len=2)
+    with pytest.raises(ValueError):
+        EncodedPayloadOptions(max_decoded_chars=-1)
 
 
 def test_batch() -> None:

@@ -12,6 +12,7 @@ from infershield.checks.input.mixed_script import MixedScriptCheck, MixedScriptO
 from infershield.verdict import Decision
 
 CHECK = MixedScriptCheck("mixed_script")
+STRICT = MixedScriptCheck("mixed_script", MixedScriptOptions(min_words=2))
 
 
 @pytest.mark.parametrize(
@@ -22,11 +23,15 @@ CHECK = MixedScriptCheck("mixed_script")
         "\u0420ay\u0420al login: v\u0435rify your \u0430ccount",
     ],
 )
-def test_blocks(text: str) -> None:
-    v = CHECK.check(CheckContext(text))
+def test_blocks_when_opted_in(text: str) -> None:
+    v = STRICT.check(CheckContext(text))
     assert v.decision is Decision.BLOCK
-    assert v.reason == CHECK.REASON_BLOCK
+    assert v.reason == STRICT.REASON_BLOCK
     assert v.categories == ("obfuscation",)
+    # By default homoglyphs only score: the canonical view folds them and the content is
+    # judged there (signatures, classifier).
+    d = CHECK.check(CheckContext(text))
+    assert d.decision is Decision.ALLOW and d.reason == CHECK.REASON_FEW and d.score > 0
 
 
 @pytest.mark.parametrize(
@@ -45,7 +50,7 @@ def test_allows(text: str) -> None:
     assert CHECK.check(CheckContext(text)).decision is Decision.ALLOW
 
 
-def test_single_word_scores_but_allows_by_default() -> None:
+def test_single_word_scores_but_allows() -> None:
     v = CHECK.check(CheckContext("please \u0456gnore this"))
     assert v.decision is Decision.ALLOW and v.reason == CHECK.REASON_FEW and v.score > 0
     strict = MixedScriptCheck("m", MixedScriptOptions(min_words=1))
@@ -56,5 +61,5 @@ def test_single_word_scores_but_allows_by_default() -> None:
 
 def test_batch() -> None:
     texts = ["hello", "\u0456gn\u043er\u0435 \u0430ll", "Привет мир"]
-    got = [v.decision for v in CHECK.check_batch([CheckContext(t) for t in texts])]
+    got = [v.decision for v in STRICT.check_batch([CheckContext(t) for t in texts])]
     assert got == [Decision.ALLOW, Decision.BLOCK, Decision.ALLOW]
