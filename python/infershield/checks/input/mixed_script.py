@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from infershield.checks.analysis import AnalysisCheck
+from infershield.config import bounded, check_bounds
 from infershield.native import Analysis
 from infershield.verdict import Verdict
 
@@ -22,11 +23,10 @@ class MixedScriptOptions:
     """Options of the ``mixed_script`` check."""
 
     #: Block when at least this many mixed-script words occur (one can be a typo).
-    min_words: int = 2
+    min_words: int = bounded(2, ge=1)
 
     def __post_init__(self) -> None:
-        if self.min_words < 1:
-            raise ValueError("min_words must be >= 1")
+        check_bounds(self)
 
 
 class MixedScriptCheck(AnalysisCheck):
