@@ -26,7 +26,7 @@ from typing import Any
 
 from infershield.errors import ConfigError
 from infershield.pipeline import PipelineResult
-from infershield.verdict import Decision
+from infershield.verdict import Decision, Verdict
 
 GENESIS = "0" * 64
 
@@ -129,13 +129,7 @@ class AuditLog:
                     "score": round(res.score, 6),
                     "categories": res.categories,
                     "checks": [
-                        {
-                            "name": v.check,
-                            "decision": v.decision.value,
-                            "status": v.status.value,
-                            "score": round(v.score, 6),
-                            "categories": list(v.categories),
-                        }
+                        _check_record(v)
                         for v in res.verdicts
                         if v.decision is not Decision.ALLOW or v.status.value != "ok"
                     ],
@@ -149,6 +143,22 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             self._fh.close()
+
+
+def _check_record(v: Verdict) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "name": v.check,
+        "decision": v.decision.value,
+        "status": v.status.value,
+        "score": round(v.score, 6),
+        "categories": list(v.categories),
+    }
+    # Numeric details are counts (pii/secrets: kind -> how many were redacted); other
+    # details may quote the text and are left out: the log never holds screened values.
+    counts = {k: int(n) for k, n in v.details if n.isdigit()}
+    if counts:
+        rec["counts"] = counts
+    return rec
 
 
 @dataclass(frozen=True)
