@@ -466,7 +466,7 @@ def rows() -> list[dict[str, str]]:
         {
             "kind": "url_credentials",
             "label": "neg",
-            "text": "mysql://root:password@localhost/test",
+            "text": "mysql://root:****@localhost/test",
             "value": "",
         },
     ]

@@ -153,6 +153,10 @@ def card_region(text: str, start: int, end: int, opts: ValidatorOptions) -> list
         while i < len(groups):
             for j in range(len(groups), i, -1):
                 a, b = groups[i][0], groups[j - 1][1]
+                # A card cut out of a longer run ("order 12 4111…") must be long; a short
+                # Luhn-valid tail of "1234-5678-9012-3456" is no card.
+                if (i > 0 or j < len(groups)) and len(_digits(run[a:b])) < 15:
+                    continue
                 if luhn(run[a:b]):
                     out.append((s0 + a, s0 + b))
                     i = j
@@ -234,8 +238,8 @@ def ipv4(candidate: str) -> bool:
     for p in parts:
         if not p.isdigit() or (len(p) > 1 and p[0] == "0") or int(p) > 255:
             return False
-    # 0.0.0.0 is not PII.
-    return candidate != "0.0.0.0"
+    # 0.0.0.0 and loopback addresses identify nobody.
+    return candidate != "0.0.0.0" and parts[0] != "127"
 
 
 _VERSION_BEFORE = re.compile(r"(?i)(\bv|\bversion|\brelease|\bbuild|\bver\.?)\s?$")
@@ -295,6 +299,9 @@ _DATE_HEAD = re.compile(
     r"^(\d{4}[-./](0?[1-9]|1[0-2])[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./](19|20)\d\d)(\D|$)"
 )
 _IP_SHAPE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_NANP = re.compile(
+    r"^(\+?1[ .\-]?)?(\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-])[2-9]\d{2}[ .\-]\d{4}$"
+)
 # 123-45-6789 is how SSNs are written, never phone numbers.
 _SSN_SHAPE = re.compile(r"^\d{3}([-. ])\d{2}\1\d{4}$")
 _PHONE_GROUP = re.compile(r"\+?\(?\d+\)?")
@@ -363,6 +370,8 @@ def _phone_ok(text: str, a: int, b: int, opts: ValidatorOptions) -> bool:
         return False
     if b + 1 < len(text) and text[b] == ":" and text[b + 1].isdigit():
         return False  # 2024-01-15 10:30: a time follows
+    if _NANP.match(cand):
+        return True  # US/Canada layout with valid-looking area and exchange (555 too)
     if _SSN_SHAPE.match(cand) or _date_like(cand) or _version_like(cand, text[max(0, a - 10) : a]):
         return False
     separated = any(c in _PHONE_SEPS or c in "()" for c in cand) or cand.startswith("+")
@@ -534,7 +543,8 @@ _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _PLACEHOLDER = re.compile(
     r"(?i)(x{3,}|\*{3,}|\.{3}|…|changeme|change_me|change-me|example|sample|dummy|"
     r"placeholder|your[_\- ]?[a-z_\-]{0,16}(key|token|secret|password|pass)|insert|fake|"
-    r"redacted|replace[_\- ]?me|<[^>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\([a-z_]+\)s|"
+    r"redacted|replace[_\- ]?me|<[A-Za-z_][\w\- ]*>|\$\{[A-Za-z_][\w.:\-]*\}|"
+    r"\{\{ *[\w.\- ]+ *\}\}|%\([a-z_]+\)s|"
     r"not[_\- ]?a[_\- ]?real|notreal|todo|tbd|secret_here|key_here|token_here|here$|"
     r"^\$[A-Z_][A-Z0-9_]*$|^%[A-Z_]+%$|^<|^\[.*\]$|^\$[{(]|^\{\{|^%\(|^null$|^none$|^nil$|^undefined$|"
     r"^true$|^false$|^password$|^secret$|^token$|^pass$|^passwd$|^string$|^str$|"
@@ -638,8 +648,8 @@ _CREDENTIAL = re.compile(
     r"access[_\-. ]?key|auth[_\-. ]?(?:key|token)|private[_\-. ]?key|client[_\-. ]?secret|"
     r"credentials?|signing[_\-. ]?key|encryption[_\-. ]?key|master[_\-. ]?key|"
     r"session[_\-. ]?key|secret[_\-. ]?key|account[_\-. ]?key|app[_\-. ]?key|"
-    r"license[_\-. ]?key)(?P<suffix>[A-Za-z0-9_.\-]{0,30}))"
-    r"(?P<close>[\"'`\]]?)[ \t]{0,5}(?P<op>:=|=>|===|==|!=|=|:|->|>)[ \t]{0,5}"
+    r"license[_\-. ]?key|[_\-.]key|[_\-]pat)(?P<suffix>[A-Za-z0-9_.\-]{0,30}))"
+    r"(?P<close>\[\]|[\"'`\]]?)[ \t]{0,5}(?P<op>:=|=>|===|==|!=|=|:|->|>)[ \t]{0,5}@?"
     r"(?:(?P<q>[\"'`])(?P<qv>[^\"'`\r\n]{1,200})(?P=q)|(?P<v>[^\s\"'`,;<>)\]}]{1,200}))"
 )
 _CODE_LIKE = re.compile(
@@ -672,7 +682,7 @@ def credential_value(value: str, *, quoted: bool) -> bool:
         if len(value) < 6 or value.count(" ") > 1:
             return False
         return _classes(value) >= 2 or (len(value) >= 12 and shannon(value) >= 3.0)
-    if len(value) < 8 or _CODE_LIKE.search(value):
+    if len(value) < 6 or _CODE_LIKE.search(value):
         return False
     return _classes(value) >= 2 and shannon(value) >= 2.5
 
@@ -718,12 +728,16 @@ def credential_region(text: str, start: int, end: int, opts: ValidatorOptions) -
         quoted = m.group("q") is not None
         grp = "qv" if quoted else "v"
         value = m.group(grp)
+        if not quoted:
+            if op in ("==", "===", "!="):
+                continue  # password == other_variable: a comparison, not a value
+            value = value.rstrip(":.")
         if op == "!=":
             continue
         if op == ">" and not text.startswith("</", m.end(grp)):
             continue
         if credential_value(value, quoted=quoted):
-            out.append((m.start(grp), m.end(grp)))
+            out.append((m.start(grp), m.start(grp) + len(value)))
     return out
 
 
@@ -733,15 +747,20 @@ _URL_CRED = re.compile(
 )
 
 
+_URL_PLACEHOLDER = re.compile(
+    r"^<.*>$|^\$\{.*\}$|^\$[A-Za-z_]\w*$|^\{\{.*\}\}$|^%[sd(]|^\*+$|^x{3,}$|^\.{3}$|^…$|"
+    r"^%[A-Z_]+%$|^(?i:your[_\-]?pass(word)?)$"
+)
+
+
 def url_credentials_region(text: str, start: int, end: int, opts: ValidatorOptions) -> list[Span]:
     """``scheme://user:password@host``: the ``user:password`` part, unless the password is a
     placeholder (``<password>``, ``${DB_PASS}``, ``****``)."""
     out: list[Span] = []
     for m in _URL_CRED.finditer(text, max(0, start - 1), min(len(text), end + 1)):
         pw = m.group("pw")
-        if placeholder(pw) or pw.lower() in ("pass", "pw", "pwd", "password", "secret"):
-            continue
-        if len(set(pw)) < 2:
+        # user:pass@host counts (the issue's own example); only stand-ins do not.
+        if _URL_PLACEHOLDER.search(pw) or len(set(pw)) < 2:
             continue
         out.append((m.start("user"), m.end("pw")))
     return out
