@@ -539,31 +539,46 @@ def postal_region(text: str, start: int, end: int, opts: ValidatorOptions) -> li
 # --------------------------------------------------------------------------- tokens
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-# Words that mark a value as a stand-in, not a credential (matched case-insensitively).
-_PLACEHOLDER = re.compile(
-    r"(?i)(x{3,}|\*{3,}|\.{3}|…|changeme|change_me|change-me|example|sample|dummy|"
-    r"placeholder|your[_\- ]?[a-z_\-]{0,16}(key|token|secret|password|pass)|insert|fake|"
-    r"redacted|replace[_\- ]?me|<[A-Za-z_][\w\- ]*>|\$\{[A-Za-z_][\w.:\-]*\}|"
-    r"\{\{ *[\w.\- ]+ *\}\}|%\([a-z_]+\)s|"
-    r"not[_\- ]?a[_\- ]?real|notreal|todo|tbd|secret_here|key_here|token_here|here$|"
-    r"^\$[A-Z_][A-Z0-9_]*$|^%[A-Z_]+%$|^<|^\[.*\]$|^\$[{(]|^\{\{|^%\(|^null$|^none$|^nil$|^undefined$|"
-    r"^true$|^false$|^password$|^secret$|^token$|^pass$|^passwd$|^string$|^str$|"
-    r"abcdefgh|12345678|qwerty|asdfgh|0{6,}|1{6,})"
+# Words that mark a value as a stand-in, not a credential (found case-insensitively).
+_PLACEHOLDER_WORDS: tuple[str, ...] = (
+    "xxx", "***", "...", "…", "changeme", "change_me", "change-me", "example", "sample",
+    "dummy", "placeholder", "insert", "fake", "redacted", "replaceme", "replace_me",
+    "replace-me", "notreal", "not_a_real", "not-a-real", "todo", "secret_here", "key_here",
+    "token_here", "abcdefgh", "12345678", "qwerty", "asdfgh", "000000", "111111",
+)  # fmt: skip
+# Stand-ins with structure: template references, <angle> names, "your ... key".
+_PLACEHOLDER_SHAPES = re.compile(
+    r"your[_\- ]?[a-z_\-]{0,16}(key|token|secret|password|pass)|<[a-z_][\w\- ]*>|"
+    r"\$\{[a-z_][\w.:\-]*\}|\{\{ *[\w.\- ]+ *\}\}|%\([a-z_]+\)s|here$"
+)
+# Whole values that stand in for one.
+_PLACEHOLDER_WHOLE = re.compile(
+    r"\$[A-Z_][A-Z0-9_]*|%[A-Z_]+%|<.*|\[.*\]|\$[{(].*|\{\{.*|%\(.*|(?i:null|none|nil|"
+    r"undefined|true|false|password|secret|token|pass|passwd|string|str)"
 )
 
 
 def placeholder(value: str) -> bool:
     """True for values that stand in for a credential (``xxx``, ``<your-key>``,
     ``${VAR}``, ``changeme``, ``insert_key_here``, ``a-fake-api-key`` …)."""
-    return bool(_PLACEHOLDER.search(value))
+    low = value.lower()
+    if any(w in low for w in _PLACEHOLDER_WORDS):
+        return True
+    if ("your" in low or "<" in low or "{" in low or "%(" in low or low.endswith("here")) and (
+        _PLACEHOLDER_SHAPES.search(low)
+    ):
+        return True
+    return _PLACEHOLDER_WHOLE.fullmatch(value) is not None
 
 
 def _low_variety(value: str) -> bool:
-    """Too few distinct characters, or mostly an ascending run (``abcdefgh``)."""
-    if len(set(value)) < min(6, max(3, len(value) // 3)):
+    """Too few distinct characters, or mostly an ascending run (``abcdefgh``); judged on
+    the first 48 characters (stand-ins are short or repetitive, and this runs per token)."""
+    head = value[:48]
+    if len(set(head)) < min(6, max(3, len(head) // 3)):
         return True
-    steps = sum(1 for x, y in itertools.pairwise(value) if ord(y) - ord(x) == 1)
-    return steps > len(value) // 2
+    steps = sum(1 for x, y in itertools.pairwise(head) if ord(y) - ord(x) == 1)
+    return steps > len(head) // 2
 
 
 def shannon(value: str) -> float:
@@ -644,7 +659,7 @@ _META_SUFFIX = re.compile(
     r"(?![a-z])"
 )
 _CREDENTIAL = re.compile(
-    r"(?P<key>[A-Za-z0-9_.\-]*?(?i:pass(?:word|wd|phrase)?|pwd|secret|token|api[_\-. ]?key|apikey|"
+    r"(?P<key>(?i:pass(?:word|wd|phrase)?|pwd|secret|token|api[_\-. ]?key|apikey|"
     r"access[_\-. ]?key|auth[_\-. ]?(?:key|token)|private[_\-. ]?key|client[_\-. ]?secret|"
     r"credentials?|signing[_\-. ]?key|encryption[_\-. ]?key|master[_\-. ]?key|"
     r"session[_\-. ]?key|secret[_\-. ]?key|account[_\-. ]?key|app[_\-. ]?key|"
@@ -652,6 +667,10 @@ _CREDENTIAL = re.compile(
     r"(?P<close>\[\]|[\"'`\]]?)[ \t]{0,5}(?P<op>:=|=>|===|==|!=|=|:|->|>)[ \t]{0,5}@?"
     r"(?:(?P<q>[\"'`])(?P<qv>[^\"'`\r\n]{1,200})(?P=q)|(?P<v>[^\s\"'`,;<>)\]}]{1,200}))"
 )
+# Where a keyword may start inside a candidate region (the full pattern is tried there only).
+_CREDENTIAL_KEY = re.compile(r"(?i)pass|pwd|secret|token|api|access|auth|private|client|"
+                             r"credential|signing|encryption|master|session|account|app|"
+                             r"license|[_\-.]key|[_\-]pat")
 _CODE_LIKE = re.compile(
     r"^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)+(\(.*)?$|[()\[\]]|^[A-Z_][A-Z0-9_]*$|"
     r"^(https?|ftp|file)://|^/[\w./-]+$|^\./|^~/|^-?\d+(\.\d+)?$|^[a-z]+(-[a-z]+)+$"
@@ -714,9 +733,11 @@ def credential_region(text: str, start: int, end: int, opts: ValidatorOptions) -
     """Values of ``password = "…"``, ``API_KEY: …``, ``"token": "…"``, ``secret := "…"``,
     ``if (pwd == "…")`` …; only the value is the finding."""
     out: list[Span] = []
-    for m in _CREDENTIAL.finditer(text, start, min(len(text), end + 220)):
-        if m.start() >= end:
-            break
+    limit = min(len(text), end + 220)
+    for k in _CREDENTIAL_KEY.finditer(text, start, end):
+        m = _CREDENTIAL.match(text, k.start(), limit)
+        if m is None:
+            continue
         if not _keyword_boundary(m.group("key"), m.group("suffix")):
             continue
         op = m.group("op")
