@@ -242,7 +242,10 @@ def ipv4(candidate: str) -> bool:
     return candidate != "0.0.0.0" and parts[0] != "127"
 
 
-_VERSION_BEFORE = re.compile(r"(?i)(\bv|\bversion|\brelease|\bbuild|\bver\.?)\s?$")
+_VERSION_BEFORE = re.compile(
+    r"(?i)(\bv|\bversion|\brelease|\bbuild|\bver\.?|\bchapter|\bsection|§|\bfigure|"
+    r"\btable|\bstep|\bclause|\boid)\s?$"
+)
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\d)")
 
 
@@ -300,7 +303,7 @@ _DATE_HEAD = re.compile(
 )
 _IP_SHAPE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _NANP = re.compile(
-    r"^(\+?1[ .\-]?)?(\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-])[2-9]\d{2}[ .\-]\d{4}$"
+    r"^(\+?1[ .\-]?)?(\([2-9]\d{2}\) ?|[2-9]\d{2}[ .\-])\d{3}[ .\-]\d{4}$"
 )
 # 123-45-6789 is how SSNs are written, never phone numbers.
 _SSN_SHAPE = re.compile(r"^\d{3}([-. ])\d{2}\1\d{4}$")
@@ -352,10 +355,36 @@ def _phone_valid(cand: str, regions: tuple[str, ...]) -> bool:
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(num):
-            return True
+            if international:
+                return True
+            # A national number must also be grouped as that region writes it (or more
+            # coarsely): "2024 2025 2026" may parse somewhere, but nobody writes it so.
+            national = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+            if _grouping_fits(cand, national):
+                return True
         if international:
             return False
     return False
+
+
+def _boundaries(text: str) -> tuple[str, set[int]]:
+    digits, cuts, n = [], set(), 0
+    for ch in text:
+        if ch.isdigit():
+            digits.append(ch)
+            n += 1
+        elif n:
+            cuts.add(n)
+    return "".join(digits), cuts
+
+
+def _grouping_fits(cand: str, formatted: str) -> bool:
+    """Every digit-group boundary of ``cand`` is one of ``formatted`` (same digits)."""
+    cd, cc = _boundaries(cand)
+    fd, fc = _boundaries(formatted)
+    # Different digits: the region's trunk prefix (GB 0…, DE 0…) was left out, which
+    # nobody does when writing a national number; "123-456-7890" is no GB 01234 567890.
+    return cd == fd and (cc - {len(cd)}) <= fc
 
 
 def phone(candidate: str) -> bool:

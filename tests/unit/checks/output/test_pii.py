@@ -110,3 +110,21 @@ def test_phone_regions_option() -> None:
     assert gb_only.check(CheckContext(text="call 138 0013 8000")).decision is Decision.ALLOW
     with pytest.raises(ValueError, match="phone_regions"):
         PiiOptions(phone_regions=("XX",))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the year 2024 2025 2026",  # parses in DE, but not grouped as DE writes numbers
+        "Order 123-456-7890",  # valid in GB only with its trunk 0 (01234 567890)
+        "port 5432 6379 8080",
+        "Chapter 10.2.3.1",
+    ],
+)
+def test_number_runs_that_are_not_phones(check: PiiCheck, text: str) -> None:
+    assert check.check(CheckContext(text=text)).decision is Decision.ALLOW
+
+
+def test_us_layout_with_fictional_exchange_is_a_phone(check: PiiCheck) -> None:
+    v = check.check(CheckContext(text="call 555-123-4567 or +1 (555) 123-4567"))
+    assert v.rewritten == "call [REDACTED:phone] or [REDACTED:phone]"
