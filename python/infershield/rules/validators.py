@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import itertools
 import json
 import math
 import re
@@ -591,8 +590,9 @@ def placeholder(value: str) -> bool:
     """True for values that stand in for a credential (``xxx``, ``<your-key>``,
     ``${VAR}``, ``changeme``, ``insert_key_here``, ``a-fake-api-key`` …)."""
     low = value.lower()
-    if any(w in low for w in _PLACEHOLDER_WORDS):
-        return True
+    for word in _PLACEHOLDER_WORDS:
+        if word in low:
+            return True
     if ("your" in low or "<" in low or "{" in low or "%(" in low or low.endswith("here")) and (
         _PLACEHOLDER_SHAPES.search(low)
     ):
@@ -601,13 +601,10 @@ def placeholder(value: str) -> bool:
 
 
 def _low_variety(value: str) -> bool:
-    """Too few distinct characters, or mostly an ascending run (``abcdefgh``); judged on
-    the first 48 characters (stand-ins are short or repetitive, and this runs per token)."""
+    """Too few distinct characters for its length (``aaaa…``, ``abab…``), judged on the
+    first 48 characters; ascending runs (``abcdefgh``, ``12345678``) are placeholder words."""
     head = value[:48]
-    if len(set(head)) < min(6, max(3, len(head) // 3)):
-        return True
-    steps = sum(1 for x, y in itertools.pairwise(head) if ord(y) - ord(x) == 1)
-    return steps > len(head) // 2
+    return len(set(head)) < min(6, max(3, len(head) // 3))
 
 
 def shannon(value: str) -> float:
