@@ -91,7 +91,9 @@ class SpanDetector:
             raise ConfigError(f"rules {bad} are not span rules (pack mode must be 'span')")
         self.rules = tuple(rules)
         self.options = options
-        self._order = {r.id: i for i, r in enumerate(rules)}
+        self._region_rules = frozenset(
+            i for i, r in enumerate(rules) if r.validator in REGION_VALIDATORS
+        )
         try:
             self._matcher = Matcher([r.to_pattern() for r in rules], cache_dir=cache_dir)
         except PatternError as exc:
@@ -110,22 +112,26 @@ class SpanDetector:
         return self.find_batch([text])[0]
 
     def _findings(self, text: str, matches: Sequence[Any]) -> list[Finding]:
+        # One read of each native match (attribute reads cross the binding).
+        triples = [(m.index, m.start or 0, m.end) for m in matches]
         data = text.encode("utf-8", "surrogatepass")
-        offsets = {m.end for m in matches} | {m.start or 0 for m in matches}
+        offsets = {t[1] for t in triples} | {t[2] for t in triples}
         to_char = _offset_mapper(text, data, offsets)
         exact: dict[tuple[int, int], list[int]] = {}
         regions: dict[int, list[tuple[int, int]]] = {}
-        for m in matches:
-            start = m.start if m.start is not None else 0
-            if self.rules[m.index].validator in REGION_VALIDATORS:
-                regions.setdefault(m.index, []).append((start, m.end))
+        region_rules = self._region_rules
+        for index, start, end in triples:
+            if index in region_rules:
+                regions.setdefault(index, []).append((start, end))
             else:
-                exact.setdefault((m.index, start), []).append(m.end)
+                exact.setdefault((index, start), []).append(end)
         found: list[Finding] = []
         for (index, start), end_list in exact.items():
             rule = self.rules[index]
-            s = to_char(start)
-            span = self._validated(rule, text, s, [to_char(e) for e in sorted(set(end_list))])
+            # A token is judged whole: a shorter prefix of "YOUR_TOKEN_HERE" is no token.
+            longest = rule.validator in _LONGEST_ONLY
+            ends = [max(end_list)] if longest else sorted(set(end_list))
+            span = self._validated(rule, text, to_char(start), [to_char(e) for e in ends])
             if span is not None:
                 found.append(_finding(rule, *span))
         for index, spans in regions.items():
@@ -139,9 +145,6 @@ class SpanDetector:
     @staticmethod
     def _validated(rule: Rule, text: str, start: int, ends: list[int]) -> tuple[int, int] | None:
         valid = VALIDATOR_FUNCS[rule.validator]
-        if rule.validator in _LONGEST_ONLY:
-            # A token is judged whole: a shorter prefix of "YOUR_TOKEN_HERE" is no token.
-            ends = ends[-1:]
         for end in reversed(ends):
             if valid(text[start:end]):
                 return start, end
