@@ -270,7 +270,9 @@ def ipv6(candidate: str) -> bool:
     return not (addr.is_unspecified or addr.is_loopback)
 
 
-_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*[0-9A-Fa-f](?![\w:]|\.\d)")
+_IPV6 = re.compile(
+    r"(?<![\w:.])[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*(?:[0-9A-Fa-f]|::)(?![\w:]|\.\d)"
+)
 
 
 def ipv6_region(text: str, start: int, end: int, opts: ValidatorOptions) -> list[Span]:
