@@ -416,6 +416,12 @@ def rows() -> list[dict[str, str]]:
         ("client_secret: 9vT2mQ7xR4kL8pZ3", "9vT2mQ7xR4kL8pZ3"),
         ("<password>Hq6!zR3m#Lp8</password>", "Hq6!zR3m#Lp8"),
         ("Server=db;User Id=app;Password=Mx7$kQ2vLr9;", "Mx7$kQ2vLr9"),
+        ("curl -u deploy:Zq7!xR3mLp https://api.acme.dev/v1", "Zq7!xR3mLp"),
+        (
+            "config['api_key'] = 'a8f5f167f44f4964e6c998dee827110c'",
+            "a8f5f167f44f4964e6c998dee827110c",
+        ),
+        ('NSString *password = @"Hq6!zR3m#Lp8";', "Hq6!zR3m#Lp8"),
     ]
     for text, value in creds:
         out.append({"kind": "credential", "label": "pos", "text": text, "value": value})
@@ -436,6 +442,9 @@ def rows() -> list[dict[str, str]]:
         "PASSWORD={{ db_password }}",
         "token_url: https://auth.example.org/token",
         "password = getpass()",
+        "if password == confirm_password:",
+        "docker run -u 1000:1000 app",
+        'password: "Please enter a password"',
     ):
         out.append({"kind": "credential", "label": "neg", "text": text, "value": ""})
     out += [

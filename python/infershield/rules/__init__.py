@@ -54,7 +54,7 @@ CATEGORIES: tuple[str, ...] = (
 VALIDATORS: tuple[str, ...] = (
     "luhn", "iban", "us_ssn", "ipv4", "ipv6", "jwt", "phone", "token", "github_crc", "discord",
     "card", "iban_region", "ssn", "ipv4_region", "ipv6_region", "phone_region", "postal",
-    "credential", "url_credentials", "private_key", "putty_key", "none",
+    "credential", "url_credentials", "cli_credentials", "private_key", "putty_key", "none",
 )
 Mode = Literal["signature", "span"]
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")

@@ -692,7 +692,7 @@ _CREDENTIAL = re.compile(
     r"credentials?|signing[_\-. ]?key|encryption[_\-. ]?key|master[_\-. ]?key|"
     r"session[_\-. ]?key|secret[_\-. ]?key|account[_\-. ]?key|app[_\-. ]?key|"
     r"license[_\-. ]?key|[_\-.]key|[_\-]pat)(?P<suffix>[A-Za-z0-9_.\-]{0,30}))"
-    r"(?P<close>\[\]|[\"'`\]]?)[ \t]{0,5}(?P<op>:=|=>|===|==|!=|=|:|->|>)[ \t]{0,5}@?"
+    r"(?P<close>\[\]|[\"'`]?\]?)[ \t]{0,5}(?P<op>:=|=>|===|==|!=|=|:|->|>)[ \t]{0,5}@?"
     r"(?:(?P<q>[\"'`])(?P<qv>[^\"'`\r\n]{1,200})(?P=q)|(?P<v>[^\s\"'`,;<>)\]}]{1,200}))"
 )
 # Where a keyword may start inside a candidate region (the full pattern is tried there only).
@@ -726,8 +726,11 @@ def credential_value(value: str, *, quoted: bool) -> bool:
     if any(c.isspace() for c in value) and not quoted:
         return False
     if quoted:
-        if len(value) < 6 or value.count(" ") > 1:
+        if len(value) < 6:
             return False
+        if value.count(" ") > 1:
+            # A passphrase, not a sentence: digits or symbols besides the spaces.
+            return _classes(value.replace(" ", "")) >= 3 and value.count(" ") <= 4
         return _classes(value) >= 2 or (len(value) >= 12 and shannon(value) >= 3.0)
     if len(value) < 6 or _CODE_LIKE.search(value):
         return False
@@ -815,6 +818,27 @@ def url_credentials_region(text: str, start: int, end: int, opts: ValidatorOptio
     return out
 
 
+_CLI_CRED = re.compile(
+    r"(?:(?<=\s)-u|--user)[ =][\"']?[^\s:\"']+:(?P<pw>[^\s\"']+)|"
+    r"\bmysql\b[^\n]*?\s-p(?P<mpw>[^\s\"']+)"
+)
+
+
+def cli_credentials_region(
+    text: str, start: int, end: int, opts: ValidatorOptions
+) -> list[Span]:
+    """Passwords on command lines: ``curl -u user:pw``, ``--user user:pw``, ``mysql -pPW``."""
+    out: list[Span] = []
+    for m in _CLI_CRED.finditer(text, max(0, start - 1), min(len(text), end + 200)):
+        if m.start() > end:
+            break
+        grp = "pw" if m.group("pw") is not None else "mpw"
+        pw = m.group(grp)
+        if len(pw) >= 6 and _classes(pw) >= 2 and not placeholder(pw) and not _low_variety(pw):
+            out.append((m.start(grp), m.end(grp)))
+    return out
+
+
 _PEM_END = re.compile(r"-{4,5} ?END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)? ?-{4,5}")
 _PEM_BODY = re.compile(
     r"(?:\\[rn]|\s)*(?:[A-Za-z\-]+: [^\n\\]*(?:\\[rn]|\s)+)*"
@@ -875,6 +899,7 @@ REGION_VALIDATORS: dict[str, RegionValidator] = {
     "postal": postal_region,
     "credential": credential_region,
     "url_credentials": url_credentials_region,
+    "cli_credentials": cli_credentials_region,
     "private_key": private_key_region,
     "putty_key": putty_key_region,
 }
