@@ -868,6 +868,18 @@ def putty_key_region(text: str, start: int, end: int, opts: ValidatorOptions) ->
     return [(start, m.end() if m else len(text))]
 
 
+def email(candidate: str) -> bool:
+    """An address with a well-formed local part (no leading, trailing or doubled dot) and
+    domain labels that neither start nor end with a hyphen."""
+    local, _, domain = candidate.rpartition("@")
+    if not local or ".." in local or local.startswith(".") or local.endswith("."):
+        return False
+    labels = domain.split(".")
+    return len(labels) >= 2 and all(
+        lab and not lab.startswith("-") and not lab.endswith("-") for lab in labels
+    )
+
+
 def _always(_: str) -> bool:
     return True
 
@@ -880,6 +892,7 @@ VALIDATOR_FUNCS: dict[str, Callable[[str], bool]] = {
     "ipv6": ipv6,
     "jwt": jwt,
     "phone": phone,
+    "email": email,
     "token": token,
     "github_crc": github_crc,
     "discord": discord,
