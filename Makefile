@@ -3,12 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := libhyperscan-dev pkg-config g++ make
+APT_PACKAGES := libhyperscan-dev pkg-config g++ make redis-server
 NATIVE_SRC := $(shell find native proto -type f 2>/dev/null) CMakeLists.txt pyproject.toml
 PYTEST_ARGS ?=
 SERVE_ARGS ?=
 
-.PHONY: all deps venv install serve test test-fast lint fmt fuzz soak bench bench-gpu bench-peers-env clean models finetune finetune-fast
+.PHONY: all deps venv install serve test test-fast test-gpu lint fmt fuzz soak bench bench-gpu bench-peers-env clean models finetune finetune-fast
 
 all: install
 
@@ -56,6 +56,10 @@ test: install lint
 
 test-fast: install
 	$(BIN)/pytest -q -x -m "not e2e" $(PYTEST_ARGS)
+
+# The tests that need a CUDA GPU (onnxruntime-gpu and a driver); without one they skip.
+test-gpu: install
+	$(BIN)/pytest -q -m gpu -rs $(PYTEST_ARGS)
 
 fmt: install
 	$(BIN)/ruff check --fix python tests bench

@@ -8,10 +8,19 @@ client), a bounded number of benign ~200-byte prompts is sent first directly, th
 the firewall, and we report the added p50/p99 latency and the throughput ratio
 (through / direct), plus the firewall process's own CPU per request and its resident memory
 (from /proc) as load grows. Blocked prompts are excluded (they never reach Triton).
+The ``raw_proxy`` rows are the floor: ``bench.raw_proxy``, a Python grpc.aio hop that forwards
+raw bytes and screens nothing, measured the same way.
+
+The ``auth`` row compares two firewalls in front of the same Triton at concurrency 1, one
+without keys and one with ``auth.keys_file`` (every call carries ``authorization: Bearer``),
+requests alternating one by one between them and a second firewall without keys (whose
+difference from the first is the run's noise floor); it reports the added p50 per request,
+the median of the paired differences, and the in-process cost of one
+``AccessControl.authenticate`` (perimeter + key lookup + HMAC) for scale.
 
 A benchmark measures; it never asserts a timing.
 
-Run alone: ``python -m bench.bench_e2e [--quick] [--json OUT]``.
+Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,27 +141,45 @@ def _policy(name: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
-    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready."""
+def firewall(
+    upstream: str,
+    policy: str,
+    workdir: Path,
+    *,
+    limits: dict[str, Any] | None = None,
+    python_args: Sequence[str] = ("-m", "infershield"),
+    auth: dict[str, Any] | None = None,
+    name: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Iterator[tuple[str, ProcStats]]:
+    """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
+
+    ``limits`` replaces the bench's admission limits (``{}``: the defaults); ``python_args``
+    replaces ``-m infershield`` (a bench that patches the server before running the CLI);
+    ``auth`` is the config's ``auth`` section (a keys file), off by default; ``name`` names
+    the config and log files (default: the policy).
+    ``extra`` adds config sections (the rate limiter rows).
+    """
     import tritonclient.grpc as tg
 
     port = _free_port()
-    cfg = workdir / f"{policy}.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "server": {"listen": f"127.0.0.1:{port}", "grace_period_s": 1.0},
-                "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
-                "policy": _policy(policy),
-                # The bench measures screening cost, not the admission limits.
-                "limits": {"max_concurrency": 256, "max_queue": 1024},
-                "telemetry": {"log_level": "WARNING"},
-            }
-        )
-    )
-    log = (workdir / f"{policy}.log").open("w")
+    name = name or policy
+    cfg = workdir / f"{name}.yaml"
+    data: dict[str, Any] = {
+        "server": {"listen": f"127.0.0.1:{port}", "grace_period_s": 1.0},
+        "backend": {"kind": "triton", "upstream": f"triton://{upstream}"},
+        "policy": _policy(policy),
+        # The bench measures screening cost, not the admission limits.
+        "limits": {"max_concurrency": 256, "max_queue": 1024} if limits is None else limits,
+        "telemetry": {"log_level": "WARNING"},
+    }
+    if auth:
+        data["auth"] = auth
+    data.update(extra or {})
+    cfg.write_text(yaml.safe_dump(data))
+    log = (workdir / f"{name}.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infershield", "serve", "--config", str(cfg)],
+        [sys.executable, *python_args, "serve", "--config", str(cfg)],
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO_ROOT,
@@ -180,7 +207,45 @@ def firewall(upstream: str, policy: str, workdir: Path) -> Iterator[tuple[str, P
         log.close()
 
 
-def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
+    """``bench.raw_proxy`` (a Python grpc.aio hop that screens nothing) as a separate process:
+    the floor of what a second hop in Python costs."""
+    import tritonclient.grpc as tg
+
+    url = f"127.0.0.1:{_free_port()}"
+    log = (workdir / "raw_proxy.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.raw_proxy", url, upstream],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"bench.raw_proxy exited {proc.returncode}; see {log.name}")
+            with contextlib.suppress(Exception), tg.InferenceServerClient(url) as c:
+                if c.is_server_ready():
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("bench.raw_proxy did not become ready in 60 s")
+            time.sleep(0.2)
+        yield url, ProcStats(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+def load(
+    url: str,
+    prompts: list[bytes],
+    concurrency: int,
+    total: int,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """``total`` ModelInfer calls from ``concurrency`` threads; latencies and throughput."""
     import tritonclient.grpc as tg
 
@@ -201,7 +266,7 @@ def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[s
                 )
                 t0 = time.perf_counter()
                 try:
-                    c.infer("echo", [inp], client_timeout=30)
+                    c.infer("echo", [inp], client_timeout=30, headers=headers)
                 except Exception:
                     bad += 1
                     continue
@@ -217,7 +282,7 @@ def load(url: str, prompts: list[bytes], concurrency: int, total: int) -> dict[s
         for p in prompts[:load_once]:
             inp.set_data_from_numpy(np.array([[p]], dtype=object))
             with contextlib.suppress(Exception):
-                c.infer("echo", [inp])
+                c.infer("echo", [inp], headers=headers)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(worker, range(concurrency)))
@@ -258,7 +323,239 @@ def _unbuildable(name: str) -> str:
     return ""
 
 
-def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[str, Any]:
+AUTH_ROUNDS = 5
+
+
+def _authenticate_us(keys_file: str, secret_file: str, key: str, n: int = 20000) -> float:
+    """Microseconds for one in-process ``AccessControl.authenticate`` with a valid key."""
+    from infershield.auth.access import AccessControl
+    from infershield.config import AuthConfig, Config
+
+    ac = AccessControl(Config(auth=AuthConfig(keys_file=keys_file, secret_file=secret_file)))
+    md = [("authorization", f"Bearer {key}"), ("user-agent", "bench")]
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    ac.authenticate(method, "ipv4:127.0.0.1:5000", md)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        ac.authenticate(method, "ipv4:127.0.0.1:5000", md)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def _alternating(
+    targets: list[tuple[str, dict[str, str] | None]], prompts: list[bytes], n: int
+) -> list[list[float]]:
+    """``n`` requests to each ``(url, headers)`` target, one by one in turn from one thread,
+    so every target sees the same machine load (this VM is shared); latencies in ms."""
+    import tritonclient.grpc as tg
+
+    out: list[list[float]] = [[] for _ in targets]
+    clients = [tg.InferenceServerClient(url) for url, _ in targets]
+    try:
+        inp = tg.InferInput("TEXT", [1, 1], "BYTES")
+        for i in range(n + 20):
+            inp.set_data_from_numpy(np.array([[prompts[i % len(prompts)]]], dtype=object))
+            for client, (_, hdr), sink in zip(clients, targets, out, strict=True):
+                t0 = time.perf_counter()
+                client.infer("echo", [inp], client_timeout=30, headers=hdr)
+                if i >= 20:  # the first 20 of each warm up connections and caches
+                    sink.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        for c in clients:
+            c.close()
+    return out
+
+
+def auth_row(triton: str, prompts: list[bytes], total: int, tmp: Path) -> dict[str, Any]:
+    """Added p50 of API-key auth at concurrency 1: three firewalls in front of the same
+    Triton, two without keys and one with a keys file, requests alternating between them.
+    The two without keys give the noise floor (an A/A difference) of the same run."""
+    from infershield.auth.keys import create_key
+    from infershield.config import AuthConfig
+
+    auth = AuthConfig(keys_file=str(tmp / "keys.json"), secret_file=str(tmp / "keys.secret"))
+    for i in range(20):  # a keys file with more than one entry
+        create_key(auth, tenant=f"t{i}", roles=["infer"], models=["echo"])
+    _, key = create_key(auth, tenant="bench", roles=["infer"], models=["echo"])
+    section = {"keys_file": auth.keys_file, "secret_file": auth.secret_file}
+    headers = {"authorization": f"Bearer {key}"}
+    n = total * AUTH_ROUNDS
+    with (
+        firewall(triton, "rules_only", tmp, name="auth_off") as (plain, _),
+        firewall(triton, "rules_only", tmp, name="auth_off_2") as (plain2, _),
+        firewall(triton, "rules_only", tmp, auth=section, name="auth_on") as (keyed, _),
+    ):
+        off, off2, on = _alternating([(plain, None), (plain2, None), (keyed, headers)], prompts, n)
+    p50 = {k: float(np.median(v)) for k, v in (("off", off), ("off2", off2), ("on", on))}
+    return {
+        "policy": "rules_only",
+        "auth": "api_key",
+        "concurrency": 1,
+        "requests_each": n,
+        "auth_off_p50_ms": round(p50["off"], 4),
+        "auth_on_p50_ms": round(p50["on"], 4),
+        "added_p50_ms": round(p50["on"] - p50["off"], 4),
+        "noise_aa_p50_ms": round(p50["off2"] - p50["off"], 4),
+        "paired_median_diff_ms": round(float(np.median(np.subtract(on, off))), 4),
+        "auth_off_p99_ms": round(float(np.percentile(off, 99)), 4),
+        "auth_on_p99_ms": round(float(np.percentile(on, 99)), 4),
+        "authenticate_us": round(_authenticate_us(auth.keys_file, auth.secret_file, key), 2),
+    }
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free loopback port; yields its URL."""
+    import shutil
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian package redis-server)")
+    port = _free_port()
+    (workdir / "redis").mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir / "redis"),
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+#: Per-caller buckets on both axes, far above the bench's load: every call pays the
+#: check-and-take (requests at admission, tokens after tokenizing) and none is refused.
+_LIMITS = {
+    "default": {"requests_per_s": 1e6, "tokens_per_s": 1e9},
+}
+
+
+def ratelimit_rows(
+    triton: str, prompts: list[bytes], workdir: Path, *, quick: bool = False
+) -> list[dict[str, Any]]:
+    """The rate limiter's added latency: rules_only without a limiter, with the in-memory
+    buckets, with the Redis buckets (both axes: two round trips per call, the output-token
+    debit off the reply path) and with a Redis request bucket only (one round trip), at
+    concurrency 1 (rounds interleaved against drift)."""
+    n, rounds = (100, 2) if quick else (300, 3)
+    rows: list[dict[str, Any]] = []
+    with redis_server(workdir) as url:
+        modes: dict[str, dict[str, Any]] = {
+            "off": {},
+            "memory": {"ratelimit": {"backend": "memory", **_LIMITS}},
+            "redis": {"ratelimit": {"backend": "redis", "redis_url": url, **_LIMITS}},
+            # One round trip per call (quarantine + request bucket) instead of two.
+            "redis_requests_only": {
+                "ratelimit": {
+                    "backend": "redis",
+                    "redis_url": url,
+                    "default": {"requests_per_s": 1e6},
+                }
+            },
+        }
+        with contextlib.ExitStack() as stack:
+            urls: dict[str, str] = {}
+            for m, extra in modes.items():
+                fw = firewall(triton, "rules_only", workdir, extra=extra, name=f"rules_only-rl-{m}")
+                urls[m] = stack.enter_context(fw)[0]
+            lat: dict[str, list[float]] = {m: [] for m in modes}
+            for _ in range(rounds):
+                for m, u in urls.items():
+                    lat[m].extend(load_latencies(u, prompts, n))
+        takes = {m: store_take_latencies(m, url, n * rounds) for m in ("memory", "redis")}
+    for m, samples in takes.items():
+        st = summarize(samples)
+        rows.append(
+            {
+                "policy": "n/a (one check-and-take, in process)",
+                "limiter": f"{m}_store_take",
+                "concurrency": 1,
+                "requests": st["n"],
+                "on_p50_ms": st["p50_ms"],
+                "on_p99_ms": st["p99_ms"],
+                "added_p50_ms": st["p50_ms"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    base = summarize(lat["off"])
+    for m in ("memory", "redis", "redis_requests_only"):
+        st = summarize(lat[m])
+        rows.append(
+            {
+                "policy": "rules_only",
+                "limiter": m,
+                "concurrency": 1,
+                "requests": st["n"],
+                "off_p50_ms": base["p50_ms"],
+                "on_p50_ms": st["p50_ms"],
+                "added_p50_ms": round(st["p50_ms"] - base["p50_ms"], 3),
+                "off_p99_ms": base["p99_ms"],
+                "on_p99_ms": st["p99_ms"],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def store_take_latencies(backend: str, url: str, n: int) -> list[float]:
+    """``n`` sequential check-and-takes (quarantine + request bucket) on one store, in ms:
+    the limiter's own cost without the firewall's other noise."""
+    import asyncio
+
+    from infershield.abuse.redis_store import RedisStore
+    from infershield.abuse.store import Bucket, MemoryStore, Store
+
+    async def go() -> list[float]:
+        store: Store = MemoryStore() if backend == "memory" else RedisStore(url, timeout_s=1.0)
+        bucket = Bucket(1e6, 1e6)
+        out: list[float] = []
+        try:
+            for i in range(n + 50):
+                t0 = time.perf_counter()
+                await store.take("bench|req|*", bucket, 1, quarantine_key="bench")
+                if i >= 50:
+                    out.append((time.perf_counter() - t0) * 1000.0)
+        finally:
+            await store.close()
+        return out
+
+    return asyncio.run(go())
+
+
+def load_latencies(url: str, prompts: list[bytes], n: int) -> list[float]:
+    """``n`` sequential ModelInfer calls (one client); their latencies in ms."""
+    import tritonclient.grpc as tg
+
+    out: list[float] = []
+    with tg.InferenceServerClient(url) as c:
+        inp = tg.InferInput("TEXT", [1, 1], "BYTES")
+        for i in range(n + 10):
+            inp.set_data_from_numpy(np.array([[prompts[i % len(prompts)]]], dtype=object))
+            t0 = time.perf_counter()
+            c.infer("echo", [inp], client_timeout=30)
+            if i >= 10:  # the first calls warm connections and caches
+                out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def run(
+    *,
+    quick: bool = False,
+    out_dir: Path | None = None,
+    auth_only: bool = False,
+    only_ratelimit: bool = False,
+    **_: Any,
+) -> dict[str, Any]:
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -266,6 +563,17 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
         return suite_result(SUITE, status="skipped", reason=f"needs pytriton: {exc}")
     counts = QUICK_REQUESTS if quick else REQUESTS
     prompts = _benign_prompts(200)
+    if auth_only:
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
+            row = auth_row(triton, prompts, counts[1], Path(tmp))
+        print(json.dumps(row), flush=True)
+        return suite_result(
+            SUITE,
+            baseline="the same firewall without a keys file, requests alternating, same run",
+            rows=[row],
+            headline={"auth_added_p50_ms": row["added_p50_ms"]},
+            notes=["client, Triton and the three firewalls share this machine's CPUs"],
+        )
     rows: list[dict[str, Any]] = []
     headline: dict[str, Any] = {}
     notes: list[str] = []
@@ -276,9 +584,20 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
             notes.append(f"{name} policy not measured: {why}")
         else:
             policies.append(name)
+    limiter_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
-        for policy in policies:
-            with firewall(triton, policy, Path(tmp)) as (shield, stats):
+        if "rules_only" in policies:
+            try:
+                limiter_rows = ratelimit_rows(triton, prompts, Path(tmp), quick=quick)
+            except RuntimeError as exc:
+                notes.append(f"rate limiter rows not measured: {exc}")
+        for policy in [] if only_ratelimit else ("raw_proxy", *policies):
+            hop = (
+                raw_proxy(triton, Path(tmp))
+                if policy == "raw_proxy"
+                else firewall(triton, policy, Path(tmp))
+            )
+            with hop as (shield, stats):
                 for c in CONCURRENCY:
                     direct = load(triton, prompts, c, counts[c])
                     cpu0, t0 = stats.cpu_s(), time.perf_counter()
@@ -306,17 +625,25 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+        auth = auth_row(triton, prompts, counts[1], Path(tmp))
+        print(json.dumps(auth), flush=True)
+    headline["auth_added_p50_ms"] = auth["added_p50_ms"]
+    rows.append(auth)
     for r in rows:
         # Headline: concurrency 1 for latency (no queueing), 64 for throughput.
-        if r["concurrency"] == 1:
+        if r["concurrency"] == 1 and "auth" not in r:
             headline[f"added_p50_ms_{r['policy']}"] = r["added_p50_ms"]
             headline[f"added_p99_ms_{r['policy']}"] = r["added_p99_ms"]
-        if r["concurrency"] == 64:
+        if r["concurrency"] == 64 and "auth" not in r:
             headline[f"throughput_ratio_{r['policy']}"] = r["throughput_ratio"]
+            headline[f"fw_cpu_ms_per_req_{r['policy']}"] = r["fw_cpu_ms_per_req"]
+    for r in limiter_rows:
+        headline[f"ratelimit_{r['limiter']}_added_p50_ms"] = r["added_p50_ms"]
     return suite_result(
         SUITE,
-        baseline="the same tritonclient load sent directly to Triton, in the same run",
-        rows=rows,
+        baseline="the same tritonclient load sent directly to Triton, in the same run; "
+        "for the rate limiter rows, the same firewall without a limiter",
+        rows=rows + limiter_rows,
         headline=headline,
         notes=[
             "client, Triton (pytriton echo model) and InferShield share this machine's CPUs",
@@ -329,10 +656,21 @@ def run(*, quick: bool = False, out_dir: Path | None = None, **_: Any) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    parser.add_argument("--auth-only", action="store_true", help="only the API-key auth row")
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument(
+        "--only-ratelimit",
+        action="store_true",
+        help="only the rate limiter rows (off/memory/redis)",
+    )
     args = parser.parse_args(argv)
-    out = args.json or RESULTS_DIR / "e2e.json"
-    res = run(quick=args.quick, out_dir=out.parent)
+    out = args.json or RESULTS_DIR / ("e2e_auth.json" if args.auth_only else "e2e.json")
+    res = run(
+        quick=args.quick,
+        out_dir=out.parent,
+        auth_only=args.auth_only,
+        only_ratelimit=args.only_ratelimit,
+    )
     return finish(res, out)
 
 

@@ -58,6 +58,7 @@ SUITES: dict[str, str] = {
     "detector": "bench.bench_detector",
     "detector_sweep": "bench.bench_detector_sweep",
     "e2e": "bench.bench_e2e",
+    "burst": "bench.bench_burst",
     "tracing": "bench.bench_tracing",
     "peers": "bench.bench_peers",
 }
@@ -432,7 +433,10 @@ def render_headline(data: dict[str, Any]) -> str:
         for col, _ in cols:
             meta = data.get(col, {})
             v = meta.get("values", {}).get(key)
-            stale = " (earlier run)" if key in meta.get("stale", []) else ""
+            stale = ""
+            if key in meta.get("stale", []):
+                # A value kept from an earlier run says which run: its date and commit.
+                stale = f" ({meta.get('from', {}).get(key, 'earlier run')})"
             cells.append(fmt(v) + stale if v is not None else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
@@ -472,14 +476,22 @@ def update_results_md(run: dict[str, Any], *, path: Path = RESULTS_MD, command: 
     col = "gpu" if run["environment"].get("gpu_run") else "cpu"
     values = headline_values(run["suites"])
     missing = [k for k, v in values.items() if v is None]
-    prev = data.get(col, {}).get("values", {})
+    prev_meta = data.get(col, {})
+    prev = prev_meta.get("values", {})
     env = run["environment"]
+    commit = env["commit"]["short"] + ("+dirty" if env["commit"]["dirty"] else "")
+    this_run = f"{str(env['date'])[:10]}, {commit}"
+    prev_run = f"{str(prev_meta.get('date', '?'))[:10]}, {prev_meta.get('commit', '?')}"
+    prev_from = prev_meta.get("from", {})
     data[col] = {
-        # A metric this run did not produce keeps its last value, marked in `stale`.
+        # A metric this run did not produce keeps its last value, marked in `stale`, and
+        # `from` names the run (date, commit) each value came from.
         "values": {k: (v if v is not None else prev.get(k)) for k, v in values.items()},
         "stale": sorted(k for k in missing if prev.get(k) is not None),
+        "from": {k: (this_run if v is not None else prev_from.get(k, prev_run))
+                 for k, v in values.items() if v is not None or prev.get(k) is not None},
         "machine": machine_label(env),
-        "commit": env["commit"]["short"] + ("+dirty" if env["commit"]["dirty"] else ""),
+        "commit": commit,
         "date": env["date"],
         "command": command,
         "missing": ", ".join(s for s, r in run["suites"].items() if r["status"] != "ok"),

@@ -36,3 +36,16 @@ def start_firewall(tmp_path: Path) -> Iterator[Callable[..., int]]:
     yield start
     for st in reversed(started):
         st.stop(grace=0.5)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A fresh ``redis-server`` on a free 127.0.0.1 port (skips, saying why, if not installed)."""
+    from redis_support import REDIS_BINARY, SKIP_REASON, RedisServer
+
+    if REDIS_BINARY is None:
+        pytest.skip(SKIP_REASON)
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

@@ -116,6 +116,20 @@ class TritonHandle:
             stats = c.get_inference_statistics(model, as_json=True)
         return sum(int(s.get("inference_count", 0)) for s in stats.get("model_stats", []))
 
+    def settled_count(self, model: str, at_least: int = 0, timeout: float = 10.0) -> int:
+        """:meth:`inference_count` once it stops moving and reaches ``at_least``: Triton
+        updates its statistics just after it answers, so a count read at once can trail."""
+        import time
+
+        end = time.monotonic() + timeout
+        last = self.inference_count(model)
+        while True:
+            time.sleep(0.05)
+            now = self.inference_count(model)
+            if (now == last and now >= at_least) or time.monotonic() > end:
+                return now
+            last = now
+
 
 def _echo(TEXT: np.ndarray) -> dict[str, np.ndarray]:
     out = np.array([[b"echo: " + row[0]] for row in TEXT], dtype=object)

@@ -19,10 +19,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from infershield.errors import ConfigError
 from infershield.pipeline import PipelineResult
@@ -42,40 +42,105 @@ def _mac(record: Mapping[str, Any], key: bytes | None) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-class AuditLog:
-    """Append-only, hash-chained JSONL audit log. Thread-safe; reopens and continues a chain."""
+FsyncMode = Literal["always", "interval", "never"]
 
-    def __init__(self, path: str | Path, *, key: bytes | None = None, record_allowed: bool = False):
+
+def rotated_files(path: str | Path) -> list[Path]:
+    """The rotated files of ``path`` (``<path>.1``, ``<path>.2`` …), oldest first."""
+    p = Path(path)
+    found: list[tuple[int, Path]] = []
+    for sib in p.parent.glob(p.name + ".*"):
+        suffix = sib.name[len(p.name) + 1 :]
+        if suffix.isascii() and suffix.isdigit():
+            found.append((int(suffix), sib))
+    return [f for _, f in sorted(found)]
+
+
+def _fsync_dir(path: Path) -> None:
+    # A new or renamed file's directory entry is only durable once its directory is synced.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditLog:
+    """Append-only, hash-chained JSONL audit log. Thread-safe; reopens and continues a chain.
+
+    Durability (``fsync``): ``always`` syncs each record to disk before :meth:`record`
+    returns (so a request's record is on disk before its reply is sent); ``interval`` syncs on
+    the first record after ``fsync_interval_s`` has passed, and on close; ``never`` leaves it
+    to the OS. Rotation: once the live file reaches ``rotate_bytes`` or is ``rotate_s`` old,
+    it is renamed to ``<path>.<n>`` (n counting up, oldest first) and a new file continues
+    the same chain (``seq`` and ``prev`` run on), so :func:`verify` checks the whole set.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        key: bytes | None = None,
+        record_allowed: bool = False,
+        fsync: FsyncMode = "interval",
+        fsync_interval_s: float = 1.0,
+        rotate_bytes: int = 0,
+        rotate_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.path = Path(path)
         self.key = key or None
         self.record_allowed = record_allowed
+        self.fsync = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self.rotate_bytes = rotate_bytes
+        self.rotate_s = rotate_s
+        self._clock = clock
         self._lock = threading.Lock()
         self._seq, self._prev = self._tail()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    def _open(self) -> None:
         self._fh = self.path.open("a", encoding="ascii")
+        self._size = self._fh.tell()
+        self._opened = self._last_sync = self._clock()
+        if self.fsync == "always":
+            _fsync_dir(self.path.parent)
 
     @classmethod
-    def from_config(cls, path: str, key_env: str, record_allowed: bool) -> AuditLog | None:
+    def from_config(
+        cls, path: str, key_env: str, record_allowed: bool, **durability: Any
+    ) -> AuditLog | None:
+        """``durability``: ``fsync``, ``fsync_interval_s``, ``rotate_bytes``, ``rotate_s``."""
         if not path:
             return None
         raw = os.environ.get(key_env, "") if key_env else ""
         try:
-            return cls(path, key=raw.encode() or None, record_allowed=record_allowed)
+            return cls(path, key=raw.encode() or None, record_allowed=record_allowed, **durability)
         except OSError as exc:
             raise ConfigError(f"audit.path: cannot open {path}: {exc.strerror}") from None
 
     def _tail(self) -> tuple[int, str]:
-        """The last record's seq and mac; a damaged tail is a hard error, never papered over."""
+        """The last record's seq and mac (of the live file, else of the newest rotated one);
+        a damaged tail is a hard error, never papered over."""
+        for candidate in (self.path, *reversed(rotated_files(self.path))):
+            tail = self._file_tail(candidate)
+            if tail is not None:
+                return tail
+        return 0, GENESIS
+
+    def _file_tail(self, path: Path) -> tuple[int, str] | None:
         try:
-            with self.path.open("rb") as fh:
+            with path.open("rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 size = fh.tell()
                 fh.seek(max(0, size - 65536))
                 lines = fh.read().splitlines()
         except FileNotFoundError:
-            return 0, GENESIS
+            return None
         if not lines:
-            return 0, GENESIS
+            return None
         try:
             last = json.loads(lines[-1])
             mac = last.pop("mac")
@@ -84,7 +149,7 @@ class AuditLog:
             return int(last["seq"]), str(mac)
         except (ValueError, KeyError, TypeError):
             raise ConfigError(
-                f"audit.path: the last record of {self.path} is damaged or was written with "
+                f"audit.path: the last record of {path} is damaged or was written with "
                 "another key; run `infershield audit verify` and rotate the file"
             ) from None
 
@@ -98,10 +163,32 @@ class AuditLog:
                 "prev": self._prev,
             }
             rec["mac"] = _mac(rec, self.key)
-            self._fh.write(_canonical(rec).decode() + "\n")
+            line = _canonical(rec).decode() + "\n"
+            self._fh.write(line)
             self._fh.flush()
+            self._size += len(line)
             self._seq, self._prev = rec["seq"], rec["mac"]
+            now = self._clock()
+            if self.fsync == "always" or (
+                self.fsync == "interval" and now - self._last_sync >= self.fsync_interval_s
+            ):
+                os.fsync(self._fh.fileno())
+                self._last_sync = now
+            if (self.rotate_bytes and self._size >= self.rotate_bytes) or (
+                self.rotate_s and now - self._opened >= self.rotate_s
+            ):
+                self._rotate()
             return rec
+
+    def _rotate(self) -> None:
+        """Close the live file and rename it to the next ``<path>.<n>``; open a fresh one."""
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        existing = rotated_files(self.path)
+        n = int(existing[-1].name.rpartition(".")[2]) + 1 if existing else 1
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.{n}"))
+        self._open()
+        _fsync_dir(self.path.parent)
 
     def record_results(
         self,
@@ -110,21 +197,30 @@ class AuditLog:
         stage: str,
         model: str = "",
         caller: str = "",
+        key_id: str = "",
         rpc: str = "",
         trace_id: str = "",
+        request_id: str = "",
     ) -> None:
         """Record screening results (``(original text, result)`` pairs) that were not allowed,
-        or all of them with ``record_allowed``."""
+        or all of them with ``record_allowed``. ``caller`` is the tenant (or, for anonymous
+        callers, the address) and ``key_id`` the API key's public id. Each recorded check
+        carries its full reason and details (rule ids), which the caller is not shown.
+        ``request_id`` (the caller's, when it gave one) is kept so a reply can be matched to
+        its record."""
         for text, res in results:
             if res.decision is Decision.ALLOW and not self.record_allowed:
                 continue
+            extra = {"request_id": request_id} if request_id else {}
             self.record(
                 {
+                    **extra,
                     "event": "screen",
                     "stage": stage,
                     "rpc": rpc,
                     "model": model,
                     "caller": caller,
+                    "key_id": key_id,
                     "decision": res.decision.value,
                     "score": round(res.score, 6),
                     "categories": res.categories,
@@ -142,6 +238,11 @@ class AuditLog:
 
     def close(self) -> None:
         with self._lock:
+            if self._fh.closed:
+                return
+            self._fh.flush()
+            if self.fsync != "never":
+                os.fsync(self._fh.fileno())
             self._fh.close()
 
 
@@ -152,9 +253,11 @@ def _check_record(v: Verdict) -> dict[str, Any]:
         "status": v.status.value,
         "score": round(v.score, 6),
         "categories": list(v.categories),
+        "reason": v.reason,
+        "details": dict(v.details),
     }
-    # Numeric details are counts (pii/secrets: kind -> how many were redacted); other
-    # details may quote the text and are left out: the log never holds screened values.
+    # Numeric details are counts (pii/secrets: kind -> how many were redacted): recorded as
+    # integers too, so a query can sum them. Kinds and counts only, never the values.
     counts = {k: int(n) for k, n in v.details if n.isdigit()}
     if counts:
         rec["counts"] = counts
@@ -169,27 +272,42 @@ class VerifyReport:
     last_mac: str
     error: str = ""
     bad_line: int = 0
+    #: The file holding the bad line (rotated sets), and how many files were checked.
+    bad_file: str = ""
+    files: int = 1
 
 
 def verify(path: str | Path, *, key: bytes | None = None) -> VerifyReport:
-    """Walk the chain; report the first line whose record, sequence or link is wrong."""
+    """Walk the chain through the rotated files of ``path`` (oldest first), then ``path``;
+    report the first line whose record, sequence or link is wrong."""
+    p = Path(path)
+    files = rotated_files(p)
+    if p.exists() or not files:
+        files.append(p)
     prev, seq, n = GENESIS, 0, 0
-    with Path(path).open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                return VerifyReport(False, n, seq, prev, "empty line", lineno)
-            try:
-                rec = json.loads(raw)
-                mac = rec.pop("mac")
-            except (ValueError, KeyError, TypeError, AttributeError):
-                return VerifyReport(False, n, seq, prev, "not a JSON record with a mac", lineno)
-            if not isinstance(rec, dict) or rec.get("prev") != prev:
-                return VerifyReport(
-                    False, n, seq, prev, "broken link to the previous record", lineno
-                )
-            if rec.get("seq") != seq + 1:
-                return VerifyReport(False, n, seq, prev, "sequence gap or reorder", lineno)
-            if not hmac.compare_digest(str(mac), _mac(rec, key)):
-                return VerifyReport(False, n, seq, prev, "record altered (mac mismatch)", lineno)
-            prev, seq, n = str(mac), seq + 1, n + 1
-    return VerifyReport(True, n, seq, prev)
+    for f in files:
+        with f.open("rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                error, mac = _check_line(raw, prev, seq, key)
+                if error:
+                    return VerifyReport(False, n, seq, prev, error, lineno, str(f), len(files))
+                prev, seq, n = mac, seq + 1, n + 1
+    return VerifyReport(True, n, seq, prev, files=len(files))
+
+
+def _check_line(raw: bytes, prev: str, seq: int, key: bytes | None) -> tuple[str, str]:
+    """(error or "", the record's mac) for one line that should follow ``prev``/``seq``."""
+    if not raw.strip():
+        return "empty line", ""
+    try:
+        rec = json.loads(raw)
+        mac = rec.pop("mac")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "not a JSON record with a mac", ""
+    if not isinstance(rec, dict) or rec.get("prev") != prev:
+        return "broken link to the previous record", ""
+    if rec.get("seq") != seq + 1:
+        return "sequence gap or reorder", ""
+    if not hmac.compare_digest(str(mac), _mac(rec, key)):
+        return "record altered (mac mismatch)", ""
+    return "", str(mac)

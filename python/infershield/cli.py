@@ -1,4 +1,4 @@
-"""The ``infershield`` command line: scan, serve, rules, models, eval."""
+"""The ``infershield`` command line: scan, rules, serve, models, eval, top, audit, keys."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from infershield.cli_args import add_config_flag
 from infershield.errors import FirewallError
 
 EXIT_OK = 0
@@ -17,22 +18,25 @@ EXIT_USAGE = 2
 EXIT_BLOCKED = 3
 
 
-def _add_config_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="policy/config YAML (default: the shipped default policy)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="infershield", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="infershield",
+        description="InferShield, an inference firewall for Triton-served models: screen text "
+        "offline (scan), serve the firewall (serve), check rule packs (rules), build or train "
+        "the classifier (models), measure detection (eval), watch a running server (top) and "
+        "verify its audit log (audit).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="screen text offline; one JSON verdict per input line")
-    _add_config_flag(scan)
+    add_config_flag(scan)
     scan.add_argument("text", nargs="*", help="text to scan (default: read stdin)")
     scan.add_argument(
         "--jsonl", metavar="FILE", help='one {"text": ...} object per line ("-" = stdin)'
     )
-    scan.add_argument("--stage", choices=["input", "output"], default="input")
-    scan.add_argument("--batch-size", type=int, default=256)
+    scan.add_argument("--stage", choices=["input", "output"], default="input",
+                      help="screen as prompts (input, the default) or as model replies (output)")
+    scan.add_argument("--batch-size", type=int, default=256, metavar="N",
+                      help="lines screened per pipeline call (default 256)")
     scan.add_argument(
         "--fail-on-block", action="store_true", help=f"exit {EXIT_BLOCKED} if any input is blocked"
     )
@@ -47,14 +51,24 @@ def _subcommand_registrars() -> list[Any]:
     """Subcommands living in their own modules register themselves here."""
     import importlib
 
-    modules = (
-        "infershield.rules.cli",
-        "infershield.server.cli",
-        "infershield.detectors.cli",
-        "infershield.top",
-        "infershield.audit_cli",
-    )
-    return [importlib.import_module(name).register for name in modules]
+    def register(name: str) -> Any:
+        return importlib.import_module(name).register
+
+    return [register("infershield.rules.cli"), register("infershield.server.cli"),
+            _register_models, register("infershield.training.cli"),
+            register("infershield.top"), register("infershield.audit_cli"),
+            register("infershield.auth.cli")]
+
+
+def _register_models(sub: Any) -> None:
+    """``models``: ``build`` (the shipped models, runtime) and the training commands."""
+    from infershield.detectors import cli as build_cli
+    from infershield.training import cli as training_cli
+
+    models = sub.add_parser("models", help="build the shipped classifier models or train one")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    build_cli.register_models(msub)
+    training_cli.register_models(msub)
 
 
 # ------------------------------------------------------------------------------ scan

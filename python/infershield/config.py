@@ -8,10 +8,12 @@ field (``policy.input[2].options.threshold``) on an unknown key or a wrong type.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,8 +23,13 @@ import yaml
 
 from infershield.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 ENV_PREFIX = "INFERSHIELD_"
+#: Room for a request's protobuf framing (tensor names, shapes, parameters, length prefixes)
+#: on top of ``limits.max_request_bytes`` of tensor data.
+FRAMING_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,19 +58,62 @@ class PolicyConfig:
     text_tensors: tuple[str, ...] = ()
     #: Requests that use shared-memory regions carry data the firewall cannot see.
     allow_shared_memory: bool = False
-    #: Repository load/unload, shared-memory registration, trace/log settings.
-    allow_admin_rpcs: bool = False
+    #: A pipeline (input or output) with no enabled check is a start-up error unless this is
+    #: true: an omitted or emptied section must never switch screening off by accident.
+    allow_empty: bool = False
+    #: Tell a blocked caller which check blocked and why (rule ids). Off by default: the
+    #: caller learns only the stage and the category, so it cannot iterate against the rules;
+    #: the full detail goes to the audit log and the trace either way.
+    explain_blocks: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerTlsConfig:
+    """TLS on the listener; ``client_ca`` also requires client certificates (mTLS)."""
+
+    #: PEM certificate chain and private key; both or neither.
+    cert: str = ""
+    key: str = ""
+    #: PEM CA bundle that client certificates must chain to; set, it turns on mTLS.
+    client_ca: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServerConfig:
     listen: str = "127.0.0.1:8001"
-    #: gRPC transport limit; tritonclient may send up to 2 GiB, so the default is high and the
-    #: firewall's own, lower, per-request limit is ``limits.max_request_bytes``.
+    tls: ServerTlsConfig = field(default_factory=ServerTlsConfig)
+    #: Allow a non-loopback ``listen`` without authentication (no keys file, no mTLS).
+    insecure: bool = False
+    #: Caller addresses (CIDRs) allowed to call at all; empty allows every address.
+    allow_cidrs: tuple[str, ...] = ()
+    #: Proxies (CIDRs) whose ``x-forwarded-for`` names the real caller.
+    trusted_proxies: tuple[str, ...] = ()
+    #: Largest message the firewall sends to a client or accepts from its upstream (responses
+    #: can be large). What it *receives* from clients is capped by gRPC itself at
+    #: ``limits.max_request_bytes`` plus :data:`FRAMING_BYTES` (see
+    #: :meth:`Config.receive_limit_bytes`), so an oversized request is refused by the
+    #: transport before it is buffered.
     max_message_bytes: int = 2**31 - 1
     grace_period_s: float = 10.0
-    metrics_listen: str = ""
+    #: Prometheus metrics endpoint. ``auto`` (the default): 127.0.0.1:9464, and a warning
+    #: instead of an error when that port is taken; ``HOST:PORT``: exactly there (a busy
+    #: port is a start-up error); empty: off.
+    metrics_listen: str = "auto"
     reflection: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendTlsConfig:
+    """TLS to the upstream Triton: on when ``enabled``, or when ``ca`` or ``cert`` is set."""
+
+    enabled: bool = False
+    #: PEM CA bundle that the upstream's certificate must chain to (empty: system roots).
+    ca: str = ""
+    #: Client certificate and key, when the upstream wants mTLS.
+    cert: str = ""
+    key: str = ""
+    #: Name to verify the upstream's certificate against, when it differs from the host.
+    server_name: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +127,7 @@ class BackendConfig:
     workers: int = 1
     worker_memory_mb: int = 2048
     worker_cpu_seconds: int = 3600
+    tls: BackendTlsConfig = field(default_factory=BackendTlsConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,11 +144,12 @@ class LimitsConfig:
     deadline_s: float = 30.0
     #: Longest one check may take on one batch before the request fails (stage check:<name>).
     check_budget_s: float = 5.0
-    #: Per-caller (peer address) token bucket for screened calls; 0 turns it off.
+    #: Per-caller token bucket for screened calls (the tenant; an anonymous caller's
+    #: address); 0 turns it off.
     rate_per_s: float = 0.0
     #: Bucket size (burst); 0 means ``max(1, rate_per_s)``.
     rate_burst: int = 0
-    #: Automated incident response: a caller (peer address) whose requests are blocked this
+    #: Automated incident response: a caller (tenant, or address) whose requests are blocked this
     #: many times within ``quarantine_window_s`` is refused for ``quarantine_s``. 0 turns it
     #: off (the default: behind a proxy every caller shares one address).
     quarantine_after_blocks: int = 0
@@ -133,6 +185,125 @@ class AuditConfig:
     key_env: str = "INFERSHIELD_AUDIT_KEY"
     #: Also record allowed texts (by default only blocks, redactions and check errors).
     record_allowed: bool = False
+    #: ``always``: each record is on disk (fsync) before the call that wrote it returns, so
+    #: a request's record is durable before its reply is sent; ``interval``: fsync at most
+    #: every ``fsync_interval_s``; ``never``: leave it to the OS (a crash may lose records).
+    fsync: Literal["always", "interval", "never"] = "interval"
+    fsync_interval_s: float = 1.0
+    #: Start a new file once the current one reaches this size (0: no size rotation).
+    rotate_bytes: int = 0
+    #: Start a new file once the current one is this old (0: no time rotation). Rotated files
+    #: are ``<path>.1``, ``<path>.2`` … (oldest first); the hash chain runs across them.
+    rotate_s: float = 0.0
+
+
+# --------------------------------------------------------------------------- abuse control
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateSpec:
+    """Token buckets of one caller: requests/s and model tokens/s, each with a burst.
+
+    0 turns an axis off; a burst of 0 means ``max(1, rate)``.
+    """
+
+    requests_per_s: float = 0.0
+    requests_burst: float = 0.0
+    tokens_per_s: float = 0.0
+    tokens_burst: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimitConfig:
+    """Per-caller token buckets (see :mod:`infershield.abuse`)."""
+
+    #: ``memory``: buckets in this process; ``redis``: shared by every replica.
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "infershield"
+    #: Socket timeout of one Redis call.
+    redis_timeout_s: float = 0.05
+    #: Redis unreachable: ``fallback`` refuses calls for ``error_grace_s``, then limits each
+    #: replica locally at 1/``replicas`` of the rate; ``block`` refuses until it is back;
+    #: ``allow`` admits without limits (only on purpose).
+    on_error: Literal["fallback", "block", "allow"] = "fallback"
+    error_grace_s: float = 2.0
+    #: How many replicas share the Redis buckets (the local fallback's divisor N).
+    replicas: int = 1
+    #: How often a replica retries an unreachable Redis.
+    retry_interval_s: float = 0.5
+    #: Every caller, unless ``models`` or ``loopback`` says otherwise.
+    default: RateSpec = field(default_factory=RateSpec)
+    #: Anonymous callers on loopback (127.0.0.0/8, ::1, unix sockets); unset: ``default``.
+    loopback: RateSpec | None = None
+    #: Per-model buckets (per caller and model), replacing ``default`` for that model.
+    models: dict[str, RateSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookConfig:
+    url: str = ""
+    #: Environment variable holding the HMAC-SHA256 key that signs each alert.
+    secret_env: str = "INFERSHIELD_WEBHOOK_SECRET"
+    timeout_s: float = 2.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    #: Alerts waiting to be sent; past this, new alerts are dropped (and counted).
+    queue_size: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnomalyConfig:
+    """Per-caller streaming statistics and the automated response to departures."""
+
+    enabled: bool = False
+    #: Weight of a new sample in the EWMA mean and variance.
+    alpha: float = 0.05
+    #: Samples of a feature before it can raise anomalies.
+    warmup: int = 20
+    #: A sample this many standard deviations above the caller's mean is an anomaly.
+    z: float = 6.0
+    #: Floor of the standard deviation, relative to the mean (stops constant traffic from
+    #: turning a tiny change into a huge z).
+    min_rel_std: float = 0.1
+    #: Window (seconds) over which request rate, block rate and error rate are measured.
+    window_s: float = 10.0
+    #: At most one event per caller and feature within this many seconds.
+    cooldown_s: float = 60.0
+    #: Callers tracked (least recently seen are forgotten).
+    max_callers: int = 10_000
+    #: Response per feature (request_rate, input_size, block_rate, score, error_rate):
+    #: a list of ``log``, ``webhook``, ``quarantine``. Features not named get ``default``.
+    responses: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    default_response: tuple[str, ...] = ("log",)
+    quarantine_s: float = 300.0
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+
+#: Roles a key can hold: ``infer`` (inference), ``scan`` (the Scan RPC), ``admin`` (model
+#: load/unload, shared-memory registration, trace/log settings).
+ROLES = ("infer", "scan", "admin")
+#: Services that can be left open to callers without a key (see ``auth.public``).
+PUBLIC_SERVICES = ("health", "reflection")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthConfig:
+    """API keys and tenants (see :mod:`infershield.auth`)."""
+
+    #: Keys file written by ``infershield keys``; set, every call needs a key (or a client
+    #: certificate the file names). Empty, callers are anonymous (loopback or mTLS only).
+    keys_file: str = ""
+    #: Environment variable holding the server secret that keys are hashed with; unset, the
+    #: secret is read from ``secret_file``.
+    secret_env: str = "INFERSHIELD_KEYS_SECRET"
+    #: File holding the server secret; empty means the keys file's path plus ``.secret``.
+    secret_file: str = ""
+    #: Roles of anonymous callers (no keys file).
+    anonymous_roles: tuple[str, ...] = ("infer", "scan")
+    #: Services open without a key: ``health`` (gRPC health, ServerLive, ServerReady) and
+    #: ``reflection``.
+    public: tuple[str, ...] = PUBLIC_SERVICES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,8 +314,20 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    ratelimit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
     #: Where compiled rule databases and built models are cached.
     cache_dir: str = ""
+
+    @property
+    def receive_limit_bytes(self) -> int:
+        """gRPC's receive limit for client messages: the request budget plus framing.
+
+        Anything larger is refused by the transport with RESOURCE_EXHAUSTED before the
+        message is buffered, so one oversized request cannot balloon the server's memory.
+        """
+        return min(self.limits.max_request_bytes + FRAMING_BYTES, self.server.max_message_bytes)
 
     @property
     def cache_path(self) -> Path:
@@ -223,6 +406,13 @@ def field_bounds(cls: type[Any]) -> dict[str, dict[str, float]]:
 
 # --------------------------------------------------------------------------- building
 
+#: Fields that existed once, with what replaces them: a config naming one gets this message.
+REMOVED_FIELDS: dict[str, str] = {
+    "policy.allow_admin_rpcs": "removed; admin RPCs now need a caller with the 'admin' role: "
+    "an API key created with `infershield keys create --role admin` (auth.keys_file), or, "
+    "without keys, auth.anonymous_roles: [infer, scan, admin]",
+}
+
 
 def build(cls: type[T], data: Any, path: str = "") -> T:
     """Validate ``data`` (a mapping) against dataclass ``cls``; raise ConfigError on a misfit."""
@@ -234,6 +424,8 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
         if key not in fields:
+            if where in REMOVED_FIELDS:
+                raise ConfigError(f"{where}: {REMOVED_FIELDS[where]}")
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown field (known: {known})")
         kwargs[key] = _coerce(hints[key], value, where)
@@ -327,12 +519,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+        raise ConfigError(yaml_error(p, exc)) from None
     if data is None:
         raise ConfigError(f"{p}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     return data
+
+
+def yaml_error(path: str | Path, exc: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN: invalid YAML: problem``: names the file, not PyYAML's stream."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")
+
+
+def env_sources(env: Mapping[str, str]) -> dict[str, str]:
+    """The dotted config field each ``INFERSHIELD_…`` variable sets -> the variable's name."""
+    return {".".join(p.lower() for p in key[len(ENV_PREFIX) :].split("__")): key
+            for key in env if key.startswith(ENV_PREFIX) and "__" in key}
+
+
+def name_env_source(exc: ConfigError, env: Mapping[str, str],
+                    shadowed: Collection[str] = ()) -> ConfigError:
+    """``exc`` prefixed with the environment variable that set the field it names, if any:
+    ``INFERSHIELD_LIMITS__MAX_BATCH: limits.max_batch: unknown field``. Fields in
+    ``shadowed`` (set again by a command-line flag) are not the variable's doing."""
+    for field_path, var in sorted(env_sources(env).items(), key=lambda kv: -len(kv[0])):
+        if field_path in shadowed:
+            continue
+        rest = exc.message[len(field_path):]
+        if exc.message.startswith(field_path) and rest[:1] in (":", ".", "["):
+            return ConfigError(f"{var}: {exc.message}")
+    return exc
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
@@ -380,10 +601,14 @@ def load_config(
 ) -> Config:
     """Load the config with precedence defaults < file < env < ``overrides`` (CLI flags).
 
-    With no ``path`` the shipped default policy (the one ``make serve`` uses) is the file.
+    The defaults are the shipped default policy (the one ``make serve`` uses). A user's file
+    layers over them field by field: a file that only sets ``server.listen`` keeps every
+    default check. A list (``policy.input``) given in the file replaces the default list.
     ``overrides`` takes dotted keys: ``{"server.listen": "127.0.0.1:9000"}``.
     """
-    data = read_yaml(path if path is not None else default_policy_path())
+    data = read_yaml(default_policy_path())
+    if path is not None:
+        data = deep_merge(data, read_yaml(path))
     data = deep_merge(data, env_overrides(os.environ if env is None else env))
     if overrides:
         nested: dict[str, Any] = {}
@@ -391,8 +616,12 @@ def load_config(
             if value is not None:
                 _set_dotted(nested, dotted.split("."), value)
         data = deep_merge(data, nested)
-    cfg = build(Config, data)
-    validate(cfg)
+    try:
+        cfg = build(Config, data)
+        validate(cfg)
+    except ConfigError as exc:
+        shadowed = {k for k, v in (overrides or {}).items() if v is not None}
+        raise name_env_source(exc, os.environ if env is None else env, shadowed) from None
     return cfg
 
 
@@ -436,7 +665,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"limits.{name}: must be a positive, finite number of seconds")
     if not 0 <= lim.rate_per_s < float("inf") or lim.rate_burst < 0:
         raise ConfigError("limits.rate_per_s/rate_burst: 0 (off) or a positive, finite number")
+    _validate_abuse(cfg)
     be = cfg.backend
+    if cfg.server.max_message_bytes <= 0:
+        raise ConfigError("server.max_message_bytes: must be positive")
     if be.workers < 1:
         raise ConfigError("backend.workers: must be at least 1")
     if be.worker_memory_mb < 0 or be.worker_cpu_seconds < 0:
@@ -444,8 +676,147 @@ def validate(cfg: Config) -> None:
     if not 0 < be.timeout_s < float("inf"):
         raise ConfigError("backend.timeout_s: must be a positive, finite number of seconds")
     _check_hostport(cfg.server.listen, "server.listen")
-    if cfg.server.metrics_listen:
+    if cfg.server.metrics_listen not in ("", "auto"):
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
+    _check_not_empty(cfg.policy)
+    _validate_access(cfg)
+
+
+def _validate_access(cfg: Config) -> None:
+    srv, auth = cfg.server, cfg.auth
+    for name in ("allow_cidrs", "trusted_proxies"):
+        for i, cidr in enumerate(getattr(srv, name)):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"server.{name}[{i}]: expected an address or CIDR, got {cidr!r}"
+                ) from None
+    if bool(srv.tls.cert) != bool(srv.tls.key):
+        raise ConfigError("server.tls.cert/key: set both (PEM certificate chain and key) or none")
+    if srv.tls.client_ca and not srv.tls.cert:
+        raise ConfigError("server.tls.client_ca: mTLS needs server.tls.cert and key as well")
+    btls = cfg.backend.tls
+    if bool(btls.cert) != bool(btls.key):
+        raise ConfigError("backend.tls.cert/key: set both (client certificate and key) or none")
+    for i, role in enumerate(auth.anonymous_roles):
+        if role not in ROLES:
+            raise ConfigError(f"auth.anonymous_roles[{i}]: unknown role {role!r} (known: "
+                              f"{', '.join(ROLES)})")
+    for i, svc in enumerate(auth.public):
+        if svc not in PUBLIC_SERVICES:
+            raise ConfigError(f"auth.public[{i}]: unknown service {svc!r} (known: "
+                              f"{', '.join(PUBLIC_SERVICES)})")
+    authenticated = bool(auth.keys_file or srv.tls.client_ca)
+    if not authenticated and not is_loopback(srv.listen.rpartition(":")[0]) and not srv.insecure:
+        raise ConfigError(
+            f"server.listen: {srv.listen} is reachable from other hosts and nobody is "
+            "authenticated; set auth.keys_file (API keys) or server.tls.client_ca (mTLS), "
+            "or server.insecure: true to serve it open anyway"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host only accepts local connections (``localhost``, 127/8, ::1)."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to anything
+
+
+def _check_not_empty(policy: PolicyConfig) -> None:
+    """A stage with no enabled check screens nothing: an error unless asked for explicitly."""
+    for stage in ("input", "output"):
+        if any(spec.enabled for spec in getattr(policy, stage)):
+            continue
+        if not policy.allow_empty:
+            raise ConfigError(
+                f"policy.{stage}: no enabled check; an empty pipeline screens nothing. "
+                "Set policy.allow_empty: true to run without screening on purpose"
+            )
+        log.warning(
+            "policy.%s has no enabled check and policy.allow_empty is true: "
+            "%s traffic is NOT screened",
+            stage,
+            stage,
+        )
+
+
+ANOMALY_FEATURES = ("request_rate", "input_size", "block_rate", "score", "error_rate")
+ANOMALY_ACTIONS = ("log", "webhook", "quarantine")
+
+
+def _positive(value: float, where: str, *, zero_ok: bool = False) -> None:
+    ok = (value >= 0 if zero_ok else value > 0) and value < float("inf")
+    if not ok:  # also rejects NaN
+        what = "0 or a positive" if zero_ok else "a positive"
+        raise ConfigError(f"{where}: must be {what}, finite number")
+
+
+def _validate_abuse(cfg: Config) -> None:
+    """``ratelimit``, ``anomaly`` and the audit trail's durability fields."""
+    rl = cfg.ratelimit
+    specs = {f"ratelimit.models.{m}": s for m, s in rl.models.items()}
+    specs["ratelimit.default"] = rl.default
+    if rl.loopback is not None:
+        specs["ratelimit.loopback"] = rl.loopback
+    for where, spec in specs.items():
+        for f in dataclasses.fields(spec):
+            _positive(getattr(spec, f.name), f"{where}.{f.name}", zero_ok=True)
+    lim = cfg.limits
+    if lim.rate_per_s > 0 and rl.default.requests_per_s > 0:
+        raise ConfigError(
+            "limits.rate_per_s: replaced by ratelimit.default.requests_per_s (and "
+            "limits.rate_burst by ratelimit.default.requests_burst); set only the new field"
+        )
+    if rl.backend == "redis" and not rl.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            f"ratelimit.redis_url: expected redis://HOST:PORT/DB, got {rl.redis_url!r}"
+        )
+    for name in ("redis_timeout_s", "retry_interval_s"):
+        _positive(getattr(rl, name), f"ratelimit.{name}")
+    _positive(rl.error_grace_s, "ratelimit.error_grace_s", zero_ok=True)
+    if rl.replicas < 1:
+        raise ConfigError("ratelimit.replicas: must be at least 1")
+    an = cfg.anomaly
+    if not 0 < an.alpha < 1:
+        raise ConfigError("anomaly.alpha: must be within (0, 1)")
+    if an.warmup < 1 or an.max_callers < 1:
+        raise ConfigError("anomaly.warmup/max_callers: must be at least 1")
+    for name in ("z", "window_s", "quarantine_s"):
+        _positive(getattr(an, name), f"anomaly.{name}")
+    for name in ("min_rel_std", "cooldown_s"):
+        _positive(getattr(an, name), f"anomaly.{name}", zero_ok=True)
+    actions = {f"anomaly.responses.{k}": v for k, v in an.responses.items()}
+    actions["anomaly.default_response"] = an.default_response
+    for feature in an.responses:
+        if feature not in ANOMALY_FEATURES:
+            known = ", ".join(ANOMALY_FEATURES)
+            raise ConfigError(f"anomaly.responses.{feature}: unknown feature (known: {known})")
+    for where, acts in actions.items():
+        for i, act in enumerate(acts):
+            if act not in ANOMALY_ACTIONS:
+                raise ConfigError(
+                    f"{where}[{i}]: unknown action {act!r} (known: {', '.join(ANOMALY_ACTIONS)})"
+                )
+            url_ok = an.webhook.url.startswith(("http://", "https://"))
+            if act == "webhook" and an.enabled and not url_ok:
+                raise ConfigError(
+                    f"anomaly.webhook.url: {where}[{i}] sends alerts, so an http(s) URL is required"
+                )
+    wh = an.webhook
+    for name in ("timeout_s", "backoff_s"):
+        _positive(getattr(wh, name), f"anomaly.webhook.{name}")
+    if wh.retries < 0 or wh.queue_size < 1:
+        raise ConfigError("anomaly.webhook.retries/queue_size: retries >= 0, queue_size >= 1")
+    au = cfg.audit
+    _positive(au.fsync_interval_s, "audit.fsync_interval_s")
+    _positive(au.rotate_s, "audit.rotate_s", zero_ok=True)
+    if au.rotate_bytes < 0:
+        raise ConfigError("audit.rotate_bytes: 0 (off) or a positive size in bytes")
 
 
 def _check_hostport(value: str, where: str) -> None:

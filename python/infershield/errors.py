@@ -45,16 +45,38 @@ class LimitExceeded(FirewallError):
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, *, limit: str) -> None:
+    def __init__(self, message: str, *, limit: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.limit = limit
+        #: For load shedding (``max_queue``, ``rate``): when a retry may succeed, in seconds.
+        self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("infershield-limit", self.limit),)
+        if self.retry_after_s is None:
+            return (("infershield-limit", self.limit),)
+        # Seconds with millisecond resolution: a shed request may retry well within 1 s.
+        return (("infershield-limit", self.limit), ("retry-after", f"{self.retry_after_s:.3f}"))
 
 
 class Unauthenticated(FirewallError):
+    """No credentials, or credentials the server does not know (an unknown or revoked key)."""
+
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class AccessDenied(FirewallError):
+    """A known caller asked for something it may not have: a model outside its list, an RPC
+    its roles do not cover, or a call from an address outside ``server.allow_cidrs``.
+    ``what`` (``model``, ``role``, ``address``, ``service``) goes to the trailers."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, message: str, *, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+    def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("infershield-denied", self.what),)
 
 
 class PermissionDenied(FirewallError):
@@ -73,11 +95,21 @@ class Quarantined(FirewallError):
         self.retry_after_s = retry_after_s
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("infershield-quarantined", f"{self.retry_after_s:.0f}"),)
+        return (
+            ("infershield-quarantined", f"{self.retry_after_s:.0f}"),
+            ("retry-after", _seconds(self.retry_after_s)),
+        )
 
 
 class Blocked(FirewallError):
-    """A check blocked the request or the response."""
+    """A check blocked the request or the response.
+
+    By default the caller learns the stage and the category only (``blocked on input
+    (category: injection)``): naming the check and the rules that matched would let an
+    attacker iterate against them. ``explain=True`` (``policy.explain_blocks``) adds the
+    check and its reason to the message and the trailers. ``details`` (rule ids …) is for
+    the audit log and the trace, never for the caller.
+    """
 
     grpc_code = grpc.StatusCode.PERMISSION_DENIED
 
@@ -89,20 +121,33 @@ class Blocked(FirewallError):
         categories: tuple[str, ...] = (),
         stage: str = "input",
         score: float = 1.0,
+        explain: bool = False,
+        details: tuple[tuple[str, str], ...] = (),
     ) -> None:
         cats = ",".join(categories) if categories else "none"
-        super().__init__(f"blocked by {check} on {stage} (category: {cats}): {reason}")
+        if explain:
+            message = f"blocked by {check} on {stage} (category: {cats}): {reason}"
+        else:
+            message = f"blocked on {stage} (category: {cats})"
+        super().__init__(message)
         self.check = check
         self.reason = reason
         self.categories = categories
         self.stage = stage
         self.score = score
+        self.explain = explain
+        self.details = details
 
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (
-            ("infershield-blocked-by", self.check),
+        out = (
             ("infershield-stage", self.stage),
             ("infershield-category", ",".join(self.categories)),
+        )
+        if not self.explain:
+            return out
+        return (
+            ("infershield-blocked-by", self.check),
+            *out,
             ("infershield-reason", _ascii(self.reason)),
         )
 
@@ -130,6 +175,11 @@ class UpstreamError(FirewallError):
     def __init__(self, message: str, code: grpc.StatusCode) -> None:
         super().__init__(message)
         self.grpc_code = code
+
+
+def _seconds(value: float) -> str:
+    # Millisecond resolution: a 50/s bucket refills in 0.020s, which whole seconds would hide.
+    return f"{max(0.0, min(value, 86400.0)):.3f}"
 
 
 def _ascii(text: str) -> str:

@@ -21,7 +21,9 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.abuse import control as abuse_control
 from infershield.audit import AuditLog
+from infershield.auth.access import Identity, authorize, request_model
 from infershield.backends.base import Backend, CallContext
 from infershield.backends.tensors import (
     TextTensor,
@@ -33,6 +35,7 @@ from infershield.backends.tensors import (
     validate_request_tensors,
 )
 from infershield.checks.base import CheckContext, Stage
+from infershield.config import PolicyConfig
 from infershield.errors import (
     BackendUnavailable,
     Blocked,
@@ -55,6 +58,7 @@ from infershield.reload import pinned_policy
 from infershield.telemetry.instrument import (
     current_rpc_name,
     current_trace_id,
+    record_block,
     upstream_timer,
 )
 from infershield.tokens import HFTokenCounter, TokenCounters
@@ -65,19 +69,11 @@ INLINE_SCREEN_CHARS = 8192
 
 log = logging.getLogger(__name__)
 
-#: RPCs that change server state or expose its internals: denied unless
-#: ``policy.allow_admin_rpcs``.
-ADMIN_METHODS: frozenset[str] = frozenset(
-    {
-        "RepositoryModelLoad",
-        "RepositoryModelUnload",
-        "SystemSharedMemoryRegister",
-        "SystemSharedMemoryUnregister",
-        "CudaSharedMemoryRegister",
-        "CudaSharedMemoryUnregister",
-        "TraceSetting",
-        "LogSettings",
-    }
+#: Triton protocol extensions whose RPCs are all or partly admin RPCs: ServerMetadata does
+#: not advertise them to a caller without the ``admin`` role.
+ADMIN_EXTENSIONS: frozenset[str] = frozenset(
+    {"model_repository", "model_repository(unload_dependents)", "system_shared_memory",
+     "cuda_shared_memory", "trace", "logging"}
 )
 #: Request parameter that marks the last response of a decoupled request.
 FINAL_RESPONSE = "triton_final_response"
@@ -196,14 +192,19 @@ class Firewall:
                 )
         finally:
             budget.cancel()  # a caller gone or timed out: its thread runs no further checks
+        call = abuse_control.current_call()  # abuse control (issue #19)
+        if call is not None:
+            call.note_score(max(r.score for r in results))
         if self.audit is not None:
             self.audit.record_results(
                 zip(texts, results, strict=True),
                 stage=stage,
                 model=model,
-                caller=ctx.peer,
+                caller=ctx.caller,
+                key_id=ctx.identity.key_id if ctx.identity is not None else "",
                 rpc=current_rpc_name(),
                 trace_id=current_trace_id(),
+                request_id="" if call is None else call.request_id,
             )
         return results
 
@@ -222,8 +223,11 @@ class Firewall:
         self, texts: Sequence[str], stage: Stage, ctx: CallContext, *, model: str = ""
     ) -> list[PipelineResult]:
         """Screen texts without calling a model (the ``Scan`` RPC and ``infershield scan``)."""
+        authorize(ctx.identity, "Scan", model)
         policy = self.policy
-        check_inputs(texts, policy.config.limits, self.tokens.get(model))
+        counter = self.tokens.get(model)
+        counts = check_inputs(texts, policy.config.limits, counter)
+        await abuse_control.charge_tokens(model, texts, sum(counts) if counter else None)
         return await self.screen(policy, texts, stage, ctx, model=model)
 
     async def infer_text(
@@ -237,6 +241,7 @@ class Firewall:
         request_id: str = "",
     ) -> InferOutcome:
         """The ``Infer`` RPC: put ``text`` into the model's text input and run it."""
+        authorize(ctx.identity, "Infer", model)
         policy = self.policy
         schema = await self.schema(model, version, ctx)
         names = policy.config.policy.text_tensors
@@ -268,15 +273,22 @@ class Firewall:
     # ------------------------------------------------------------------ Triton drop-in
 
     async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
-        """Any unary Triton RPC other than ModelInfer: admin RPCs need the policy's consent."""
+        """Any unary Triton RPC: the caller's roles and models decide (admin RPCs need the
+        ``admin`` role); the repository index and statistics list only the caller's models."""
+        authorize(ctx.identity, method, request_model(method, request))
         if method == "ModelInfer":
             return await self.model_infer(request, ctx)
-        if method in ADMIN_METHODS and not self.policy.config.policy.allow_admin_rpcs:
-            raise PermissionDenied(
-                f"{method} is an admin RPC and the policy does not allow admin RPCs "
-                "(policy.allow_admin_rpcs)"
-            )
-        return await self.forward(method, request, ctx)
+        response = await self.forward(method, request, ctx)
+        if method == "ServerMetadata" and ctx.identity is not None and (
+            "admin" not in ctx.identity.roles
+        ):
+            # A client must not be told of features the firewall then refuses.
+            kept = [e for e in response.extensions if e not in ADMIN_EXTENSIONS]
+            del response.extensions[:]
+            response.extensions.extend(kept)
+        if ctx.identity is not None and ctx.identity.models is not None:
+            _restrict_listing(method, response, ctx.identity)
+        return response
 
     async def model_infer(
         self, req: pb.ModelInferRequest, ctx: CallContext
@@ -291,6 +303,7 @@ class Firewall:
         response before it goes back. A block or a bad request becomes an in-stream error
         response (with ``triton_final_response``), never a silent truncation; later responses
         of a blocked decoupled request are dropped. Upstream failure ends the stream."""
+        authorize(ctx.identity, "ModelStreamInfer")
         policy = self.policy
         out: asyncio.Queue[pb.ModelStreamInferResponse | BaseException | None] = asyncio.Queue()
         upstream: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
@@ -300,6 +313,7 @@ class Firewall:
             try:
                 async for req in requests:
                     try:
+                        authorize(ctx.identity, "ModelStreamInfer", req.model_name)
                         await self._check_request(policy, req, ctx)
                     except FirewallError as exc:
                         await out.put(_stream_error(req.id, req.model_name, req.model_version, exc))
@@ -402,9 +416,11 @@ class Firewall:
         (await self.schema(req.model_name, req.model_version, ctx)).validate(req)
         tensors = input_texts(req, cfg.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
-        check_inputs(texts, cfg.limits, self.tokens.get(req.model_name))
+        counter = self.tokens.get(req.model_name)
+        counts = check_inputs(texts, cfg.limits, counter)
+        await abuse_control.charge_tokens(req.model_name, texts, sum(counts) if counter else None)
         results = await self.screen(policy, texts, "input", ctx, model=req.model_name)
-        _apply(results, tensors, "input", lambda t, s: rewrite_input(req, t, s))
+        _apply(results, tensors, "input", lambda t, s: rewrite_input(req, t, s), cfg.policy)
         return tuple(results)
 
     async def _check_response(
@@ -417,10 +433,13 @@ class Firewall:
         tensors = output_texts(resp, policy.config.policy.text_tensors)
         texts = [s for t in tensors for s in t.texts]
         counter = self.tokens.get(resp.model_name)
+        n = None
         if counter is not None:
-            check_output_texts(texts, policy.config.limits, counter, meter)
+            n = check_output_texts(texts, policy.config.limits, counter, meter)
+        await abuse_control.charge_tokens(resp.model_name, texts, n, output=True)
         results = await self.screen(policy, texts, "output", ctx, model=resp.model_name)
-        _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s))
+        pcfg = policy.config.policy
+        _apply(results, tensors, "output", lambda t, s: rewrite_output(resp, t, s), pcfg)
         return tuple(results)
 
     async def _infer(
@@ -438,13 +457,27 @@ class Firewall:
         return InferOutcome(resp, in_results, out_results)
 
 
+def _restrict_listing(method: str, response: Any, identity: Identity) -> None:
+    """Drop the models ``identity`` may not use from a listing response."""
+    field = {"RepositoryIndex": "models", "ModelStatistics": "model_stats"}.get(method)
+    if field is None:
+        return
+    entries = getattr(response, field)
+    keep = [m for m in entries if identity.may_use(m.name)]
+    del entries[:]
+    entries.extend(keep)
+
+
 def _apply(
     results: Sequence[PipelineResult],
     tensors: Sequence[TextTensor],
     stage: Stage,
     rewrite: Any,
+    policy: PolicyConfig,
 ) -> None:
-    """Raise Blocked for the first blocked element; apply REDACT rewrites to the tensors."""
+    """Raise Blocked for the first blocked element; apply REDACT rewrites to the tensors.
+
+    What the caller learns follows ``policy.explain_blocks``; the span gets the detail."""
     it = iter(results)
     for t in tensors:
         mine = [next(it) for _ in t.texts]
@@ -452,13 +485,17 @@ def _apply(
             if r.blocked:
                 v = r.blocking_verdict
                 assert v is not None  # a blocked result has a blocking verdict
-                raise Blocked(
+                exc = Blocked(
                     check=v.check,
                     reason=f"{v.reason} ({stage} {t.name!r} element {i})",
                     categories=v.categories or tuple(r.categories),
                     stage=stage,
                     score=r.score,
+                    explain=policy.explain_blocks,
+                    details=v.details,
                 )
+                record_block(exc)
+                raise exc
         if any(r.decision is Decision.REDACT for r in mine):
             rewrite(t, [r.text for r in mine])
 

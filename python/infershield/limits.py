@@ -233,19 +233,25 @@ def check_output_texts(
     limits: LimitsConfig,
     counter: TokenCounter,
     meter: OutputTokenMeter | None = None,
-) -> None:
+) -> int:
     """Each output element within ``max_output_tokens``; with a ``meter`` (one per streamed
-    request) the count is cumulative across all the responses of that request."""
+    request) the count is cumulative across all the responses of that request. Returns the
+    tokens counted in this call (what the per-caller token bucket is charged)."""
+    total = 0
     for text in texts:
         if meter is not None:
+            before = meter.total
             meter.add(text)
+            total += meter.total - before
             continue
         n = counter.count(text)
+        total += n
         if n > limits.max_output_tokens:
             raise LimitExceeded(
                 f"response is {n} tokens; max_output_tokens is {limits.max_output_tokens}",
                 limit="max_output_tokens",
             )
+    return total
 
 
 # --------------------------------------------------------------------------- load shedding
@@ -269,6 +275,8 @@ class ConcurrencyLimiter:
         self.active = 0
         self.shed = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Moving average of how long a slot is held (seconds), for the shed's retry-after.
+        self.hold_s = 0.0
 
     @classmethod
     def from_limits(cls, limits: LimitsConfig) -> ConcurrencyLimiter:
@@ -288,6 +296,7 @@ class ConcurrencyLimiter:
                 f"server busy: {self.active} requests running and {len(self._waiters)} queued "
                 f"(max_concurrency {self.max_concurrency}, max_queue {self.max_queue})",
                 limit="max_queue",
+                retry_after_s=self.retry_after_s(),
             )
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -309,6 +318,12 @@ class ConcurrencyLimiter:
                 ) from None
             raise
 
+    def retry_after_s(self) -> float:
+        """About how long the work ahead of a new caller takes to drain: the queue plus one
+        round of running requests, each taking the recent average hold time."""
+        rounds = (len(self._waiters) + self.max_concurrency) / self.max_concurrency
+        return max(0.01, min(rounds * self.hold_s, 30.0))
+
     def release(self) -> None:
         self._release_one()
 
@@ -328,10 +343,13 @@ class ConcurrencyLimiter:
     async def slot(self, deadline: Deadline | None = None) -> AsyncIterator[None]:
         """``async with limiter.slot(deadline):`` runs the body holding one slot."""
         await self.acquire(deadline)
+        start = time.monotonic()
         try:
             yield
         finally:
             self.release()
+            held = time.monotonic() - start
+            self.hold_s = held if self.hold_s == 0.0 else self.hold_s + 0.05 * (held - self.hold_s)
 
 
 # --------------------------------------------------------------------------- rate limiting
@@ -368,6 +386,7 @@ class RateLimiter:
                 f"rate limit exceeded for this caller ({self.rate:g}/s, burst {self.burst:g}); "
                 f"retry in {retry:.2f}s",
                 limit="rate",
+                retry_after_s=retry,
             )
         self._buckets[key] = (tokens - cost, now)
         while len(self._buckets) > self.max_keys:

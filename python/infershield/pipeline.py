@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 OnError = Literal["block", "allow"]
+#: Reason of the SKIPPED verdict of a check that did not run because an earlier one blocked.
+SKIPPED_FAIL_FAST = "not run: an earlier check blocked (fail_fast)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,8 @@ class Pipeline:
     """Runs its steps in order over one text or a batch.
 
     A REDACT rewrites the text that later steps see. ``fail_fast`` stops at the first BLOCK;
-    it saves work but never changes the outcome (one BLOCK already decides it).
+    it saves work but never changes the outcome (one BLOCK already decides it); each check
+    it did not run still reports a verdict, with status SKIPPED.
     A check that raises yields a Verdict with status ERROR and the step's ``on_error``
     decision: blocking by default, so a crash never lets a request through by accident.
     """
@@ -103,8 +106,13 @@ class Pipeline:
         done = [False] * len(ctxs)
         for step in self.steps:
             live = [i for i in range(len(ctxs)) if not done[i]]
+            if len(live) < len(ctxs):
+                skipped = self._skipped_verdict(step)
+                for i in range(len(ctxs)):
+                    if done[i]:
+                        verdicts[i].append(skipped)
             if not live:
-                break
+                continue
             batch = [ctxs[i] for i in live]
             if budget is not None:
                 budget.before(step.check.name)
@@ -146,6 +154,11 @@ class Pipeline:
             return [self._error_verdict(step, exc) for _ in batch]
         per_item = (time.perf_counter() - t0) * 1000.0 / max(len(batch), 1)
         return [v if v.elapsed_ms else replace(v, elapsed_ms=per_item) for v in out]
+
+    @staticmethod
+    def _skipped_verdict(step: Step) -> Verdict:
+        """What a text gets for a check that ``fail_fast`` did not run: reported, not hidden."""
+        return Verdict(step.check.name, Decision.ALLOW, Status.SKIPPED, 0.0, SKIPPED_FAIL_FAST)
 
     @staticmethod
     def _error_verdict(step: Step, exc: Exception) -> Verdict:

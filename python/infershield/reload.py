@@ -19,7 +19,7 @@ import hashlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -167,7 +167,7 @@ class PolicyHolder:
 
     def _warn_restart_only(self, config: Config) -> None:
         old = self._current.policy.config
-        for section in ("server", "backend"):
+        for section in ("server", "backend", "auth"):
             if getattr(old, section) != getattr(config, section):
                 log.warning(
                     "policy reload: changes to %r take effect only after a restart", section
@@ -217,7 +217,8 @@ class PolicyWatcher:
         self.interval_s = interval_s
         self._last = file_fingerprint(self.path) if self.path is not None else None
         self._lock: asyncio.Lock | None = None
-        self._tasks: set[asyncio.Task[ReloadResult]] = set()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._also: Callable[[], Awaitable[None]] | None = None
         self.last_result: ReloadResult | None = None
 
     async def reload_now(self) -> ReloadResult:
@@ -229,9 +230,16 @@ class PolicyWatcher:
         self.last_result = result
         return result
 
-    def install_sighup(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Reload on SIGHUP (Unix, main thread only: that is where asyncio allows it)."""
+    def install_sighup(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        also: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Reload on SIGHUP (Unix, main thread only: that is where asyncio allows it);
+        ``also`` runs too (the server reloads its keys and certificates there)."""
         loop = loop or asyncio.get_running_loop()
+        self._also = also
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 
     def remove_sighup(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -242,9 +250,13 @@ class PolicyWatcher:
         log.info("SIGHUP: reloading the policy")
         if self.path is not None:
             self._last = file_fingerprint(self.path)
-        task = asyncio.get_running_loop().create_task(self.reload_now())
-        self._tasks.add(task)  # keep a reference until done, or the task may be collected
-        task.add_done_callback(self._tasks.discard)
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[object]] = [loop.create_task(self.reload_now())]
+        if self._also is not None:
+            tasks.append(loop.create_task(self._also()))  # type: ignore[arg-type]
+        for task in tasks:
+            self._tasks.add(task)  # keep a reference until done, or the task may be collected
+            task.add_done_callback(self._tasks.discard)
 
     async def poll_once(self) -> ReloadResult | None:
         """Reload if the file's content changed since the last attempt; None if unchanged."""

@@ -316,7 +316,7 @@ def register(sub: Any) -> None:
     """Add the ``top`` subcommand to the ``infershield`` CLI."""
     p = sub.add_parser("top", help="live rates, block ratios and latency from the metrics endpoint")
     p.add_argument(
-        "--metrics", default="http://127.0.0.1:9100/metrics", metavar="URL",
+        "--metrics", default="http://127.0.0.1:9464/metrics", metavar="URL",
         help="the firewall's Prometheus endpoint (server.metrics_listen; default %(default)s)",
     )
     p.add_argument("--interval", type=float, default=2.0, metavar="S",

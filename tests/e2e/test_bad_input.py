@@ -102,7 +102,7 @@ def test_bad_input_is_refused_before_upstream(
     code: grpc.StatusCode,
     message: str,
 ) -> None:
-    before = triton.inference_count("echo")
+    before = triton.settled_count("echo")
     ch, via = stub(shield)
     with ch:
         with pytest.raises(grpc.RpcError) as err:
@@ -114,4 +114,4 @@ def test_bad_input_is_refused_before_upstream(
         ok = via.ModelInfer(text_request(["still fine"]), timeout=10)
     assert ok.outputs[0].name == "OUTPUT"
     # The benign follow-up is the only inference Triton saw.
-    assert triton.inference_count("echo") == before + 1
+    assert triton.settled_count("echo", before + 1) == before + 1

@@ -14,7 +14,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from infershield.v1 import firewall_pb2 as fpb
 from infershield.v1 import firewall_pb2_grpc as fpb_grpc
 
-from firewall_support import INJECTION, TritonHandle, config_data, free_port, write_config
+from firewall_support import (
+    INJECTION,
+    TEST_POLICY,
+    TritonHandle,
+    config_data,
+    free_port,
+    write_config,
+)
 from infershield.server.app import ServerThread
 
 pytestmark = pytest.mark.e2e
@@ -24,9 +31,14 @@ pytestmark = pytest.mark.e2e
 def channel(
     triton: TritonHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[grpc.Channel]:
+    # A trusted deployment: blocked callers and Scan see the checks' reasons.
     cfg = write_config(
         tmp_path_factory.mktemp("own") / "config.yaml",
-        config_data(f"127.0.0.1:{free_port()}", upstream=f"triton://{triton.url}"),
+        config_data(
+            f"127.0.0.1:{free_port()}",
+            upstream=f"triton://{triton.url}",
+            policy={**TEST_POLICY, "explain_blocks": True},
+        ),
     )
     st = ServerThread(cfg)
     port = st.start()

@@ -12,8 +12,6 @@ from infershield.config import Config, LimitsConfig
 from infershield.limits import ConcurrencyLimiter
 from infershield.reload import PolicyHolder, pinned_policy
 from infershield.server.admission import AdmissionInterceptor
-
-pytest.importorskip("infershield.server.interceptor")
 from infershield.server.interceptor import ErrorInterceptor
 
 SCAN = "/infershield.v1.Firewall/Scan"
@@ -190,7 +188,10 @@ def test_server_wires_limiter_and_queue_metric() -> None:
         app = FirewallServer(cfg, policy=Policy.from_config(cfg), backend=NoBackend())  # type: ignore[arg-type]
         await app.start()
         try:
-            assert app.rate is not None and app.rate.burst == 5
+            # The deprecated limits.rate_per_s maps onto ratelimit.default.requests_per_s.
+            assert app.abuse is not None
+            bucket = app.abuse.limits.buckets("ipv4:10.0.0.1", "m").requests
+            assert bucket is not None and (bucket.rate, bucket.burst) == (5, 5)
             await app.limiter.acquire()
             waiters = [asyncio.ensure_future(app.limiter.acquire()) for _ in range(2)]
             await asyncio.sleep(0)
@@ -243,7 +244,7 @@ def test_repeated_blocks_quarantine_the_caller() -> None:
                     with pytest.raises(grpc.aio.AioRpcError) as ei:
                         await call(b"attack", timeout=5)
                     assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
-                    assert "blocked by signatures" in (ei.value.details() or "")
+                    assert "blocked on input" in (ei.value.details() or "")
                 # Now even a benign request from this caller is refused, and says why.
                 with pytest.raises(grpc.aio.AioRpcError) as ei:
                     await call(b"benign", timeout=5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infershield.audit import AuditLog, verify
+from infershield.audit import AuditLog, rotated_files, verify
 from infershield.audit_cli import cmd_verify
 from infershield.errors import ConfigError
 from infershield.pipeline import PipelineResult
@@ -127,3 +127,106 @@ def test_cli_verify_exit_codes(
     monkeypatch.setenv("AUDIT_TEST_KEY", "wrong")
     assert cmd_verify(args) == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False
+
+
+# --------------------------------------------------------------------------- durability
+
+
+def test_fsync_always_syncs_every_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os as _os
+
+    synced: list[int] = []
+    real = _os.fsync
+    monkeypatch.setattr(
+        "infershield.audit.os.fsync", lambda fd: (synced.append(fd), real(fd))[1]
+    )
+    log = AuditLog(tmp_path / "a.jsonl", fsync="always")
+    before = len(synced)
+    for i in range(3):
+        log.record({"event": "x", "i": i})
+        assert len(synced) == before + i + 1  # durable before record() returns
+    log.close()
+
+
+def test_fsync_interval_and_never(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr("infershield.audit.os.fsync", synced.append)
+    t = [0.0]
+    log = AuditLog(tmp_path / "i.jsonl", fsync="interval", fsync_interval_s=1.0, clock=lambda: t[0])
+    for _ in range(5):
+        log.record({"event": "x"})
+    assert synced == []
+    t[0] = 1.5
+    log.record({"event": "x"})
+    assert len(synced) == 1
+    log.close()
+    assert len(synced) == 2  # close syncs what is left
+    synced.clear()
+    never = AuditLog(tmp_path / "n.jsonl", fsync="never")
+    for _ in range(5):
+        never.record({"event": "x"})
+    never.close()
+    assert synced == []
+
+
+def test_rotation_by_size_keeps_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, key=b"k", rotate_bytes=600, fsync="never")
+    for i in range(20):
+        log.record({"event": "x", "i": i})
+    log.close()
+    rotated = rotated_files(path)
+    assert len(rotated) >= 3 and rotated[0].name == "audit.jsonl.1"
+    rep = verify(path, key=b"k")
+    assert rep.ok and rep.records == 20 and rep.files == len(rotated) + 1
+    log = AuditLog(path, key=b"k", rotate_bytes=600)  # reopening continues the chain
+    log.record({"event": "after restart"})
+    log.close()
+    rep = verify(path, key=b"k")
+    assert rep.ok and rep.records == 21
+
+
+def test_reopen_right_after_a_rotation_continues_from_the_rotated_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    for round_ in range(2):
+        log = AuditLog(path, rotate_bytes=1)  # every record ends its file
+        for i in range(3):
+            log.record({"event": "x", "round": round_, "i": i})
+        log.close()
+        assert path.read_text() == ""
+    rep = verify(path)
+    assert rep.ok and rep.records == 6 and rep.files == 7
+
+
+def test_rotation_by_time(tmp_path: Path) -> None:
+    t = [0.0]
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, rotate_s=10.0, clock=lambda: t[0])
+    log.record({"event": "a"})
+    t[0] = 11.0
+    log.record({"event": "b"})  # this one ends the file's period
+    log.record({"event": "c"})
+    log.close()
+    assert [f.name for f in rotated_files(path)] == ["audit.jsonl.1"]
+    assert verify(path).ok and verify(path).records == 3
+
+
+def test_verify_catches_damage_across_rotated_files(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, rotate_bytes=300, fsync="never")
+    for i in range(12):
+        log.record({"event": "x", "i": i})
+    log.close()
+    files = rotated_files(path)
+    assert len(files) >= 3
+    # A whole middle file deleted: the next file's first record no longer links.
+    middle = files[1].read_bytes()
+    files[1].unlink()
+    rep = verify(path)
+    assert not rep.ok and rep.bad_file == str(files[2]) and rep.bad_line == 1
+    files[1].write_bytes(middle)
+    assert verify(path).ok
+    # One edited record in a rotated file.
+    files[0].write_text(files[0].read_text().replace('"i":0', '"i":9'))
+    rep = verify(path)
+    assert not rep.ok and rep.bad_file == str(files[0]) and "mac" in rep.error

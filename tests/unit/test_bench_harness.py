@@ -76,3 +76,25 @@ def test_results_md_headline_keeps_other_column(tmp_path: Path) -> None:
     assert "## Matcher\n\nowned by another suite" in text
     row = next(ln for ln in text.splitlines() if ln.startswith("| Speedup vs LLM Guard"))
     assert "12.5" in row and "40" in row
+
+
+def test_a_kept_headline_value_names_the_run_it_came_from(tmp_path: Path) -> None:
+    md = tmp_path / "RESULTS.md"
+    env = common.environment()
+
+    def fake_run(date: str, headline: dict[str, float]) -> dict[str, object]:
+        e = dict(env, gpu_run=False, date=date)
+        return {"environment": e,
+                "suites": {"peers": common.suite_result("peers", headline=headline)}}
+
+    run.update_results_md(fake_run("2026-11-25T21:54:20+00:00", {"speedup_geomean_4kb": 45.0}),
+                          path=md, command="python -m bench.run")
+    run.update_results_md(fake_run("2026-11-27T08:00:00+00:00", {}), path=md,
+                          command="python -m bench.run --suites detector")
+    row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| Speedup vs LLM"))
+    assert "45 (2026-11-25, " in row
+    # A third run without the suite still credits the first one.
+    run.update_results_md(fake_run("2026-11-28T08:00:00+00:00", {}), path=md,
+                          command="python -m bench.run --suites detector")
+    row = next(ln for ln in md.read_text().splitlines() if ln.startswith("| Speedup vs LLM"))
+    assert "45 (2026-11-25, " in row and "2026-11-27" not in row

@@ -91,3 +91,64 @@ def test_build_rejects_bool_for_int_and_accepts_int_for_float() -> None:
     with pytest.raises(ConfigError, match=r"limits\.max_queue"):
         build(Config, {"limits": {"max_queue": True}})
     assert build(Config, {"limits": {"deadline_s": 3}}).limits.deadline_s == 3.0
+
+
+# --------------------------------------------------------------------------- fail closed
+
+
+def test_partial_file_keeps_the_default_checks(tmp_path: Path) -> None:
+    """A file that only sets a port layers over the default policy; it does not replace it."""
+    default = load_config(env={})
+    cfg = load_config(write(tmp_path, "server: {listen: '127.0.0.1:9101'}\n"), env={})
+    assert cfg.server.listen == "127.0.0.1:9101"
+    assert cfg.policy.input == default.policy.input and cfg.policy.input
+    assert cfg.policy.output == default.policy.output and cfg.policy.output
+    # A nested section is merged field by field too: fail_fast changes, the checks stay.
+    cfg = load_config(write(tmp_path, "policy: {fail_fast: true}\n"), env={})
+    assert cfg.policy.fail_fast is True
+    assert cfg.policy.input == default.policy.input
+
+
+def test_a_list_in_the_file_replaces_the_default_list(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "policy: {input: [{type: repetition}]}\n"), env={})
+    assert [s.type for s in cfg.policy.input] == ["repetition"]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("policy: {input: []}\n", "policy.input"),
+        ("policy: {output: []}\n", "policy.output"),
+        ("policy: {input: [{type: repetition, enabled: false}]}\n", "policy.input"),
+    ],
+)
+def test_an_empty_pipeline_is_an_error_unless_explicit(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env={})
+    assert field in info.value.message and "allow_empty" in info.value.message
+    # The environment cannot empty a pipeline either.
+    with pytest.raises(ConfigError, match=r"policy\.input"):
+        load_config(env={"INFERSHIELD_POLICY__INPUT": "[]"})
+
+
+def test_an_explicit_empty_pipeline_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = write(tmp_path, "policy: {input: [], allow_empty: true}\n")
+    with caplog.at_level("WARNING", logger="infershield.config"):
+        cfg = load_config(p, env={})
+    assert cfg.policy.input == ()
+    assert cfg.policy.output  # the other pipeline keeps its default checks
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("policy.input" in r.getMessage() and "NOT screened" in r.getMessage()
+               for r in warned)
+
+
+def test_receive_limit_follows_the_request_budget(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "limits: {max_request_bytes: 1048576}\n"), env={})
+    assert 1048576 < cfg.receive_limit_bytes <= 1048576 + 128 * 1024
+    assert load_config(env={}).receive_limit_bytes < 16 * 1024 * 1024
+    with pytest.raises(ConfigError, match=r"server\.max_message_bytes"):
+        load_config(write(tmp_path, "server: {max_message_bytes: 0}\n"), env={})

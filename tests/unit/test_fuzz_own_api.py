@@ -14,22 +14,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from infershield.v1 import firewall_pb2 as fpb
+from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2 as pb
 
-fpb = pytest.importorskip("infershield.v1.firewall_pb2")
-
-from google.protobuf.message import DecodeError  # noqa: E402
-from tritonclient.grpc import model_config_pb2 as mc  # noqa: E402
-from tritonclient.grpc import service_pb2 as pb  # noqa: E402
-
-from infershield.backends.base import Backend, CallContext  # noqa: E402
-from infershield.backends.tensors import decode_bytes, encode_bytes  # noqa: E402
-from infershield.config import Config, LimitsConfig  # noqa: E402
-from infershield.errors import InvalidRequest, LimitExceeded, NotFound, UpstreamError  # noqa: E402
-from infershield.firewall import Firewall  # noqa: E402
-from infershield.policy import Policy  # noqa: E402
-from infershield.server.firewall_service import FirewallService  # noqa: E402
+from infershield.backends.base import Backend, CallContext
+from infershield.backends.tensors import decode_bytes, encode_bytes
+from infershield.config import Config, LimitsConfig
+from infershield.errors import InvalidRequest, LimitExceeded, NotFound, UpstreamError
+from infershield.firewall import Firewall
+from infershield.policy import Policy
+from infershield.server.firewall_service import FirewallService
 
 SHORT = 200
 LONG = int(os.environ.get("INFERSHIELD_FUZZ_EXAMPLES", "0"))

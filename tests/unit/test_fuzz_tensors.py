@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from tritonclient.grpc import service_pb2 as pb
 
-tensors = pytest.importorskip("infershield.backends.tensors")
-pb = pytest.importorskip("tritonclient.grpc.service_pb2")
-
-from infershield.errors import InvalidRequest, LimitExceeded  # noqa: E402
+from infershield.backends import tensors
+from infershield.errors import InvalidRequest, LimitExceeded
 
 SHORT = 300
 LONG = int(os.environ.get("INFERSHIELD_FUZZ_EXAMPLES", "0"))

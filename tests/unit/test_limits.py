@@ -259,6 +259,35 @@ def test_queued_request_times_out_or_cancels_without_leaking_a_slot() -> None:
     asyncio.run(main())
 
 
+def test_shed_says_when_to_retry() -> None:
+    async def main() -> None:
+        lim = ConcurrencyLimiter(2, 2)
+        for _ in range(4):  # each request held its slot for ~20 ms
+            async with lim.slot():
+                await asyncio.sleep(0.02)
+        assert 0.0 < lim.hold_s < 0.1
+        gate = asyncio.Event()
+
+        async def hold() -> None:
+            async with lim.slot():
+                await gate.wait()
+
+        tasks = [asyncio.create_task(hold()) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        with pytest.raises(LimitExceeded) as ei:
+            await lim.acquire()
+        # Two rounds ahead (2 queued + 2 running, 2 at a time), each ~hold_s long.
+        assert ei.value.retry_after_s == pytest.approx(2 * lim.hold_s)
+        assert dict(ei.value.trailing_metadata()) == {
+            "infershield-limit": "max_queue",
+            "retry-after": f"{2 * lim.hold_s:.3f}",
+        }
+        gate.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+
+
 def test_limiter_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError):
         ConcurrencyLimiter(0, 1)
@@ -276,6 +305,7 @@ def test_rate_limiter_buckets_per_caller() -> None:
     with pytest.raises(LimitExceeded) as ei:
         rl.try_acquire("alice")
     assert ei.value.limit == "rate"
+    assert ei.value.retry_after_s == pytest.approx(0.5)  # one token at 2/s
     rl.try_acquire("bob")  # other callers have their own bucket
     clock.now += 0.5  # one token refilled
     rl.try_acquire("alice")
@@ -407,7 +437,8 @@ def test_check_budget_must_be_positive() -> None:
     from infershield.errors import ConfigError
 
     with pytest.raises(ConfigError, match="check_budget_s"):
-        validate(build(Config, {"limits": {"check_budget_s": 0}}))
+        # allow_empty: the empty-pipeline check would otherwise fire first.
+        validate(build(Config, {"limits": {"check_budget_s": 0}, "policy": {"allow_empty": True}}))
 
 
 class TestQuarantine:

@@ -3,7 +3,7 @@ from collections.abc import Sequence
 import pytest
 
 from infershield.checks.base import Check, CheckContext
-from infershield.pipeline import Pipeline, Step
+from infershield.pipeline import SKIPPED_FAIL_FAST, Pipeline, Step
 from infershield.verdict import Decision, Status, Verdict
 
 
@@ -61,6 +61,24 @@ def test_fail_fast_stops_early_without_changing_the_outcome() -> None:
     fast = Pipeline([Step(fast_a), Step(fast_b)], fail_fast=True).run(CheckContext("evil"))
     assert slow.decision == fast.decision == Decision.BLOCK
     assert fast_b.calls == 0 and b.calls == 1
+    assert slow.score == fast.score
+
+
+def test_fail_fast_reports_each_check_it_did_not_run_as_skipped() -> None:
+    p = Pipeline([Step(Keyword("a", "evil")), Step(Keyword("b", "bad")),
+                  Step(Keyword("c", "worse"))], fail_fast=True)
+    r = p.run(CheckContext("evil bad"))
+    assert [(v.check, v.status) for v in r.verdicts] == [
+        ("a", Status.OK), ("b", Status.SKIPPED), ("c", Status.SKIPPED)]
+    assert all(v.decision is Decision.ALLOW and v.score == 0.0 and v.reason == SKIPPED_FAIL_FAST
+               for v in r.verdicts[1:])
+    assert r.blocking_verdict is r.verdicts[0]
+    # In a batch only the texts that already blocked skip; the others run every check.
+    fine, evil = p.run_batch([CheckContext("fine"), CheckContext("evil")])
+    assert [v.status for v in fine.verdicts] == [Status.OK] * 3
+    assert [v.status for v in evil.verdicts] == [Status.OK, Status.SKIPPED, Status.SKIPPED]
+    assert not any(v.status is Status.SKIPPED
+                   for v in Pipeline(p.steps).run(CheckContext("evil bad")).verdicts)
 
 
 @pytest.mark.parametrize(

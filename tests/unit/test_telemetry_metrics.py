@@ -1,6 +1,7 @@
 """Metrics: every series is scraped over HTTP from a live endpoint on a free port."""
 
 import asyncio
+import logging
 import urllib.request
 from collections.abc import Iterator
 
@@ -283,3 +284,68 @@ def test_watched_gauges_are_read_at_scrape_time(served: tuple[Metrics, str]) -> 
     s = scrape(url)
     assert value(s, "infershield_queue_depth") == 0
     assert value(s, "infershield_upstream_circuit_state", upstream="triton:8001") == 2
+
+
+def test_a_stream_lifetime_is_not_request_latency() -> None:
+    m = Metrics()
+    m.observe_request(rpc="ModelInfer", model="llm", decision="allow", code="OK", seconds=0.002)
+    m.observe_request(rpc="ModelStreamInfer", model="llm", decision="allow", code="OK",
+                      seconds=600.0)
+    assert sample(m, "infershield_stage_duration_seconds_count", stage="total") == 1
+    assert sample(m, "infershield_stage_duration_seconds_sum", stage="total") == 0.002
+    assert sample(m, "infershield_requests_total", rpc="ModelStreamInfer", model="llm",
+                  decision="allow", code="OK") == 1
+
+
+def test_metrics_are_on_by_default_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import infershield.telemetry as telemetry
+
+    assert ServerConfig().metrics_listen == "auto"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    monkeypatch.setattr(telemetry, "DEFAULT_METRICS_LISTEN", f"127.0.0.1:{free}")
+    tel = setup_telemetry(Config(telemetry=TelemetryConfig(traces_exporter="none")),
+                          logging=False)
+    try:
+        assert tel.metrics_server is not None
+        assert tel.metrics_server.url == f"http://127.0.0.1:{free}/metrics"
+    finally:
+        tel.close()
+
+
+def test_a_taken_default_port_warns_instead_of_failing(
+    served: tuple[Metrics, str], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import infershield.telemetry as telemetry
+
+    _, url = served
+    taken = url.removeprefix("http://").split("/")[0]
+    monkeypatch.setattr(telemetry, "DEFAULT_METRICS_LISTEN", taken)
+    with caplog.at_level(logging.WARNING, logger="infershield.telemetry"):
+        tel = setup_telemetry(Config(telemetry=TelemetryConfig(traces_exporter="none")),
+                              logging=False)
+    try:
+        assert tel.metrics_server is None
+        assert any("metrics not served" in r.getMessage() for r in caplog.records)
+    finally:
+        tel.close()
+    # Asked for explicitly, the same port is a start-up error.
+    with pytest.raises(ConfigError, match="cannot listen"):
+        setup_telemetry(Config(server=ServerConfig(metrics_listen=taken),
+                               telemetry=TelemetryConfig(traces_exporter="none")),
+                        logging=False)
+    metrics.install(None)
+
+
+def test_an_empty_metrics_listen_turns_the_endpoint_off() -> None:
+    tel = setup_telemetry(Config(server=ServerConfig(metrics_listen=""),
+                                 telemetry=TelemetryConfig(traces_exporter="none")),
+                          logging=False)
+    try:
+        assert tel.metrics_server is None
+    finally:
+        tel.close()

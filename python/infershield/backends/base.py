@@ -21,6 +21,7 @@ from infershield.limits import Deadline
 if TYPE_CHECKING:
     from tritonclient.grpc import service_pb2 as pb
 
+    from infershield.auth.access import Identity
     from infershield.config import Config
 
 Metadata = tuple[tuple[str, "str | bytes"], ...]
@@ -80,6 +81,13 @@ class CallContext:
     metadata: Metadata = ()
     peer: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Who is calling (set by the server's access layer); None in-process, unrestricted.
+    identity: Identity | None = None
+
+    @property
+    def caller(self) -> str:
+        """The caller's name for audit records: its tenant, else its address."""
+        return self.identity.caller if self.identity is not None else self.peer
 
     @classmethod
     def after(cls, seconds: float, metadata: Metadata = ()) -> CallContext:

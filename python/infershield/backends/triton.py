@@ -26,6 +26,7 @@ from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallErr
 from infershield.limits import CircuitBreaker, is_upstream_failure
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.instrument import (
+    current_rpc_name,
     record_upstream_error,
     set_rpc_status,
     upstream_span,
@@ -33,7 +34,7 @@ from infershield.telemetry.instrument import (
 from infershield.telemetry.tracing import inject_metadata
 
 if TYPE_CHECKING:
-    from infershield.config import Config
+    from infershield.config import BackendTlsConfig, Config
 
 log = logging.getLogger(__name__)
 SERVICE = "/inference.GRPCInferenceService/"
@@ -50,17 +51,35 @@ def parse_upstream(value: str) -> str:
     return target
 
 
+def _for_client(method: str) -> str:
+    """``method``, plus the RPC the client sent when the firewall called upstream on its
+    behalf with another one (own-API ``Infer`` -> ``ModelInfer``, a metadata lookup)."""
+    client = current_rpc_name()
+    return method if not client or client == method else f"{method}, for the client's {client}"
+
+
 def map_rpc_error(exc: grpc.aio.AioRpcError, method: str) -> FirewallError:
     """An upstream status as a domain error; the caller sees Triton's own message."""
     code = exc.code()
     if code is grpc.StatusCode.UNAVAILABLE:
-        log.warning("upstream unavailable in %s: %s", method, exc.details())
-        return BackendUnavailable(f"upstream Triton is unavailable ({method})")
+        log.warning("upstream unavailable in %s: %s", _for_client(method), exc.details())
+        return BackendUnavailable(f"upstream Triton is unavailable ({_for_client(method)})")
+    if code is grpc.StatusCode.CANCELLED:
+        # We cancel an upstream call only when our own caller is gone (that surfaces as
+        # asyncio.CancelledError, not as a status). A CANCELLED status means the upstream or
+        # the transport dropped the call: the caller did not ask for it, and may retry.
+        log.warning("upstream cancelled %s: %s", _for_client(method), exc.details())
+        return BackendUnavailable(f"upstream Triton dropped the call ({_for_client(method)})")
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(
-            f"deadline exceeded waiting for upstream {method}", stage="upstream"
+            f"deadline exceeded waiting for upstream {_for_client(method)}", stage="upstream"
         )
-    return UpstreamError(exc.details() or code.name, code)
+    details = exc.details() or code.name
+    client = current_rpc_name()
+    if client and client != method:
+        # A drop-in client calling Triton's own RPC gets Triton's message unchanged.
+        details = f"{details} (upstream {_for_client(method)})"
+    return UpstreamError(details, code)
 
 
 #: Upstream timeouts count against the breaker only when the call had at least this long.
@@ -82,8 +101,11 @@ class TritonBackend(Backend):
         keepalive_ms: int = 30_000,
         breaker_failures: int = 5,
         breaker_reset_s: float = 2.0,
+        tls: BackendTlsConfig | None = None,
     ) -> None:
+        """``tls`` (``backend.tls``) makes the channel TLS, with its CA and client pair."""
         self.target = parse_upstream(target)
+        self.tls = tls if tls is not None and (tls.enabled or tls.ca or tls.cert) else None
         self.max_message_bytes = max_message_bytes
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
@@ -106,10 +128,14 @@ class TritonBackend(Backend):
 
     @classmethod
     def from_config(cls, config: Config) -> TritonBackend:
-        return cls(config.backend.upstream, max_message_bytes=config.server.max_message_bytes)
+        return cls(
+            config.backend.upstream,
+            max_message_bytes=config.server.max_message_bytes,
+            tls=config.backend.tls,
+        )
 
     async def start(self) -> None:
-        opts = [
+        opts: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.keepalive_time_ms", self.keepalive_ms),
@@ -121,7 +147,15 @@ class TritonBackend(Backend):
             ("grpc.max_reconnect_backoff_ms", 1000),
             ("grpc.min_reconnect_backoff_ms", 100),
         ]
-        self._channel = grpc.aio.insecure_channel(self.target, options=opts)
+        if self.tls is not None:
+            from infershield.auth.tls import channel_credentials
+
+            if self.tls.server_name:
+                opts.append(("grpc.ssl_target_name_override", self.tls.server_name))
+            creds = channel_credentials(self.tls)
+            self._channel = grpc.aio.secure_channel(self.target, creds, options=opts)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target, options=opts)
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
     async def close(self) -> None:

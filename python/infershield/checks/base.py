@@ -98,7 +98,6 @@ _BUILTIN: dict[str, str] = {
     "pii": "infershield.checks.output.pii:PiiCheck",
     "secrets": "infershield.checks.output.secrets:SecretsCheck",
     "ban_substrings": "infershield.checks.output.ban_substrings:BanSubstringsCheck",
-    "prompt_leak": "infershield.checks.output.prompt_leak:PromptLeakCheck",
 }
 _REGISTERED: dict[str, type[Check]] = {}
 

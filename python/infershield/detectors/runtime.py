@@ -121,7 +121,8 @@ class SequenceClassifier:
             fp16_path = model_dir / FP16_FILE
             if CUDA not in self.providers:
                 # CPUs have no fast float16 matmul in onnxruntime: float32 is quicker there.
-                log.info("fp16 applies to the CUDA EP only; using %s on the CPU", model_path.name)
+                # Not worth a line at INFO: fp16 is the classifier's default on any machine.
+                log.debug("fp16 applies to the CUDA EP only; using %s on the CPU", model_path.name)
             elif fp16_path.is_file():
                 model_path = fp16_path
             else:
@@ -153,7 +154,7 @@ class SequenceClassifier:
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self._prefix, self._suffix = _special_tokens(self.tokenizer)
+        self._prefix, self._suffix = special_tokens(self.tokenizer)
         self.pad_id = int(self.tokenizer.token_to_id("[PAD]") or cfg.get("pad_token_id") or 0)
         model_max = int(cfg.get("max_position_embeddings", 512))
         self.window = min(opts.window or int(self.meta.get("window", model_max)), model_max)
@@ -207,9 +208,7 @@ class SequenceClassifier:
         out: list[list[list[int]] | LimitExceeded] = []
         for enc in self.tokenizer.encode_batch(list(texts), add_special_tokens=False):
             ids = enc.ids
-            starts = list(range(0, max(len(ids) - self._body, 0) + 1, self.stride))
-            if starts[-1] + self._body < len(ids):
-                starts.append(len(ids) - self._body)  # the tail is always covered
+            starts = window_starts(len(ids), self._body, self.stride)
             if len(starts) > self.options.max_windows:
                 out.append(LimitExceeded(
                     f"text needs {len(starts)} windows (> max_windows {self.options.max_windows})",
@@ -275,7 +274,20 @@ class SequenceClassifier:
         return out
 
 
-def _special_tokens(tok: Any) -> tuple[list[int], list[int]]:
+def window_starts(n_tokens: int, body: int, stride: int) -> list[int]:
+    """Start offsets of the windows of ``body`` tokens, ``stride`` apart, that cover a text of
+    ``n_tokens`` tokens; the tail is always covered (the last window ends at the last token).
+
+    The one windowing rule: serving and training both cut texts with it, so a model is trained
+    on the same windows it later scores.
+    """
+    starts = list(range(0, max(n_tokens - body, 0) + 1, stride))
+    if starts[-1] + body < n_tokens:
+        starts.append(n_tokens - body)
+    return starts
+
+
+def special_tokens(tok: Any) -> tuple[list[int], list[int]]:
     """The ids the tokenizer's post-processor puts before and after a single sequence."""
     probe = tok.encode("hello", add_special_tokens=False).ids
     full = tok.encode("hello", add_special_tokens=True).ids

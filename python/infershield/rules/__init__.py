@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
+from infershield.config import yaml_error
 from infershield.errors import ConfigError
 
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
@@ -159,7 +160,7 @@ def load_pack(name_or_path: str | Path) -> RulePack:
     except OSError as exc:
         raise ConfigError(f"rule pack {path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"rule pack {path}: invalid YAML: {exc}") from None
+        raise ConfigError(f"rule pack {yaml_error(path, exc)}") from None
     return _build_pack(data, path)
 
 

@@ -6,12 +6,14 @@ become statuses there). For each call to the Triton service or the own API it:
 - pins the live policy for the whole call (:meth:`PolicyHolder.pin`): a hot reload never
   changes the policy under a running request, and the old policy is closed only after the
   last request that uses it has finished;
+- names the caller by its tenant (:func:`caller_of`; anonymous callers by address);
 - refuses callers in quarantine (``limits.quarantine_after_blocks`` blocked requests within
   ``quarantine_window_s``; off by default) with PERMISSION_DENIED, and counts each Blocked
   request against its caller;
-- for the calls that do real work (inference, scans, streams), applies the per-caller rate
-  limit (``limits.rate_per_s``, off by default; RESOURCE_EXHAUSTED naming ``rate``) and takes
-  a slot from the
+- for the calls that do real work (inference, scans, streams), applies the per-caller
+  token buckets and shared quarantine of :mod:`infershield.abuse` (``ratelimit``, off by
+  default; RESOURCE_EXHAUSTED naming the limit, with ``retry-after``), feeds the caller's
+  anomaly detector when the call ends (``anomaly``), and takes a slot from the
   :class:`~infershield.limits.ConcurrencyLimiter`: past ``max_concurrency`` running and
   ``max_queue`` waiting, the call gets RESOURCE_EXHAUSTED (``infershield-limit: max_queue``)
   at once, and a queued call whose deadline passes gets DEADLINE_EXCEEDED (stage ``queue``).
@@ -23,14 +25,20 @@ while the server is saturated. A stream holds one slot for as long as it is open
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
+from infershield.abuse.control import AbuseControl
+from infershield.auth.access import current_identity
 from infershield.errors import Blocked
 from infershield.limits import ConcurrencyLimiter, Deadline, Quarantine, RateLimiter
 from infershield.reload import PolicyHolder
+from infershield.telemetry.instrument import current_rpc_name
+
+log = logging.getLogger(__name__)
 
 #: Full method names that do real work and so are subject to load shedding.
 ADMITTED_METHODS: frozenset[str] = frozenset(
@@ -53,6 +61,15 @@ def caller_key(peer: str) -> str:
     return peer
 
 
+def caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Who the rate limit and quarantine count against: the authenticated tenant, else the
+    caller's address (behind a trusted proxy, the client's)."""
+    identity = current_identity()
+    if identity is not None:
+        return identity.caller
+    return caller_key(context.peer())
+
+
 class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Load shedding and policy pinning; see the module docstring."""
 
@@ -62,11 +79,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         holder: PolicyHolder | None = None,
         rate: RateLimiter | None = None,
         quarantine: Quarantine | None = None,
+        *,
+        abuse: AbuseControl | None = None,
     ) -> None:
         self.limiter = limiter
         self.holder = holder
         self.rate = rate
         self.quarantine = quarantine
+        self.abuse = abuse
 
     async def intercept_service(
         self,
@@ -101,19 +121,45 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _check_rate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if self.quarantine is not None:
-            self.quarantine.check(caller_key(context.peer()))
+            self.quarantine.check(caller_of(context))
         if self.rate is not None:
-            self.rate.try_acquire(caller_key(context.peer()))
+            self.rate.try_acquire(caller_of(context))
 
     @contextlib.contextmanager
     def _striking(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
-        """Count a blocked request against its caller (automated incident response)."""
+        """Log a blocked request and count it against its caller (automated incident
+        response)."""
         try:
             yield
-        except Blocked:
+        except Blocked as exc:
+            # One line per blocked request, for operators: who, where, what, never the text.
+            # The log formatter stamps the trace id when the request is traced.
+            log.info("request blocked", extra={
+                "peer": context.peer(), "rpc": current_rpc_name(), "stage": exc.stage,
+                "check": exc.check, "category": ",".join(exc.categories) or "none",
+            })
             if self.quarantine is not None:
-                self.quarantine.strike(caller_key(context.peer()))
+                self.quarantine.strike(caller_of(context))
             raise
+
+    # --- abuse control (issue #19): per-caller buckets, quarantine, anomaly detection ---
+    def _abuse_call(
+        self, context: grpc.aio.ServicerContext[Any, Any], request: Any = None
+    ) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Admit the call against its caller's buckets and quarantine (Redis or memory) and
+        observe it for anomalies; the caller id comes from :func:`caller_of` (the tenant, else
+        the address), as above."""
+        if self.abuse is None:
+            return contextlib.nullcontext()
+        model = getattr(request, "model_name", None) or getattr(request, "model", "")
+        request_id = getattr(request, "id", "")
+        return self.abuse.call(
+            caller_of(context),
+            model=model if isinstance(model, str) else "",
+            request_id=request_id if isinstance(request_id, str) else "",
+        )
+
+    # --- end abuse control ---
 
     @contextlib.contextmanager
     def _pinned(self) -> Iterator[None]:
@@ -129,7 +175,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 with self._pinned():
                     return await behavior(request, context)
             self._check_rate(context)
-            async with self.limiter.slot(self._deadline(context)):
+            async with self._abuse_call(context, request), self.limiter.slot(
+                self._deadline(context)
+            ):
                 with self._pinned(), self._striking(context):
                     return await behavior(request, context)
 
@@ -145,7 +193,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         yield response
                 return
             self._check_rate(context)
-            async with self.limiter.slot(self._deadline(context)):
+            async with self._abuse_call(context), self.limiter.slot(self._deadline(context)):
                 with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):
                         yield response

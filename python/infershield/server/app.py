@@ -10,6 +10,7 @@ loop (tests, benchmarks).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -23,15 +24,19 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 
+from infershield.abuse.control import AbuseControl
 from infershield.audit import AuditLog
+from infershield.auth.access import AccessControl
+from infershield.auth.tls import ServerTls
 from infershield.backends.base import Backend, build_backend
-from infershield.config import Config
+from infershield.config import Config, is_loopback
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
-from infershield.limits import ConcurrencyLimiter, Quarantine, RateLimiter
+from infershield.limits import ConcurrencyLimiter, Quarantine
 from infershield.policy import Policy
 from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
+from infershield.server.access import AccessInterceptor
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
 from infershield.telemetry import metrics as _metrics
@@ -45,8 +50,24 @@ SERVICES = (
 )
 
 
+#: gRPC options that leave load shedding to the admission limiter. The asyncio server
+#: takes new calls from gRPC core one at a time, so a burst waits in core's backlog first.
+#: Past ``grpc.server.max_pending_requests`` (default 1,000) core drops calls at random and
+#: past the hard limit (3,000) all of them, and the caller sees CANCELLED, a status it never
+#: asked for (issue 18: 22% of a 3,000-call burst). With a deep backlog every call reaches
+#: the ConcurrencyLimiter, which sheds the excess within microseconds, with
+#: RESOURCE_EXHAUSTED and a retry-after. The backlog stays bounded: a waiting call holds at
+#: most one flow-control window (64 KB, BDP probing off). (Capping
+#: ``grpc.max_concurrent_streams`` instead makes core refuse the streams a client opened
+#: before it saw the setting: UNAVAILABLE, REFUSED_STREAM.)
+BACKLOG_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.server.max_pending_requests", 1 << 14),
+    ("grpc.server.max_pending_requests_hard_limit", 1 << 14),
+)
+
+
 def _on_quarantine(caller: str) -> None:
-    # The caller's address is operational data, not prompt text: safe to log.
+    # The caller's tenant or address is operational data, not prompt text: safe to log.
     log.warning("caller %s quarantined after repeated blocked requests", caller)
     m = _metrics.active()
     if m is not None:
@@ -75,15 +96,11 @@ class FirewallServer:
         self._watch_path = watch_path
         self._reload_interval_s = reload_interval_s
         self._watch_task: asyncio.Task[None] | None = None
+        self._probe_task: asyncio.Task[None] | None = None
         self.holder: PolicyHolder | None = None
         self.watcher: PolicyWatcher | None = None
         self.limiter = ConcurrencyLimiter.from_limits(config.limits)
         lim = config.limits
-        self.rate = (
-            RateLimiter(lim.rate_per_s, lim.rate_burst or max(1.0, lim.rate_per_s))
-            if lim.rate_per_s > 0
-            else None
-        )
         self.quarantine = (
             Quarantine(
                 lim.quarantine_after_blocks,
@@ -95,6 +112,12 @@ class FirewallServer:
             else None
         )
         self.firewall: Firewall | None = None
+        #: API keys and the perimeter; reloaded with :meth:`reload_access`.
+        self.access = AccessControl(config)
+        self.tls = ServerTls(config.server.tls) if config.server.tls.cert else None
+        self._access_task: asyncio.Task[None] | None = None
+        #: Per-caller rate limits, quarantine and anomaly response (``ratelimit``, ``anomaly``).
+        self.abuse: AbuseControl | None = None
         self.server: grpc.aio.Server | None = None
         self.health = HealthServicer()
         self.port = 0
@@ -107,16 +130,29 @@ class FirewallServer:
             backend = self._backend or build_backend(cfg)
             self.firewall = Firewall(policy, backend)
             self.firewall.audit = AuditLog.from_config(
-                cfg.audit.path, cfg.audit.key_env, cfg.audit.record_allowed
+                cfg.audit.path,
+                cfg.audit.key_env,
+                cfg.audit.record_allowed,
+                fsync=cfg.audit.fsync,
+                fsync_interval_s=cfg.audit.fsync_interval_s,
+                rotate_bytes=cfg.audit.rotate_bytes,
+                rotate_s=cfg.audit.rotate_s,
             )
             await self.firewall.start()
+            self.abuse = AbuseControl.from_config(cfg, audit=self.firewall.audit)
         except BaseException:
             policy.close()
             raise
         opts = [
             ("grpc.max_send_message_length", cfg.server.max_message_bytes),
-            ("grpc.max_receive_message_length", cfg.server.max_message_bytes),
+            # The transport refuses an oversized request before buffering it. Without BDP
+            # probing the flow-control window stays small, so a client cannot push many MB
+            # of an oversized message before the refusal (measured: ten 300 MB attempts grew
+            # RSS by ~25 MB with probing, <1 MB without; a 6 MB request was no slower).
+            ("grpc.max_receive_message_length", cfg.receive_limit_bytes),
+            ("grpc.http2.bdp_probe", 0),
             ("grpc.so_reuseport", 0),
+            *BACKLOG_OPTIONS,
         ]
         # Reloads swap the policy here; requests pin theirs in the admission interceptor.
         self.holder = PolicyHolder(
@@ -130,7 +166,10 @@ class FirewallServer:
             m.watch_queue(lambda: self.limiter.queued)  # read at scrape time
         interceptors = [
             ErrorInterceptor(),
-            AdmissionInterceptor(self.limiter, self.holder, self.rate, self.quarantine),
+            AccessInterceptor(self.access, mtls=bool(cfg.server.tls.client_ca)),
+            AdmissionInterceptor(
+                self.limiter, self.holder, None, self.quarantine, abuse=self.abuse
+            ),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
         triton_service.add_to_server(self.firewall, server)
@@ -145,8 +184,12 @@ class FirewallServer:
                 ),
                 server,
             )
+        self._warn_exposure()
         try:
-            self.port = server.add_insecure_port(cfg.server.listen)
+            if self.tls is not None:
+                self.port = server.add_secure_port(cfg.server.listen, self.tls.credentials())
+            else:
+                self.port = server.add_insecure_port(cfg.server.listen)
         except RuntimeError as exc:
             await self.firewall.close()
             raise ConfigError(f"server.listen: cannot bind {cfg.server.listen}: {exc}") from None
@@ -154,6 +197,8 @@ class FirewallServer:
         self.server = server
         if self._watch_path:
             self._watch_task = asyncio.create_task(self.watcher.run(), name="policy-watch")
+        if self.access.enabled or self.tls is not None:
+            self._access_task = asyncio.create_task(self._watch_access(), name="access-watch")
         for name in ("", *SERVICES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -161,21 +206,90 @@ class FirewallServer:
             cfg.server.listen.rpartition(":")[0] + f":{self.port}",
             self.firewall.backend.kind,
         )
+        # In the background: a slow upstream must not delay serving health checks.
+        self._probe_task = asyncio.create_task(self._probe_backend(), name="backend-probe")
         return self.port
+
+    async def _probe_backend(self) -> None:
+        """Say at start-up whether the backend answers, so a down upstream is not first
+        noticed as failing requests."""
+        assert self.firewall is not None
+        backend = self.firewall.backend
+        where = (f"upstream Triton {self.config.backend.upstream}" if backend.kind == "triton"
+                 else f"{backend.kind} backend")
+        try:
+            ready = await backend.ready()
+        except Exception as exc:  # a probe must never take the server down
+            log.warning("%s: start-up check failed (%s)", where, type(exc).__name__)
+            return
+        if ready:
+            log.info("%s is ready", where)
+        else:
+            log.warning("%s is not reachable or not ready: model calls fail with UNAVAILABLE "
+                        "until it is; the firewall keeps serving and reconnects", where)
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds, close."""
         grace = self.config.server.grace_period_s if grace is None else grace
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            self._watch_task = None
+        for task in (self._watch_task, self._access_task):
+            if task is not None:
+                task.cancel()
+        self._watch_task = self._access_task = None
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
         await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(grace)
             self.server = None
+        if self.abuse is not None:
+            await self.abuse.close()
+            self.abuse = None
         if self.firewall is not None:
             await self.firewall.close()
             self.firewall = None
+
+    def _warn_exposure(self) -> None:
+        srv = self.config.server
+        open_to_all = not (self.access.enabled or srv.tls.client_ca)
+        if not is_loopback(srv.listen.rpartition(":")[0]):
+            if open_to_all:
+                # Only reachable with server.insecure: config validation refuses it otherwise.
+                log.warning(
+                    "server.insecure: %s is reachable from other hosts with no "
+                    "authentication; anyone who can connect can call every model",
+                    srv.listen,
+                )
+            elif self.tls is None:
+                log.warning(
+                    "%s has no TLS (server.tls): API keys and prompts cross the network in "
+                    "plain text",
+                    srv.listen,
+                )
+
+    async def reload_access(self) -> None:
+        """Re-read the keys file and the TLS certificates (SIGHUP); each keeps its old
+        version when the new one does not load."""
+        await asyncio.to_thread(self.access.reload)
+        if self.tls is not None:
+            await asyncio.to_thread(self.tls.reload)
+
+    async def _watch_access(self) -> None:
+        """Reload keys and certificates when their files change (polled like the policy)."""
+        while True:
+            await asyncio.sleep(self._reload_interval_s)
+            try:
+                # Reading and hashing the files is blocking I/O: off the event loop.
+                if await asyncio.to_thread(self.access.changed):
+                    await asyncio.to_thread(self.access.reload)
+                if self.tls is not None and await asyncio.to_thread(self.tls.changed):
+                    await asyncio.to_thread(self.tls.reload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watcher must outlive any one bad poll
+                log.exception("keys/certificate watch failed")
 
     async def wait(self) -> None:
         if self.server is not None:
@@ -191,7 +305,8 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain gracefully.
 
-    SIGHUP, or a change to ``config_path``, reloads the policy through ``loader``.
+    SIGHUP, or a change to ``config_path``, reloads the policy through ``loader``; SIGHUP also
+    reloads the keys file and the TLS certificates (which are also reloaded when they change).
     """
     app = FirewallServer(config, loader=loader, watch_path=config_path)
     await app.start()
@@ -200,7 +315,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     assert app.watcher is not None
-    app.watcher.install_sighup(loop)
+    app.watcher.install_sighup(loop, also=app.reload_access)
     try:
         await stop.wait()
         log.info("draining (grace %.1fs)", config.server.grace_period_s)

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 from typing import Any
 
+from infershield.cli_args import add_config_flag
+
 
 def register(sub: Any) -> None:
     """Add ``serve`` to the top-level parser."""
@@ -15,7 +17,7 @@ def register(sub: Any) -> None:
         description="Without --upstream the embedded local backend serves the built-in model "
         "(no Triton needed). Flags override the config file and the environment.",
     )
-    p.add_argument("--config", help="config YAML (default: the shipped default policy)")
+    add_config_flag(p)
     p.add_argument("--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:8001)")
     p.add_argument(
         "--upstream",

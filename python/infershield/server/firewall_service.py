@@ -24,28 +24,32 @@ def render_messages(messages: fpb.ChatMessages) -> str:
     return "\n".join(f"{m.role or 'user'}: {m.content}" for m in messages.messages)
 
 
-def verdict_pb(v: Verdict) -> fpb.Verdict:
+def verdict_pb(v: Verdict, explain: bool = True) -> fpb.Verdict:
+    """A verdict for the caller; without ``explain`` (``policy.explain_blocks``) its reason
+    and details (rule ids) are left out."""
     return fpb.Verdict(
         name=v.check,
         decision=v.decision.value,
         status=v.status.value,
         score=v.score,
-        reason=v.reason,
+        reason=v.reason if explain else "",
         categories=list(v.categories),
         elapsed_ms=v.elapsed_ms,
         rewritten=v.rewritten,
-        details=dict(v.details),
+        details=dict(v.details) if explain else {},
     )
 
 
-def result_pb(r: PipelineResult, original: str | None = None) -> fpb.ScanResult:
-    """The same fields as ``infershield scan``'s JSON line."""
+def result_pb(
+    r: PipelineResult, original: str | None = None, *, explain: bool = True
+) -> fpb.ScanResult:
+    """The same fields as ``infershield scan``'s JSON line (reasons only with ``explain``)."""
     return fpb.ScanResult(
         blocked=r.blocked,
         decision=r.decision.value,
         score=r.score,
         categories=r.categories,
-        verdicts=[verdict_pb(v) for v in r.verdicts],
+        verdicts=[verdict_pb(v, explain) for v in r.verdicts],
         elapsed_ms=r.elapsed_ms,
         rewritten=r.text if original is not None and r.text != original else None,
     )
@@ -79,12 +83,17 @@ class FirewallService(fpb_grpc.FirewallServicer):  # type: ignore[misc]
             request_id=request.id,
         )
         resp = out.response
+        explain = self.firewall.policy.config.policy.explain_blocks
         reply = fpb.InferResponse(
             model=resp.model_name,
             model_version=resp.model_version,
             id=resp.id,
-            input_scan=result_pb(out.input_results[0], text) if out.input_results else None,
-            output_scans=[result_pb(r) for r in out.output_results],
+            input_scan=(
+                result_pb(out.input_results[0], text, explain=explain)
+                if out.input_results
+                else None
+            ),
+            output_scans=[result_pb(r, explain=explain) for r in out.output_results],
         )
         for i, t in enumerate(resp.outputs):
             tensor = reply.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
@@ -104,8 +113,9 @@ class FirewallService(fpb_grpc.FirewallServicer):  # type: ignore[misc]
         ctx = call_context(context, self.firewall.policy.config.limits)
         texts = list(request.texts)
         results = await self.firewall.scan(texts, stage, ctx, model=request.model)
+        explain = self.firewall.policy.config.policy.explain_blocks
         return fpb.ScanResponse(
-            results=[result_pb(r, t) for r, t in zip(results, texts, strict=True)]
+            results=[result_pb(r, t, explain=explain) for r, t in zip(results, texts, strict=True)]
         )
 
 

@@ -9,6 +9,8 @@ gets INTERNAL with a fixed message, so no internals leak.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,7 +23,8 @@ from infershield.telemetry.instrument import rpc_scope, set_rpc_status
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error in the firewall"
-#: Services whose handlers this interceptor wraps (health and reflection pass through).
+#: Services whose RPCs get a server span and request metrics. Every other service (health,
+#: reflection) only has its errors mapped: the access layer can refuse those calls too.
 WRAPPED_SERVICES = ("/inference.GRPCInferenceService/", "/infershield.v1.Firewall/")
 
 
@@ -52,26 +55,42 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(WRAPPED_SERVICES):
+        if handler is None:
             return handler
+        scoped = method.startswith(WRAPPED_SERVICES)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary, method),
+                _wrap_unary(handler.unary_unary, method, scoped),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
+            stream = handler.stream_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(stream) else _wrap_unary
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream, method),
+                wrap(stream, method, scoped),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            # Health's Watch writes with context.write() instead of yielding.
+            stream = handler.unary_stream
+            wrap = _wrap_stream if inspect.isasyncgenfunction(stream) else _wrap_unary
+            return grpc.unary_stream_rpc_method_handler(
+                wrap(stream, method, scoped),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _wrap_unary(behavior: Any, method: str) -> Any:
+def _scope(scoped: bool, method: str, metadata: Any, request: Any = None) -> Any:
+    return rpc_scope(method, metadata, request) if scoped else contextlib.nullcontext(None)
+
+
+def _wrap_unary(behavior: Any, method: str, scoped: bool) -> Any:
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        with rpc_scope(method, context.invocation_metadata(), request) as span:
+        with _scope(scoped, method, context.invocation_metadata(), request) as span:
             try:
                 response = await behavior(request, context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -84,11 +103,11 @@ def _wrap_unary(behavior: Any, method: str) -> Any:
     return wrapped
 
 
-def _wrap_stream(behavior: Any, method: str) -> Any:
+def _wrap_stream(behavior: Any, method: str, scoped: bool) -> Any:
     async def wrapped(
         request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        with rpc_scope(method, context.invocation_metadata()) as span:
+        with _scope(scoped, method, context.invocation_metadata()) as span:
             try:
                 async for response in behavior(request_iterator, context):
                     yield response

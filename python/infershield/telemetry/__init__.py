@@ -7,9 +7,11 @@ alone: :func:`setup_tracing`, :class:`Metrics` + :func:`start_metrics_server`,
 
 from __future__ import annotations
 
+import logging as _logging
 from dataclasses import dataclass
 
 from infershield.config import Config
+from infershield.errors import ConfigError
 from infershield.telemetry import metrics as metrics
 from infershield.telemetry.instrument import (
     RpcScope,
@@ -28,7 +30,12 @@ from infershield.telemetry.instrument import (
     upstream_timer,
 )
 from infershield.telemetry.logs import JsonFormatter, setup_logging
-from infershield.telemetry.metrics import Metrics, MetricsServer, start_metrics_server
+from infershield.telemetry.metrics import (
+    DEFAULT_METRICS_LISTEN,
+    Metrics,
+    MetricsServer,
+    start_metrics_server,
+)
 from infershield.telemetry.tracing import (
     extract_context,
     inject_metadata,
@@ -67,6 +74,8 @@ __all__ = [
 ]
 
 
+_log = _logging.getLogger(__name__)
+
 @dataclass
 class Telemetry:
     """What :func:`setup_telemetry` started; ``close()`` stops it (flushing spans)."""
@@ -85,8 +94,9 @@ class Telemetry:
 def setup_telemetry(config: Config, *, logging: bool = True) -> Telemetry:
     """Set up logs, tracing and metrics for a server process from ``config`` (+ ``OTEL_*``).
 
-    The metrics endpoint starts only when ``server.metrics_listen`` is set; the metrics are
-    recorded (and installed process-wide) either way, so they cost the same in both cases.
+    The metrics endpoint is on by default on loopback (``server.metrics_listen: auto``:
+    127.0.0.1:9464, a warning if that port is taken) and off when the field is empty; the
+    metrics are recorded (and installed process-wide) either way, so they cost the same.
     """
     if logging:
         setup_logging(config.telemetry, exclusive=True)
@@ -94,6 +104,14 @@ def setup_telemetry(config: Config, *, logging: bool = True) -> Telemetry:
     m = Metrics()
     metrics.install(m)
     server = None
-    if config.server.metrics_listen:
-        server = start_metrics_server(m, config.server.metrics_listen)
+    listen = config.server.metrics_listen
+    if listen == "auto":
+        try:
+            server = start_metrics_server(m, DEFAULT_METRICS_LISTEN)
+        except ConfigError as exc:
+            # On by default, but a second instance on the host must still start.
+            _log.warning("metrics not served: %s (set server.metrics_listen to another "
+                         "HOST:PORT, or to \"\" to turn them off)", exc.message)
+    elif listen:
+        server = start_metrics_server(m, listen)
     return Telemetry(m, server)

@@ -57,6 +57,11 @@ ATTR_BATCH_SIZE = "infershield.batch_size"
 ATTR_MODEL = "infershield.model"
 ATTR_DECISION = "infershield.decision"
 ATTR_BLOCKED_BY = "infershield.blocked_by"
+ATTR_BLOCK_DETAIL = "infershield.block."
+#: OpenTelemetry's semantic convention for the authenticated caller.
+ATTR_TENANT = "enduser.id"
+ATTR_KEY_ID = "infershield.key_id"
+ATTR_AUTH_SOURCE = "infershield.auth.source"
 
 _DECISION_RANK = {Decision.ALLOW: 0, Decision.REDACT: 1, Decision.BLOCK: 2}
 _STATUS_RANK = {Status.SKIPPED: 0, Status.OK: 1, Status.ERROR: 2}
@@ -188,7 +193,7 @@ class RpcScope:
     (metadata RPCs, requests rejected before screening).
     """
 
-    __slots__ = ("_t0", "code", "decision", "method", "model", "span", "traced")
+    __slots__ = ("_t0", "code", "decision", "method", "model", "span", "tenant", "traced")
 
     def __init__(self, method: str, span: Span | None, model: str = "") -> None:
         self.method = method
@@ -198,6 +203,8 @@ class RpcScope:
         self.model = model
         self.decision: Decision | None = None
         self.code: grpc.StatusCode | None = None
+        #: The caller's tenant once authenticated ("" before that, or when refused).
+        self.tenant = ""
         self._t0 = time.perf_counter()
 
     def note_decision(self, decision: Decision) -> None:
@@ -226,6 +233,8 @@ class RpcScope:
             code=code.name,
             seconds=time.perf_counter() - self._t0,
         )
+        if self.tenant:
+            m.observe_tenant(self.tenant, code.name)
 
 
 _RPC: contextvars.ContextVar[RpcScope | None] = contextvars.ContextVar(
@@ -373,6 +382,36 @@ def upstream_span(
         f"upstream {rpc or method}", kind=SpanKind.CLIENT, attributes=attrs,
         record_exception=False, set_status_on_exception=False,
     )
+
+
+def record_identity(identity: Any) -> None:
+    """Name the caller (an :class:`~infershield.auth.access.Identity`) on the RPC's span and
+    metrics: the tenant, never the address, so the labels stay bounded."""
+    scope = _RPC.get()
+    if scope is None:
+        return
+    scope.tenant = identity.tenant
+    span = scope.span
+    if span is not None and span.is_recording():
+        span.set_attributes({
+            ATTR_TENANT: identity.tenant,
+            ATTR_AUTH_SOURCE: identity.source,
+            **({ATTR_KEY_ID: identity.key_id} if identity.key_id else {}),
+        })
+
+
+def record_block(exc: Any) -> None:
+    """What blocked (a :class:`~infershield.errors.Blocked`: the check and its details, such
+    as rule ids) on the RPC's span; the caller may not see it, an operator can. The reason
+    text stays off the span like every check reason; the audit log has it."""
+    scope = _RPC.get()
+    span = scope.span if scope is not None else None
+    if span is None or not span.is_recording():
+        return
+    span.set_attributes({
+        ATTR_BLOCKED_BY: exc.check,
+        **{ATTR_BLOCK_DETAIL + k: v for k, v in exc.details},
+    })
 
 
 def record_upstream_error(code: grpc.StatusCode) -> None:

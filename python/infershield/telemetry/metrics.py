@@ -23,6 +23,10 @@ from infershield.verdict import Decision, Verdict
 PREFIX = "infershield"
 #: Pipeline stages with their own latency series.
 STAGES = ("input_checks", "upstream", "output_checks", "total")
+#: Where ``server.metrics_listen: auto`` (the default) serves the metrics: loopback only.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9464"
+#: Streaming RPCs: their duration is the stream's lifetime, not a request's latency.
+STREAMING_RPCS = frozenset({"ModelStreamInfer"})
 BreakerState = Literal["closed", "half_open", "open"]
 #: Numeric breaker state for the gauge, so Grafana can threshold and graph it.
 BREAKER_VALUES: dict[str, int] = {"closed": 0, "half_open": 1, "open": 2}
@@ -32,6 +36,8 @@ _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+#: Distinct ``tenant`` label values before further tenants are counted as ``other``.
+MAX_TENANT_LABELS = 100
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -51,7 +57,8 @@ class Metrics:
         )
         self.stage_latency = Histogram(
             f"{PREFIX}_stage_duration_seconds",
-            "Latency per request stage (input_checks, upstream, output_checks, total).",
+            "Latency per request stage (input_checks, upstream, output_checks, total; "
+            "total is unary RPCs only).",
             ["stage"], buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.check_latency = Histogram(
@@ -80,6 +87,23 @@ class Metrics:
             f"{PREFIX}_quarantines", "Callers or workers quarantined, by reason.", ["reason"],
             registry=r,
         )
+        # Abuse control (infershield.abuse): anomalies, alerts, the shared limit store.
+        self.anomalies = Counter(
+            f"{PREFIX}_anomalies", "Per-caller anomalies detected, by feature.", ["feature"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            f"{PREFIX}_alerts", "Anomaly webhook alerts, by outcome (sent, failed, dropped).",
+            ["outcome"], registry=r,
+        )
+        self.ratelimit_store_down = Gauge(
+            f"{PREFIX}_ratelimit_store_down",
+            "1 while the shared rate limit store is unreachable (on_error applies).", registry=r,
+        )
+        self.ratelimit_store_outages = Counter(
+            f"{PREFIX}_ratelimit_store_outages", "Times the rate limit store became unreachable.",
+            registry=r,
+        )
         self.breaker_state = Gauge(
             f"{PREFIX}_upstream_circuit_state",
             "Upstream circuit breaker: 0 closed, 1 half-open, 2 open.", ["upstream"], registry=r,
@@ -91,6 +115,17 @@ class Metrics:
             f"{PREFIX}_upstream_circuit_transitions", "Circuit breaker state changes.",
             ["upstream", "state"], registry=r,
         )
+        self.auth_rejections = Counter(
+            f"{PREFIX}_auth_rejections", "Calls refused before any work: credentials (no, "
+            "unknown or revoked key) or address (outside server.allow_cidrs).", ["reason"],
+            registry=r,
+        )
+        self.tenant_requests = Counter(
+            f"{PREFIX}_tenant_requests", "Screened-service RPCs by caller tenant and gRPC status "
+            f"code (at most {MAX_TENANT_LABELS} tenants, then 'other').", ["tenant", "code"],
+            registry=r,
+        )
+        self._tenants: set[str] = set()
         self.upstream_errors = Counter(
             f"{PREFIX}_upstream_errors", "Upstream calls that failed, by gRPC status code.",
             ["code"], registry=r,
@@ -101,9 +136,24 @@ class Metrics:
     def observe_request(
         self, *, rpc: str, model: str, decision: str, code: str, seconds: float
     ) -> None:
-        """One finished RPC; ``decision`` is allow/block/redact/error, ``code`` a gRPC name."""
+        """One finished RPC; ``decision`` is allow/block/redact/error, ``code`` a gRPC name.
+
+        A stream's lifetime (minutes for a long-lived ModelStreamInfer) is no request
+        latency: streams are counted but stay out of the ``total`` stage; the stages of each
+        message they carry are recorded as they are screened.
+        """
         self.requests.labels(rpc, model or "-", decision, code).inc()
-        self.stage_latency.labels("total").observe(seconds)
+        if rpc not in STREAMING_RPCS:
+            self.stage_latency.labels("total").observe(seconds)
+
+    def observe_tenant(self, tenant: str, code: str) -> None:
+        """One RPC by ``tenant`` (from the keys file, or ``anonymous``): a bounded label."""
+        if tenant not in self._tenants:
+            if len(self._tenants) >= MAX_TENANT_LABELS:
+                tenant = "other"
+            else:
+                self._tenants.add(tenant)
+        self.tenant_requests.labels(tenant, code).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage_latency.labels(stage).observe(seconds)

@@ -94,6 +94,30 @@ def test_windows_cover_every_token(model: SequenceClassifier) -> None:
     assert seen == set(range(len(ids)))
 
 
+@pytest.mark.parametrize("n", [0, 1, 5, 13, 14, 15, 57, 100])
+def test_training_cuts_the_windows_the_runtime_scores(model: SequenceClassifier, n: int) -> None:
+    # One windowing rule for both sides: a train/serve skew here would train the model on
+    # windows it never sees when serving.
+    from infershield.detectors.runtime import special_tokens, window_starts
+    from infershield.training.training import window_ids
+
+    text = filler(n)
+    ids = model.tokenizer.encode(text, add_special_tokens=False).ids
+    prefix, suffix = special_tokens(model.tokenizer)
+    assert window_ids(ids, model._body, prefix, suffix, max_windows=1000) == model.windows(text)
+    assert len(model.windows(text)) == len(window_starts(len(ids), model._body, model.stride))
+
+
+def test_fp16_on_a_cpu_only_machine_logs_nothing(
+    tiny_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # fp16 is the classifier's default: on the CPU EP it quietly means float32.
+    with caplog.at_level(logging.INFO, logger="infershield"):
+        m = SequenceClassifier(tiny_dir, RuntimeOptions(providers=("cpu",), fp16=True))
+    assert m.model_path.name == "model.onnx"
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_max_windows_limit(tiny_dir: Path) -> None:
     m = SequenceClassifier(tiny_dir, RuntimeOptions(max_windows=3))
     with pytest.raises(LimitExceeded) as err:
@@ -321,10 +345,11 @@ def test_fp16_twin_is_used_only_on_the_cuda_ep(
     d = tmp_path / "m"
     shutil.copytree(tiny_dir, d)
     shutil.copyfile(d / "model.onnx", d / "model_fp16.onnx")
-    with caplog.at_level(logging.INFO, logger="infershield.detectors.runtime"):
+    with caplog.at_level(logging.DEBUG, logger="infershield.detectors.runtime"):
         m = SequenceClassifier(d, RuntimeOptions(providers=("cpu",), fp16=True))
     assert m.model_path.name == "model.onnx"
-    assert "fp16 applies to the CUDA EP only" in caplog.text
+    assert [r.levelno for r in caplog.records
+            if "fp16 applies to the CUDA EP only" in r.getMessage()] == [logging.DEBUG]
 
 
 def test_cuda_expected_only_with_a_usable_gpu() -> None:

@@ -16,14 +16,13 @@ from infershield.detectors.bert import (
     load_bert,
     load_encoder,
     minilm_dir,
-    prune_layer,
-    random_bert,
-    reference_embed,
     save_encoder,
 )
 from infershield.detectors.export import bert_graph, build_embedding_model, export_minilm
-from infershield.detectors.head import Head, train_head
+from infershield.detectors.head import Head
 from infershield.errors import ConfigError
+from infershield.training.bert import prune_layer, random_bert, reference_embed
+from infershield.training.head import train_head
 
 TINY = BertConfig(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=48, max_position_embeddings=40)

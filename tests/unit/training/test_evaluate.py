@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infershield.detectors.evaluate import choose_prefilter_cut, window_keys
+from infershield.training.evaluate import choose_prefilter_cut, window_keys
 
 LABELS = ["injection"] * 10 + ["jailbreak"] * 2 + ["benign"] * 8
 # Attack rows: fast scores 0.05..0.60; rows 10 and 11 are missed by the main model.
@@ -51,7 +51,7 @@ def test_window_keys_follow_the_windows_that_block() -> None:
 
 
 def test_fold_runs_combined_and_policy() -> None:
-    from infershield.detectors.evaluate import Scored, fold_runs
+    from infershield.training.evaluate import Scored, fold_runs
 
     lat = np.ones(3)
     model = Scored(np.array([0.2, 0.9, 0.1]), np.array([False, True, False]), lat)

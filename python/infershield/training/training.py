@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from infershield.detectors.head import Head, average_heads, train_head
+from infershield.detectors.head import Head
+from infershield.detectors.runtime import special_tokens, window_starts
 from infershield.errors import ConfigError, InvalidRequest
+from infershield.training.head import average_heads, train_head
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -91,12 +93,10 @@ def binary_target(label: str) -> int | None:
 
 def window_ids(text_ids: list[int], body: int, prefix: list[int], suffix: list[int],
                max_windows: int) -> list[list[int]]:
-    """Half-overlapping windows of ``body`` tokens (at most ``max_windows``, spread evenly
-    and always including the first and last), each wrapped in the special tokens."""
-    step = max(1, body // 2)
-    starts = list(range(0, max(len(text_ids) - body, 0) + 1, step))
-    if starts[-1] + body < len(text_ids):
-        starts.append(len(text_ids) - body)
+    """The runtime's windows (:func:`~infershield.detectors.runtime.window_starts` with its
+    default half-window stride), each wrapped in the special tokens; at most ``max_windows``
+    of them, spread evenly and always including the first and last."""
+    starts = window_starts(len(text_ids), body, max(1, body // 2))
     if len(starts) > max_windows:  # keep an even spread incl. first and last
         pick = np.linspace(0, len(starts) - 1, max_windows).round().astype(int)
         starts = [starts[i] for i in sorted(set(pick.tolist()))]
@@ -111,12 +111,10 @@ class Embedder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from infershield.detectors.runtime import _special_tokens
-
         self.tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tok.no_truncation()
         self.tok.no_padding()
-        self.prefix, self.suffix = _special_tokens(self.tok)
+        self.prefix, self.suffix = special_tokens(self.tok)
         self.body = window - len(self.prefix) - len(self.suffix)
         self.cache_dir = cache_dir
         so = ort.SessionOptions()

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infershield.detectors.training import (
+from infershield.errors import InvalidRequest
+from infershield.training.training import (
     Row,
     auc,
     load_jsonl,
@@ -16,7 +17,6 @@ from infershield.detectors.training import (
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from infershield.errors import InvalidRequest
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,7 @@ def _toy(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_average_heads_is_the_mean_of_logits() -> None:
-    from infershield.detectors.head import average_heads, train_head
+    from infershield.training.head import average_heads, train_head
 
     x, y = _toy()
     heads = [train_head(x, y, ("a", "b"), hidden=4, epochs=3, seed=s) for s in (0, 1, 2)]
@@ -88,7 +88,7 @@ def test_average_heads_is_the_mean_of_logits() -> None:
 
 
 def test_label_smoothing_keeps_probabilities_off_the_rails() -> None:
-    from infershield.detectors.head import train_head
+    from infershield.training.head import train_head
 
     x, y = _toy()
     sharp = train_head(x * 5, y, ("a", "b"), hidden=0, epochs=200, seed=0)

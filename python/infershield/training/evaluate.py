@@ -14,9 +14,9 @@ import numpy.typing as npt
 from infershield.checks.base import CheckContext
 from infershield.config import CheckSpec, Config
 from infershield.detectors.runtime import max_per_text
-from infershield.detectors.training import BENIGN, Row, auc, source_family, tpr_at_fpr
 from infershield.pipeline import Pipeline
 from infershield.policy import build_pipeline
+from infershield.training.training import BENIGN, Row, auc, source_family, tpr_at_fpr
 
 F32 = npt.NDArray[np.float32]
 

@@ -1,6 +1,6 @@
 """Fine-tuning the top encoder layers of MiniLM together with the head (needs torch).
 
-The frozen-embedding head (:mod:`infershield.detectors.training`) cannot see an instruction
+The frozen-embedding head (:mod:`infershield.training.training`) cannot see an instruction
 that is a few tokens of a long document: mean pooling dilutes it. Fine-tuning the top
 ``trainable_layers`` lets the encoder learn what to attend to. The bottom layers stay frozen,
 so their outputs are computed once per window and cached, and only the top layers' weights
@@ -31,10 +31,11 @@ from infershield.detectors.bert import (
     Weights,
     load_bert,
     minilm_dir,
-    prune_layer,
 )
 from infershield.detectors.head import Head
-from infershield.detectors.training import (
+from infershield.errors import ConfigError
+from infershield.training.bert import prune_layer
+from infershield.training.training import (
     HEAD_LABELS,
     Row,
     binary_target,
@@ -42,7 +43,6 @@ from infershield.detectors.training import (
     split_dev,
     window_ids,
 )
-from infershield.errors import ConfigError
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -390,7 +390,7 @@ def finetune(
     torch = _torch()
     from tokenizers import Tokenizer
 
-    from infershield.detectors.runtime import _special_tokens
+    from infershield.detectors.runtime import special_tokens
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
@@ -409,7 +409,7 @@ def finetune(
     tok = Tokenizer.from_file(str(base / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
-    prefix, suffix = _special_tokens(tok)
+    prefix, suffix = special_tokens(tok)
     body = config.window - len(prefix) - len(suffix)
 
     train, dev = split_dev(rows, config.dev_frac)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-from infershield.detectors.examples import examples, multilingual_examples
+import pytest
+
+from infershield.training.examples import SOURCE, examples, multilingual_examples
+from infershield.training.training import Row
 
 DATA = Path(__file__).parents[2] / "data"
 
@@ -30,3 +36,19 @@ def test_quoted_attack_strings_appear_in_both_frames() -> None:
     labels = {r.label for r in quoted if "Ignore all previous instructions" in r.text
               or "Disregard everything" in r.text or "Override your system prompt" in r.text}
     assert {"benign", "injection"} <= labels
+
+
+# Counts, labels and a digest of the rows the former in-code generator produced (seeds 13 and
+# 29): moving the examples into data files must not change what a model is trained on.
+@pytest.mark.parametrize(("load", "counts", "digest"), [
+    (examples, {"benign": 447, "injection": 172, "jailbreak": 42}, "d169944586410e71"),
+    (multilingual_examples, {"benign": 193, "injection": 37, "jailbreak": 10}, "a03993d4ab1794a1"),
+])
+def test_example_files_hold_the_generated_rows(
+    load: Callable[[], list[Row]], counts: dict[str, int], digest: str
+) -> None:
+    rows = load()
+    assert Counter(r.label for r in rows) == counts
+    assert {r.source for r in rows} == {SOURCE}
+    text = "\n".join(f"{r.label}\t{r.text}" for r in rows)
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == digest

@@ -1,0 +1,1 @@
+"""Access control: API keys and tenants (keys), who may call what (access), TLS (tls)."""

@@ -1,0 +1,1 @@
+"""Offline model training and evaluation (never imported by the serving path)."""
