@@ -53,7 +53,8 @@ def test_input_redaction_reaches_the_model_and_audits_counts_only(
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "audit.jsonl"
-    policy = {"input": [{"type": "secrets"}, {"type": "pii"}], "output": []}
+    # Input screening only (allow_empty: an output stage with no check is on purpose here).
+    policy = {"input": [{"type": "secrets"}, {"type": "pii"}], "output": [], "allow_empty": True}
     port = start_firewall(
         config_data(
             f"127.0.0.1:{free_port()}",
