@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from infershield.errors import ConfigError
 from infershield.pipeline import PipelineResult
-from infershield.verdict import Decision
+from infershield.verdict import Decision, Verdict
 
 GENESIS = "0" * 64
 
@@ -227,15 +227,7 @@ class AuditLog:
                     "score": round(res.score, 6),
                     "categories": res.categories,
                     "checks": [
-                        {
-                            "name": v.check,
-                            "decision": v.decision.value,
-                            "status": v.status.value,
-                            "score": round(v.score, 6),
-                            "categories": list(v.categories),
-                            "reason": v.reason,
-                            "details": dict(v.details),
-                        }
+                        _check_record(v)
                         for v in res.verdicts
                         if v.decision is not Decision.ALLOW or v.status.value != "ok"
                     ],
@@ -255,6 +247,24 @@ class AuditLog:
             if self.fsync != "never":
                 os.fsync(self._fh.fileno())
             self._fh.close()
+
+
+def _check_record(v: Verdict) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "name": v.check,
+        "decision": v.decision.value,
+        "status": v.status.value,
+        "score": round(v.score, 6),
+        "categories": list(v.categories),
+        "reason": v.reason,
+        "details": dict(v.details),
+    }
+    # Numeric details are counts (pii/secrets: kind -> how many were redacted): recorded as
+    # integers too, so a query can sum them. Kinds and counts only, never the values.
+    counts = {k: int(n) for k, n in v.details if n.isdigit()}
+    if counts:
+        rec["counts"] = counts
+    return rec
 
 
 @dataclass(frozen=True)

@@ -351,6 +351,73 @@ class Config:
         return Path(base) / "infershield"
 
 
+# --------------------------------------------------------------------------- option bounds
+
+
+class OptionError(ValueError):
+    """One option of a check is out of range. ``build`` reports it as a ConfigError at the
+    option's own path (``policy.input[3].options.min_blob_len: must be >= 4``); built in
+    Python, the Options dataclass raises it as a ``ValueError``."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+        self.message = message
+
+
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field with numeric bounds, checked by :func:`check_bounds` (``None``
+    values are not checked: they mean "use the default")."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return field(default=default, metadata={"bounds": bounds})
+
+
+def _bound_error(value: Any, bounds: Mapping[str, float]) -> str | None:
+    lo_ok = ("ge" not in bounds or value >= bounds["ge"]) and (
+        "gt" not in bounds or value > bounds["gt"]
+    )
+    hi_ok = ("le" not in bounds or value <= bounds["le"]) and (
+        "lt" not in bounds or value < bounds["lt"]
+    )
+    if lo_ok and hi_ok:
+        return None
+    parts = [
+        f"{op} {bounds[k]:g}"
+        for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if k in bounds
+    ]
+    return "must be " + " and ".join(parts) + f", got {value!r}"
+
+
+def check_bounds(obj: Any) -> None:
+    """Raise :class:`OptionError` for the first field of dataclass ``obj`` outside the
+    bounds declared with :func:`bounded`. Options dataclasses call it in ``__post_init__``."""
+    for f in dataclasses.fields(obj):
+        bounds = f.metadata.get("bounds")
+        value = getattr(obj, f.name)
+        if not bounds or value is None or isinstance(value, bool):
+            continue
+        msg = _bound_error(value, bounds)
+        if msg is not None:
+            raise OptionError(f.name, msg)
+
+
+def field_bounds(cls: type[Any]) -> dict[str, dict[str, float]]:
+    """The declared bounds of dataclass ``cls``, by field name (for docs and tests)."""
+    return {
+        f.name: dict(f.metadata["bounds"])
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("bounds")
+    }
+
+
 # --------------------------------------------------------------------------- building
 
 #: Fields that existed once, with what replaces them: a config naming one gets this message.
@@ -379,6 +446,11 @@ def build(cls: type[T], data: Any, path: str = "") -> T:
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a missing required field
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
+    except OptionError as exc:  # a value out of range, named by the dataclass
+        where = f"{path}.{exc.field}" if path else exc.field
+        raise ConfigError(f"{where}: {exc.message}") from None
+    except ValueError as exc:  # any other check in a dataclass's __post_init__
         raise ConfigError(f"{path or 'config'}: {exc}") from None
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from infershield.checks.base import Check, Stage, resolve
-from infershield.config import CheckSpec, Config, build
+from infershield.config import CheckSpec, Config, OptionError, build
 from infershield.errors import ConfigError
 from infershield.pipeline import Pipeline, Step
 
@@ -33,6 +33,8 @@ def build_check(spec: CheckSpec, stage: Stage, config: Config, where: str) -> Ch
         cls = resolve(spec.type)
     except KeyError:
         raise ConfigError(f"{where}.type: unknown check type {spec.type!r}") from None
+    except ImportError as exc:  # registered, but its module is not installed
+        raise ConfigError(f"{where}.type: check type {spec.type!r} unavailable: {exc}") from None
     if stage not in cls.stages:
         raise ConfigError(f"{where}: check {spec.type!r} cannot run on {stage}")
     options = build(cls.Options, spec.options, f"{where}.options")
@@ -44,6 +46,8 @@ def build_check(spec: CheckSpec, stage: Stage, config: Config, where: str) -> Ch
             check = cls(spec.display_name, options)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
+    except OptionError as exc:
+        raise ConfigError(f"{where}.options.{exc.field}: {exc.message}") from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"{where}: cannot build check {spec.display_name!r}: {exc}") from None
     return check

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,3 +45,40 @@ def test_blocked_infer_is_audited(
     text = log.read_text()
     assert INJECTION not in text
     assert '"decision":"block"' in text and '"rpc":"Infer"' in text and '"stage":"input"' in text
+
+
+def test_input_redaction_reaches_the_model_and_audits_counts_only(
+    triton: TritonHandle,
+    start_firewall: Callable[..., int],
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "audit.jsonl"
+    # Input screening only (allow_empty: an output stage with no check is on purpose here).
+    policy = {"input": [{"type": "secrets"}, {"type": "pii"}], "output": [], "allow_empty": True}
+    port = start_firewall(
+        config_data(
+            f"127.0.0.1:{free_port()}",
+            upstream=f"triton://{triton.url}",
+            policy=policy,
+            audit={"path": str(log)},
+        )
+    )
+    values = ("+44 20 7946 0958", "ana@example.org", "536-22-1234",
+              "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")
+    prompt = (f"Call {values[0]} or mail {values[1]}; SSN {values[2]}; "
+              f"token {values[3]}.")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        resp = fpb_grpc.FirewallStub(ch).Infer(
+            fpb.InferRequest(model="echo", prompt=prompt), timeout=10
+        )
+    echoed = " ".join(t for out in resp.outputs for t in out.text)
+    for v in values:
+        assert v not in echoed  # the model only ever saw the redacted prompt
+    assert "[REDACTED:phone]" in echoed and "[REDACTED:github_token]" in echoed
+    text = log.read_text()
+    for v in values:
+        assert v not in text
+    assert verify(log).ok
+    checks = {c["name"]: c for line in text.splitlines() for c in json.loads(line)["checks"]}
+    assert checks["pii"]["counts"] == {"email": 1, "phone": 1, "us_ssn": 1}
+    assert checks["secrets"]["counts"] == {"github_token": 1}

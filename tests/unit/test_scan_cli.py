@@ -62,7 +62,7 @@ def test_bad_lines_get_error_objects_and_the_run_continues(
 
 
 def test_output_stage_redacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    row = {"text": "mail me at jane@example.org, key ghp_16C7e42F292c6912E7710c838347Ae178B4a"}
+    row = {"text": "mail me at jane@example.org, key 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"}
     rc, out = _run(tmp_path, [json.dumps(row)], capsys, "--stage", "output")
     assert rc == EXIT_OK
     assert out[0]["decision"] == "redact"

@@ -52,7 +52,14 @@ CATEGORIES: tuple[str, ...] = (
     "discussion",
 )
 #: Python-side validators a span rule may name; they run on each candidate span.
-VALIDATORS: tuple[str, ...] = ("luhn", "iban", "us_ssn", "ipv4", "ipv6", "jwt", "phone", "none")
+VALIDATORS: tuple[str, ...] = (
+    # exact: candidate -> bool (rules/validators.py VALIDATOR_FUNCS)
+    "luhn", "iban", "us_ssn", "ipv4", "ipv6", "jwt", "phone", "email", "token", "github_crc",
+    "discord", "none",
+    # region: every finding in a run of overlapping candidates (REGION_VALIDATORS)
+    "card", "iban_region", "ssn", "ipv4_region", "ipv6_region", "phone_region", "postal",
+    "credential", "url_credentials", "cli_credentials", "private_key", "putty_key",
+)
 Mode = Literal["signature", "span"]
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _PACK_RE = re.compile(r"^[a-z][a-z0-9_]*$")

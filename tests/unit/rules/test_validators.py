@@ -53,3 +53,42 @@ def test_ip_and_phone_and_jwt() -> None:
     token = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
              "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")
     assert jwt(token) and not jwt("eyJub3QiOiJqd3QifQ.eyJhIjoxfQ.abc")
+
+
+def test_every_named_validator_exists() -> None:
+    from infershield.rules import VALIDATORS
+    from infershield.rules.validators import REGION_VALIDATORS, VALIDATOR_FUNCS
+
+    assert set(VALIDATORS) == set(VALIDATOR_FUNCS) | set(REGION_VALIDATORS)
+
+
+def test_github_crc_tail_and_placeholders() -> None:
+    from infershield.rules.validators import github_crc, placeholder, token
+
+    assert github_crc("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")
+    assert not github_crc("ghp_M1eWrP3uIZ35wyVpbDO0tdDFPu2OOj3aOfPd")
+    for value in ("insert_key_here", "a-fake-api-key", "somefakekey", "<your-key>", "${VAR}",
+                  "changeme", "xxxxxxxx", "AKIAIOSFODNN7EXAMPLE", "{{ secret }}"):
+        assert placeholder(value), value
+    assert not placeholder("m{{h}o)p${e]nob(ody[finds>-_$#thisone}")
+    assert token("AKIAHJGONJRJUPPXDL3R") and not token("AKIAAAAAAAAAAAAAAAAA")
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted", "ok"),
+    [("S3cure!Passw0rd#2024", True, True), ("hunter2", True, True),
+     ("Xr4tLw9qZ2m", False, True), ("bert-base-uncased", False, False),
+     ("os.environ", False, False), ("4096", False, False), ("key-value", True, False),
+     ("Please enter a password", True, False), ("p@ss word 123", True, True)],
+)
+def test_credential_value(value: str, quoted: bool, ok: bool) -> None:
+    from infershield.rules.validators import credential_value
+
+    assert credential_value(value, quoted=quoted) is ok
+
+
+def test_email_shape() -> None:
+    from infershield.rules.validators import email
+
+    assert email("jane.doe@mail.example.org")
+    assert not email("john..doe@example.com") and not email("jane@-example.com")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
-from infershield.config import Config
+from infershield.config import Config, bounded, check_bounds
 from infershield.errors import ConfigError, LimitExceeded
 from infershield.telemetry.instrument import detector_span
 from infershield.verdict import Verdict
@@ -28,20 +28,20 @@ class ClassifierOptions:
 
     model: str = ""
     #: Block at or above this attack probability; ``None`` = the model's recommended value.
-    threshold: float | None = None
+    threshold: float | None = bounded(None, gt=0.0, le=1.0)
     attack_labels: tuple[str, ...] = ()
     providers: tuple[str, ...] = ("auto",)
     #: On the CUDA EP, run the float16 twin of the model (fused kernels, built on first use;
     #: scores within 0.006 of float32 in bench/gpu_check). No effect on the CPU.
     fp16: bool = True
-    max_batch: int = 32
+    max_batch: int = bounded(32, ge=1)
     #: 0 = never wait: batch whatever queued up during the last forward pass.
-    max_wait_ms: float = 0.0
+    max_wait_ms: float = bounded(0.0, ge=0.0)
     io_binding: bool = True
-    window: int = 0
-    stride: int = 0
-    max_windows: int = 64
-    threads: int = 0
+    window: int = bounded(0, ge=0)
+    stride: int = bounded(0, ge=0)
+    max_windows: int = bounded(64, ge=1)
+    threads: int = bounded(0, ge=0)
     #: A fast model that screens first: a window it scores below ``prefilter_clear`` is
     #: cleared without running ``model``; every other window is scored by ``model`` as usual.
     #: "auto" = the shipped two-layer pruned int8 model, when ``model`` is the shipped one and
@@ -49,9 +49,12 @@ class ClassifierOptions:
     #: model directory or a name under ``<cache>/models``.
     prefilter: str = "auto"
     #: The prefilter's clearing cut; ``None`` = the fast model's recommended ``clear_below``.
-    prefilter_clear: float | None = None
+    prefilter_clear: float | None = bounded(None, ge=0.0, le=1.0)
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 class ClassifierCheck(Check):

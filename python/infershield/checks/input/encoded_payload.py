@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from infershield.checks.analysis import AnalysisCheck
 from infershield.checks.base import CheckContext
+from infershield.config import bounded, check_bounds
 from infershield.native import Analysis, analyses_for, analysis_for, analyze
 from infershield.verdict import Verdict
 
@@ -30,22 +31,17 @@ class EncodedPayloadOptions:
     """Options of the ``encoded_payload`` check."""
 
     #: Shortest encoded run (bytes) that counts as a blob.
-    min_blob_len: int = 24
+    min_blob_len: int = bounded(24, ge=4)
     #: Block when opaque blobs (not decodable to readable text) exceed this many bytes.
-    max_opaque_bytes: int = 2048
+    max_opaque_bytes: int = bounded(2048, ge=0)
     #: Block when decoded readable text exceeds this many characters; None (the default):
     #: readable text is judged by its content only.
-    max_decoded_chars: int | None = None
+    max_decoded_chars: int | None = bounded(None, ge=0)
     #: Ignore base64 in ``data:...;base64,`` URIs.
     allow_data_uris: bool = True
 
     def __post_init__(self) -> None:
-        if self.min_blob_len < 4:
-            raise ValueError("min_blob_len must be >= 4")
-        if self.max_opaque_bytes < 0 or (
-            self.max_decoded_chars is not None and self.max_decoded_chars < 0
-        ):
-            raise ValueError("max_opaque_bytes and max_decoded_chars must be >= 0")
+        check_bounds(self)
 
 
 class EncodedPayloadCheck(AnalysisCheck):

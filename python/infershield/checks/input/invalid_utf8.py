@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from infershield.checks.analysis import AnalysisCheck
+from infershield.config import bounded, check_bounds
 from infershield.native import Analysis
 from infershield.verdict import Verdict
 
@@ -22,11 +23,10 @@ class InvalidUtf8Options:
     """Options of the ``invalid_utf8`` check."""
 
     #: Invalid bytes tolerated per text; more block (0: any invalid byte blocks).
-    max_invalid_bytes: int = 0
+    max_invalid_bytes: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
-        if self.max_invalid_bytes < 0:
-            raise ValueError("max_invalid_bytes must be >= 0")
+        check_bounds(self)
 
 
 class InvalidUtf8Check(AnalysisCheck):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from infershield.checks.analysis import AnalysisCheck
+from infershield.config import bounded, check_bounds
 from infershield.native import Analysis
 from infershield.verdict import Verdict
 
@@ -27,20 +28,15 @@ class InvisibleTextOptions:
     #: Zero-width/format characters tolerated per text, or per this share of its code points
     #: when that is more; more block. None (the default): they never block on their own,
     #: the content of the canonical view (where they are stripped) is judged instead.
-    max_zero_width: int | None = None
-    max_zero_width_ratio: float = 0.02
+    max_zero_width: int | None = bounded(None, ge=0)
+    max_zero_width_ratio: float = bounded(0.02, ge=0.0, lt=1.0)
     #: Unicode tag characters tolerated (outside emoji flags); more block.
-    max_tag_chars: int = 0
+    max_tag_chars: int = bounded(0, ge=0)
     #: Bidi embedding/override/isolate characters tolerated; more block.
-    max_bidi: int = 0
+    max_bidi: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
-        for name in ("max_zero_width", "max_tag_chars", "max_bidi"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if not 0.0 <= self.max_zero_width_ratio < 1.0:
-            raise ValueError("max_zero_width_ratio must be in [0, 1)")
+        check_bounds(self)
 
 
 class InvisibleTextCheck(AnalysisCheck):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from infershield.checks.base import Check, CheckContext
+from infershield.config import OptionError, bounded, check_bounds
 from infershield.native import analysis_for
 from infershield.tokens import HFTokenCounter
 from infershield.verdict import Verdict
@@ -24,24 +25,24 @@ class LengthOptions:
     """Options of the ``length`` check. A limit of 0 is off; at least one maximum is on."""
 
     #: Block a text of more than this many characters (code points).
-    max_chars: int = 100_000
+    max_chars: int = bounded(100_000, ge=0)
     #: Block a text of more than this many tokens.
-    max_tokens: int = 0
+    max_tokens: int = bounded(0, ge=0)
     #: Block a text of fewer than this many characters (1 refuses empty text).
-    min_chars: int = 0
+    min_chars: int = bounded(0, ge=0)
     #: Count ``max_tokens`` with this ``tokenizer.json``; empty: the native word tokens.
     tokenizer: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("max_chars", "max_tokens", "min_chars"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        check_bounds(self)
         if not self.max_chars and not self.max_tokens:
-            raise ValueError("set max_chars or max_tokens (both 0 would check nothing)")
+            raise OptionError(
+                "max_chars", "set max_chars or max_tokens (both 0 would check nothing)"
+            )
         if self.max_chars and self.min_chars > self.max_chars:
-            raise ValueError("min_chars must not exceed max_chars")
+            raise OptionError("min_chars", "must not exceed max_chars")
         if self.tokenizer and not self.max_tokens:
-            raise ValueError("tokenizer counts max_tokens: set max_tokens too")
+            raise OptionError("tokenizer", "counts max_tokens: set max_tokens too")
 
 
 class LengthCheck(Check):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from infershield.checks.analysis import AnalysisCheck
+from infershield.config import bounded, check_bounds
 from infershield.native import Analysis
 from infershield.verdict import Verdict
 
@@ -25,11 +26,10 @@ class MixedScriptOptions:
 
     #: Block when at least this many mixed-script words occur; None (the default) never
     #: blocks on form alone and only scores.
-    min_words: int | None = None
+    min_words: int | None = bounded(None, ge=1)
 
     def __post_init__(self) -> None:
-        if self.min_words is not None and self.min_words < 1:
-            raise ValueError("min_words must be >= 1")
+        check_bounds(self)
 
 
 class MixedScriptCheck(AnalysisCheck):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from infershield.checks.analysis import AnalysisCheck
+from infershield.config import bounded, check_bounds
 from infershield.native import Analysis
 from infershield.verdict import Verdict
 
@@ -22,19 +23,16 @@ class RepetitionOptions:
     """Options of the ``repetition`` check."""
 
     #: Block when one code point repeats more than this many times in a row ...
-    max_char_run: int = 256
+    max_char_run: int = bounded(256, ge=1)
     #: ... or, for the ASCII space (which pads fixed-width tables and code), this many.
-    max_space_run: int = 2048
+    max_space_run: int = bounded(2048, ge=1)
     #: Block when the most frequent token is more than this share of all tokens ...
-    max_top_token_ratio: float = 0.5
+    max_top_token_ratio: float = bounded(0.5, gt=0.0, le=1.0)
     #: ... provided the text has at least this many tokens.
-    min_tokens: int = 50
+    min_tokens: int = bounded(50, ge=1)
 
     def __post_init__(self) -> None:
-        if min(self.max_char_run, self.max_space_run, self.min_tokens) < 1:
-            raise ValueError("max_char_run, max_space_run and min_tokens must be >= 1")
-        if not 0.0 < self.max_top_token_ratio <= 1.0:
-            raise ValueError("max_top_token_ratio must be in (0, 1]")
+        check_bounds(self)
 
 
 class RepetitionCheck(AnalysisCheck):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
-from infershield.config import Config
+from infershield.config import Config, bounded, check_bounds
 from infershield.errors import ConfigError
 from infershield.rules import SEVERITIES, SEVERITY_SCORE, Rule, load_packs
 from infershield.rules.engine import VIEWS, SignatureEngine
@@ -66,7 +66,10 @@ class SignatureOptions:
     #: backwards and in ROT13.
     scan_decoded: bool = True
     #: How many rule ids the reason names.
-    max_reported: int = 3
+    max_reported: int = bounded(3, ge=1)
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from infershield.checks.analysis import AnalysisCheck
+from infershield.config import OptionError
 from infershield.native import TEMPLATE_TOKENS, Analysis
 from infershield.verdict import Verdict
 
@@ -27,7 +28,7 @@ class TemplateTokenOptions:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.allowed) - set(TEMPLATE_TOKENS))
         if unknown:
-            raise ValueError(f"unknown template tokens in allowed: {unknown}")
+            raise OptionError("allowed", f"unknown template tokens {unknown}")
 
 
 class TemplateTokenCheck(AnalysisCheck):

@@ -1,12 +1,15 @@
 """``pii``: personal data (email, phone, card, IBAN, SSN, IP) found, validated, redacted.
 
-Hyperscan finds candidate spans with start offsets; Luhn, IBAN mod-97 and SSA-range checks
-run in Python on those spans only. ``action: redact`` (the default) rewrites each finding
-to ``[REDACTED:<kind>]``; ``action: block`` blocks. Reasons name kinds, never the values.
+Hyperscan finds candidate spans with start offsets; validators (phonenumbers, the ISO 13616
+IBAN registry, IIN ranges and Luhn, SSA ranges, ipaddress) run in Python on those spans only.
+``action: redact`` (the default) rewrites each finding to ``[REDACTED:<kind>]``, or with
+``mode: hash`` to a stable keyed hash ``[<KIND>:<hex>]``; ``action: block`` blocks. Reasons
+and details name kinds and counts, never the values. Usable on input and output.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -15,14 +18,18 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
-from infershield.config import Config
+from infershield.config import Config, OptionError
 from infershield.errors import ConfigError
 from infershield.rules import SEVERITIES, SEVERITY_SCORE, load_packs
 from infershield.rules.spans import Finding, SpanDetector, redact
+from infershield.rules.validators import DEFAULT_PHONE_REGIONS, ValidatorOptions
 from infershield.verdict import Verdict
 
 Action = Literal["block", "redact"]
 Severity = Literal["low", "medium", "high", "critical"]
+#: ``placeholder`` writes ``[REDACTED:<kind>]``; ``hash`` writes ``[<KIND>:<keyed hash>]``,
+#: stable across requests for equal values (the key comes from ``hash_key_env``).
+Mode = Literal["placeholder", "hash"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,15 +38,50 @@ class PiiOptions:
 
     action: Action = "redact"
     #: Kinds to detect (``email``, ``phone``, ``credit_card``, ``iban``, ``us_ssn``,
-    #: ``ipv4``, ``ipv6``); empty means every kind in ``packs``.
+    #: ``ipv4``, ``ipv6``, ``postal_code``); empty means every kind in ``packs``.
     detectors: tuple[str, ...] = ()
     packs: tuple[str, ...] = ("pii",)
     #: Rules below this severity are not loaded.
     min_severity: Severity = "low"
+    #: Regions (ISO 3166 alpha-2) whose national formats count as phone numbers when a
+    #: number has no country code; numbers written with ``+`` are valid in any region.
+    phone_regions: tuple[str, ...] = DEFAULT_PHONE_REGIONS
+    mode: Mode = "placeholder"
+    #: Environment variable holding the key for ``mode: hash`` (required in that mode).
+    hash_key_env: str = "INFERSHIELD_REDACTION_KEY"
+
+    def __post_init__(self) -> None:
+        _check_regions(self.phone_regions)
+
+
+def _check_regions(regions: Sequence[str]) -> None:
+    import phonenumbers
+
+    if not regions:
+        raise OptionError("phone_regions", "needs at least one region")
+    bad = sorted(set(regions) - phonenumbers.SUPPORTED_REGIONS)
+    if bad:
+        raise OptionError("phone_regions", f"unknown region code(s) {bad}")
+
+
+def _hash_key(opts: Any) -> bytes | None:
+    if opts.mode != "hash":
+        return None
+    value = os.environ.get(opts.hash_key_env, "")
+    if len(value) < 16:
+        # Fail closed: an unkeyed or short-keyed hash of a phone number is guessable.
+        raise OptionError(
+            "hash_key_env",
+            f"mode hash needs a key of at least 16 characters in ${opts.hash_key_env}",
+        )
+    return value.encode("utf-8")
 
 
 class SpanRuleCheck(Check):
-    """Base of checks built on span packs: find, validate, then block or redact."""
+    """Base of checks built on span packs: find, validate, then block or redact.
+
+    Findings and reasons name kinds and counts, never the values.
+    """
 
     Options: ClassVar[type[Any]] = PiiOptions
     stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
@@ -56,7 +98,9 @@ class SpanRuleCheck(Check):
             raise ConfigError(f"detectors: unknown kind(s) {unknown} (known: {sorted(kinds)})")
         if opts.detectors:
             rules = [r for r in rules if r.kind in opts.detectors]
-        self._detector = SpanDetector(rules, cache_dir)
+        self._key = _hash_key(opts)
+        regions = tuple(getattr(opts, "phone_regions", DEFAULT_PHONE_REGIONS))
+        self._detector = SpanDetector(rules, cache_dir, ValidatorOptions(phone_regions=regions))
 
     @classmethod
     def from_config(cls, name: str, options: Any, config: Config) -> SpanRuleCheck:
@@ -72,6 +116,10 @@ class SpanRuleCheck(Check):
     @property
     def kinds(self) -> list[str]:
         return sorted({r.kind for r in self._detector.rules})
+
+    def find(self, text: str) -> list[Finding]:
+        """The validated findings in ``text`` (for tests and tools)."""
+        return self._detector.find(text)
 
     def check(self, ctx: CheckContext) -> Verdict:
         return self.check_batch([ctx])[0]
@@ -91,11 +139,13 @@ class SpanRuleCheck(Check):
         kw: dict[str, Any] = {
             "categories": tuple(dict.fromkeys(f.category for f in findings)),
             "elapsed_ms": elapsed_ms,
+            # Kind -> count: what the audit log records (never the values).
             "details": tuple((k, str(n)) for k, n in sorted(counts.items())),
         }
         if self.options.action == "block":
             return self.block(f"{self.LABEL} found: {kinds}", score, **kw)
-        return self.redact(f"{self.LABEL} redacted: {kinds}", redact(text, findings), score, **kw)
+        rewritten = redact(text, findings, self._key)
+        return self.redact(f"{self.LABEL} redacted: {kinds}", rewritten, score, **kw)
 
 
 class PiiCheck(SpanRuleCheck):

@@ -1,8 +1,9 @@
 """``secrets``: API keys, tokens, private keys and JWTs, found and redacted (or blocked).
 
-Built on the ``secrets`` span pack (case-sensitive key formats); a private-key block is
-redacted from its BEGIN line to its END line, or to the end of the text when the END line
-is missing (fail closed).
+Built on the ``secrets`` span pack: provider token families (prefix, length, alphabet and
+checksum where the format has one), keyword-anchored generic credentials, credentials in
+URLs, JWTs and private keys. A private-key block is redacted from its BEGIN line to its END
+line, or to the end of the text when the END line is missing (fail closed).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from infershield.checks.output.pii import SpanRuleCheck
+from infershield.checks.output.pii import Mode, SpanRuleCheck
 
 Severity = Literal["low", "medium", "high", "critical"]
 
@@ -25,6 +26,9 @@ class SecretsOptions:
     detectors: tuple[str, ...] = ()
     packs: tuple[str, ...] = ("secrets",)
     min_severity: Severity = "low"
+    mode: Mode = "placeholder"
+    #: Environment variable holding the key for ``mode: hash`` (required in that mode).
+    hash_key_env: str = "INFERSHIELD_REDACTION_KEY"
 
 
 class SecretsCheck(SpanRuleCheck):
