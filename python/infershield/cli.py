@@ -51,6 +51,7 @@ def _subcommand_registrars() -> list[Any]:
         "infershield.rules.cli",
         "infershield.server.cli",
         "infershield.detectors.cli",
+        "infershield.training.cli",
         "infershield.top",
         "infershield.audit_cli",
     )

@@ -1,0 +1,1 @@
+"""Offline training and evaluation code (never imported by the runtime)."""
