@@ -165,32 +165,43 @@ def _standard_layers(g: _Graph, x: str, w: Weights, cfg: BertConfig, mask_f: str
 class Spans:
     """Localised scoring inside the graph: besides the whole window, the encoder's token
     states are mean-pooled over spans of ``width`` tokens every ``stride`` tokens (one forward
-    pass), and a span with fewer than ``min_tokens`` real tokens (a window's ragged tail) is
-    ignored. With a head, the graph scores every unit and outputs the logits ``[0, m]`` where
-    ``m`` is the largest attack-minus-benign margin over the units, so a softmax gives the
-    most suspicious unit's attack probability and the runtime needs no change. Padding
-    around an attack then cannot dilute it: some span holds mostly the attack."""
+    pass), plus, for each ``(width, stride)`` in ``finer``, spans of that size too; a span
+    with fewer than ``min_tokens`` real tokens (a window's ragged tail) is ignored. With a
+    head, the graph scores every unit and outputs the logits ``[0, m]`` where ``m`` is the
+    largest attack-minus-benign margin over the units, so a softmax gives the most
+    suspicious unit's attack probability and the runtime needs no change. Padding around an
+    attack then cannot dilute it: some span holds mostly the attack."""
 
     width: int = 64
     stride: int = 32
     min_tokens: int = 16
+    finer: tuple[tuple[int, int], ...] = ()
 
-    def starts(self, window: int) -> list[int]:
-        """Span start offsets (tokens) within a window of ``window`` tokens."""
-        return list(range(0, max(window - self.width, 0) + 1, self.stride))
+    def scales(self) -> list[tuple[int, int]]:
+        return [(self.width, self.stride), *self.finer]
+
+    def starts(self, window: int) -> list[tuple[int, int]]:
+        """(start, width) of every span within a window of ``window`` tokens."""
+        return [(s, w) for w, st in self.scales()
+                for s in range(0, max(window - w, 0) + 1, st)]
 
     def as_meta(self) -> dict[str, str]:
         """The head ``meta`` entries that :meth:`from_meta` reads back."""
-        return {"span_width": str(self.width), "span_stride": str(self.stride),
+        meta = {"span_width": str(self.width), "span_stride": str(self.stride),
                 "span_min_tokens": str(self.min_tokens)}
+        if self.finer:
+            meta["span_finer"] = ",".join(f"{w}/{st}" for w, st in self.finer)
+        return meta
 
     @classmethod
     def from_meta(cls, meta: dict[str, str]) -> Spans | None:
         """The spans a head was trained for (its ``meta``), or None for whole windows."""
         if "span_width" not in meta:
             return None
+        finer = tuple((int(w), int(st)) for w, _, st in
+                      (f.partition("/") for f in meta.get("span_finer", "").split(",") if f))
         return cls(int(meta["span_width"]), int(meta["span_stride"]),
-                   int(meta["span_min_tokens"]))
+                   int(meta["span_min_tokens"]), finer)
 
 
 def _units(g: _Graph, x: str, mask_f: str, spans: Spans, window: int) -> tuple[str, str]:
@@ -199,8 +210,8 @@ def _units(g: _Graph, x: str, mask_f: str, spans: Spans, window: int) -> tuple[s
     f32, i64 = np.float32, np.int64
     starts = spans.starts(window)
     pool = np.zeros((window, len(starts)), f32)
-    for k, s in enumerate(starts):
-        pool[s : s + spans.width, k] = 1.0
+    for k, (s, w) in enumerate(starts):
+        pool[s : s + w, k] = 1.0
     pool = np.concatenate([np.ones((window, 1), f32), pool], axis=1)  # unit 0: whole window
     seq_len = g.op("Shape", ["attention_mask"], start=1, end=2)
     pool_s = g.op("Slice", [g.const("span_pool", pool), g.const("zero_1", np.array([0], i64)),

@@ -51,6 +51,12 @@ def register(sub: Any) -> None:
     sp.add_argument("--head", required=True, metavar="FILE.npz")
     sp.add_argument("--off", action="store_true", help="remove it (whole windows only)")
     sp.set_defaults(func=cmd_set_spans)
+    pp = dsub.add_parser("padding", help="share of attacks a built model blocks with benign "
+                         "padding before/after/around them")
+    pp.add_argument("--model", required=True, metavar="DIR")
+    pp.add_argument("--prefilter", metavar="DIR", help="score through this fast model first")
+    pp.add_argument("--attacks", required=True, metavar="FILE.jsonl")
+    pp.set_defaults(func=cmd_padding)
     b = dsub.add_parser("baseline", help="the shipped head (whole windows) per source")
     _common(b)
     b.add_argument("--head", required=True, metavar="FILE.npz")
@@ -101,13 +107,26 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 def cmd_set_spans(args: argparse.Namespace) -> int:
     from infershield.detectors.head import Head
-    from infershield.training.features import SPANS
+    from infershield.training.features import SHIP_SPANS
 
     path = Path(args.head)
     h = Head.load(path)
     meta = {k: v for k, v in h.meta.items() if not k.startswith("span_")}
     if not args.off:
-        meta.update(SPANS.as_meta())
+        meta.update(SHIP_SPANS.as_meta())
     Head(h.w1, h.b1, h.w2, h.b2, h.labels, h.threshold, meta).save(path)
-    sys.stdout.write(f"{path}: spans {'off' if args.off else SPANS.as_meta()}\n")
+    sys.stdout.write(f"{path}: spans {'off' if args.off else SHIP_SPANS.as_meta()}\n")
+    return 0
+
+
+def cmd_padding(args: argparse.Namespace) -> int:
+    from infershield.detectors.training import load_jsonl
+    from infershield.training.detector import padding_probe
+
+    attacks = [r.text for r in load_jsonl(Path(args.attacks), label=False)]
+    res = padding_probe(Path(args.model), Path(args.prefilter) if args.prefilter else None,
+                        attacks)
+    sys.stdout.write("| padding words | where | blocked |\n|---|---|---|\n")
+    for r in res:
+        sys.stdout.write(f"| {r['words']} | {r['where']} | {r['blocked']:.3f} |\n")
     return 0

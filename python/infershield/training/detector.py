@@ -34,7 +34,7 @@ from infershield.training.crossval import (
     train_units_head,
 )
 from infershield.training.data import WRITTEN, load_written, mutate
-from infershield.training.features import SPANS, UnitFeatures
+from infershield.training.features import SHIP_SPANS, UnitFeatures
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]
@@ -110,7 +110,7 @@ def train_final(c: Corpus, feats: UnitFeatures, recipe: HeadRecipe, threshold: f
     w = np.concatenate([np.ones(len(c.rows) + len(c.aug), np.float32), c.always_weight])
     head = train_units_head(units, _labels(rows), w, recipe)
     if recipe.spans:
-        meta = {**meta, **SPANS.as_meta()}
+        meta = {**meta, **SHIP_SPANS.as_meta()}
     return Head(head.w1, head.b1, head.w2, head.b2, head.labels, threshold, meta)
 
 
@@ -179,3 +179,38 @@ def baseline_shipped(paths: Sequence[Path], cache: Path, head_path: Path,
 
 
 __all__ = ["WRITTEN", "Corpus", "corpus", "cv_and_train", "run_cv", "train_final"]
+
+
+def padding_probe(model_dir: Path, prefilter_dir: Path | None, attacks: Sequence[str],
+                  *, words: Sequence[int] = (0, 10, 50, 300)) -> list[dict[str, Any]]:
+    """Share of ``attacks`` the model (or the prefilter cascade in front of it) blocks at
+    its threshold with ``n`` words of benign padding before, after and around each one."""
+    import yaml
+
+    from infershield.detectors.runtime import Cascade, RuntimeOptions, SequenceClassifier
+    from infershield.training.data import written_path
+
+    spec = yaml.safe_load(written_path().read_text(encoding="utf-8"))
+    filler = " ".join(str(s) for s in spec["fillers"]["benign_pad"]).split()
+    opts = RuntimeOptions(providers=("cpu",), allow_spinning=prefilter_dir is None)
+    main = SequenceClassifier(model_dir, opts)
+    thr = float(main.meta.get("threshold", 0.5))
+    scorer: Any = main
+    if prefilter_dir is not None:
+        fast = SequenceClassifier(prefilter_dir, opts)
+        scorer = Cascade(fast, main, float(fast.meta["clear_below"]))
+
+    def pad(n: int, offset: int) -> str:
+        return " ".join(filler[(offset + i) % len(filler)] for i in range(n))
+
+    out = []
+    for n in words:
+        for where in (("alone",) if n == 0 else ("before", "after", "around")):
+            texts = []
+            for i, a in enumerate(attacks):
+                p = pad(n, 7 * i)
+                texts.append({"alone": a, "before": f"{p} {a}", "after": f"{a} {p}",
+                              "around": f"{p} {a} {pad(n, 7 * i + 3)}"}[where])
+            s = scorer.score(texts)
+            out.append({"words": n, "where": where, "blocked": float((s >= thr).mean())})
+    return out

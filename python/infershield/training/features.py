@@ -31,7 +31,12 @@ WINDOW = 256
 #: Windows per text kept for training: the first and the last (encoding every window of the
 #: longest documents would take hours on 2 CPU cores; the runtime scores every window).
 MAX_WINDOWS = 2
+#: The spans the cached training features pool (64 tokens, stride 32).
 SPANS = Spans()
+#: The spans the shipped graph scores: those, plus 32-token spans every 16 tokens, so a short
+#: attack next to padding fills most of some unit (the head is trained on the 64-token ones;
+#: the finer ones are checked on benign fixtures and the padding probe instead).
+SHIP_SPANS = Spans(finer=((32, 16),))
 
 
 def text_key(text: str) -> str:
@@ -58,7 +63,11 @@ class UnitFeatures:
         self.encoder_path = encoder_path or shipped_encoder_path()
         self.spans = spans
         h = hashlib.sha256(self.encoder_path.read_bytes())
-        h.update(f"units-v1|{spans}|{WINDOW}|w{MAX_WINDOWS}".encode())
+        # (The spelling of the first cached version's key, so its cache stays valid.)
+        key = f"Spans(width={spans.width}, stride={spans.stride}, min_tokens={spans.min_tokens})"
+        if spans.finer:
+            key += f"+{spans.finer}"
+        h.update(f"units-v1|{key}|{WINDOW}|w{MAX_WINDOWS}".encode())
         self.tag = h.hexdigest()[:16]
         self.dir = Path(cache_dir) / f"units-{self.tag}"
         self.dir.mkdir(parents=True, exist_ok=True)

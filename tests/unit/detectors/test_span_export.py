@@ -11,7 +11,7 @@ from infershield.detectors.head import Head
 
 TINY = BertConfig(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=48, max_position_embeddings=40)
-SPANS = Spans(width=8, stride=4, min_tokens=3)
+SPANS = Spans(width=8, stride=4, min_tokens=3, finer=((4, 2),))
 WINDOW = 20
 
 
@@ -47,14 +47,13 @@ def test_units_are_the_whole_window_then_each_span() -> None:
     for b in range(3):
         n = int(mask[b].sum())
         assert count[b, 0] == n
-        for k, s in enumerate(starts, 1):
-            assert count[b, k] == max(0, min(n, s + SPANS.width) - s)
+        for k, (s, width) in enumerate(starts, 1):
+            assert count[b, k] == max(0, min(n, s + width) - s)
     # A padded row's spans equal the same row run alone (padding never leaks into a span).
     alone_u, _ = _run(bert_graph(TINY, w, spans=SPANS, window=WINDOW), ids[1:2, :13],
                       mask[1:2, :13])
     live = count[1] > 0
-    np.testing.assert_allclose(units[1][live][: alone_u.shape[1]],
-                               alone_u[0][: int(live.sum())], atol=2e-5)
+    np.testing.assert_allclose(units[1][live], alone_u[0][live], atol=2e-5)
 
 
 def test_head_graph_outputs_the_most_suspicious_unit() -> None:
@@ -75,3 +74,5 @@ def test_head_graph_outputs_the_most_suspicious_unit() -> None:
 def test_spans_round_trip_through_head_meta() -> None:
     assert Spans.from_meta({}) is None
     assert Spans.from_meta(SPANS.as_meta()) == SPANS
+    assert Spans.from_meta(Spans().as_meta()) == Spans()
+    assert len(SPANS.starts(WINDOW)) == 4 + 9  # widths 8 (stride 4) and 4 (stride 2) in 20
