@@ -41,6 +41,8 @@ def register(sub: Any) -> None:
         p.add_argument("--label-smoothing", type=float, default=0.0)
         p.add_argument("--probe", action="append", default=[], metavar="FILE.jsonl",
                        help="also report the share of these rows flagged (never trained on)")
+        p.add_argument("--cached-only", action="store_true",
+                       help="leave out dataset rows whose features are not cached yet")
         p.add_argument("--report", metavar="FILE.md", help="also write the Markdown report")
         p.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
         if name == "train":
@@ -84,6 +86,7 @@ def cmd_detector(args: argparse.Namespace) -> int:
                                  k=args.folds, target_fpr=args.target_fpr,
                                  written=not args.no_written, augment=not args.no_augment,
                                  final=args.detector_command == "train",
+                                 cached=args.cached_only,
                                  probes=[Path(p) for p in args.probe])
     sys.stdout.write(md)
     if args.report:

@@ -110,6 +110,10 @@ class UnitFeatures:
             self._prefix, self._suffix = _special_tokens(self._tok)
         return self._sess
 
+    def has(self, text: str) -> bool:
+        """Whether ``text``'s features are cached."""
+        return text_key(text) in self._mem
+
     def get(self, texts: Sequence[str], *, shard_every: int = 2000) -> list[TextUnits]:
         """Units of each text (encoding the ones not cached yet; saved every
         ``shard_every`` texts so an interrupted run keeps its work)."""
