@@ -58,6 +58,8 @@ def register(sub: Any) -> None:
     pp.add_argument("--model", required=True, metavar="DIR")
     pp.add_argument("--prefilter", metavar="DIR", help="score through this fast model first")
     pp.add_argument("--attacks", required=True, metavar="FILE.jsonl")
+    pp.add_argument("--pad", required=True, metavar="FILE.jsonl",
+                    help="benign rows whose words pad the attacks (not training text)")
     pp.set_defaults(func=cmd_padding)
     b = dsub.add_parser("baseline", help="the shipped head (whole windows) per source")
     _common(b)
@@ -127,8 +129,9 @@ def cmd_padding(args: argparse.Namespace) -> int:
     from infershield.training.detector import padding_probe
 
     attacks = [r.text for r in load_jsonl(Path(args.attacks), label=False)]
+    pads = [r.text for r in load_jsonl(Path(args.pad), label=False)]
     res = padding_probe(Path(args.model), Path(args.prefilter) if args.prefilter else None,
-                        attacks)
+                        attacks, pads)
     sys.stdout.write("| padding words | where | blocked |\n|---|---|---|\n")
     for r in res:
         sys.stdout.write(f"| {r['words']} | {r['where']} | {r['blocked']:.3f} |\n")

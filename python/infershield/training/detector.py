@@ -199,16 +199,14 @@ __all__ = ["WRITTEN", "Corpus", "corpus", "cv_and_train", "run_cv", "train_final
 
 
 def padding_probe(model_dir: Path, prefilter_dir: Path | None, attacks: Sequence[str],
-                  *, words: Sequence[int] = (0, 10, 50, 300)) -> list[dict[str, Any]]:
+                  padding: Sequence[str], *, words: Sequence[int] = (0, 10, 50, 300)
+                  ) -> list[dict[str, Any]]:
     """Share of ``attacks`` the model (or the prefilter cascade in front of it) blocks at
-    its threshold with ``n`` words of benign padding before, after and around each one."""
-    import yaml
-
+    its threshold with ``n`` words of benign padding (the words of ``padding``, which must
+    not be training text) before, after and around each one."""
     from infershield.detectors.runtime import Cascade, RuntimeOptions, SequenceClassifier
-    from infershield.training.data import written_path
 
-    spec = yaml.safe_load(written_path().read_text(encoding="utf-8"))
-    filler = " ".join(str(s) for s in spec["fillers"]["benign_pad"]).split()
+    filler = " ".join(padding).split()
     opts = RuntimeOptions(providers=("cpu",), allow_spinning=prefilter_dir is None)
     main = SequenceClassifier(model_dir, opts)
     thr = float(main.meta.get("threshold", 0.5))
