@@ -57,7 +57,8 @@ def _subcommand_registrars() -> list[Any]:
     return [register("infershield.rules.cli"), register("infershield.server.cli"),
             _register_models, register("infershield.training.cli"),
             register("infershield.top"), register("infershield.audit_cli"),
-            register("infershield.auth.cli"), register("infershield.redteam.cli")]
+            register("infershield.auth.cli"), register("infershield.redteam.cli"),
+            register("infershield.training.detector_cli")]
 
 
 def _register_models(sub: Any) -> None:

@@ -161,8 +161,76 @@ def _standard_layers(g: _Graph, x: str, w: Weights, cfg: BertConfig, mask_f: str
     return x
 
 
+@dataclasses.dataclass(frozen=True)
+class Spans:
+    """Localised scoring inside the graph: besides the whole window, the encoder's token
+    states are mean-pooled over spans of ``width`` tokens every ``stride`` tokens (one forward
+    pass), plus, for each ``(width, stride)`` in ``finer``, spans of that size too; a span
+    with fewer than ``min_tokens`` real tokens (a window's ragged tail) is ignored. With a
+    head, the graph scores every unit and outputs the logits ``[0, m]`` where ``m`` is the
+    largest attack-minus-benign margin over the units, so a softmax gives the most
+    suspicious unit's attack probability and the runtime needs no change. Padding around an
+    attack then cannot dilute it: some span holds mostly the attack."""
+
+    width: int = 64
+    stride: int = 32
+    min_tokens: int = 16
+    finer: tuple[tuple[int, int], ...] = ()
+
+    def scales(self) -> list[tuple[int, int]]:
+        return [(self.width, self.stride), *self.finer]
+
+    def starts(self, window: int) -> list[tuple[int, int]]:
+        """(start, width) of every span within a window of ``window`` tokens."""
+        return [(s, w) for w, st in self.scales()
+                for s in range(0, max(window - w, 0) + 1, st)]
+
+    def as_meta(self) -> dict[str, str]:
+        """The head ``meta`` entries that :meth:`from_meta` reads back."""
+        meta = {"span_width": str(self.width), "span_stride": str(self.stride),
+                "span_min_tokens": str(self.min_tokens)}
+        if self.finer:
+            meta["span_finer"] = ",".join(f"{w}/{st}" for w, st in self.finer)
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, str]) -> Spans | None:
+        """The spans a head was trained for (its ``meta``), or None for whole windows."""
+        if "span_width" not in meta:
+            return None
+        finer = tuple((int(w), int(st)) for w, _, st in
+                      (f.partition("/") for f in meta.get("span_finer", "").split(",") if f))
+        return cls(int(meta["span_width"]), int(meta["span_stride"]),
+                   int(meta["span_min_tokens"]), finer)
+
+
+def _units(g: _Graph, x: str, mask_f: str, spans: Spans, window: int) -> tuple[str, str]:
+    """Mean-pooled, L2-normalised units ``[B, 1 + K, H]`` (unit 0 = the whole window, then K
+    spans) and their real-token counts ``[B, 1 + K]``."""
+    f32, i64 = np.float32, np.int64
+    starts = spans.starts(window)
+    pool = np.zeros((window, len(starts)), f32)
+    for k, (s, w) in enumerate(starts):
+        pool[s : s + w, k] = 1.0
+    pool = np.concatenate([np.ones((window, 1), f32), pool], axis=1)  # unit 0: whole window
+    seq_len = g.op("Shape", ["attention_mask"], start=1, end=2)
+    pool_s = g.op("Slice", [g.const("span_pool", pool), g.const("zero_1", np.array([0], i64)),
+                            seq_len, g.const("zero_ax", np.array([0], i64))])
+    xm = g.op("Mul", [x, g.op("Unsqueeze", [mask_f, g.const("ax2u", np.array([2], i64))])])
+    summed = g.op("Transpose", [g.op("MatMul", [g.op("Transpose", [xm], perm=[0, 2, 1]),
+                                                pool_s])], perm=[0, 2, 1])  # [B, U, H]
+    count = g.op("MatMul", [mask_f, pool_s])  # [B, U]
+    denom = g.op("Max", [g.op("Unsqueeze", [count, g.const("ax2c", np.array([2], i64))]),
+                         g.const("eps_cnt_u", np.array(1e-9, f32))])
+    pooled = g.op("Div", [summed, denom])
+    norm = g.op("Max", [g.op("ReduceL2", [pooled], axes=[2], keepdims=1),
+                        g.const("eps_norm_u", np.array(1e-12, f32))])
+    return g.op("Div", [pooled, norm]), count
+
+
 def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None, *,
-               fp16: bool = False, fused: bool = False) -> onnx.ModelProto:
+               fp16: bool = False, fused: bool = False, spans: Spans | None = None,
+               window: int = 256) -> onnx.ModelProto:
     """Build the ONNX model for ``cfg``/``w`` (+ optional head); see the module docstring.
 
     With ``fp16`` the embeddings and encoder weights and activations are float16 (half the
@@ -193,6 +261,8 @@ def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None, *,
 
     if fp16:
         x = g.op("Cast", [x], to=TensorProto.FLOAT)
+    if spans is not None:
+        return _span_graph(g, cfg, x, mask_f, spans, window, head, fused)
     # Mean pooling over real tokens, then L2 normalisation (float32).
     m3 = g.op("Unsqueeze", [mask_f, g.const("ax2", np.array([2], i64))])
     ax1 = g.const("ax1", np.array([1], i64))
@@ -225,6 +295,62 @@ def bert_graph(cfg: BertConfig, w: Weights, head: Head | None = None, *,
     opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(MS, 1)] if fused else [])
     model = helper.make_model(graph, opset_imports=opsets, producer_name="infershield")
     model.ir_version = 8  # readable by onnxruntime >= 1.14
+    onnx.checker.check_model(model)
+    return model
+
+
+def _span_graph(g: _Graph, cfg: BertConfig, x: str, mask_f: str, spans: Spans, window: int,
+                head: Head | None, fused: bool) -> onnx.ModelProto:
+    """The outputs of a span-pooling graph (see :class:`Spans`): ``units`` + ``unit_tokens``
+    without a head; with one, ``logits`` ``[B, 2]`` of the most suspicious unit first and the
+    per-unit ``unit_logits`` ``[B, U, 2]`` second."""
+    f32, i64 = np.float32, np.int64
+    units, count = _units(g, x, mask_f, spans, window)
+    batch, seq = "batch", "sequence"
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, [batch, seq])
+              for name in ("input_ids", "attention_mask")]
+    if head is None:
+        g.nodes.append(helper.make_node("Identity", [units], ["units"], name="out"))
+        g.nodes.append(helper.make_node("Identity", [count], ["unit_tokens"], name="out_n"))
+        outputs = [helper.make_tensor_value_info("units", TensorProto.FLOAT,
+                                                 [batch, "units", cfg.hidden_size]),
+                   helper.make_tensor_value_info("unit_tokens", TensorProto.FLOAT,
+                                                 [batch, "units"])]
+    else:
+        if len(head.labels) != 2:
+            raise ConfigError("span pooling needs a two-label head (benign, attack)")
+        h = units
+        if head.w1.size:
+            h = g.op("Relu", [g.op("Add", [g.op("MatMul", [h, g.const("head.w1", head.w1)]),
+                                           g.const("head.b1", head.b1)])])
+        per_unit = g.op("Add", [g.op("MatMul", [h, g.const("head.w2", head.w2)]),
+                                g.const("head.b2", head.b2)])  # [B, U, 2]
+        # Attack-minus-benign margin per unit; a ragged span (too few tokens) is pushed far
+        # below any threshold, the whole window (unit 0) always counts.
+        attack = 0 if head.labels[0].lower() not in ("benign", "safe") else 1
+        sign = np.array([-1.0, 1.0] if attack == 1 else [1.0, -1.0], f32)
+        margin = g.op("ReduceSum", [g.op("Mul", [per_unit, g.const("margin_sign", sign)]),
+                                    g.const("ax_last", np.array([2], i64))], keepdims=0)
+        floor = np.full(count_units := 1 + len(spans.starts(window)), float(spans.min_tokens),
+                        f32)
+        floor[0] = 0.0
+        short = g.op("Cast", [g.op("Less", [count, g.const("unit_floor", floor)])],
+                     to=TensorProto.FLOAT)
+        margin = g.op("Sub", [margin, g.op("Mul", [short, g.const("big_m",
+                                                                  np.array(1e4, f32))])])
+        best = g.op("ReduceMax", [margin], axes=[1], keepdims=1)  # [B, 1]
+        zero = g.op("Mul", [best, g.const("zero_f", np.array(0.0, f32))])
+        pair = [best, zero] if attack == 0 else [zero, best]
+        logits = g.op("Concat", pair, axis=1)
+        g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="out"))
+        g.nodes.append(helper.make_node("Identity", [per_unit], ["unit_logits"], name="out_u"))
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 2]),
+                   helper.make_tensor_value_info("unit_logits", TensorProto.FLOAT,
+                                                 [batch, count_units, 2])]
+    graph = helper.make_graph(g.nodes, "infershield_bert_spans", inputs, outputs, g.inits)
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid(MS, 1)] if fused else [])
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="infershield")
+    model.ir_version = 8
     onnx.checker.check_model(model)
     return model
 
@@ -276,7 +402,7 @@ def _write_dir(out_dir: Path, models: dict[str, onnx.ModelProto],
 
 def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
                   encoder: EncoderOverride | None = None, fp16: bool = False,
-                  int8: bool = False) -> Path:
+                  int8: bool = False, spans: Spans | None = None) -> Path:
     """Export all-MiniLM-L6-v2 to ``out_dir`` (model.onnx, tokenizer.json, config.json).
 
     Without ``head`` the model outputs sentence embeddings; with it, classification logits and
@@ -289,7 +415,11 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
     uses on the CUDA EP when asked. ``int8`` makes ``model.onnx`` itself the CPU-speed
     variant: onnxruntime's fused kernels with int8 weights (dynamic quantisation), about 1.5x
     faster on a CPU than float32; its scores move a little, so choose thresholds on it.
+    ``spans`` (default: what the head's ``meta`` records, if anything) scores short spans of
+    each window as well as the whole window and outputs the most suspicious one's logits.
     """
+    if spans is None and head is not None:
+        spans = Spans.from_meta(head.meta)
     cfg, weights = load_bert(minilm_dir())
     if encoder is not None:
         for name, arr in encoder.weights.items():
@@ -304,12 +434,14 @@ def export_minilm(out_dir: Path, *, head: Head | None, window: int = 256,
                                   f"not in 1..{cfg.num_hidden_layers}")
             cfg = dataclasses.replace(cfg, num_hidden_layers=encoder.num_layers)
     check_layers(cfg, weights)
-    models = {"model.onnx": bert_graph(cfg, weights, head)}
+    models = {"model.onnx": bert_graph(cfg, weights, head, spans=spans, window=window)}
     if int8:
-        models["model.onnx"] = quantize_int8(bert_graph(cfg, weights, head, fused=True))
+        models["model.onnx"] = quantize_int8(
+            bert_graph(cfg, weights, head, fused=True, spans=spans, window=window))
     if fp16:
         # The GPU twin: float16 and onnxruntime's fused kernels (fewer launches per layer).
-        models[FP16_FILE] = bert_graph(cfg, weights, head, fp16=True, fused=True)
+        models[FP16_FILE] = bert_graph(cfg, weights, head, fp16=True, fused=True, spans=spans,
+                                       window=window)
     config: dict[str, object] = {
         "model_type": "bert",
         "base_model": "sentence-transformers/all-MiniLM-L6-v2",

@@ -52,6 +52,11 @@ class ClassifierOptions:
     prefilter_clear: float | None = bounded(None, ge=0.0, le=1.0)
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
+    #: Also score the native normaliser's canonical view of the text (confusables,
+    #: full-width and leetspeak folded, invisibles stripped, ...) when it differs from the
+    #: text beyond case and spacing; the higher score decides and the verdict's ``view``
+    #: detail says which view it came from.
+    canonical: bool = True
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -140,40 +145,82 @@ class ClassifierCheck(Check):
             prefilter_dir = _model_dir(options.prefilter, config)
         return cls(name, options, model_dir, prefilter_dir)
 
-    def _verdict(self, score: float) -> Verdict:
+    def _verdict(self, score: float, canonical: float | None = None) -> Verdict:
+        view = "original"
+        if canonical is not None and canonical > score:
+            score, view = canonical, "canonical"
         score = min(max(score, 0.0), 1.0)
+        details = (("view", view),)
         if score >= self.threshold:
             reason = self.REASON_ATTACK.format(score=score, threshold=self.threshold)
-            return self.block(reason, score, categories=self.categories)
-        return self.allow(score=score)
+            if view != "original":
+                reason += f" ({view} view)"
+            return self.block(reason, score, categories=self.categories, details=details)
+        return self.allow(score=score, details=details if canonical is not None else ())
 
     def _too_long(self) -> Verdict:
         # Fail closed: text we cannot fully score is never waved through.
         return self.block(self.REASON_TOO_LONG, 1.0, categories=self.categories)
 
+    def _canonical(self, ctx: CheckContext) -> str | None:
+        """The canonical view of ``ctx.text`` when it says something the text itself does not
+        (case and spacing alone do not count: the tokenizer ignores them)."""
+        if not self.options.canonical:
+            return None
+        from infershield.native import analysis_for
+
+        norm = analysis_for(ctx).normalized
+        if not norm.strip() or norm == " ".join(ctx.text.lower().split()):
+            return None
+        return norm
+
     def check(self, ctx: CheckContext) -> Verdict:
         try:
-            return self._verdict(self.batcher.score(ctx.text))
+            score = self.batcher.score(ctx.text)
+            canonical = self._canonical(ctx)
+            if canonical is not None:
+                return self._verdict(score, self.batcher.score(canonical))
+            return self._verdict(score)
         except LimitExceeded:
             return self._too_long()
 
     async def acheck(self, ctx: CheckContext) -> Verdict:
-        """Event-loop friendly: awaits the batcher's future instead of blocking the loop."""
+        """Event-loop friendly: awaits the batcher's futures instead of blocking the loop."""
         try:
-            return self._verdict(await asyncio.wrap_future(self.batcher.submit(ctx.text)))
+            canonical = self._canonical(ctx)
+            futures = [self.batcher.submit(ctx.text)]
+            if canonical is not None:
+                futures.append(self.batcher.submit(canonical))
+            scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            return self._verdict(*scores)
         except LimitExceeded:
             return self._too_long()
 
     def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
-        # A batch already is a batch: score it directly, windows sorted by length.
+        # A batch already is a batch: score it directly, windows sorted by length. Each
+        # text's canonical view (when it differs) is scored in the same pass.
+        views = [self._canonical(ctx) for ctx in ctxs]
+        texts = [ctx.text for ctx in ctxs] + [v for v in views if v is not None]
         per_text = [None if isinstance(w, LimitExceeded) else w
-                    for w in self.scorer.windows_each([ctx.text for ctx in ctxs])]
+                    for w in self.scorer.windows_each(texts)]
         ok = [w for w in per_text if w is not None]
-        scores: Iterator[float] = iter(())
+        scored: Iterator[float] = iter(())
         if ok:
             with detector_span(self.model.model_dir.name, len(ok)):
-                scores = iter(self.scorer.score_windows(ok).tolist())
-        return [self._too_long() if w is None else self._verdict(next(scores)) for w in per_text]
+                scored = iter(self.scorer.score_windows(ok).tolist())
+        scores = [None if w is None else next(scored) for w in per_text]
+        out: list[Verdict] = []
+        extra = iter(scores[len(ctxs):])
+        for i, view in enumerate(views):
+            own = scores[i]
+            canon = next(extra) if view is not None else None
+            if own is None or (view is not None and canon is None):
+                out.append(self._too_long())
+            elif canon is None:
+                out.append(self._verdict(own))
+            else:
+                out.append(self._verdict(own, canon))
+        return out
 
     def close(self) -> None:
         self.batcher.close()
