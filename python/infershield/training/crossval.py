@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from infershield.detectors.head import Head, train_head
-from infershield.detectors.training import HEAD_LABELS, Row, auc, binary_target
+from infershield.detectors.head import Head
 from infershield.training.features import TextUnits, stack
+from infershield.training.head import train_head
+from infershield.training.training import HEAD_LABELS, Row, auc, binary_target
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from infershield.detectors.training import Row
+from infershield.training.training import Row
 
 WRITTEN = "written"  # the source of every expanded row
 

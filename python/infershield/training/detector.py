@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from infershield.detectors.examples import examples, multilingual_examples
 from infershield.detectors.head import Head
-from infershield.detectors.training import Row, binary_target, load_jsonl, source_family
 from infershield.training.crossval import (
     CrossSource,
     HeadRecipe,
@@ -34,7 +32,9 @@ from infershield.training.crossval import (
     train_units_head,
 )
 from infershield.training.data import WRITTEN, load_written, mutate
+from infershield.training.examples import examples, multilingual_examples
 from infershield.training.features import SHIP_SPANS, UnitFeatures
+from infershield.training.training import Row, binary_target, load_jsonl, source_family
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]

@@ -126,8 +126,8 @@ def cmd_set_spans(args: argparse.Namespace) -> int:
 
 
 def cmd_padding(args: argparse.Namespace) -> int:
-    from infershield.detectors.training import load_jsonl
     from infershield.training.detector import padding_probe
+    from infershield.training.training import load_jsonl
 
     attacks = [r.text for r in load_jsonl(Path(args.attacks), label=False)]
     pads = [r.text for r in load_jsonl(Path(args.pad), label=False)]

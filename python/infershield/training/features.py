@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from infershield.detectors.export import Spans
-from infershield.detectors.training import window_ids
+from infershield.training.training import window_ids
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from infershield.detectors.bert import BertConfig, random_bert, reference_embed
+from infershield.detectors.bert import BertConfig
 from infershield.detectors.export import Spans, bert_graph
 from infershield.detectors.head import Head
+from infershield.training.bert import random_bert, reference_embed
 
 TINY = BertConfig(vocab_size=60, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=48, max_position_embeddings=40)

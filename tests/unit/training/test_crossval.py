@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from infershield.detectors.training import Row
 from infershield.training.crossval import (
     HeadRecipe,
     assign_folds,
@@ -15,6 +14,7 @@ from infershield.training.crossval import (
     train_units_head,
 )
 from infershield.training.features import TextUnits
+from infershield.training.training import Row
 
 D = 16
 
