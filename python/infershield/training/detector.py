@@ -31,10 +31,10 @@ from infershield.training.crossval import (
     threshold_for_fpr,
     train_units_head,
 )
-from infershield.training.data import WRITTEN, load_written, mutate
 from infershield.training.examples import examples, multilingual_examples
 from infershield.training.features import SHIP_SPANS, UnitFeatures
 from infershield.training.training import Row, binary_target, load_jsonl, source_family
+from infershield.training.written import WRITTEN, load_written, mutate
 
 log = logging.getLogger(__name__)
 F32 = npt.NDArray[np.float32]

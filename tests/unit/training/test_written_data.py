@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infershield.training.data import MUTATORS, load_written, mutate
 from infershield.training.training import Row
+from infershield.training.written import MUTATORS, load_written, mutate
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 
