@@ -93,7 +93,7 @@ class UnitFeatures:
 
             from infershield.detectors.bert import load_encoder
             from infershield.detectors.export import export_minilm
-            from infershield.detectors.runtime import _special_tokens
+            from infershield.detectors.runtime import special_tokens
 
             model_dir = self.dir / "model"
             if not (model_dir / "model.onnx").is_file():
@@ -107,7 +107,7 @@ class UnitFeatures:
             self._tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
             self._tok.no_truncation()
             self._tok.no_padding()
-            self._prefix, self._suffix = _special_tokens(self._tok)
+            self._prefix, self._suffix = special_tokens(self._tok)
         return self._sess
 
     def has(self, text: str) -> bool:
