@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
     ):
         p = dsub.add_parser(name, help=helptext)
         _common(p)
-        p.add_argument("--folds", type=int, default=5)
+        p.add_argument("--folds", type=int, default=5,
+                       help="groups of source repositories, each held out once (default 5)")
         p.add_argument("--target-fpr", type=float, default=0.005,
                        help="pooled out-of-fold benign FPR the threshold is chosen for")
         p.add_argument("--whole-windows", action="store_true",
@@ -35,11 +36,14 @@ def register(sub: Any) -> None:
                        help="leave out the written rows (training/data/written.yaml)")
         p.add_argument("--no-augment", action="store_true",
                        help="leave out the mutated copies of attacks")
-        p.add_argument("--hidden", type=int, default=256)
-        p.add_argument("--epochs", type=int, default=30)
+        p.add_argument("--hidden", type=int, default=256,
+                       help="hidden units of the head's MLP (default 256)")
+        p.add_argument("--epochs", type=int, default=30,
+                       help="training epochs of each head (default 30)")
         p.add_argument("--rounds", type=int, default=2,
                        help="multiple-instance rounds after the first")
-        p.add_argument("--label-smoothing", type=float, default=0.0)
+        p.add_argument("--label-smoothing", type=float, default=0.0,
+                       help="soften the 0/1 targets by this much (default 0)")
         p.add_argument("--probe", action="append", default=[], metavar="FILE.jsonl",
                        help="also report the share of these rows flagged (never trained on)")
         p.add_argument("--cached-only", action="store_true",
@@ -47,25 +51,31 @@ def register(sub: Any) -> None:
         p.add_argument("--report", metavar="FILE.md", help="also write the Markdown report")
         p.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
         if name == "train":
-            p.add_argument("--head-out", required=True, metavar="FILE.npz")
+            p.add_argument("--head-out", required=True, metavar="FILE.npz",
+                           help="where the head trained on everything is written")
         p.set_defaults(func=cmd_detector)
     sp = dsub.add_parser("set-spans", help="record span pooling in a head's meta (the model "
                          "built from it then scores spans as well as whole windows)")
-    sp.add_argument("--head", required=True, metavar="FILE.npz")
+    sp.add_argument("--head", required=True, metavar="FILE.npz",
+                    help="the head file whose meta is changed in place")
     sp.add_argument("--off", action="store_true", help="remove it (whole windows only)")
     sp.set_defaults(func=cmd_set_spans)
     pp = dsub.add_parser("padding", help="share of attacks a built model blocks with benign "
                          "padding before/after/around them")
-    pp.add_argument("--model", required=True, metavar="DIR")
+    pp.add_argument("--model", required=True, metavar="DIR",
+                    help="a built model directory (model.onnx, tokenizer, meta)")
     pp.add_argument("--prefilter", metavar="DIR", help="score through this fast model first")
-    pp.add_argument("--attacks", required=True, metavar="FILE.jsonl")
+    pp.add_argument("--attacks", required=True, metavar="FILE.jsonl",
+                    help="attack rows ({\"text\": ...}) to pad")
     pp.add_argument("--pad", required=True, metavar="FILE.jsonl",
                     help="benign rows whose words pad the attacks (not training text)")
     pp.set_defaults(func=cmd_padding)
     b = dsub.add_parser("baseline", help="the shipped head (whole windows) per source")
     _common(b)
-    b.add_argument("--head", required=True, metavar="FILE.npz")
-    b.add_argument("--threshold", type=float)
+    b.add_argument("--head", required=True, metavar="FILE.npz",
+                   help="the head to score (e.g. python/infershield/models/injection_head.npz)")
+    b.add_argument("--threshold", type=float,
+                   help="threshold to report at (default: the head's own)")
     b.set_defaults(func=cmd_baseline)
 
 
