@@ -52,10 +52,13 @@ class ClassifierOptions:
     prefilter_clear: float | None = bounded(None, ge=0.0, le=1.0)
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
-    #: Also score the native normaliser's canonical view of the text (confusables,
-    #: full-width and leetspeak folded, invisibles stripped, ...) when it differs from the
-    #: text beyond case and spacing; the higher score decides and the verdict's ``view``
-    #: detail says which view it came from.
+    #: Judge the native normaliser's canonical view of the text (confusables, full-width and
+    #: leetspeak folded, spelled-out letters joined, invisibles stripped, blobs decoded …)
+    #: when it differs from the text beyond case and spacing: content, not form. The model
+    #: scores the odd form itself as an attack (spaced-out benign text: 28 of 40 blocked
+    #: raw, 2 of 40 on its canonical view), while a disguised attack reads as an attack in
+    #: the canonical view. The verdict's ``view`` detail says which view was judged, and
+    #: ``original_score`` keeps the raw text's score for the audit log.
     canonical: bool = True
 
     def __post_init__(self) -> None:
@@ -147,10 +150,12 @@ class ClassifierCheck(Check):
 
     def _verdict(self, score: float, canonical: float | None = None) -> Verdict:
         view = "original"
-        if canonical is not None and canonical > score:
+        details: tuple[tuple[str, str], ...] = (("view", view),)
+        if canonical is not None:
+            # Content, not form: the canonical view is what the text says.
+            details = (("view", "canonical"), ("original_score", f"{score:.3f}"))
             score, view = canonical, "canonical"
         score = min(max(score, 0.0), 1.0)
-        details = (("view", view),)
         if score >= self.threshold:
             reason = self.REASON_ATTACK.format(score=score, threshold=self.threshold)
             if view != "original":
