@@ -47,13 +47,13 @@ from infershield.errors import (
     PermissionDenied,
     UpstreamError,
 )
-from infershield.limits import (
-    CheckBudget,
+from infershield.limits.budgets import (
     OutputTokenMeter,
     check_inputs,
     check_output_texts,
     check_request_bytes,
 )
+from infershield.limits.deadline import CheckBudget
 from infershield.pipeline import Pipeline, PipelineResult
 from infershield.policy import UNTRUSTED_ROLES, Policy
 from infershield.reload import pinned_policy

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from infershield.config import Config, LimitsConfig
-from infershield.limits import ConcurrencyLimiter
+from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.reload import PolicyHolder, pinned_policy
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
@@ -119,7 +119,7 @@ def test_queued_call_past_its_deadline_leaves_the_queue() -> None:
 
 
 def test_rate_limit_per_caller_names_the_limit() -> None:
-    from infershield.limits import RateLimiter
+    from infershield.limits.ratelimit import RateLimiter
 
     async def main() -> None:
         limiter = ConcurrencyLimiter(max_concurrency=8, max_queue=8)
@@ -213,7 +213,7 @@ def test_server_wires_limiter_and_queue_metric() -> None:
 def test_repeated_blocks_quarantine_the_caller() -> None:
     """Automated incident response: after N blocked requests the caller is shut out."""
     from infershield.errors import Blocked
-    from infershield.limits import Quarantine
+    from infershield.limits.quarantine import Quarantine
 
     async def main() -> None:
         limiter = ConcurrencyLimiter(max_concurrency=8, max_queue=8)

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from infershield.errors import Blocked
-from infershield.limits import ConcurrencyLimiter
+from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
 

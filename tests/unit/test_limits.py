@@ -11,18 +11,12 @@ import pytest
 from infershield.checks.base import Check, CheckContext
 from infershield.config import LimitsConfig
 from infershield.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, LimitExceeded
-from infershield.limits import (
-    BreakerState,
-    CheckBudget,
-    CircuitBreaker,
-    ConcurrencyLimiter,
-    Deadline,
-    OutputTokenMeter,
-    Quarantine,
-    RateLimiter,
-    check_inputs,
-    check_request_bytes,
-)
+from infershield.limits.breaker import BreakerState, CircuitBreaker
+from infershield.limits.budgets import OutputTokenMeter, check_inputs, check_request_bytes
+from infershield.limits.concurrency import ConcurrencyLimiter
+from infershield.limits.deadline import CheckBudget, Deadline
+from infershield.limits.quarantine import Quarantine
+from infershield.limits.ratelimit import RateLimiter
 from infershield.pipeline import Pipeline, Step
 from infershield.tokens import ByteTokenCounter, HFTokenCounter, TokenCounters, find_tokenizer
 from infershield.verdict import Verdict
@@ -485,7 +479,7 @@ class TestQuarantine:
         ("after", "window", "duration"), [(0, 1.0, 1.0), (1, 0.0, 1.0), (1, 1.0, -1.0)]
     )
     def test_bad_settings_are_rejected(self, after: int, window: float, duration: float) -> None:
-        from infershield.limits import Quarantine
+        from infershield.limits.quarantine import Quarantine
 
         with pytest.raises(ValueError):
             Quarantine(after, window, duration)

@@ -312,7 +312,7 @@ def test_onnx_session_runs_inside_the_worker(tmp_path: Path) -> None:
 
 
 def test_flood_past_the_limiter_sheds_and_serves_the_rest() -> None:
-    from infershield.limits import ConcurrencyLimiter
+    from infershield.limits.concurrency import ConcurrencyLimiter
 
     async def body(pool: WorkerPool) -> None:
         limiter = ConcurrencyLimiter(max_concurrency=2, max_queue=4)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from infershield.errors import FirewallError
-from infershield.limits import Deadline
+from infershield.limits.deadline import Deadline
 
 if TYPE_CHECKING:
     from tritonclient.grpc import service_pb2 as pb

@@ -23,7 +23,7 @@ from infershield.backends.base import (
     CallContext,
 )
 from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallError, UpstreamError
-from infershield.limits import CircuitBreaker, is_upstream_failure
+from infershield.limits.breaker import CircuitBreaker, is_upstream_failure
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.instrument import (
     current_rpc_name,

@@ -14,7 +14,7 @@ become statuses there). For each call to the Triton service or the own API it:
   token buckets and shared quarantine of :mod:`infershield.abuse` (``ratelimit``, off by
   default; RESOURCE_EXHAUSTED naming the limit, with ``retry-after``), feeds the caller's
   anomaly detector when the call ends (``anomaly``), and takes a slot from the
-  :class:`~infershield.limits.ConcurrencyLimiter`: past ``max_concurrency`` running and
+  :class:`~infershield.limits.concurrency.ConcurrencyLimiter`: past ``max_concurrency`` running and
   ``max_queue`` waiting, the call gets RESOURCE_EXHAUSTED (``infershield-limit: max_queue``)
   at once, and a queued call whose deadline passes gets DEADLINE_EXCEEDED (stage ``queue``).
 
@@ -34,7 +34,10 @@ import grpc
 from infershield.abuse.control import AbuseControl
 from infershield.auth.access import current_identity
 from infershield.errors import Blocked
-from infershield.limits import ConcurrencyLimiter, Deadline, Quarantine, RateLimiter
+from infershield.limits.concurrency import ConcurrencyLimiter
+from infershield.limits.deadline import Deadline
+from infershield.limits.quarantine import Quarantine
+from infershield.limits.ratelimit import RateLimiter
 from infershield.reload import PolicyHolder
 from infershield.telemetry.instrument import current_rpc_name
 

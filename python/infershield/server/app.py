@@ -32,7 +32,8 @@ from infershield.backends.base import Backend, build_backend
 from infershield.config import Config, is_loopback
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
-from infershield.limits import ConcurrencyLimiter, Quarantine
+from infershield.limits.concurrency import ConcurrencyLimiter
+from infershield.limits.quarantine import Quarantine
 from infershield.policy import Policy
 from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
