@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from infershield.backends.local_model import onnx_model
+from infershield.backends.sandbox import ModelError, ModelSpec, WorkerPool
 from infershield.config import BackendConfig
 from infershield.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, LimitExceeded
-from infershield.sandbox import ModelError, ModelSpec, WorkerPool, onnx_model
 
-TESTS = str(Path(__file__).resolve().parents[1])
+TESTS = str(Path(__file__).resolve().parents[2])
 NAMES = ("echo", "sleepy", "hog", "spin", "suicide", "raises", "rejects")
 SPECS = {n: ModelSpec(factory=f"sandbox_models:{n}", sys_path=(TESTS,)) for n in NAMES}
 
@@ -234,7 +235,7 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
     # No ``if __name__ == "__main__"`` guard on purpose: the pool must not need one.
     script.write_text(
         "import asyncio, sys, time\n"
-        "from infershield.sandbox import ModelSpec, WorkerPool\n"
+        "from infershield.backends.sandbox import ModelSpec, WorkerPool\n"
         f"specs = {{'sleepy': ModelSpec(factory='sandbox_models:sleepy', sys_path=({TESTS!r},))}}\n"
         "async def main():\n"
         "    pool = WorkerPool(specs, workers=2)\n"
@@ -296,7 +297,8 @@ def test_onnx_session_runs_inside_the_worker(tmp_path: Path) -> None:
     onnx.save(model, str(path))
     import numpy as np
 
-    specs = {"add": ModelSpec(factory="infershield.sandbox:onnx_model", args=(str(path),))}
+    factory = "infershield.backends.local_model:onnx_model"
+    specs = {"add": ModelSpec(factory=factory, args=(str(path),))}
     assert callable(onnx_model)
 
     async def main() -> None:
