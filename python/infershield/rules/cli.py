@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from infershield.rules import RulePack, load_pack, load_packs, shipped_packs
+from infershield.rules.packs import RulePack, load_pack, load_packs, shipped_packs
 
 
 def register(subparsers: Any) -> None:
