@@ -24,7 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from infershield.abuse import control as abuse_control
 from infershield.audit import AuditLog
 from infershield.auth.access import Identity, authorize, request_model
-from infershield.backends.base import Backend, CallContext
+from infershield.backends.base import Backend
 from infershield.backends.tensors import (
     TextTensor,
     encode_bytes,
@@ -35,6 +35,7 @@ from infershield.backends.tensors import (
     uses_shared_memory,
     validate_request_tensors,
 )
+from infershield.call import CallContext
 from infershield.canary import new_canary, plant, plant_in_chat
 from infershield.checks.base import CheckContext, Stage
 from infershield.config import PolicyConfig

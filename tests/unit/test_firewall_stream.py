@@ -14,8 +14,9 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.audit import AuditLog
-from infershield.backends.base import Backend, CallContext
+from infershield.backends.base import Backend
 from infershield.backends.tensors import decode_bytes, encode_bytes
+from infershield.call import CallContext
 from infershield.config import load_config
 from infershield.firewall import EMPTY_FINAL, FINAL_RESPONSE, Firewall
 from infershield.policy import Policy

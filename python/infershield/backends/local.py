@@ -26,9 +26,10 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
-from infershield.backends.base import Backend, CallContext, Unsupported
+from infershield.backends.base import Backend, Unsupported
 from infershield.backends.sandbox import ModelSpec, WorkerPool
 from infershield.backends.tensors import input_array, numpy_datatype, raw_array
+from infershield.call import CallContext
 from infershield.config import build, read_yaml
 from infershield.errors import (
     BackendUnavailable,

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from infershield.auth.access import Identity, current_identity
-from infershield.backends.base import CallContext
+from infershield.call import CallContext
 from infershield.config import LimitsConfig
 from infershield.limits.deadline import Deadline
 
