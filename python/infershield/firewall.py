@@ -625,7 +625,7 @@ class Firewall:
                 "ModelConfig", pb.ModelConfigRequest(name=model, version=version), ctx
             )
         except UpstreamError as exc:
-            if exc.grpc_code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
+            if exc.unknown_model:
                 raise NotFound(
                     f"unknown model {model!r}" + (f" version {version!r}" if version else "")
                 ) from None

@@ -12,10 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from infershield.call import CallContext
-from infershield.errors import FirewallError
 
 if TYPE_CHECKING:
     from tritonclient.grpc import service_pb2 as pb
@@ -60,12 +57,6 @@ IDEMPOTENT_METHODS: frozenset[str] = frozenset(
         "CudaSharedMemoryStatus",
     }
 )
-
-
-class Unsupported(FirewallError):
-    """The backend does not implement this RPC (e.g. shared memory on the local backend)."""
-
-    grpc_code = grpc.StatusCode.UNIMPLEMENTED
 
 
 class Backend(abc.ABC):

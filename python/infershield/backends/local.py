@@ -26,7 +26,7 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
-from infershield.backends.base import Backend, Unsupported
+from infershield.backends.base import Backend
 from infershield.backends.sandbox import ModelSpec, WorkerPool
 from infershield.backends.tensors import input_array, numpy_datatype, raw_array
 from infershield.call import CallContext
@@ -37,6 +37,7 @@ from infershield.errors import (
     FirewallError,
     InvalidRequest,
     NotFound,
+    Unsupported,
 )
 
 if TYPE_CHECKING:

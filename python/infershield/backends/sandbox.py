@@ -40,14 +40,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from infershield.errors import (
     BackendUnavailable,
     DeadlineExceeded,
-    FirewallError,
     InvalidRequest,
     LimitExceeded,
+    ModelError,
 )
 
 if TYPE_CHECKING:
@@ -67,12 +65,6 @@ _OK, _MEMORY, _INVALID, _ERROR, _READY, _LOAD_FAILED = (
     "ready",
     "load_failed",
 )
-
-
-class ModelError(FirewallError):
-    """The model itself raised while running; the worker is healthy and stays."""
-
-    grpc_code = grpc.StatusCode.INTERNAL
 
 
 @dataclass(frozen=True, kw_only=True)

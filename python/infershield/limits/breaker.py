@@ -24,14 +24,12 @@ class BreakerState(str, enum.Enum):
 
 def is_upstream_failure(exc: BaseException) -> bool:
     """Errors that say the upstream is unhealthy (not that the caller's request was bad)."""
-    import grpc
-
     if isinstance(exc, BackendUnavailable):
         return True
     if isinstance(exc, DeadlineExceeded):
         return exc.stage.startswith("upstream")
     if isinstance(exc, UpstreamError):
-        return exc.grpc_code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
+        return exc.unhealthy
     if isinstance(exc, FirewallError):
         return False
     return isinstance(exc, (OSError, ConnectionError))

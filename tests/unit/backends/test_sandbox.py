@@ -13,9 +13,15 @@ from typing import Any
 import pytest
 
 from infershield.backends.local_model import onnx_model
-from infershield.backends.sandbox import ModelError, ModelSpec, WorkerPool
+from infershield.backends.sandbox import ModelSpec, WorkerPool
 from infershield.config import BackendConfig
-from infershield.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, LimitExceeded
+from infershield.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidRequest,
+    LimitExceeded,
+    ModelError,
+)
 
 TESTS = str(Path(__file__).resolve().parents[2])
 NAMES = ("echo", "sleepy", "hog", "spin", "suicide", "raises", "rejects")
