@@ -159,7 +159,16 @@ def render_chat(turns: Sequence[ChatTurn]) -> str:
 class Firewall:
     """Screens Triton requests and responses around a backend."""
 
-    def __init__(self, policy: Policy, backend: Backend, *, schema_ttl_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        backend: Backend,
+        *,
+        audit: AuditLog | None = None,
+        schema_ttl_s: float = 10.0,
+    ) -> None:
+        """``audit`` records screening decisions (None when ``audit.path`` is unset); the
+        firewall closes it in :meth:`close`."""
         self._policy = policy
         self.backend = backend
         self.schema_ttl_s = schema_ttl_s
@@ -167,7 +176,7 @@ class Firewall:
         #: Per-model tokenizers for token limits; models without one get byte limits only.
         self.tokens = TokenCounters()
         #: Tamper-evident record of screening decisions; None when ``audit.path`` is unset.
-        self.audit: AuditLog | None = None
+        self.audit = audit
 
     # ------------------------------------------------------------------ lifecycle
 

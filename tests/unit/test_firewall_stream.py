@@ -105,8 +105,7 @@ def run(
     )
     pol = Policy.from_config(load_config(path, env={}))
     backend = ScriptedBackend(script)
-    fw = Firewall(pol, backend)
-    fw.audit = AuditLog(tmp_path / "audit.jsonl")
+    fw = Firewall(pol, backend, audit=AuditLog(tmp_path / "audit.jsonl"))
 
     async def go() -> list[Any]:
         async def reqs() -> AsyncIterator[Any]:

@@ -129,8 +129,7 @@ class FirewallServer:
         policy = self._policy or Policy.from_config(cfg)
         try:
             backend = self._backend or build_backend(cfg)
-            self.firewall = Firewall(policy, backend)
-            self.firewall.audit = AuditLog.from_config(
+            audit = AuditLog.from_config(
                 cfg.audit.path,
                 cfg.audit.key_env,
                 cfg.audit.record_allowed,
@@ -139,6 +138,7 @@ class FirewallServer:
                 rotate_bytes=cfg.audit.rotate_bytes,
                 rotate_s=cfg.audit.rotate_s,
             )
+            self.firewall = Firewall(policy, backend, audit=audit)
             await self.firewall.start()
             self.abuse = AbuseControl.from_config(cfg, audit=self.firewall.audit)
         except BaseException:
