@@ -336,20 +336,9 @@ class Firewall:
             )
             for i, r in zip(idx, results, strict=True):
                 if r.blocked:
-                    v = r.blocking_verdict
-                    assert v is not None  # a blocked result has a blocking verdict
-                    exc = Blocked(
-                        check=v.check,
-                        reason=f"{v.reason} (message {i})",
-                        categories=v.categories or tuple(r.categories),
-                        stage="input",
-                        score=r.score,
-                        explain=policy.config.policy.explain_blocks,
-                        details=v.details,
-                        role=role,
+                    raise _blocked(
+                        r, f"message {i}", "input", policy.config.policy.explain_blocks, role
                     )
-                    record_block(exc)
-                    raise exc
                 if r.decision is Decision.REDACT:
                     turns[i] = ChatTurn(role, r.text)
                 untrusted.append((i, role, r))
@@ -760,19 +749,7 @@ def _apply(
         mine = [next(it) for _ in t.texts]
         for i, r in enumerate(mine):
             if r.blocked:
-                v = r.blocking_verdict
-                assert v is not None  # a blocked result has a blocking verdict
-                exc = Blocked(
-                    check=v.check,
-                    reason=f"{v.reason} ({stage} {t.name!r} element {i})",
-                    categories=v.categories or tuple(r.categories),
-                    stage=stage,
-                    score=r.score,
-                    explain=policy.explain_blocks,
-                    details=v.details,
-                )
-                record_block(exc)
-                raise exc
+                raise _blocked(r, f"{stage} {t.name!r} element {i}", stage, policy.explain_blocks)
         if any(r.decision is Decision.REDACT for r in mine):
             rewrite(t, [r.text for r in mine])
 
@@ -806,6 +783,27 @@ def _add_tails(
             resp.raw_output_contents.append(encode_bytes(elems))
         else:
             t.contents.bytes_contents.extend(elems)
+
+
+def _blocked(
+    result: PipelineResult, where: str, stage: str, explain: bool, role: str = ""
+) -> Blocked:
+    """The Blocked error for a blocked ``result`` (its reason tagged with ``where``),
+    recorded on the RPC's span; what the caller learns follows ``explain``."""
+    v = result.blocking_verdict
+    assert v is not None  # a blocked result has a blocking verdict
+    exc = Blocked(
+        check=v.check,
+        reason=f"{v.reason} ({where})",
+        categories=v.categories or tuple(result.categories),
+        stage=stage,
+        score=result.score,
+        explain=explain,
+        details=v.details,
+        role=role,
+    )
+    record_block(exc)
+    return exc
 
 
 def _disclosed(exc: Blocked, policy: PolicyConfig) -> Blocked:
