@@ -25,7 +25,7 @@ def test_each_blocked_request_logs_one_line_without_the_prompt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def main() -> None:
-        interceptor = AdmissionInterceptor(ConcurrencyLimiter(4, 4), None, None, None)
+        interceptor = AdmissionInterceptor(ConcurrencyLimiter(4, 4), None, None)
 
         async def infer(request: bytes, context: Any) -> bytes:
             if request != b"benign":

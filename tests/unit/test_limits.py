@@ -16,7 +16,6 @@ from infershield.limits.budgets import OutputTokenMeter, check_inputs, check_req
 from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.limits.deadline import CheckBudget, Deadline
 from infershield.limits.quarantine import Quarantine
-from infershield.limits.ratelimit import RateLimiter
 from infershield.pipeline import Pipeline, Step
 from infershield.tokens import ByteTokenCounter, HFTokenCounter, TokenCounters, find_tokenizer
 from infershield.verdict import Verdict
@@ -289,24 +288,6 @@ def test_limiter_rejects_bad_sizes() -> None:
 
 
 # --------------------------------------------------------------------------- rate limit
-
-
-def test_rate_limiter_buckets_per_caller() -> None:
-    clock = FakeClock()
-    rl = RateLimiter(rate=2, burst=3, max_keys=2, clock=clock)
-    for _ in range(3):
-        rl.try_acquire("alice")
-    with pytest.raises(LimitExceeded) as ei:
-        rl.try_acquire("alice")
-    assert ei.value.limit == "rate"
-    assert ei.value.retry_after_s == pytest.approx(0.5)  # one token at 2/s
-    rl.try_acquire("bob")  # other callers have their own bucket
-    clock.now += 0.5  # one token refilled
-    rl.try_acquire("alice")
-    with pytest.raises(LimitExceeded):
-        rl.try_acquire("alice")
-    rl.try_acquire("carol")
-    assert len(rl) == 2  # bounded: the least recently used caller was forgotten
 
 
 # --------------------------------------------------------------------------- breaker

@@ -3,7 +3,7 @@
 - :mod:`.deadline`: the request's deadline and the per-check budget;
 - :mod:`.budgets`: size, batch and token budgets of one request;
 - :mod:`.concurrency`: load shedding (running slots and a bounded queue);
-- :mod:`.ratelimit` and :mod:`.quarantine`: in-process per-caller limits;
+- :mod:`.quarantine`: in-process quarantine of callers that keep getting blocked;
 - :mod:`.breaker`: the circuit breaker around the upstream.
 
 Every rejection is a :class:`~infershield.errors.FirewallError` that names the limit

@@ -37,7 +37,6 @@ from infershield.errors import Blocked
 from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.limits.deadline import Deadline
 from infershield.limits.quarantine import Quarantine
-from infershield.limits.ratelimit import RateLimiter
 from infershield.reload import PolicyHolder
 from infershield.telemetry.instrument import current_rpc_name
 
@@ -80,14 +79,12 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self,
         limiter: ConcurrencyLimiter,
         holder: PolicyHolder | None = None,
-        rate: RateLimiter | None = None,
         quarantine: Quarantine | None = None,
         *,
         abuse: AbuseControl | None = None,
     ) -> None:
         self.limiter = limiter
         self.holder = holder
-        self.rate = rate
         self.quarantine = quarantine
         self.abuse = abuse
 
@@ -122,11 +119,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         limits = self.holder.current.config.limits
         return Deadline.effective(limits.deadline_s, context.time_remaining())
 
-    def _check_rate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _check_quarantine(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if self.quarantine is not None:
             self.quarantine.check(caller_of(context))
-        if self.rate is not None:
-            self.rate.try_acquire(caller_of(context))
 
     @contextlib.contextmanager
     def _striking(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
@@ -177,7 +172,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if not admit:
                 with self._pinned():
                     return await behavior(request, context)
-            self._check_rate(context)
+            self._check_quarantine(context)
             async with self._abuse_call(context, request), self.limiter.slot(
                 self._deadline(context)
             ):
@@ -195,7 +190,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     async for response in behavior(request_iterator, context):
                         yield response
                 return
-            self._check_rate(context)
+            self._check_quarantine(context)
             async with self._abuse_call(context), self.limiter.slot(self._deadline(context)):
                 with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):

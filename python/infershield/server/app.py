@@ -168,9 +168,7 @@ class FirewallServer:
         interceptors = [
             ErrorInterceptor(),
             AccessInterceptor(self.access, mtls=bool(cfg.server.tls.client_ca)),
-            AdmissionInterceptor(
-                self.limiter, self.holder, None, self.quarantine, abuse=self.abuse
-            ),
+            AdmissionInterceptor(self.limiter, self.holder, self.quarantine, abuse=self.abuse),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
         triton_service.add_to_server(self.firewall, server)
