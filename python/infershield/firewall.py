@@ -134,6 +134,17 @@ class InferOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamError:
+    """One request of a stream failed (blocked, invalid, over a limit); the stream goes on.
+    The servicer tells the caller in-band, in ModelStreamInfer's ``error_message``."""
+
+    request_id: str
+    model: str
+    version: str
+    error: FirewallError
+
+
+@dataclass(frozen=True, slots=True)
 class ChatTurn:
     """One chat message of ``Infer``: its role and its text."""
 
@@ -426,18 +437,20 @@ class Firewall:
 
     async def stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], ctx: CallContext
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> AsyncIterator[pb.ModelStreamInferResponse | StreamError]:
         """ModelStreamInfer: each request is screened before it goes upstream. The responses
         of a decoupled request (one with an id) are screened as one text across response
         boundaries (:class:`~infershield.stream.StreamScreener`): the last
         ``policy.stream_holdback_chars`` are held back until what follows shows they are
-        safe, and flushed with the final response. A block or a bad request becomes an
-        in-stream error response (with ``triton_final_response``), never a silent
-        truncation; later responses of a blocked request are dropped. Upstream failure ends
-        the stream."""
+        safe, and flushed with the final response. A block or a bad request becomes a
+        :class:`StreamError` (the servicer sends it as an in-stream error response with
+        ``triton_final_response``), never a silent truncation; later responses of a blocked
+        request are dropped. Upstream failure ends the stream."""
         authorize(ctx.identity, "ModelStreamInfer")
         policy = self.policy
-        out: asyncio.Queue[pb.ModelStreamInferResponse | BaseException | None] = asyncio.Queue()
+        out: asyncio.Queue[pb.ModelStreamInferResponse | StreamError | BaseException | None] = (
+            asyncio.Queue()
+        )
         upstream: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
         protections: dict[str, Protected] = {}
         # Ids whose caller did not ask for an empty final response (the firewall always does,
@@ -456,7 +469,7 @@ class Firewall:
                         await self._check_request(policy, req, ctx)
                         prot = self._protect_request(policy, req)
                     except FirewallError as exc:
-                        await out.put(_stream_error(req.id, req.model_name, req.model_version, exc))
+                        await out.put(StreamError(req.id, req.model_name, req.model_version, exc))
                         continue
                     if req.id:
                         protections[req.id] = prot
@@ -517,7 +530,7 @@ class Firewall:
                                 if not _is_final(ir):
                                     blocked.add(ir.id)
                             await out.put(
-                                _stream_error(ir.id, ir.model_name, ir.model_version, exc)
+                                StreamError(ir.id, ir.model_name, ir.model_version, exc)
                             )
                             continue
                     if ir.id and (resp.error_message or _is_final(ir)):
@@ -837,16 +850,3 @@ def _is_final(resp: pb.ModelInferResponse) -> bool:
     if FINAL_RESPONSE not in resp.parameters:
         return True
     return bool(resp.parameters[FINAL_RESPONSE].bool_param)
-
-
-def _stream_error(
-    request_id: str, model: str, version: str, exc: FirewallError
-) -> pb.ModelStreamInferResponse:
-    resp = pb.ModelStreamInferResponse(
-        error_message=f"{exc.grpc_code.name}: {exc.message}",
-        infer_response=pb.ModelInferResponse(
-            id=request_id, model_name=model, model_version=version
-        ),
-    )
-    resp.infer_response.parameters[FINAL_RESPONSE].bool_param = True
-    return resp

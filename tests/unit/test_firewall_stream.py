@@ -18,8 +18,9 @@ from infershield.backends.base import Backend
 from infershield.backends.tensors import decode_bytes, encode_bytes
 from infershield.call import CallContext
 from infershield.config import load_config
-from infershield.firewall import EMPTY_FINAL, FINAL_RESPONSE, Firewall
+from infershield.firewall import EMPTY_FINAL, FINAL_RESPONSE, Firewall, StreamError
 from infershield.policy import Policy
+from infershield.server.interceptor import stream_error_response
 
 EMAIL = "jane.doe@example.org"
 Script = Callable[[pb.ModelInferRequest], list[tuple[str | None, bool]]]
@@ -112,7 +113,11 @@ def run(
             for r in requests:
                 yield r
 
-        return [r async for r in fw.stream_infer(reqs(), CallContext.after(10))]
+        # In-stream errors as the servicer sends them (ModelStreamInfer's error_message).
+        return [
+            stream_error_response(r) if isinstance(r, StreamError) else r
+            async for r in fw.stream_infer(reqs(), CallContext.after(10))
+        ]
 
     try:
         return asyncio.run(go()), backend
