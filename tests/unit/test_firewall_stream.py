@@ -212,7 +212,7 @@ def test_system_prompt_of_the_model_is_guarded_in_streams(tmp_path: Path) -> Non
 def test_a_blocked_request_drops_its_later_responses_and_others_go_on(tmp_path: Path) -> None:
     def script(req: Any) -> list[tuple[str | None, bool]]:
         if req.id == "bad":
-            return pieces("key AKIAIOSFODNN7EXAMPLE " + "x " * 100, 10)
+            return pieces("key AKIAHJGONJRJUPPXDL3R " + "x " * 100, 10)
         return pieces("all fine here " * 20, 10)
 
     policy = {**POLICY, "output": [{"type": "secrets", "options": {"action": "block"}}]}
