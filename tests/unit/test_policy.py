@@ -92,7 +92,7 @@ def test_holdback_is_derived_or_configured(tmp_path: Path) -> None:
         ({"canary": True, "output": [{"type": "prompt_leak", "enabled": False}]}, "policy.canary"),
         ({"text_tensors": ["TEXT"], "system_prompt_tensor": "SYS"}, "policy.system_prompt_tensor"),
         ({"output": [{"type": "prompt_leak", "options": {"min_span_words": 1}}]},
-         "policy.output[0]: min_span_words"),
+         "policy.output[0].options.min_span_words"),
         ({"output": [{"type": "exfil_links", "options": {"allowed_domains": ["a b"]}}]},
          "policy.output[0]: allowed_domains[0]"),
         ({"input": [{"type": "prompt_leak"}]}, "policy.input[0]"),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from infershield.checks.base import Check, CheckContext, Stage
-from infershield.errors import ConfigError
+from infershield.config import bounded, check_bounds
 from infershield.verdict import Verdict
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -38,8 +38,11 @@ CANARY_MATCH_CHARS = 96
 class PromptLeakOptions:
     """Options of the ``prompt_leak`` check."""
 
-    #: Consecutive words of the system prompt that make a leak.
-    min_span_words: int = 8
+    #: Consecutive words of the system prompt that make a leak (shorter spans are ordinary).
+    min_span_words: int = bounded(8, ge=3)
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @functools.lru_cache(maxsize=256)
@@ -90,8 +93,6 @@ class PromptLeakCheck(Check):
 
     def __init__(self, name: str, options: PromptLeakOptions | None = None) -> None:
         super().__init__(name, options)
-        if self.options.min_span_words < 3:
-            raise ConfigError("min_span_words: must be at least 3 (shorter spans are ordinary)")
 
     def max_match_chars(self) -> int | None:
         """The longest encoded canary; a system prompt's span is per request
