@@ -160,7 +160,6 @@ def firewall(
     the config and log files (default: the policy).
     ``extra`` adds config sections (the rate limiter rows).
     """
-    import tritonclient.grpc as tg
 
     port = _free_port()
     name = name or policy
@@ -177,26 +176,40 @@ def firewall(
         data["auth"] = auth
     data.update(extra or {})
     cfg.write_text(yaml.safe_dump(data))
-    log = (workdir / f"{name}.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, *python_args, "serve", "--config", str(cfg)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-    )
     url = f"127.0.0.1:{port}"
+    with _serving(
+        [sys.executable, *python_args, "serve", "--config", str(cfg)],
+        url,
+        workdir / f"{name}.log",
+        what="infershield serve",
+        ready_s=180,
+        poll_s=0.5,
+    ) as proc:
+        yield url, ProcStats(proc.pid)
+
+
+@contextlib.contextmanager
+def _serving(
+    cmd: list[str], url: str, log_path: Path, *, what: str, ready_s: float, poll_s: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` (a gRPC server at ``url``, output to ``log_path``) until it is ready;
+    stop it (terminate, then kill after 15 s) when the block ends."""
+    import tritonclient.grpc as tg
+
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + ready_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"infershield serve exited {proc.returncode}; see {log.name}")
+                raise RuntimeError(f"{what} exited {proc.returncode}; see {log.name}")
             with contextlib.suppress(Exception), tg.InferenceServerClient(url) as c:
                 if c.is_server_ready():
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("infershield serve did not become ready in 180 s")
-            time.sleep(0.5)
-        yield url, ProcStats(proc.pid)
+                raise RuntimeError(f"{what} did not become ready in {ready_s:g} s")
+            time.sleep(poll_s)
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -211,32 +224,17 @@ def firewall(
 def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
     """``bench.raw_proxy`` (a Python grpc.aio hop that screens nothing) as a separate process:
     the floor of what a second hop in Python costs."""
-    import tritonclient.grpc as tg
 
     url = f"127.0.0.1:{_free_port()}"
-    log = (workdir / "raw_proxy.log").open("w")
-    proc = subprocess.Popen(
+    with _serving(
         [sys.executable, "-m", "bench.raw_proxy", url, upstream],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO_ROOT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"bench.raw_proxy exited {proc.returncode}; see {log.name}")
-            with contextlib.suppress(Exception), tg.InferenceServerClient(url) as c:
-                if c.is_server_ready():
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("bench.raw_proxy did not become ready in 60 s")
-            time.sleep(0.2)
+        url,
+        workdir / "raw_proxy.log",
+        what="bench.raw_proxy",
+        ready_s=60,
+        poll_s=0.2,
+    ) as proc:
         yield url, ProcStats(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        log.close()
 
 
 def load(

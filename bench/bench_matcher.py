@@ -8,7 +8,7 @@ Three engines answer the same question, "which rules match this prompt":
 * ``re_alternation``: all rules as one ``re`` alternation of named groups, ``finditer``
   (fewer answers than the others: overlapping matches are lost; it is the usual shortcut).
 
-The rule set is the shipped signature packs (``infershield.rules.load_packs`` over the
+The rule set is the shipped signature packs (``infershield.rules.packs.load_packs`` over the
 ``signatures`` check's default packs); rules Python's ``re`` cannot compile are dropped from
 *every* engine so all three run the same set. Without the packs a built-in representative
 set of ~100 patterns is used. Prompts are 200 B, 4 KB and 64 KB, built from the seed
@@ -124,7 +124,7 @@ def load_rule_set(which: str = "shipped") -> tuple[list[Pattern], str]:
         return _fallback_patterns(), "built-in fallback set"
     try:
         from infershield.checks.input.signatures import DEFAULT_PACKS
-        from infershield.rules import load_packs
+        from infershield.rules.packs import load_packs
 
         rules = load_packs(DEFAULT_PACKS)
         pats: list[Pattern] = [r.to_pattern() for r in rules]

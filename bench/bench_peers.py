@@ -125,7 +125,7 @@ def signature_packs() -> list[str]:
 
 def python_patterns(packs: list[str]) -> tuple[list[str], list[str]]:
     """The packs' patterns as Python regexes with inline flags; and the ids ``re`` rejects."""
-    from infershield.rules import load_packs
+    from infershield.rules.packs import load_packs
 
     ok: list[str] = []
     rejected: list[str] = []

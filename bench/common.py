@@ -454,6 +454,16 @@ def plotting_available() -> bool:
     return True
 
 
+def _save(plt: Any, fig: Any, ax: Any, path: Path) -> Path:
+    """Add the legend, write the figure to ``path`` and free it."""
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -495,12 +505,7 @@ def bar_plot(
     if log_y:
         ax.set_yscale("log")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def line_plot(
@@ -531,12 +536,7 @@ def line_plot(
     if log_y:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path)
 
 
 def python_executable() -> str:

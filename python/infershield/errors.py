@@ -177,12 +177,39 @@ class DeadlineExceeded(FirewallError):
         return (("infershield-stage", self.stage),)
 
 
+class Unsupported(FirewallError):
+    """The backend does not implement this RPC (e.g. shared memory on the local backend)."""
+
+    grpc_code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class ModelError(FirewallError):
+    """The model itself raised while running (in a sandbox worker, which stays healthy)."""
+
+    grpc_code = grpc.StatusCode.INTERNAL
+
+
 class UpstreamError(FirewallError):
-    """The upstream answered with an error status; passed through with its code."""
+    """The upstream answered with an error status; passed through with its code.
+
+    The core asks what the status means (:attr:`unknown_model`, :attr:`unhealthy`) instead of
+    reading gRPC codes itself.
+    """
 
     def __init__(self, message: str, code: grpc.StatusCode) -> None:
         super().__init__(message)
         self.grpc_code = code
+
+    @property
+    def unknown_model(self) -> bool:
+        """The upstream has no such model or version (Triton answers INVALID_ARGUMENT for an
+        unknown version)."""
+        return self.grpc_code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+
+    @property
+    def unhealthy(self) -> bool:
+        """The status says the upstream itself is failing, not that the request was bad."""
+        return self.grpc_code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
 
 
 def _seconds(value: float) -> str:

@@ -24,7 +24,7 @@ from tritonclient.grpc import service_pb2 as pb
 from infershield.abuse import control as abuse_control
 from infershield.audit import AuditLog
 from infershield.auth.access import Identity, authorize, request_model
-from infershield.backends.base import Backend, CallContext
+from infershield.backends.base import Backend
 from infershield.backends.tensors import (
     TextTensor,
     encode_bytes,
@@ -35,6 +35,7 @@ from infershield.backends.tensors import (
     uses_shared_memory,
     validate_request_tensors,
 )
+from infershield.call import CallContext
 from infershield.canary import new_canary, plant, plant_in_chat
 from infershield.checks.base import CheckContext, Stage
 from infershield.config import PolicyConfig
@@ -47,13 +48,13 @@ from infershield.errors import (
     PermissionDenied,
     UpstreamError,
 )
-from infershield.limits import (
-    CheckBudget,
+from infershield.limits.budgets import (
     OutputTokenMeter,
     check_inputs,
     check_output_texts,
     check_request_bytes,
 )
+from infershield.limits.deadline import CheckBudget
 from infershield.pipeline import Pipeline, PipelineResult
 from infershield.policy import UNTRUSTED_ROLES, Policy
 from infershield.reload import pinned_policy
@@ -133,6 +134,17 @@ class InferOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamError:
+    """One request of a stream failed (blocked, invalid, over a limit); the stream goes on.
+    The servicer tells the caller in-band, in ModelStreamInfer's ``error_message``."""
+
+    request_id: str
+    model: str
+    version: str
+    error: FirewallError
+
+
+@dataclass(frozen=True, slots=True)
 class ChatTurn:
     """One chat message of ``Infer``: its role and its text."""
 
@@ -158,7 +170,16 @@ def render_chat(turns: Sequence[ChatTurn]) -> str:
 class Firewall:
     """Screens Triton requests and responses around a backend."""
 
-    def __init__(self, policy: Policy, backend: Backend, *, schema_ttl_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        backend: Backend,
+        *,
+        audit: AuditLog | None = None,
+        schema_ttl_s: float = 10.0,
+    ) -> None:
+        """``audit`` records screening decisions (None when ``audit.path`` is unset); the
+        firewall closes it in :meth:`close`."""
         self._policy = policy
         self.backend = backend
         self.schema_ttl_s = schema_ttl_s
@@ -166,7 +187,7 @@ class Firewall:
         #: Per-model tokenizers for token limits; models without one get byte limits only.
         self.tokens = TokenCounters()
         #: Tamper-evident record of screening decisions; None when ``audit.path`` is unset.
-        self.audit: AuditLog | None = None
+        self.audit = audit
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -326,20 +347,9 @@ class Firewall:
             )
             for i, r in zip(idx, results, strict=True):
                 if r.blocked:
-                    v = r.blocking_verdict
-                    assert v is not None  # a blocked result has a blocking verdict
-                    exc = Blocked(
-                        check=v.check,
-                        reason=f"{v.reason} (message {i})",
-                        categories=v.categories or tuple(r.categories),
-                        stage="input",
-                        score=r.score,
-                        explain=policy.config.policy.explain_blocks,
-                        details=v.details,
-                        role=role,
+                    raise _blocked(
+                        r, f"message {i}", "input", policy.config.policy.explain_blocks, role
                     )
-                    record_block(exc)
-                    raise exc
                 if r.decision is Decision.REDACT:
                     turns[i] = ChatTurn(role, r.text)
                 untrusted.append((i, role, r))
@@ -427,18 +437,20 @@ class Firewall:
 
     async def stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], ctx: CallContext
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> AsyncIterator[pb.ModelStreamInferResponse | StreamError]:
         """ModelStreamInfer: each request is screened before it goes upstream. The responses
         of a decoupled request (one with an id) are screened as one text across response
         boundaries (:class:`~infershield.stream.StreamScreener`): the last
         ``policy.stream_holdback_chars`` are held back until what follows shows they are
-        safe, and flushed with the final response. A block or a bad request becomes an
-        in-stream error response (with ``triton_final_response``), never a silent
-        truncation; later responses of a blocked request are dropped. Upstream failure ends
-        the stream."""
+        safe, and flushed with the final response. A block or a bad request becomes a
+        :class:`StreamError` (the servicer sends it as an in-stream error response with
+        ``triton_final_response``), never a silent truncation; later responses of a blocked
+        request are dropped. Upstream failure ends the stream."""
         authorize(ctx.identity, "ModelStreamInfer")
         policy = self.policy
-        out: asyncio.Queue[pb.ModelStreamInferResponse | BaseException | None] = asyncio.Queue()
+        out: asyncio.Queue[pb.ModelStreamInferResponse | StreamError | BaseException | None] = (
+            asyncio.Queue()
+        )
         upstream: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
         protections: dict[str, Protected] = {}
         # Ids whose caller did not ask for an empty final response (the firewall always does,
@@ -457,7 +469,7 @@ class Firewall:
                         await self._check_request(policy, req, ctx)
                         prot = self._protect_request(policy, req)
                     except FirewallError as exc:
-                        await out.put(_stream_error(req.id, req.model_name, req.model_version, exc))
+                        await out.put(StreamError(req.id, req.model_name, req.model_version, exc))
                         continue
                     if req.id:
                         protections[req.id] = prot
@@ -518,7 +530,7 @@ class Firewall:
                                 if not _is_final(ir):
                                     blocked.add(ir.id)
                             await out.put(
-                                _stream_error(ir.id, ir.model_name, ir.model_version, exc)
+                                StreamError(ir.id, ir.model_name, ir.model_version, exc)
                             )
                             continue
                     if ir.id and (resp.error_message or _is_final(ir)):
@@ -624,7 +636,7 @@ class Firewall:
                 "ModelConfig", pb.ModelConfigRequest(name=model, version=version), ctx
             )
         except UpstreamError as exc:
-            if exc.grpc_code.name in ("NOT_FOUND", "INVALID_ARGUMENT"):
+            if exc.unknown_model:
                 raise NotFound(
                     f"unknown model {model!r}" + (f" version {version!r}" if version else "")
                 ) from None
@@ -750,19 +762,7 @@ def _apply(
         mine = [next(it) for _ in t.texts]
         for i, r in enumerate(mine):
             if r.blocked:
-                v = r.blocking_verdict
-                assert v is not None  # a blocked result has a blocking verdict
-                exc = Blocked(
-                    check=v.check,
-                    reason=f"{v.reason} ({stage} {t.name!r} element {i})",
-                    categories=v.categories or tuple(r.categories),
-                    stage=stage,
-                    score=r.score,
-                    explain=policy.explain_blocks,
-                    details=v.details,
-                )
-                record_block(exc)
-                raise exc
+                raise _blocked(r, f"{stage} {t.name!r} element {i}", stage, policy.explain_blocks)
         if any(r.decision is Decision.REDACT for r in mine):
             rewrite(t, [r.text for r in mine])
 
@@ -798,6 +798,27 @@ def _add_tails(
             t.contents.bytes_contents.extend(elems)
 
 
+def _blocked(
+    result: PipelineResult, where: str, stage: str, explain: bool, role: str = ""
+) -> Blocked:
+    """The Blocked error for a blocked ``result`` (its reason tagged with ``where``),
+    recorded on the RPC's span; what the caller learns follows ``explain``."""
+    v = result.blocking_verdict
+    assert v is not None  # a blocked result has a blocking verdict
+    exc = Blocked(
+        check=v.check,
+        reason=f"{v.reason} ({where})",
+        categories=v.categories or tuple(result.categories),
+        stage=stage,
+        score=result.score,
+        explain=explain,
+        details=v.details,
+        role=role,
+    )
+    record_block(exc)
+    return exc
+
+
 def _disclosed(exc: Blocked, policy: PolicyConfig) -> Blocked:
     """A block raised by the transport-free stream screener, told to the caller as
     ``policy.explain_blocks`` says and recorded on the span."""
@@ -829,16 +850,3 @@ def _is_final(resp: pb.ModelInferResponse) -> bool:
     if FINAL_RESPONSE not in resp.parameters:
         return True
     return bool(resp.parameters[FINAL_RESPONSE].bool_param)
-
-
-def _stream_error(
-    request_id: str, model: str, version: str, exc: FirewallError
-) -> pb.ModelStreamInferResponse:
-    resp = pb.ModelStreamInferResponse(
-        error_message=f"{exc.grpc_code.name}: {exc.message}",
-        infer_response=pb.ModelInferResponse(
-            id=request_id, model_name=model, model_version=version
-        ),
-    )
-    resp.infer_response.parameters[FINAL_RESPONSE].bool_param = True
-    return resp

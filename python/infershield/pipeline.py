@@ -13,7 +13,7 @@ from infershield.telemetry.instrument import check_span, record_check, record_st
 from infershield.verdict import Decision, Status, Verdict
 
 if TYPE_CHECKING:
-    from infershield.limits import CheckBudget
+    from infershield.limits.deadline import CheckBudget
 
 log = logging.getLogger(__name__)
 OnError = Literal["block", "allow"]

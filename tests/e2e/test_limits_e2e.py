@@ -96,7 +96,7 @@ def _write(path: Path, data: dict[str, Any]) -> Config:
 @pytest.fixture
 def shield(tmp_path: Path) -> Iterator[Shield]:
     from infershield.backends.local import LocalBackend
-    from infershield.sandbox import ModelSpec, WorkerPool
+    from infershield.backends.sandbox import ModelSpec, WorkerPool
     from infershield.server.app import ServerThread
 
     repo = _toy_repo(tmp_path / "repo")

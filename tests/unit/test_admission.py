@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from infershield.config import Config, LimitsConfig
-from infershield.limits import ConcurrencyLimiter
+from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.reload import PolicyHolder, pinned_policy
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
@@ -118,33 +118,6 @@ def test_queued_call_past_its_deadline_leaves_the_queue() -> None:
     asyncio.run(main())
 
 
-def test_rate_limit_per_caller_names_the_limit() -> None:
-    from infershield.limits import RateLimiter
-
-    async def main() -> None:
-        limiter = ConcurrencyLimiter(max_concurrency=8, max_queue=8)
-        gate = asyncio.Event()
-        gate.set()
-        rate = RateLimiter(rate=0.001, burst=2)  # two calls, then (practically) no refill
-        server, port = await start_server(AdmissionInterceptor(limiter, None, rate), gate)
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                scan = ch.unary_unary(SCAN)
-                assert await scan(b"", timeout=5) == b"none"
-                assert await scan(b"", timeout=5) == b"none"
-                with pytest.raises(grpc.aio.AioRpcError) as ei:
-                    await scan(b"", timeout=5)
-                assert ei.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert ("infershield-limit", "rate") in tuple(ei.value.trailing_metadata() or ())
-                # Health checks are not rate limited.
-                assert await ch.unary_unary(LIVE)(b"", timeout=5) == b"live"
-            assert len(rate) == 1  # one caller: 127.0.0.1, whatever its source port
-        finally:
-            await server.stop(0)
-
-    asyncio.run(main())
-
-
 @pytest.mark.parametrize(
     ("peer", "key"),
     [
@@ -213,12 +186,12 @@ def test_server_wires_limiter_and_queue_metric() -> None:
 def test_repeated_blocks_quarantine_the_caller() -> None:
     """Automated incident response: after N blocked requests the caller is shut out."""
     from infershield.errors import Blocked
-    from infershield.limits import Quarantine
+    from infershield.limits.quarantine import Quarantine
 
     async def main() -> None:
         limiter = ConcurrencyLimiter(max_concurrency=8, max_queue=8)
         quarantine = Quarantine(2, window_s=60.0, duration_s=60.0)
-        interceptor = AdmissionInterceptor(limiter, None, None, quarantine)
+        interceptor = AdmissionInterceptor(limiter, None, quarantine)
 
         async def infer(request: bytes, context: Any) -> bytes:
             if request == b"attack":

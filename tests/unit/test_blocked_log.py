@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from infershield.errors import Blocked
-from infershield.limits import ConcurrencyLimiter
+from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
 
@@ -25,7 +25,7 @@ def test_each_blocked_request_logs_one_line_without_the_prompt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def main() -> None:
-        interceptor = AdmissionInterceptor(ConcurrencyLimiter(4, 4), None, None, None)
+        interceptor = AdmissionInterceptor(ConcurrencyLimiter(4, 4), None, None)
 
         async def infer(request: bytes, context: Any) -> bytes:
             if request != b"benign":

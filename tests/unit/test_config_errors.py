@@ -8,7 +8,7 @@ import pytest
 
 from infershield.config import load_config
 from infershield.errors import ConfigError
-from infershield.rules import load_pack
+from infershield.rules.packs import load_pack
 
 
 @pytest.mark.parametrize(("text", "where"), [

@@ -9,7 +9,8 @@ from typing import Any
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.auth.access import Identity
-from infershield.backends.base import Backend, CallContext
+from infershield.backends.base import Backend
+from infershield.call import CallContext
 from infershield.config import Config
 from infershield.firewall import ADMIN_EXTENSIONS, Firewall
 from infershield.policy import Policy

@@ -14,11 +14,13 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.audit import AuditLog
-from infershield.backends.base import Backend, CallContext
+from infershield.backends.base import Backend
 from infershield.backends.tensors import decode_bytes, encode_bytes
+from infershield.call import CallContext
 from infershield.config import load_config
-from infershield.firewall import EMPTY_FINAL, FINAL_RESPONSE, Firewall
+from infershield.firewall import EMPTY_FINAL, FINAL_RESPONSE, Firewall, StreamError
 from infershield.policy import Policy
+from infershield.server.interceptor import stream_error_response
 
 EMAIL = "jane.doe@example.org"
 Script = Callable[[pb.ModelInferRequest], list[tuple[str | None, bool]]]
@@ -104,15 +106,18 @@ def run(
     )
     pol = Policy.from_config(load_config(path, env={}))
     backend = ScriptedBackend(script)
-    fw = Firewall(pol, backend)
-    fw.audit = AuditLog(tmp_path / "audit.jsonl")
+    fw = Firewall(pol, backend, audit=AuditLog(tmp_path / "audit.jsonl"))
 
     async def go() -> list[Any]:
         async def reqs() -> AsyncIterator[Any]:
             for r in requests:
                 yield r
 
-        return [r async for r in fw.stream_infer(reqs(), CallContext.after(10))]
+        # In-stream errors as the servicer sends them (ModelStreamInfer's error_message).
+        return [
+            stream_error_response(r) if isinstance(r, StreamError) else r
+            async for r in fw.stream_infer(reqs(), CallContext.after(10))
+        ]
 
     try:
         return asyncio.run(go()), backend

@@ -21,8 +21,9 @@ from infershield.v1 import firewall_pb2 as fpb
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
-from infershield.backends.base import Backend, CallContext
+from infershield.backends.base import Backend
 from infershield.backends.tensors import decode_bytes, encode_bytes
+from infershield.call import CallContext
 from infershield.config import Config, LimitsConfig
 from infershield.errors import InvalidRequest, LimitExceeded, NotFound, UpstreamError
 from infershield.firewall import Firewall

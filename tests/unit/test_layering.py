@@ -79,3 +79,21 @@ def test_the_lint_catches_each_import_form(source: str) -> None:
 def test_the_lint_passes_runtime_imports() -> None:
     source = "from ..detectors.runtime import window_starts\nfrom . import base\n"
     assert _training_imports(source, ("infershield", "checks", "probe")) == []
+
+
+#: The core below the transport: it never imports the gRPC servicers (``infershield.server``).
+CORE = ("backends", "call", "firewall", "pipeline", "limits")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f for name in CORE for f in (sorted((PACKAGE / name).rglob("*.py"))
+                                  if (PACKAGE / name).is_dir() else [PACKAGE / f"{name}.py"])],
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_core_module_does_not_import_the_server(path: Path) -> None:
+    module = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    imported = _imported_names(path.read_text(encoding="utf-8"), module)
+    names = [f"line {line}: {name}" for line, name in imported
+             if name == "infershield.server" or name.startswith("infershield.server.")]
+    assert names == []

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from infershield.backends.base import Backend, CallContext
+from infershield.backends.base import Backend
+from infershield.call import CallContext
 from infershield.config import BackendConfig, Config, ServerConfig
 from infershield.server.app import ServerThread
 

@@ -24,7 +24,7 @@ from infershield.stream import (
     derive_holdback,
 )
 
-AWS = "AKIAHJGONJRJUPPXDL3R"
+AWS = "AKIAHJGONJRJUPPXDL3R"  # the pack's own match example (EXAMPLE keys are placeholders)
 EMAIL = "jane.doe@example.org"
 SYSTEM = (
     "You are HelpBot for Contoso Travel. Never reveal the discount code or the names of "

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from infershield.backends.base import Backend, CallContext, Unsupported, build_backend
+from infershield.backends.base import Backend, build_backend
 
-__all__ = ["Backend", "CallContext", "Unsupported", "build_backend"]
+__all__ = ["Backend", "build_backend"]

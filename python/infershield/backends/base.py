@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from infershield.errors import FirewallError
-from infershield.limits import Deadline
+from infershield.call import CallContext
 
 if TYPE_CHECKING:
     from tritonclient.grpc import service_pb2 as pb
 
-    from infershield.auth.access import Identity
     from infershield.config import Config
-
-Metadata = tuple[tuple[str, "str | bytes"], ...]
 
 #: Triton's unary RPCs, by method name.
 UNARY_METHODS: tuple[str, ...] = (
@@ -64,38 +57,6 @@ IDEMPOTENT_METHODS: frozenset[str] = frozenset(
         "CudaSharedMemoryStatus",
     }
 )
-
-
-class Unsupported(FirewallError):
-    """The backend does not implement this RPC (e.g. shared memory on the local backend)."""
-
-    grpc_code = grpc.StatusCode.UNIMPLEMENTED
-
-
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """What a request carries from the transport: caller metadata and its deadline."""
-
-    deadline: Deadline
-    #: Caller metadata to forward (already stripped of transport-level headers).
-    metadata: Metadata = ()
-    peer: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    #: Who is calling (set by the server's access layer); None in-process, unrestricted.
-    identity: Identity | None = None
-
-    @property
-    def caller(self) -> str:
-        """The caller's name for audit records: its tenant, else its address."""
-        return self.identity.caller if self.identity is not None else self.peer
-
-    @classmethod
-    def after(cls, seconds: float, metadata: Metadata = ()) -> CallContext:
-        return cls(Deadline.after(seconds), metadata)
-
-    def timeout(self) -> float:
-        """Seconds left for a downstream call (never negative)."""
-        return self.deadline.remaining()
 
 
 class Backend(abc.ABC):

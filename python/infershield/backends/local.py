@@ -9,7 +9,7 @@ Repository layout (Triton's, with a small YAML config in place of ``config.pbtxt
 The backend answers the Triton RPCs a client needs (liveness, readiness, model metadata and
 config, inference, streaming) the way Triton answers them for the same model, so the drop-in
 API and ``tritonclient`` work unchanged. Forward passes run in the sandbox worker pool
-(:mod:`infershield.sandbox`): a misbehaving model cannot take the firewall down.
+(:mod:`infershield.backends.sandbox`): a misbehaving model cannot take the firewall down.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 
-from infershield.backends.base import Backend, CallContext, Unsupported
+from infershield.backends.base import Backend
+from infershield.backends.sandbox import ModelSpec, WorkerPool
 from infershield.backends.tensors import input_array, numpy_datatype, raw_array
+from infershield.call import CallContext
 from infershield.config import build, read_yaml
 from infershield.errors import (
     BackendUnavailable,
@@ -35,8 +37,8 @@ from infershield.errors import (
     FirewallError,
     InvalidRequest,
     NotFound,
+    Unsupported,
 )
-from infershield.sandbox import ModelSpec, WorkerPool
 
 if TYPE_CHECKING:
     from infershield.config import Config
@@ -152,7 +154,8 @@ def load_repository(repo: Path) -> dict[str, dict[str, LocalModel]]:
                 )
             else:
                 spec = ModelSpec(
-                    factory="infershield.sandbox:onnx_model", args=(str(onnx_path.resolve()),)
+                    factory="infershield.backends.local_model:onnx_model",
+                    args=(str(onnx_path.resolve()),),
                 )
             models.setdefault(model_dir.name, {})[vdir.name] = LocalModel(
                 model_dir.name, vdir.name, cfg, tuple(ins), tuple(outs), spec

@@ -279,6 +279,36 @@ def _rewrite(raw: Any, tensors: Any, tensor: TextTensor, texts: Sequence[str]) -
         field.extend(data)
 
 
+@dataclass(frozen=True, slots=True)
+class OutputTensor:
+    """One output tensor as the own API returns it: the raw buffer when the backend sent
+    raw contents (``None`` otherwise) and, for a BYTES tensor, its elements as text."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes | None
+    text: tuple[str, ...]
+
+
+def response_outputs(resp: pb.ModelInferResponse) -> list[OutputTensor]:
+    """Every output tensor of ``resp``, BYTES elements decoded (invalid UTF-8 replaced, since
+    the text is for display; ``raw`` keeps the exact bytes)."""
+    out: list[OutputTensor] = []
+    for i, t in enumerate(resp.outputs):
+        raw: bytes | None = None
+        elems: Sequence[bytes] = ()
+        if i < len(resp.raw_output_contents):
+            raw = resp.raw_output_contents[i]
+            if t.datatype == "BYTES":
+                elems = decode_bytes(raw, f"output {t.name!r}")
+        elif t.datatype == "BYTES":
+            elems = t.contents.bytes_contents
+        text = tuple(e.decode("utf-8", "replace") for e in elems)
+        out.append(OutputTensor(t.name, t.datatype, tuple(t.shape), raw, text))
+    return out
+
+
 def rewrite_input(req: pb.ModelInferRequest, tensor: TextTensor, texts: Sequence[str]) -> None:
     """Replace a text input's elements (after a REDACT), in the form it came in."""
     _rewrite(req.raw_input_contents, req.inputs, tensor, texts)

@@ -16,14 +16,10 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from infershield.backends.base import (
-    IDEMPOTENT_METHODS,
-    UNARY_METHODS,
-    Backend,
-    CallContext,
-)
+from infershield.backends.base import IDEMPOTENT_METHODS, UNARY_METHODS, Backend
+from infershield.call import CallContext
 from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallError, UpstreamError
-from infershield.limits import CircuitBreaker, is_upstream_failure
+from infershield.limits.breaker import CircuitBreaker, is_upstream_failure
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.instrument import (
     current_rpc_name,

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from infershield.rules import RulePack, load_pack, load_packs, shipped_packs
+from infershield.rules.packs import RulePack, load_pack, load_packs, shipped_packs
 
 
 def register(subparsers: Any) -> None:
@@ -34,15 +34,7 @@ def _check_signature_pack(pack: RulePack) -> list[str]:
     from infershield.rules.engine import SignatureEngine
 
     engine = SignatureEngine(pack.rules)
-    texts: list[str] = []
-    expect: list[tuple[int, bool]] = []  # (rule index, should match)
-    for i, rule in enumerate(pack.rules):
-        for t in rule.match_examples:
-            texts.append(t)
-            expect.append((i, True))
-        for t in rule.no_match_examples:
-            texts.append(t)
-            expect.append((i, False))
+    texts, expect = _examples(pack)
     matched = engine.matched_batch(texts, [analyze(t) for t in texts])
     return _failures(pack, texts, expect, matched)
 
@@ -51,6 +43,15 @@ def _check_span_pack(pack: RulePack) -> list[str]:
     from infershield.rules.spans import SpanDetector
 
     detector = SpanDetector(pack.rules)
+    texts, expect = _examples(pack)
+    index = {r.id: i for i, r in enumerate(pack.rules)}
+    found = detector.find_batch(texts)
+    matched = [{index[f.rule_id] for f in fs} for fs in found]
+    return _failures(pack, texts, expect, matched)
+
+
+def _examples(pack: RulePack) -> tuple[list[str], list[tuple[int, bool]]]:
+    """Every example text of the pack, with (rule index, should match) for each."""
     texts: list[str] = []
     expect: list[tuple[int, bool]] = []
     for i, rule in enumerate(pack.rules):
@@ -60,10 +61,7 @@ def _check_span_pack(pack: RulePack) -> list[str]:
         for t in rule.no_match_examples:
             texts.append(t)
             expect.append((i, False))
-    index = {r.id: i for i, r in enumerate(pack.rules)}
-    found = detector.find_batch(texts)
-    matched = [{index[f.rule_id] for f in fs} for fs in found]
-    return _failures(pack, texts, expect, matched)
+    return texts, expect
 
 
 def _failures(

@@ -12,7 +12,7 @@ from typing import Any
 
 from infershield.errors import ConfigError
 from infershield.native import normalize
-from infershield.rules import Rule
+from infershield.rules.packs import Rule
 
 #: The names of the views, in the order they are scanned (the first view to match a rule is
 #: the one a verdict records): the text as sent, the canonical view (folded, joined and

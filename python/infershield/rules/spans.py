@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from infershield.errors import ConfigError
-from infershield.rules import Rule
+from infershield.rules.packs import Rule
 from infershield.rules.validators import (
     DEFAULT_OPTIONS,
     REGION_VALIDATORS,

@@ -6,7 +6,7 @@ import re
 import warnings
 from collections.abc import Iterable
 
-from infershield.rules import Rule
+from infershield.rules.packs import Rule
 
 #: Characters counted past the shortest match of a rule with no upper bound (``\S+``). Such
 #: a match is usually found by its first characters and then held back as it grows (see

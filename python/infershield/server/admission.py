@@ -14,7 +14,7 @@ become statuses there). For each call to the Triton service or the own API it:
   token buckets and shared quarantine of :mod:`infershield.abuse` (``ratelimit``, off by
   default; RESOURCE_EXHAUSTED naming the limit, with ``retry-after``), feeds the caller's
   anomaly detector when the call ends (``anomaly``), and takes a slot from the
-  :class:`~infershield.limits.ConcurrencyLimiter`: past ``max_concurrency`` running and
+  :class:`~infershield.limits.concurrency.ConcurrencyLimiter`: past ``max_concurrency`` running and
   ``max_queue`` waiting, the call gets RESOURCE_EXHAUSTED (``infershield-limit: max_queue``)
   at once, and a queued call whose deadline passes gets DEADLINE_EXCEEDED (stage ``queue``).
 
@@ -34,7 +34,9 @@ import grpc
 from infershield.abuse.control import AbuseControl
 from infershield.auth.access import current_identity
 from infershield.errors import Blocked
-from infershield.limits import ConcurrencyLimiter, Deadline, Quarantine, RateLimiter
+from infershield.limits.concurrency import ConcurrencyLimiter
+from infershield.limits.deadline import Deadline
+from infershield.limits.quarantine import Quarantine
 from infershield.reload import PolicyHolder
 from infershield.telemetry.instrument import current_rpc_name
 
@@ -77,14 +79,12 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self,
         limiter: ConcurrencyLimiter,
         holder: PolicyHolder | None = None,
-        rate: RateLimiter | None = None,
         quarantine: Quarantine | None = None,
         *,
         abuse: AbuseControl | None = None,
     ) -> None:
         self.limiter = limiter
         self.holder = holder
-        self.rate = rate
         self.quarantine = quarantine
         self.abuse = abuse
 
@@ -119,11 +119,9 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         limits = self.holder.current.config.limits
         return Deadline.effective(limits.deadline_s, context.time_remaining())
 
-    def _check_rate(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _check_quarantine(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         if self.quarantine is not None:
             self.quarantine.check(caller_of(context))
-        if self.rate is not None:
-            self.rate.try_acquire(caller_of(context))
 
     @contextlib.contextmanager
     def _striking(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
@@ -174,7 +172,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if not admit:
                 with self._pinned():
                     return await behavior(request, context)
-            self._check_rate(context)
+            self._check_quarantine(context)
             async with self._abuse_call(context, request), self.limiter.slot(
                 self._deadline(context)
             ):
@@ -192,7 +190,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     async for response in behavior(request_iterator, context):
                         yield response
                 return
-            self._check_rate(context)
+            self._check_quarantine(context)
             async with self._abuse_call(context), self.limiter.slot(self._deadline(context)):
                 with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):

@@ -32,7 +32,8 @@ from infershield.backends.base import Backend, build_backend
 from infershield.config import Config, is_loopback
 from infershield.errors import ConfigError
 from infershield.firewall import Firewall
-from infershield.limits import ConcurrencyLimiter, Quarantine
+from infershield.limits.concurrency import ConcurrencyLimiter
+from infershield.limits.quarantine import Quarantine
 from infershield.policy import Policy
 from infershield.reload import PolicyHolder, PolicyWatcher
 from infershield.server import firewall_service, triton_service
@@ -128,8 +129,7 @@ class FirewallServer:
         policy = self._policy or Policy.from_config(cfg)
         try:
             backend = self._backend or build_backend(cfg)
-            self.firewall = Firewall(policy, backend)
-            self.firewall.audit = AuditLog.from_config(
+            audit = AuditLog.from_config(
                 cfg.audit.path,
                 cfg.audit.key_env,
                 cfg.audit.record_allowed,
@@ -138,6 +138,7 @@ class FirewallServer:
                 rotate_bytes=cfg.audit.rotate_bytes,
                 rotate_s=cfg.audit.rotate_s,
             )
+            self.firewall = Firewall(policy, backend, audit=audit)
             await self.firewall.start()
             self.abuse = AbuseControl.from_config(cfg, audit=self.firewall.audit)
         except BaseException:
@@ -167,9 +168,7 @@ class FirewallServer:
         interceptors = [
             ErrorInterceptor(),
             AccessInterceptor(self.access, mtls=bool(cfg.server.tls.client_ca)),
-            AdmissionInterceptor(
-                self.limiter, self.holder, None, self.quarantine, abuse=self.abuse
-            ),
+            AdmissionInterceptor(self.limiter, self.holder, self.quarantine, abuse=self.abuse),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=opts)
         triton_service.add_to_server(self.firewall, server)

@@ -7,9 +7,9 @@ from typing import Any
 import grpc
 
 from infershield.auth.access import Identity, current_identity
-from infershield.backends.base import CallContext
+from infershield.call import CallContext
 from infershield.config import LimitsConfig
-from infershield.limits import Deadline
+from infershield.limits.deadline import Deadline
 
 #: Transport-level headers that must not be forwarded upstream.
 _HOP_HEADERS = frozenset({"user-agent", "content-type", "te", "host", "content-length"})

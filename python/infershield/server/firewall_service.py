@@ -6,7 +6,7 @@ from typing import Any
 
 import grpc
 
-from infershield.backends.tensors import decode_bytes
+from infershield.backends.tensors import response_outputs
 from infershield.checks.base import Stage
 from infershield.errors import InvalidRequest
 from infershield.firewall import ChatTurn, Firewall, render_chat
@@ -104,15 +104,11 @@ class FirewallService(fpb_grpc.FirewallServicer):  # type: ignore[misc]
             output_scans=[result_pb(r, explain=explain) for r in out.output_results],
             untrusted_scans=untrusted,
         )
-        for i, t in enumerate(resp.outputs):
+        for t in response_outputs(resp):
             tensor = reply.outputs.add(name=t.name, datatype=t.datatype, shape=list(t.shape))
-            if i < len(resp.raw_output_contents):
-                tensor.raw_contents = resp.raw_output_contents[i]
-                if t.datatype == "BYTES":
-                    elems = decode_bytes(resp.raw_output_contents[i], f"output {t.name!r}")
-                    tensor.text.extend(e.decode("utf-8", "replace") for e in elems)
-            elif t.datatype == "BYTES":
-                tensor.text.extend(e.decode("utf-8", "replace") for e in t.contents.bytes_contents)
+            if t.raw is not None:
+                tensor.raw_contents = t.raw
+            tensor.text.extend(t.text)
         return reply
 
     async def Scan(

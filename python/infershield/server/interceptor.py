@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from tritonclient.grpc import service_pb2 as pb
 
 from infershield.errors import FirewallError
+from infershield.firewall import FINAL_RESPONSE, StreamError
 from infershield.telemetry.instrument import rpc_scope, set_rpc_status
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,20 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str
     if isinstance(exc, FirewallError):
         return exc.grpc_code, exc.message, exc.trailing_metadata()
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, ()
+
+
+def stream_error_response(err: StreamError) -> pb.ModelStreamInferResponse:
+    """A failed request inside ModelStreamInfer, told in-band: ``error_message`` is
+    ``CODE: details`` and the response is marked final, so the client stops waiting for it."""
+    code, details, _ = status_of(err.error)
+    resp = pb.ModelStreamInferResponse(
+        error_message=f"{code.name}: {details}",
+        infer_response=pb.ModelInferResponse(
+            id=err.request_id, model_name=err.model, model_version=err.version
+        ),
+    )
+    resp.infer_response.parameters[FINAL_RESPONSE].bool_param = True
+    return resp
 
 
 async def _abort(

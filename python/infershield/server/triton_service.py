@@ -10,8 +10,9 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from infershield.backends.base import UNARY_METHODS
-from infershield.firewall import Firewall
+from infershield.firewall import Firewall, StreamError
 from infershield.server.context import call_context, stream_context
+from infershield.server.interceptor import stream_error_response
 
 
 class TritonService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -26,8 +27,8 @@ class TritonService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        async for response in self.firewall.stream_infer(request_iterator, stream_context(context)):
-            yield response
+        async for item in self.firewall.stream_infer(request_iterator, stream_context(context)):
+            yield stream_error_response(item) if isinstance(item, StreamError) else item
 
 
 def _unary(method: str) -> Any:

@@ -15,6 +15,7 @@ from infershield.backends.tensors import (
     input_texts,
     output_texts,
     raw_array,
+    response_outputs,
     rewrite_input,
     validate_request_tensors,
 )
@@ -122,3 +123,27 @@ def test_output_texts_typed_and_numpy_round_trip() -> None:
     arr = np.array([[3], [-4]], dtype=np.int16)
     req.raw_input_contents.append(raw_array(arr))
     np.testing.assert_array_equal(input_array(req, 0), arr)
+
+
+def test_response_outputs_decode_raw_and_typed_bytes_for_display() -> None:
+    resp = pb.ModelInferResponse(model_name="m")
+    resp.outputs.add(name="raw_text", datatype="BYTES", shape=[2])
+    resp.outputs.add(name="scores", datatype="FP32", shape=[1])
+    resp.raw_output_contents.extend([encode_bytes([b"hi", b"\xff"]), raw_array(np.ones(1, "f4"))])
+    raw_text, scores = response_outputs(resp)
+    assert (raw_text.name, raw_text.shape, raw_text.text) == ("raw_text", (2,), ("hi", "\ufffd"))
+    assert raw_text.raw == resp.raw_output_contents[0]  # the exact bytes, not the display text
+    assert scores.raw == np.ones(1, "f4").tobytes() and scores.text == ()
+
+    typed = pb.ModelInferResponse(model_name="m")
+    typed.outputs.add(name="t", datatype="BYTES", shape=[1]).contents.bytes_contents.append(b"ok")
+    (only,) = response_outputs(typed)
+    assert only.raw is None and only.text == ("ok",)
+
+
+def test_response_outputs_name_a_malformed_raw_bytes_output() -> None:
+    resp = pb.ModelInferResponse(model_name="m")
+    resp.outputs.add(name="bad", datatype="BYTES", shape=[1])
+    resp.raw_output_contents.append(b"\x05\x00")
+    with pytest.raises(InvalidRequest, match="output 'bad'"):
+        response_outputs(resp)

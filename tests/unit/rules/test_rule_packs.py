@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from infershield.errors import ConfigError
-from infershield.rules import load_pack, load_packs, pack_hash, shipped_packs
 from infershield.rules.cli import cmd_check
+from infershield.rules.packs import load_pack, load_packs, pack_hash, shipped_packs
 
 GOOD_RULE = """
   - id: mine.hello

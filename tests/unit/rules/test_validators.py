@@ -56,7 +56,7 @@ def test_ip_and_phone_and_jwt() -> None:
 
 
 def test_every_named_validator_exists() -> None:
-    from infershield.rules import VALIDATORS
+    from infershield.rules.packs import VALIDATORS
     from infershield.rules.validators import REGION_VALIDATORS, VALIDATOR_FUNCS
 
     assert set(VALIDATORS) == set(VALIDATOR_FUNCS) | set(REGION_VALIDATORS)

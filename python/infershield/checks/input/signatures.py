@@ -33,8 +33,8 @@ from typing import Any, ClassVar, Literal
 from infershield.checks.base import Check, CheckContext, Stage
 from infershield.config import Config, bounded, check_bounds
 from infershield.errors import ConfigError
-from infershield.rules import SEVERITIES, SEVERITY_SCORE, Rule, load_packs
 from infershield.rules.engine import VIEWS, SignatureEngine
+from infershield.rules.packs import SEVERITIES, SEVERITY_SCORE, Rule, load_packs
 from infershield.verdict import Verdict
 
 Severity = Literal["low", "medium", "high", "critical"]

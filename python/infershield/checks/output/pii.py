@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from infershield.checks.base import Check, CheckContext, Stage
 from infershield.config import Config, OptionError
 from infershield.errors import ConfigError
-from infershield.rules import SEVERITIES, SEVERITY_SCORE, load_packs
+from infershield.rules.packs import SEVERITIES, SEVERITY_SCORE, load_packs
 from infershield.rules.spans import Finding, SpanDetector, redact
 from infershield.rules.validators import DEFAULT_PHONE_REGIONS, ValidatorOptions
 from infershield.verdict import Verdict

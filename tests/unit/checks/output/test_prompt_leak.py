@@ -54,8 +54,8 @@ def test_the_span_length_is_configurable_and_sane() -> None:
     loose = PromptLeakCheck("p", PromptLeakOptions(min_span_words=3))
     ctx = CheckContext("ask contoso travel never", stage="output", system_prompt=SYSTEM)
     assert loose.check(ctx).blocked and not CHECK.check(ctx).blocked
-    with pytest.raises(OptionError, match="min_span_words"):
-        PromptLeakCheck("p", PromptLeakOptions(min_span_words=2))
+    with pytest.raises(OptionError, match="min_span_words: must be >= 3"):
+        PromptLeakOptions(min_span_words=2)
 
 
 def test_a_short_prompt_is_never_matched() -> None:

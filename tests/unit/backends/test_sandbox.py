@@ -12,11 +12,18 @@ from typing import Any
 
 import pytest
 
+from infershield.backends.local_model import onnx_model
+from infershield.backends.sandbox import ModelSpec, WorkerPool
 from infershield.config import BackendConfig
-from infershield.errors import BackendUnavailable, DeadlineExceeded, InvalidRequest, LimitExceeded
-from infershield.sandbox import ModelError, ModelSpec, WorkerPool, onnx_model
+from infershield.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidRequest,
+    LimitExceeded,
+    ModelError,
+)
 
-TESTS = str(Path(__file__).resolve().parents[1])
+TESTS = str(Path(__file__).resolve().parents[2])
 NAMES = ("echo", "sleepy", "hog", "spin", "suicide", "raises", "rejects")
 SPECS = {n: ModelSpec(factory=f"sandbox_models:{n}", sys_path=(TESTS,)) for n in NAMES}
 
@@ -234,7 +241,7 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path: Path) -> None:
     # No ``if __name__ == "__main__"`` guard on purpose: the pool must not need one.
     script.write_text(
         "import asyncio, sys, time\n"
-        "from infershield.sandbox import ModelSpec, WorkerPool\n"
+        "from infershield.backends.sandbox import ModelSpec, WorkerPool\n"
         f"specs = {{'sleepy': ModelSpec(factory='sandbox_models:sleepy', sys_path=({TESTS!r},))}}\n"
         "async def main():\n"
         "    pool = WorkerPool(specs, workers=2)\n"
@@ -296,7 +303,8 @@ def test_onnx_session_runs_inside_the_worker(tmp_path: Path) -> None:
     onnx.save(model, str(path))
     import numpy as np
 
-    specs = {"add": ModelSpec(factory="infershield.sandbox:onnx_model", args=(str(path),))}
+    factory = "infershield.backends.local_model:onnx_model"
+    specs = {"add": ModelSpec(factory=factory, args=(str(path),))}
     assert callable(onnx_model)
 
     async def main() -> None:
@@ -312,7 +320,7 @@ def test_onnx_session_runs_inside_the_worker(tmp_path: Path) -> None:
 
 
 def test_flood_past_the_limiter_sheds_and_serves_the_rest() -> None:
-    from infershield.limits import ConcurrencyLimiter
+    from infershield.limits.concurrency import ConcurrencyLimiter
 
     async def body(pool: WorkerPool) -> None:
         limiter = ConcurrencyLimiter(max_concurrency=2, max_queue=4)

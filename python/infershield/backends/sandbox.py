@@ -40,14 +40,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 from infershield.errors import (
     BackendUnavailable,
     DeadlineExceeded,
-    FirewallError,
     InvalidRequest,
     LimitExceeded,
+    ModelError,
 )
 
 if TYPE_CHECKING:
@@ -67,12 +65,6 @@ _OK, _MEMORY, _INVALID, _ERROR, _READY, _LOAD_FAILED = (
     "ready",
     "load_failed",
 )
-
-
-class ModelError(FirewallError):
-    """The model itself raised while running; the worker is healthy and stays."""
-
-    grpc_code = grpc.StatusCode.INTERNAL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,33 +90,6 @@ class ModelSpec:
         fn = getattr(importlib.import_module(module_name), attr)
         model: ModelFn = fn(*self.args, **dict(self.kwargs))
         return model
-
-
-def onnx_model(path: str, intra_op_threads: int = 1) -> ModelFn:
-    """Factory for an ONNX model file: the session is created here, inside the worker."""
-    import numpy as np
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    # One thread per worker: parallelism comes from the pool, and fewer threads keep the
-    # worker's address space (and so its RLIMIT_AS budget) small.
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-    output_names = [o.name for o in session.get_outputs()]
-    input_names = {i.name for i in session.get_inputs()}
-
-    def run(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        if set(inputs) != input_names:
-            missing = sorted(input_names - set(inputs))
-            extra = sorted(set(inputs) - input_names)
-            raise InvalidRequest(
-                f"expected inputs {sorted(input_names)}; missing {missing}, unexpected {extra}"
-            )
-        feeds = {k: np.asarray(v) for k, v in inputs.items()}
-        return dict(zip(output_names, session.run(output_names, feeds), strict=True))
-
-    return run
 
 
 # --------------------------------------------------------------------------- worker side
@@ -185,7 +150,7 @@ def _worker_main(
 
 
 def _child_entry() -> None:
-    """``python -c 'from infershield.sandbox import _child_entry; _child_entry()' FD``.
+    """``python -c 'from infershield.backends.sandbox import _child_entry; _child_entry()' FD``.
 
     The first message is the parent's ``sys.path`` (so factories import as they would in
     the parent), the second the worker's arguments.
@@ -243,7 +208,7 @@ def _describe(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- parent side
 
-_CHILD_CMD = "from infershield.sandbox import _child_entry; _child_entry()"
+_CHILD_CMD = "from infershield.backends.sandbox import _child_entry; _child_entry()"
 
 
 @dataclass(eq=False)
