@@ -9,5 +9,5 @@
   ``infershield/models/injection_head.npz``) into ``<cache>/models/injection-minilm``.
 
 Training and evaluation (``infershield models train|finetune|calibrate-prefilter``,
-``infershield eval``) live in :mod:`infershield.training`, which serving never imports.
+``infershield eval``) live in the separate ``training`` package, which serving never imports.
 """

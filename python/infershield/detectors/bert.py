@@ -1,7 +1,7 @@
 """BERT encoder weights: the config, the installed base model, fine-tuned encoder overrides.
 
 The numpy reference forward pass the exporter is checked against lives with the training code
-(:mod:`infershield.training.bert`).
+(the training package's ``bert`` module).
 """
 
 from __future__ import annotations
