@@ -359,15 +359,31 @@ def test_mtls_names_the_tenant_by_certificate_and_certificates_reload(
             == "UNAVAILABLE"
     assert settled(triton, before + 2) == before + 2
 
-    # The upstream over TLS: a second firewall whose backend is this one, over mTLS.
+    # The upstream over TLS: a second firewall whose backend is this one, over mTLS. It
+    # trusts the CA in a file of its own, so that file can change under it.
+    front_ca = tmp_path / "front-ca.pem"
+    front_ca.write_bytes(ca.path.read_bytes())
     front = start(
         auth={},
         upstream=f"triton://{shield.url}",
-        backend={"tls": {"ca": str(ca.path), "cert": str(certco.cert), "key": str(certco.key)}},
+        backend={"tls": {"ca": str(front_ca), "cert": str(certco.cert), "key": str(certco.key)}},
     )
     with tg.InferenceServerClient(front.url) as c:
         out = c.infer("echo", [_texts(["two hops"])]).as_numpy("OUTPUT")
     assert out.tolist() == [[b"echo: two hops"]]
+    # SIGHUP re-reads the upstream's certificates too: trusting a CA that did not sign the
+    # upstream, new calls fail; with the right one back, they pass again.
+    wrong = TestCA(tmp_path / "wrong", name="Wrong CA")
+    front_ca.write_bytes(wrong.path.read_bytes())
+    front.reload_access()
+    with tg.InferenceServerClient(front.url) as c:
+        assert status_of(lambda: c.infer("echo", [_texts(["x"])], client_timeout=5)) \
+            == "UNAVAILABLE"
+    front_ca.write_bytes(ca.path.read_bytes())
+    front.reload_access()
+    with tg.InferenceServerClient(front.url) as c:
+        out = c.infer("echo", [_texts(["back"])]).as_numpy("OUTPUT")
+    assert out.tolist() == [[b"echo: back"]]
 
     # Reload: a certificate from a new CA replaces the old one for new connections.
     ca2 = TestCA(tmp_path / "ca2", name="Second CA")

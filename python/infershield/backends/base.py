@@ -71,6 +71,10 @@ class Backend(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and workers."""
 
+    async def reload_credentials(self) -> None:  # noqa: B027 - optional hook
+        """Re-read certificates the backend connects with (SIGHUP); keep the old ones when
+        the new ones do not load."""
+
     @abc.abstractmethod
     async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
         """Run the unary RPC ``method`` (one of :data:`UNARY_METHODS`)."""

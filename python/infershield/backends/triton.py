@@ -18,7 +18,13 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from infershield.backends.base import IDEMPOTENT_METHODS, UNARY_METHODS, Backend
 from infershield.call import CallContext
-from infershield.errors import BackendUnavailable, DeadlineExceeded, FirewallError, UpstreamError
+from infershield.errors import (
+    BackendUnavailable,
+    ConfigError,
+    DeadlineExceeded,
+    FirewallError,
+    UpstreamError,
+)
 from infershield.limits.breaker import CircuitBreaker, is_upstream_failure
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.instrument import (
@@ -98,16 +104,23 @@ class TritonBackend(Backend):
         breaker_failures: int = 5,
         breaker_reset_s: float = 2.0,
         tls: BackendTlsConfig | None = None,
+        retire_after_s: float = 60.0,
     ) -> None:
-        """``tls`` (``backend.tls``) makes the channel TLS, with its CA and client pair."""
+        """``tls`` (``backend.tls``) makes the channel TLS, with its CA and client pair.
+        ``retire_after_s``: how long a channel replaced by a certificate reload stays open
+        for the calls still on it (the request deadline, ``limits.deadline_s``)."""
         self.target = parse_upstream(target)
         self.tls = tls if tls is not None and (tls.enabled or tls.ca or tls.cert) else None
         self.max_message_bytes = max_message_bytes
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         self.keepalive_ms = keepalive_ms
+        self.retire_after_s = retire_after_s
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
+        self._opts: list[tuple[str, Any]] = []
+        #: Channels replaced by a certificate reload, closed once their calls had time.
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
         m = _metrics.active()
         # Repeated upstream failures open the breaker: calls then fail at once (UNAVAILABLE)
         # instead of each waiting out its deadline, until a probe succeeds.
@@ -128,6 +141,7 @@ class TritonBackend(Backend):
             config.backend.upstream,
             max_message_bytes=config.server.max_message_bytes,
             tls=config.backend.tls,
+            retire_after_s=config.limits.deadline_s,
         )
 
     async def start(self) -> None:
@@ -143,18 +157,49 @@ class TritonBackend(Backend):
             ("grpc.max_reconnect_backoff_ms", 1000),
             ("grpc.min_reconnect_backoff_ms", 100),
         ]
-        if self.tls is not None:
-            from infershield.auth.tls import channel_credentials
-
-            if self.tls.server_name:
-                opts.append(("grpc.ssl_target_name_override", self.tls.server_name))
-            creds = channel_credentials(self.tls)
-            self._channel = grpc.aio.secure_channel(self.target, creds, options=opts)
-        else:
-            self._channel = grpc.aio.insecure_channel(self.target, options=opts)
+        self._opts = opts
+        self._channel = self._open_channel()
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
 
+    def _open_channel(self) -> grpc.aio.Channel:
+        """A channel to the upstream, with ``backend.tls``'s certificates read now."""
+        opts = list(self._opts)
+        if self.tls is None:
+            return grpc.aio.insecure_channel(self.target, options=opts)
+        from infershield.auth.tls import channel_credentials
+
+        if self.tls.server_name:
+            opts.append(("grpc.ssl_target_name_override", self.tls.server_name))
+        return grpc.aio.secure_channel(self.target, channel_credentials(self.tls), options=opts)
+
+    async def reload_credentials(self) -> None:
+        """Reconnect with ``backend.tls``'s certificates as they are on disk now (SIGHUP).
+
+        New calls use the new channel at once; calls in flight finish on the old one, which
+        is closed once they have had ``retire_after_s`` to do so. Certificates that do not load
+        leave the old channel in place (logged)."""
+        if self.tls is None or self._channel is None:
+            return
+        try:
+            channel = self._open_channel()
+        except (ConfigError, OSError, ValueError) as exc:
+            log.error("upstream TLS certificates not reloaded, keeping the old ones: %s", exc)
+            return
+        old, self._channel = self._channel, channel
+        self._stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        log.info("upstream TLS certificates reloaded for %s", self.target)
+        task = asyncio.get_running_loop().create_task(self._close_later(old))
+        self._retiring[task] = old
+        task.add_done_callback(lambda t: self._retiring.pop(t, None))
+
+    async def _close_later(self, channel: grpc.aio.Channel) -> None:
+        await asyncio.sleep(self.retire_after_s)
+        await channel.close()
+
     async def close(self) -> None:
+        for task, channel in list(self._retiring.items()):
+            task.cancel()
+            await channel.close()
         if self._channel is not None:
             await self._channel.close()
         self._channel = self._stub = None

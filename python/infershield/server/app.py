@@ -269,11 +269,13 @@ class FirewallServer:
                 )
 
     async def reload_access(self) -> None:
-        """Re-read the keys file and the TLS certificates (SIGHUP); each keeps its old
-        version when the new one does not load."""
+        """Re-read the keys file, the listener's TLS certificates and the upstream's
+        (SIGHUP); each keeps its old version when the new one does not load."""
         await asyncio.to_thread(self.access.reload)
         if self.tls is not None:
             await asyncio.to_thread(self.tls.reload)
+        if self.firewall is not None:
+            await self.firewall.backend.reload_credentials()
 
     async def _watch_access(self) -> None:
         """Reload keys and certificates when their files change (polled like the policy)."""
