@@ -10,7 +10,9 @@ pre-tokenised 256-token inputs (no tokenisation, windowing or batching of ours).
 * ``long``: one 2,048-token prompt, every window scored (the no-truncation cost);
 * ``prefilter``: ``check`` with the shipped one-layer prefilter in front (the CPU default),
   on everyday benign prompts (mostly cleared by the fast model) and on attack prompts
-  (escalated to the main model); each row says what share the prefilter cleared.
+  (escalated to the main model); each row says what share the prefilter cleared. The
+  ``whole text only`` rows turn off the canonical and content views and the sentence units
+  (localised scoring): the difference to the default row is what they cost.
 
 Run alone: ``python -m bench.bench_detector [--quick] [--gpu] [--json OUT]``.
 """
@@ -262,24 +264,34 @@ def _cases(
         (f"long prompt ({len(clf.windows(long_text))} windows)", 1, long1, b_iters),
     ]
     cascaded: ClassifierCheck | None = None
+    whole: ClassifierCheck | None = None
     if fast_dir is not None:
-        # The CPU default: the one-layer prefilter clears what it can before the main model.
+        # The CPU default: the one-layer prefilter clears what it can before the main model;
+        # the canonical and content views and the sentence units are on (the default).
         cascaded = ClassifierCheck("classifier", ClassifierOptions(
             providers=providers, max_batch=top), model_dir, fast_dir)
+        # The same without the views and units: the text's own windows only. The difference
+        # is what localised scoring and the judged views cost.
+        whole = ClassifierCheck("classifier", ClassifierOptions(
+            providers=providers, max_batch=top, canonical=False, content=False, units=False),
+            model_dir, fast_dir)
         for kind, texts in (("benign", _sentence_prompts(clf.tokenizer, BENIGN_SENTENCES, 64,
                                                          TOKENS)),
                             ("attack", _sentence_prompts(clf.tokenizer, _attack_sentences(), 64,
                                                          TOKENS))):
             assert all(len(w) == TOKENS for p in texts for w in clf.windows(p)), "prompt length"
             cases += [(f"check + prefilter, {kind} prompts", 1, _cycle(cascaded, texts), iters),
+                      (f"check + prefilter, whole text only, {kind} prompts", 1,
+                       _cycle(whole, texts), iters),
                       (f"check_batch + prefilter, {kind} prompts", BATCH,
                        _batch_of(cascaded, texts[:BATCH]), b_iters)]
     precision = "fp16" if fp16 and on_gpu else "fp32"
     rows = []
     for name, batch, fn, n in cases:
-        before = _cascade_counts(cascaded)
+        counted = whole if "whole text only" in name else cascaded
+        before = _cascade_counts(counted)
         s = summarize(time_calls(fn, iters=n, warmup=5 if batch == 1 else 1, max_seconds=max_s))
-        after = _cascade_counts(cascaded)
+        after = _cascade_counts(counted)
         row = {
             "case": name,
             "precision": precision,
@@ -295,8 +307,9 @@ def _cases(
             row["prefilter_cleared"] = cleared / total if total else None
         rows.append(row)
     chk.close()
-    if cascaded is not None:
-        cascaded.close()
+    for c in (cascaded, whole):
+        if c is not None:
+            c.close()
     return rows, tuple(clf.active_providers)
 
 

@@ -507,6 +507,30 @@ class MicroBatcher:
             self.inline_run += 1
         return result
 
+    def score_each(self, texts: Sequence[str]) -> list[float]:
+        """:meth:`score` for several texts at once (a text's views and units): an idle
+        batcher scores them together in this thread, a busy one queues each."""
+        windows = [self._windows(t) for t in texts]
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the classifier batcher is closed")
+            inline = self._running == 0 and self._q.empty()
+            if inline:
+                self._running += 1
+            else:
+                futs: list[Future[float]] = []
+                for w in windows:
+                    fut: Future[float] = Future()
+                    self._q.put(_Request(w, fut, capture_context()))
+                    futs.append(fut)
+        if not inline:
+            return [f.result() for f in futs]
+        ctx = capture_context()
+        result = [float(s) for s in self._forward(windows, [ctx] * len(windows))]
+        with self._lock:
+            self.inline_run += 1
+        return result
+
     def _windows(self, text: str) -> Any:
         windows = self.model.windows_each([text])[0]
         if isinstance(windows, Exception):  # LimitExceeded: too long to score

@@ -69,3 +69,77 @@ def test_the_canonical_view_decides_when_there_is_one(model_dir: Path) -> None:
         assert check._verdict(0.99).blocked  # no canonical view: the text itself decides
     finally:
         check.close()
+
+
+def test_structured_text_is_judged_by_its_content(model_dir: Path) -> None:
+    check = _check(model_dir)
+    try:
+        plan = check._plan(CheckContext(text='{"id": 7, "body": "alpha beta inject"}'))
+        assert plan.view == "content" and plan.texts[1] == "alpha beta inject"
+        verdict = check.check(CheckContext(text='{"id": 7, "body": "alpha beta inject"}'))
+        assert verdict.blocked and dict(verdict.details)["view"] == "content"
+        assert "content view" in verdict.reason
+        assert not check.check(CheckContext(text='{"id": 7, "body": "alpha beta gamma"}')).blocked
+        # leet folded, then unwrapped
+        html = "<div>\n<p>alpha beta</p>\n<!-- gamma 1nj3ct -->\n</div>"
+        got = check.check(CheckContext(text=html))
+        assert got.blocked and dict(got.details)["view"] == "content"
+    finally:
+        check.close()
+
+
+def test_sentence_units_are_scored_with_a_stricter_cut(model_dir: Path) -> None:
+    check = _check(model_dir)
+    try:
+        # threshold 0.5 (odds 1) -> unit cut at odds 2.5
+        assert abs(check.unit_threshold - 2.5 / 3.5) < 1e-9
+        plan = check._plan(CheckContext(text="one two three four. five six seven inject."))
+        assert plan.view == "original"
+        assert plan.texts[1:] == ["one two three four.", "five six seven inject."]
+        hit = check._verdict(0.1, units=[0.2, 0.75])
+        assert hit.blocked and "sentence unit 2 of 2" in hit.reason
+        assert dict(hit.details)["unit"] == "1" and hit.score == 0.75
+        miss = check._verdict(0.1, units=[0.2, 0.7])  # above 0.5, below the unit cut
+        assert not miss.blocked and dict(miss.details)["unit_score"] == "0.700"
+        texts = ["one two three four. five six seven inject.",
+                 '{"a": "one two three four.\\nfive six seven eight."}',
+                 "one two three four. five six seven eight.",
+                 "1nj3ct one two three. four five six seven."]
+        batch = check.check_batch([CheckContext(text=t) for t in texts])
+        single = [check.check(CheckContext(text=t)) for t in texts]
+        asynced = [asyncio.run(check.acheck(CheckContext(text=t))) for t in texts]
+        want = [(v.blocked, v.details) for v in single]
+        assert [(v.blocked, v.details) for v in batch] == want
+        assert [(v.blocked, v.details) for v in asynced] == want
+        assert want[0][0] and not want[2][0] and want[3][0]
+    finally:
+        check.close()
+
+
+def test_unit_threshold_option_meta_and_bounds(tmp_path: Path) -> None:
+    from infershield.errors import ConfigError
+
+    meta_dir = build_tiny_classifier(tmp_path / "m", max_positions=16,
+                                     meta={"threshold": 0.5, "unit_threshold": 0.8})
+    opts = {"providers": ("cpu",), "prefilter": "none"}
+    check = ClassifierCheck("c", ClassifierOptions(**opts), meta_dir)  # type: ignore[arg-type]
+    assert check.unit_threshold == 0.8
+    check.close()
+    check = ClassifierCheck("c", ClassifierOptions(**opts, unit_threshold=0.6),  # type: ignore[arg-type]
+                            meta_dir)
+    assert check.unit_threshold == 0.6
+    check.close()
+    with pytest.raises(ConfigError, match="unit_threshold"):
+        ClassifierCheck("c", ClassifierOptions(**opts, unit_threshold=0.4),  # type: ignore[arg-type]
+                        meta_dir)
+
+
+def test_units_can_be_turned_off(model_dir: Path) -> None:
+    check = ClassifierCheck("classifier", ClassifierOptions(
+        providers=("cpu",), prefilter="none", units=False, content=False,
+        canonical=False), model_dir)
+    try:
+        plan = check._plan(CheckContext(text='{"a": "one two three four. five six seven eight."}'))
+        assert plan.view == "original" and len(plan.texts) == 1
+    finally:
+        check.close()

@@ -1,4 +1,5 @@
-"""``classifier``: an ONNX sequence classifier that scores every token window of the text."""
+"""``classifier``: an ONNX sequence classifier that scores every token window of the text (or
+of the view that says what the text says), and each of its sentence units."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
+from infershield.checks.input.content import content_view, sentence_units
 from infershield.config import Config, bounded, check_bounds
 from infershield.errors import ConfigError, LimitExceeded
 from infershield.telemetry.instrument import detector_span
@@ -60,6 +62,20 @@ class ClassifierOptions:
     #: the canonical view. The verdict's ``view`` detail says which view was judged, and
     #: ``original_score`` keeps the raw text's score for the audit log.
     canonical: bool = True
+    #: Judge a structured text (one JSON document, HTML, markdown, code fences) by its
+    #: content: JSON string values, the text of tags and comments, lines without their
+    #: markdown prefixes. The model scores the syntax of a JSON request or an HTML page as
+    #: suspicious whatever it carries; an attack inside still reads as an attack. The verdict's
+    #: ``view`` is then ``content``.
+    content: bool = True
+    #: Localised scoring: when the judged view has two sentence units or more (sentences and
+    #: lines of at least four words), each unit is also scored on its own, so benign padding
+    #: around an attack cannot dilute it; one unit at or above ``unit_threshold`` blocks.
+    units: bool = True
+    #: The cut for one unit; ``None`` = the model's recommended ``unit_threshold``, else the
+    #: threshold made ``UNIT_ODDS`` (2.5) times stricter in odds (a unit is judged without context,
+    #: so it needs more evidence than the whole text).
+    unit_threshold: float | None = bounded(None, gt=0.0, le=1.0)
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -72,6 +88,8 @@ class ClassifierCheck(Check):
     stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
     runs_inline: ClassVar[bool] = False  # a forward pass: never on the event loop
     REASON_ATTACK = "classifier: attack probability {score:.3f} >= {threshold:.3f}"
+    REASON_UNIT = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
+                   "in sentence unit {unit} of {units}")
     REASON_TOO_LONG = "classifier: text exceeds the window limit"
 
     def __init__(self, name: str, options: ClassifierOptions, model_dir: Path,
@@ -97,6 +115,7 @@ class ClassifierCheck(Check):
         self.threshold = o.threshold if o.threshold is not None else recommended
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
+        self.unit_threshold = _unit_threshold(o.unit_threshold, self.model.meta, self.threshold)
         self.categories = tuple(dict.fromkeys(
             "jailbreak" if "jailbreak" in lab.lower() else "injection"
             for lab in self.model.attack_labels
@@ -148,64 +167,105 @@ class ClassifierCheck(Check):
             prefilter_dir = _model_dir(options.prefilter, config)
         return cls(name, options, model_dir, prefilter_dir)
 
-    def _verdict(self, score: float, canonical: float | None = None) -> Verdict:
-        view = "original"
-        details: tuple[tuple[str, str], ...] = (("view", view),)
-        if canonical is not None:
-            # Content, not form: the canonical view is what the text says.
-            details = (("view", "canonical"), ("original_score", f"{score:.3f}"))
-            score, view = canonical, "canonical"
+    def _plan(self, ctx: CheckContext) -> _Plan:
+        """The texts to score for ``ctx``: the text itself, the view judged in its place (if
+        any) and the units of that view (if localised scoring applies)."""
+        o = self.options
+        view, judged = "original", ctx.text
+        if o.content:
+            # Structure first, while its lines are still there; then fold what is left.
+            inner = content_view(ctx.text)
+            if inner.strip() and _squash(inner) != _squash(ctx.text):
+                view, judged = "content", inner
+        # Units are cut before folding (the canonical view joins lines), then folded each.
+        units = sentence_units(judged) if o.units else []
+        if len(units) < 2:
+            units = []  # one unit is the whole view, already scored
+        if o.canonical:
+            from infershield.native import analysis_for, normalize
+
+            norm = normalize(judged) if view == "content" else analysis_for(ctx).normalized
+            # Case and spacing alone do not count: the tokenizer ignores them.
+            if norm.strip() and norm != _squash(judged):
+                judged = norm
+                if view == "original":
+                    view = "canonical"
+            units = [u for u in (normalize(u) for u in units) if u.strip()]
+        texts = [ctx.text] if view == "original" else [ctx.text, judged]
+        return _Plan(view, texts + units, len(texts))
+
+    def _decide(self, plan: _Plan, scores: Sequence[float | None]) -> Verdict:
+        """The verdict from the plan's scores (None: a text too long to score)."""
+        if any(s is None for s in scores):
+            return self._too_long()
+        own = float(scores[0] or 0.0)
+        score = float(scores[plan.n_views - 1] or 0.0)
+        units = [float(s or 0.0) for s in scores[plan.n_views:]]
+        return self._verdict(own, score if plan.view != "original" else None,
+                             view=plan.view, units=units)
+
+    def _verdict(self, score: float, judged: float | None = None, *, view: str = "canonical",
+                 units: Sequence[float] = ()) -> Verdict:
+        """Block when the judged view's score reaches the threshold, or one unit's reaches the
+        (stricter) unit threshold. ``judged`` is the score of the view judged in place of the
+        text itself (content, not form); None when the text is judged as written."""
+        details: list[tuple[str, str]] = []
+        if judged is not None:
+            details += [("view", view), ("original_score", f"{score:.3f}")]
+            score = judged
+        else:
+            view = "original"
         score = min(max(score, 0.0), 1.0)
+        unit_hit = -1
+        if units:
+            best = max(range(len(units)), key=units.__getitem__)
+            details.append(("unit_score", f"{units[best]:.3f}"))
+            if units[best] >= self.unit_threshold and score < self.threshold:
+                unit_hit, score = best, min(max(units[best], 0.0), 1.0)
+                details.append(("unit", str(best)))
+        if unit_hit >= 0:
+            reason = self.REASON_UNIT.format(score=score, threshold=self.unit_threshold,
+                                             unit=unit_hit + 1, units=len(units))
+            if view != "original":
+                reason += f" ({view} view)"
+            return self.block(reason, score, categories=self.categories,
+                              details=tuple(details))
         if score >= self.threshold:
             reason = self.REASON_ATTACK.format(score=score, threshold=self.threshold)
             if view != "original":
                 reason += f" ({view} view)"
-            return self.block(reason, score, categories=self.categories, details=details)
-        return self.allow(score=score, details=details if canonical is not None else ())
+            return self.block(reason, score, categories=self.categories,
+                              details=tuple(details) or (("view", view),))
+        return self.allow(score=score, details=tuple(details))
 
     def _too_long(self) -> Verdict:
         # Fail closed: text we cannot fully score is never waved through.
         return self.block(self.REASON_TOO_LONG, 1.0, categories=self.categories)
 
-    def _canonical(self, ctx: CheckContext) -> str | None:
-        """The canonical view of ``ctx.text`` when it says something the text itself does not
-        (case and spacing alone do not count: the tokenizer ignores them)."""
-        if not self.options.canonical:
-            return None
-        from infershield.native import analysis_for
-
-        norm = analysis_for(ctx).normalized
-        if not norm.strip() or norm == " ".join(ctx.text.lower().split()):
-            return None
-        return norm
-
     def check(self, ctx: CheckContext) -> Verdict:
+        plan = self._plan(ctx)
         try:
-            score = self.batcher.score(ctx.text)
-            canonical = self._canonical(ctx)
-            if canonical is not None:
-                return self._verdict(score, self.batcher.score(canonical))
-            return self._verdict(score)
+            if len(plan.texts) == 1:
+                return self._decide(plan, [self.batcher.score(ctx.text)])
+            return self._decide(plan, self.batcher.score_each(plan.texts))
         except LimitExceeded:
             return self._too_long()
 
     async def acheck(self, ctx: CheckContext) -> Verdict:
         """Event-loop friendly: awaits the batcher's futures instead of blocking the loop."""
+        plan = self._plan(ctx)
         try:
-            canonical = self._canonical(ctx)
-            futures = [self.batcher.submit(ctx.text)]
-            if canonical is not None:
-                futures.append(self.batcher.submit(canonical))
+            futures = [self.batcher.submit(t) for t in plan.texts]
             scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-            return self._verdict(*scores)
         except LimitExceeded:
             return self._too_long()
+        return self._decide(plan, scores)
 
     def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
-        # A batch already is a batch: score it directly, windows sorted by length. Each
-        # text's canonical view (when it differs) is scored in the same pass.
-        views = [self._canonical(ctx) for ctx in ctxs]
-        texts = [ctx.text for ctx in ctxs] + [v for v in views if v is not None]
+        # A batch already is a batch: every text of every plan (views, units) is scored in
+        # one pass, windows sorted by length.
+        plans = [self._plan(ctx) for ctx in ctxs]
+        texts = [t for p in plans for t in p.texts]
         per_text = [None if isinstance(w, LimitExceeded) else w
                     for w in self.scorer.windows_each(texts)]
         ok = [w for w in per_text if w is not None]
@@ -213,22 +273,53 @@ class ClassifierCheck(Check):
         if ok:
             with detector_span(self.model.model_dir.name, len(ok)):
                 scored = iter(self.scorer.score_windows(ok).tolist())
-        scores = [None if w is None else next(scored) for w in per_text]
-        out: list[Verdict] = []
-        extra = iter(scores[len(ctxs):])
-        for i, view in enumerate(views):
-            own = scores[i]
-            canon = next(extra) if view is not None else None
-            if own is None or (view is not None and canon is None):
-                out.append(self._too_long())
-            elif canon is None:
-                out.append(self._verdict(own))
-            else:
-                out.append(self._verdict(own, canon))
-        return out
+        scores = iter([None if w is None else next(scored) for w in per_text])
+        return [self._decide(p, [next(scores) for _ in p.texts]) for p in plans]
 
     def close(self) -> None:
         self.batcher.close()
+
+
+#: How much stricter (in odds) a unit's cut is than the text's when neither the options nor the
+#: model name one: 0.95 (odds 19) becomes 0.979 (odds 47.5).
+UNIT_ODDS = 2.5
+
+
+def _unit_threshold(option: float | None, meta: dict[str, Any], threshold: float) -> float:
+    """The unit cut: the option, the model's ``unit_threshold``, or the threshold's odds times
+    :data:`UNIT_ODDS`; never below the text's own threshold."""
+    if option is not None:
+        cut = option
+    elif "unit_threshold" in meta:
+        try:
+            cut = float(meta["unit_threshold"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"model unit_threshold {meta['unit_threshold']!r} is not a "
+                              "number") from None
+    elif threshold >= 1.0:
+        cut = 1.0
+    else:
+        odds = threshold / (1.0 - threshold) * UNIT_ODDS
+        cut = odds / (1.0 + odds)
+    if not threshold <= cut <= 1.0:
+        raise ConfigError(f"unit_threshold {cut} must be in [threshold {threshold}, 1]")
+    return cut
+
+
+def _squash(text: str) -> str:
+    """``text`` lowercased with its whitespace runs made single spaces (what the tokenizer
+    sees alike)."""
+    return " ".join(text.lower().split())
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one text costs: ``texts`` = the text, the view judged in its place (when
+    ``view`` is not ``original``), then the view's sentence units; ``n_views`` = 1 or 2."""
+
+    view: str
+    texts: list[str]
+    n_views: int
 
 
 def _model_dir(model: str, config: Config) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -123,10 +124,17 @@ def test_buried_attack_raises_the_score_of_its_window(check: ClassifierCheck) ->
     assert logit(buried.score) > logit(clean.score) + 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="mean pooling over a 256-token window dilutes one "
-                   "injected sentence below the threshold; the rules catch this one")
 def test_buried_attack_is_blocked_by_the_model_alone(check: ClassifierCheck) -> None:
-    assert check.check(CheckContext(text=_BURIED)).blocked
+    """Mean pooling over a 256-token window dilutes the injected sentence below the threshold;
+    its sentence unit, scored alone, does not."""
+    verdict = check.check(CheckContext(text=_BURIED))
+    assert verdict.blocked and "sentence unit" in verdict.reason
+    whole = ClassifierCheck("classifier", replace(check.options, units=False),
+                            check.model.model_dir)
+    try:
+        assert not whole.check(CheckContext(text=_BURIED)).blocked  # the window alone misses
+    finally:
+        whole.close()
 
 
 @pytest.fixture(scope="session")

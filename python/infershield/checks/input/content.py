@@ -1,0 +1,86 @@
+"""What a text says, apart from the form it is written in: the content of a structured text
+(JSON, HTML, markdown) and the sentence units that localised scoring judges one by one.
+
+Pure functions of the text (no model, no native code), shared by the ``classifier`` check and
+its benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+# Markup that carries no content: HTML/XML tags and comment markers (the comment's text is
+# kept: a hidden comment is exactly where an injection hides).
+_TAG = re.compile(r"<!--|-->|</?[A-Za-z][^<>]{0,200}>")
+_FENCE = re.compile(r"^[ \t]*```[^\n]*$", re.M)
+# Line prefixes of markdown: headings, quotes, list items.
+_MD_PREFIX = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+|>[ \t]?|[-*+][ \t]+|\d{1,3}[.)][ \t]+)", re.M)
+# Sentence ends (Latin and CJK punctuation, a colon or semicolon) followed by space, or a line
+# break: where one unit ends and the next begins.
+_UNIT_BREAK = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f])\s+|\n+")
+#: A unit has at least this many words: shorter pieces join the next one, so a unit is a
+#: clause that can say something ("Status: draft" alone cannot).
+UNIT_MIN_WORDS = 4
+_JSON_MAX_CHARS = 1 << 20
+
+
+def _json_strings(value: Any, out: list[str]) -> None:
+    if isinstance(value, str):
+        if value.strip():
+            out.append(value.strip())
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if len(k.split()) > 1:  # a key of several words is prose, not an identifier
+                out.append(k.strip())
+            _json_strings(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _json_strings(v, out)
+
+
+def content_view(text: str) -> str:
+    """``text`` without the syntax of the structure around its prose.
+
+    A text that is one JSON document becomes its string values, one per line (numbers,
+    punctuation and one-word keys are syntax; a key of several words is kept). Otherwise HTML
+    tags and comment markers are removed (the comment's text stays), and code-fence lines and
+    markdown line prefixes (``#``, ``>``, ``-``, ``1.``) are dropped. The classifier was
+    trained on prose: it scores the syntax of a JSON request or an HTML page as suspicious
+    whatever the payload says.
+    """
+    stripped = text.strip()
+    if stripped[:1] in ("{", "[") and len(stripped) <= _JSON_MAX_CHARS:
+        try:
+            doc = json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            out: list[str] = []
+            _json_strings(doc, out)
+            return "\n".join(out)
+    out_text = _TAG.sub("\n", text)
+    out_text = _FENCE.sub("", out_text)
+    return _MD_PREFIX.sub("", out_text)
+
+
+def sentence_units(text: str, min_words: int = UNIT_MIN_WORDS) -> list[str]:
+    """The sentences (and lines) of ``text``, pieces under ``min_words`` words joined to the
+    next one (a short tail to the last), in order."""
+    units: list[str] = []
+    cur = ""
+    for part in _UNIT_BREAK.split(text):
+        part = part.strip()
+        if not part:
+            continue
+        cur = f"{cur} {part}" if cur else part
+        if len(cur.split()) >= min_words:
+            units.append(cur)
+            cur = ""
+    if cur:
+        if units:
+            units[-1] = f"{units[-1]} {cur}"
+        else:
+            units.append(cur)
+    return units
