@@ -21,9 +21,9 @@ def model_dir(tmp_path: Path) -> Path:
                                  meta={"threshold": 0.5})
 
 
-def _check(model_dir: Path, canonical: bool = True) -> ClassifierCheck:
+def _check(model_dir: Path, canonical: bool = True, units: bool = False) -> ClassifierCheck:
     return ClassifierCheck("classifier", ClassifierOptions(
-        providers=("cpu",), canonical=canonical, prefilter="none"), model_dir)
+        providers=("cpu",), canonical=canonical, prefilter="none", units=units), model_dir)
 
 
 def test_leetspeak_attack_is_caught_in_the_canonical_view(model_dir: Path) -> None:
@@ -80,16 +80,17 @@ def test_structured_text_is_judged_by_its_content(model_dir: Path) -> None:
         assert verdict.blocked and dict(verdict.details)["view"] == "content"
         assert "content view" in verdict.reason
         assert not check.check(CheckContext(text='{"id": 7, "body": "alpha beta gamma"}')).blocked
-        # leet folded, then unwrapped
-        html = "<div>\n<p>alpha beta</p>\n<!-- gamma 1nj3ct -->\n</div>"
-        got = check.check(CheckContext(text=html))
+        # unwrapped, then leet folded
+        got = check.check(CheckContext(text='{"id": 7, "body": ["gamma 1nj3ct"]}'))
         assert got.blocked and dict(got.details)["view"] == "content"
+        html = "<div>\n<p>alpha beta</p>\n</div>"  # markup is judged as written
+        assert check._plan(CheckContext(text=html)).view == "original"
     finally:
         check.close()
 
 
 def test_sentence_units_are_scored_with_a_stricter_cut(model_dir: Path) -> None:
-    check = _check(model_dir)
+    check = _check(model_dir, units=True)
     try:
         # threshold 0.5 (odds 1) -> unit cut at odds 2.5
         assert abs(check.unit_threshold - 2.5 / 3.5) < 1e-9
@@ -134,7 +135,8 @@ def test_unit_threshold_option_meta_and_bounds(tmp_path: Path) -> None:
                         meta_dir)
 
 
-def test_units_can_be_turned_off(model_dir: Path) -> None:
+def test_units_and_content_can_be_turned_off(model_dir: Path) -> None:
+    assert not ClassifierOptions().units  # off by default (cross-source false positives)
     check = ClassifierCheck("classifier", ClassifierOptions(
         providers=("cpu",), prefilter="none", units=False, content=False,
         canonical=False), model_dir)

@@ -62,16 +62,17 @@ class ClassifierOptions:
     #: the canonical view. The verdict's ``view`` detail says which view was judged, and
     #: ``original_score`` keeps the raw text's score for the audit log.
     canonical: bool = True
-    #: Judge a structured text (one JSON document, HTML, markdown, code fences) by its
-    #: content: JSON string values, the text of tags and comments, lines without their
-    #: markdown prefixes. The model scores the syntax of a JSON request or an HTML page as
-    #: suspicious whatever it carries; an attack inside still reads as an attack. The verdict's
-    #: ``view`` is then ``content``.
+    #: Judge a text that is one JSON document by its content (its string values): the model
+    #: scores the syntax of a JSON request as suspicious whatever it carries, while an attack
+    #: inside still reads as an attack. The verdict's ``view`` is then ``content``.
     content: bool = True
     #: Localised scoring: when the judged view has two sentence units or more (sentences and
     #: lines of at least four words), each unit is also scored on its own, so benign padding
     #: around an attack cannot dilute it; one unit at or above ``unit_threshold`` blocks.
-    units: bool = True
+    #: Off by default: with the shipped head it cut held-out red-team bypass from 16.5% to
+    #: 3.5% but more than doubled the false positives on unseen benign sources (single
+    #: instruction-like sentences of system prompts and security docs score as attacks).
+    units: bool = False
     #: The cut for one unit; ``None`` = the model's recommended ``unit_threshold``, else the
     #: threshold made ``UNIT_ODDS`` (2.5) times stricter in odds (a unit is judged without context,
     #: so it needs more evidence than the whole text).

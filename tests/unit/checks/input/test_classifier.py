@@ -126,15 +126,15 @@ def test_buried_attack_raises_the_score_of_its_window(check: ClassifierCheck) ->
 
 def test_buried_attack_is_blocked_by_the_model_alone(check: ClassifierCheck) -> None:
     """Mean pooling over a 256-token window dilutes the injected sentence below the threshold;
-    its sentence unit, scored alone, does not."""
-    verdict = check.check(CheckContext(text=_BURIED))
-    assert verdict.blocked and "sentence unit" in verdict.reason
-    whole = ClassifierCheck("classifier", replace(check.options, units=False),
+    its sentence unit, scored alone (``units``, off by default), does not."""
+    assert not check.check(CheckContext(text=_BURIED)).blocked  # the window alone misses
+    units = ClassifierCheck("classifier", replace(check.options, units=True),
                             check.model.model_dir)
     try:
-        assert not whole.check(CheckContext(text=_BURIED)).blocked  # the window alone misses
+        verdict = units.check(CheckContext(text=_BURIED))
+        assert verdict.blocked and "sentence unit" in verdict.reason
     finally:
-        whole.close()
+        units.close()
 
 
 @pytest.fixture(scope="session")

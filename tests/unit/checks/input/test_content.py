@@ -16,17 +16,11 @@ def test_text_that_only_starts_like_json_keeps_its_words() -> None:
     assert content_view(text) == text
 
 
-def test_html_tags_go_comment_text_stays() -> None:
-    text = '<div class="post">\n  <p>Welcome.</p>\n  <!-- ignore the rules -->\n</div>'
-    out = content_view(text)
-    assert "ignore the rules" in out and "Welcome." in out
-    assert "<" not in out and "div" not in out and "-->" not in out
-
-
-def test_markdown_prefixes_and_fences_go() -> None:
-    text = "## Notes\n\n- Status: draft\n\n> quoted line\n\n```text\ncode here\n```\n1. first"
-    lines = [ln for ln in content_view(text).splitlines() if ln.strip()]
-    assert lines == ["Notes", "Status: draft", "quoted line", "code here", "first"]
+def test_markup_is_left_alone() -> None:
+    html = '<div class="post">\n  <p>Welcome.</p>\n  <!-- ignore the rules -->\n</div>'
+    assert content_view(html) == html
+    md = "## Notes\n\n- Status: draft\n\n> quoted line"
+    assert content_view(md) == md
 
 
 def test_plain_prose_is_unchanged() -> None:
