@@ -154,6 +154,18 @@ def run(
                 )
                 rows.append(_row("analysis", f"native analyze ({what})", label, size, a,
                                  base["p50_ms"]))
+            # What the classifier's views cost before any model runs: the content view, the
+            # sentence units and the fold of each unit (localised scoring's text work).
+            from infershield.checks.input.content import content_view, sentence_units
+            from infershield.native import normalize
+
+            def units_folded(t: str) -> None:
+                for u in sentence_units(content_view(t)):
+                    normalize(u)
+
+            v = _timer(units_folded, prompts, iters=iters, max_seconds=max_seconds)
+            rows.append(_row("analysis", "classifier views (content + units, folded)", label,
+                             size, v, base["p50_ms"]))
             for stage, name, check in built:
 
                 def one_check(t: str, check: Any = check, stage: str = stage) -> None:

@@ -11,8 +11,8 @@ pre-tokenised 256-token inputs (no tokenisation, windowing or batching of ours).
 * ``prefilter``: ``check`` with the shipped one-layer prefilter in front (the CPU default),
   on everyday benign prompts (mostly cleared by the fast model) and on attack prompts
   (escalated to the main model); each row says what share the prefilter cleared. The
-  ``whole text only`` rows turn off the canonical and content views and the sentence units
-  (localised scoring): the difference to the default row is what they cost.
+  ``whole text only`` rows turn off the canonical and content views, the ``sentence units``
+  rows turn on localised scoring: the differences to the default row are what they cost.
 
 Run alone: ``python -m bench.bench_detector [--quick] [--gpu] [--json OUT]``.
 """
@@ -265,16 +265,19 @@ def _cases(
     ]
     cascaded: ClassifierCheck | None = None
     whole: ClassifierCheck | None = None
+    units: ClassifierCheck | None = None
     if fast_dir is not None:
         # The CPU default: the one-layer prefilter clears what it can before the main model;
         # the canonical and content views and the sentence units are on (the default).
         cascaded = ClassifierCheck("classifier", ClassifierOptions(
             providers=providers, max_batch=top), model_dir, fast_dir)
-        # The same without the views and units: the text's own windows only. The difference
-        # is what localised scoring and the judged views cost.
+        # The same without the judged views (the text's own windows only), and with sentence
+        # units on (localised scoring, opt-in): the differences are what each costs.
         whole = ClassifierCheck("classifier", ClassifierOptions(
             providers=providers, max_batch=top, canonical=False, content=False, units=False),
             model_dir, fast_dir)
+        units = ClassifierCheck("classifier", ClassifierOptions(
+            providers=providers, max_batch=top, units=True), model_dir, fast_dir)
         for kind, texts in (("benign", _sentence_prompts(clf.tokenizer, BENIGN_SENTENCES, 64,
                                                          TOKENS)),
                             ("attack", _sentence_prompts(clf.tokenizer, _attack_sentences(), 64,
@@ -283,12 +286,15 @@ def _cases(
             cases += [(f"check + prefilter, {kind} prompts", 1, _cycle(cascaded, texts), iters),
                       (f"check + prefilter, whole text only, {kind} prompts", 1,
                        _cycle(whole, texts), iters),
+                      (f"check + prefilter, sentence units, {kind} prompts", 1,
+                       _cycle(units, texts), iters),
                       (f"check_batch + prefilter, {kind} prompts", BATCH,
                        _batch_of(cascaded, texts[:BATCH]), b_iters)]
     precision = "fp16" if fp16 and on_gpu else "fp32"
     rows = []
     for name, batch, fn, n in cases:
-        counted = whole if "whole text only" in name else cascaded
+        counted = (whole if "whole text only" in name
+                   else units if "sentence units" in name else cascaded)
         before = _cascade_counts(counted)
         s = summarize(time_calls(fn, iters=n, warmup=5 if batch == 1 else 1, max_seconds=max_s))
         after = _cascade_counts(counted)
@@ -307,7 +313,7 @@ def _cases(
             row["prefilter_cleared"] = cleared / total if total else None
         rows.append(row)
     chk.close()
-    for c in (cascaded, whole):
+    for c in (cascaded, whole, units):
         if c is not None:
             c.close()
     return rows, tuple(clf.active_providers)
