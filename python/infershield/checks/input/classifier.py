@@ -69,7 +69,7 @@ class ClassifierOptions:
     #: Localised scoring: when the judged view has two sentence units or more (sentences and
     #: lines of at least four words), each unit is also scored on its own, so benign padding
     #: around an attack cannot dilute it; one unit at or above ``unit_threshold`` blocks.
-    #: Off by default: with the shipped head it cut held-out red-team bypass from 16.5% to
+    #: Off by default: with the shipped head it cut held-out red-team bypass from 16.3% to
     #: 3.5% but more than doubled the false positives on unseen benign sources (single
     #: instruction-like sentences of system prompts and security docs score as attacks).
     units: bool = False
