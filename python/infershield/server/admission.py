@@ -34,6 +34,7 @@ import grpc
 from infershield.abuse.control import AbuseControl
 from infershield.auth.access import current_identity
 from infershield.errors import Blocked
+from infershield.firewall import StreamError
 from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.limits.deadline import Deadline
 from infershield.limits.quarantine import Quarantine
@@ -130,15 +131,18 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             yield
         except Blocked as exc:
-            # One line per blocked request, for operators: who, where, what, never the text.
-            # The log formatter stamps the trace id when the request is traced.
-            log.info("request blocked", extra={
-                "peer": context.peer(), "rpc": current_rpc_name(), "stage": exc.stage,
-                "check": exc.check, "category": ",".join(exc.categories) or "none",
-            })
-            if self.quarantine is not None:
-                self.quarantine.strike(caller_of(context))
+            self._blocked(context, exc)
             raise
+
+    def _blocked(self, context: grpc.aio.ServicerContext[Any, Any], exc: Blocked) -> None:
+        # One line per blocked request, for operators: who, where, what, never the text.
+        # The log formatter stamps the trace id when the request is traced.
+        log.info("request blocked", extra={
+            "peer": context.peer(), "rpc": current_rpc_name(), "stage": exc.stage,
+            "check": exc.check, "category": ",".join(exc.categories) or "none",
+        })
+        if self.quarantine is not None:
+            self.quarantine.strike(caller_of(context))
 
     # --- abuse control (issue #19): per-caller buckets, quarantine, anomaly detection ---
     def _abuse_call(
@@ -194,6 +198,11 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async with self._abuse_call(context), self.limiter.slot(self._deadline(context)):
                 with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):
+                        # A request blocked inside a stream is one blocked request too.
+                        if isinstance(response, StreamError) and isinstance(
+                            response.error, Blocked
+                        ):
+                            self._blocked(context, response.error)
                         yield response
 
         return wrapped

@@ -126,7 +126,12 @@ def _wrap_stream(behavior: Any, method: str, scoped: bool) -> Any:
         with _scope(scoped, method, context.invocation_metadata()) as span:
             try:
                 async for response in behavior(request_iterator, context):
-                    yield response
+                    # One request of a stream failed: told in-band, the stream goes on.
+                    yield (
+                        stream_error_response(response)
+                        if isinstance(response, StreamError)
+                        else response
+                    )
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:

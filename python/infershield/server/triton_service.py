@@ -12,7 +12,6 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from infershield.backends.base import UNARY_METHODS
 from infershield.firewall import Firewall, StreamError
 from infershield.server.context import call_context, stream_context
-from infershield.server.interceptor import stream_error_response
 
 
 class TritonService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -26,9 +25,11 @@ class TritonService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> AsyncIterator[pb.ModelStreamInferResponse | StreamError]:
+        # A StreamError is yielded as it is: the admission layer logs and counts an in-stream
+        # block like any other, and the error interceptor turns it into the in-band response.
         async for item in self.firewall.stream_infer(request_iterator, stream_context(context)):
-            yield stream_error_response(item) if isinstance(item, StreamError) else item
+            yield item
 
 
 def _unary(method: str) -> Any:
