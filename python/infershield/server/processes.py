@@ -335,13 +335,14 @@ def supervise(config: Config, command: Sequence[str] | None = None) -> int:
 
     logs.setup_logging(config.telemetry, exclusive=True)
     count = config.process_count
-    # Validate and compile once, here: the children find the rule databases in the cache.
-    Policy.from_config(config).close()
-    _warn_per_process(config, count)
-    sock, listen = reserve_port(config.server.listen)
-    metrics_dir = tempfile.mkdtemp(prefix="infershield-metrics-")
+    sock, listen = reserve_port(config.server.listen)  # a busy port fails before any work
+    metrics_dir = ""
     metrics_server = None
     try:
+        # Validate and compile once, here: the children find the rule databases in the cache.
+        Policy.from_config(config).close()
+        _warn_per_process(config, count)
+        metrics_dir = tempfile.mkdtemp(prefix="infershield-metrics-")
         metrics_server = _serve_metrics(config, metrics_dir)
         sup = Supervisor(
             config,
@@ -355,7 +356,8 @@ def supervise(config: Config, command: Sequence[str] | None = None) -> int:
         if metrics_server is not None:
             metrics_server.close()
         sock.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _serve_metrics(config: Config, metrics_dir: str) -> MetricsServer | None:
