@@ -572,39 +572,53 @@ class TreeStats(ProcStats):
 
 def processes_rows(
     triton: str, prompts: list[bytes], workdir: Path, *, quick: bool, fw_cpus: str,
-    concurrency: Sequence[int] = (8, 64),
+    concurrency: Sequence[int] = (8, 64), rounds: int = 3,
 ) -> list[dict[str, Any]]:
-    """Rules only, ``server.processes`` 1 then 2, the firewall pinned to ``fw_cpus``."""
+    """Rules only, ``server.processes`` 1 and 2, both up at once and pinned to ``fw_cpus``;
+    the load alternates between them for ``rounds`` rounds per concurrency, so a shift in
+    the machine's load (it is shared) hits both arms alike."""
     counts = QUICK_REQUESTS if quick else REQUESTS
     rows: list[dict[str, Any]] = []
-    by_count: dict[tuple[int, int], float] = {}
-    for n in (1, 2):
-        with firewall(
-            triton, "rules_only", workdir, name=f"processes{n}", cpus=fw_cpus,
-            extra={"server": {"processes": n, "metrics_listen": ""}},
-        ) as (shield, stats):
-            tree = TreeStats(stats.pid)
-            for c in concurrency:
-                load(shield, prompts, c, counts[c])  # every child warm, connections spread
-                cpu0, t0 = tree.cpu_s(), time.perf_counter()
-                via = load(shield, prompts, c, counts[c] * 2)
-                cpu_used, wall = tree.cpu_s() - cpu0, time.perf_counter() - t0
-                by_count[(n, c)] = via["rps"]
+    with contextlib.ExitStack() as stack:
+        arms = {
+            n: stack.enter_context(firewall(
+                triton, "rules_only", workdir, name=f"processes{n}", cpus=fw_cpus,
+                extra={"server": {"processes": n, "metrics_listen": ""}},
+            ))
+            for n in (1, 2)
+        }
+        for c in concurrency:
+            acc = {n: {"n": 0, "wall": 0.0, "cpu": 0.0, "errors": 0, "p50": []}
+                   for n in arms}
+            for url, _ in arms.values():
+                load(url, prompts, c, counts[c])  # warm: every child, connections spread
+            for _ in range(rounds):
+                for n, (url, stats) in arms.items():
+                    tree = TreeStats(stats.pid)
+                    cpu0, t0 = tree.cpu_s(), time.perf_counter()
+                    via = load(url, prompts, c, counts[c])
+                    a = acc[n]
+                    a["cpu"] += tree.cpu_s() - cpu0
+                    a["wall"] += time.perf_counter() - t0
+                    a["n"] += via["n"]
+                    a["errors"] += via["errors"]
+                    a["p50"].append(via["p50_ms"])
+            rps = {n: a["n"] / a["wall"] for n, a in acc.items()}
+            for n, a in acc.items():
                 row = {
                     "processes": n,
                     "concurrency": c,
-                    "fw_cpus": fw_cpus,
-                    "requests": via["n"],
-                    "via_rps": via["rps"],
-                    "via_p50_ms": via["p50_ms"],
-                    "via_p99_ms": via["p99_ms"],
-                    "errors": via["errors"],
-                    "fw_cpu_ms_per_req": round(1000.0 * cpu_used / max(via["n"], 1), 3),
-                    "fw_cpu_cores": round(cpu_used / wall, 2) if wall else 0.0,
+                    "fw_cpus": fw_cpus or "all",
+                    "requests": a["n"],
+                    "via_rps": round(rps[n], 2),
+                    "via_p50_ms": round(float(np.median(a["p50"])), 3),
+                    "errors": a["errors"],
+                    "fw_cpu_ms_per_req": round(1000.0 * a["cpu"] / max(a["n"], 1), 3),
+                    "fw_cpu_cores": round(a["cpu"] / a["wall"], 2),
                     "load_avg_1m": round(os.getloadavg()[0], 2),
                 }
                 if n == 2:
-                    row["ratio_vs_1"] = ratio(via["rps"], by_count[(1, c)])
+                    row["ratio_vs_1"] = ratio(rps[2], rps[1])
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
