@@ -103,3 +103,20 @@ def test_audit_set_of_one_process_is_the_plain_chain(tmp_path: Path) -> None:
     assert rep.ok and list(rep.chains) == [None]
     with pytest.raises(FileNotFoundError):  # as before: the CLI reports it, exit 2
         verify_set(tmp_path / "absent.jsonl")
+
+
+def test_children_that_cannot_start_stop_the_supervisor_with_exit_1(tmp_path: Path) -> None:
+    import sys
+
+    from infershield.server.processes import Supervisor
+
+    sock, listen = reserve_port("127.0.0.1:0")
+    try:
+        sup = Supervisor(
+            load_config(env={}), command=[sys.executable, "-c", "raise SystemExit(3)"],
+            count=2, listen=listen, metrics_dir=str(tmp_path),
+        )
+        assert sup.run() == 1
+    finally:
+        sock.close()
+    assert all(c.proc is None for c in sup.children)  # none left behind
