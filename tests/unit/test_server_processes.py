@@ -53,7 +53,7 @@ def test_port_zero_is_resolved_once_and_shareable_with_reuseport() -> None:
 
 
 def test_the_slot_round_trips_through_the_environment() -> None:
-    slot = ProcessSlot(1, 4, "[::1]:8001", 7)
+    slot = ProcessSlot(1, 4, "[::1]:8001", 7, 4242)
     assert ProcessSlot.from_env({SLOT_ENV: slot.encode()}) == slot
     assert ProcessSlot.from_env({}) is None
 

@@ -49,7 +49,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     slot = ProcessSlot.from_env()
     if slot is not None:
-        die_with_parent()
+        die_with_parent(slot.supervisor)
     overrides: dict[str, Any] = {
         "server.listen": args.listen,
         "server.processes": getattr(args, "processes", None),

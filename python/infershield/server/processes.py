@@ -47,8 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Set in a child's environment: ``INDEX:COUNT:READY_FD:HOST:PORT``. (One underscore run, so
-#: the config loader does not read it as a field override.)
+#: Set in a child's environment: ``INDEX:COUNT:READY_FD:SUPERVISOR_PID:HOST:PORT``. (No
+#: double underscore, so the config loader does not read it as a field override.)
 SLOT_ENV = "INFERSHIELD_PROCESS_SLOT"
 #: How long the children get to start serving (loading models, warming caches).
 START_TIMEOUT_S = 300.0
@@ -68,17 +68,18 @@ class ProcessSlot:
     count: int
     listen: str
     ready_fd: int
+    supervisor: int = 0
 
     def encode(self) -> str:
-        return f"{self.index}:{self.count}:{self.ready_fd}:{self.listen}"
+        return f"{self.index}:{self.count}:{self.ready_fd}:{self.supervisor}:{self.listen}"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ProcessSlot | None:
         raw = (os.environ if env is None else env).get(SLOT_ENV, "")
         if not raw:
             return None
-        index, count, fd, listen = raw.split(":", 3)
-        return cls(int(index), int(count), listen, int(fd))
+        index, count, fd, parent, listen = raw.split(":", 4)
+        return cls(int(index), int(count), listen, int(fd), int(parent))
 
     def ready(self) -> None:
         """Tell the supervisor this child serves (once)."""
@@ -87,7 +88,7 @@ class ProcessSlot:
             os.close(self.ready_fd)
 
 
-def die_with_parent() -> None:
+def die_with_parent(supervisor: int) -> None:
     """A child gets SIGTERM (and drains) when its supervisor dies, even by SIGKILL."""
     if not sys.platform.startswith("linux"):
         return
@@ -95,7 +96,7 @@ def die_with_parent() -> None:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         pr_set_pdeathsig = 1
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent was already gone before prctl
+    if os.getppid() != supervisor:  # it was already gone before prctl
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -154,7 +155,7 @@ class Supervisor:
 
     def _spawn(self, child: _Child) -> None:
         read_fd, write_fd = os.pipe()
-        slot = ProcessSlot(child.index, self.count, self.listen, write_fd)
+        slot = ProcessSlot(child.index, self.count, self.listen, write_fd, os.getpid())
         env = dict(os.environ)
         env[SLOT_ENV] = slot.encode()
         env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
