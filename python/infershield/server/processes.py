@@ -244,7 +244,8 @@ class Supervisor:
     # ------------------------------------------------------------------ main loop
 
     def run(self) -> int:
-        """Start, supervise, drain; 0 after a clean drain, 1 if the children cannot start."""
+        """Start, supervise, drain; 0 after a clean drain, 1 if the children cannot start
+        or one does not drain cleanly."""
         old = {
             sig: signal.signal(sig, handler)
             for sig, handler in (
@@ -253,16 +254,18 @@ class Supervisor:
                 (signal.SIGINT, self._on_term),
             )
         }
+        rc = 1
         try:
             self.children = [_Child(i) for i in range(self.count)]
             for c in self.children:
                 self._spawn(c)
-            return self._loop()
+            rc = self._loop()
         finally:
             self._on_term(signal.SIGTERM, None)
-            self._wait_all(self.config.server.grace_period_s + 30.0)
+            clean = self._wait_all(self.config.server.grace_period_s + 30.0)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+        return rc if clean else 1  # a child that did not drain cleanly fails the run
 
     def _loop(self) -> int:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -296,8 +299,10 @@ class Supervisor:
                     self._spawn(c)
         return 0
 
-    def _wait_all(self, timeout: float) -> None:
+    def _wait_all(self, timeout: float) -> bool:
+        """Wait for every child to exit; True if each drained and exited with 0."""
         end = time.monotonic() + timeout
+        clean = True
         for c in self.children:
             if c.proc is None:
                 continue
@@ -309,9 +314,11 @@ class Supervisor:
                 c.proc.kill()
                 c.proc.wait()
             if c.proc.returncode:
+                clean = False
                 log.warning("process %d exited with code %d while draining",
                             c.index, c.proc.returncode)
         self._reap()
+        return clean
 
 
 def _warn_per_process(config: Config, count: int) -> None:
