@@ -160,10 +160,11 @@ class Supervisor:
         env[SLOT_ENV] = slot.encode()
         env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         try:
-            # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which
-            # drains the children in order (they die with it: die_with_parent).
+            # A process group of its own: a terminal's Ctrl-C reaches the supervisor only,
+            # which drains the children in order (they die with it: die_with_parent). Not a
+            # session of its own: with scheduler autogroups that would change its CPU share.
             child.proc = subprocess.Popen(
-                list(self.command), env=env, pass_fds=(write_fd,), start_new_session=True
+                list(self.command), env=env, pass_fds=(write_fd,), process_group=0
             )
         finally:
             os.close(write_fd)
