@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,25 @@ class KeywordCheck(Check):
                 return self.redact(
                     "redacted", ctx.text.replace(phrase, "[REDACTED]"), categories=("pii",)
                 )
+        return self.allow()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SleepOptions:
+    seconds: float = 1.0
+    trigger: str = "take your time"
+
+
+@register("test_sleep")
+class SleepCheck(Check):
+    """Test-only check: takes ``seconds`` over a text holding ``trigger``, then allows it;
+    keeps calls in flight for drain tests (checks run off the event loop)."""
+
+    Options = SleepOptions
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        if self.options.trigger in ctx.text:
+            time.sleep(self.options.seconds)
         return self.allow()
 
 
