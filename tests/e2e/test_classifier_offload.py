@@ -176,3 +176,19 @@ def test_pytriton_has_no_onnx_backend() -> None:
     fails, and the e2e test should load the exported entry itself."""
     pytest.importorskip("pytriton")
     assert not onnx_backends_available()
+
+
+def test_wrong_detector_model_is_a_startup_error(triton: TritonHandle, cache: Path) -> None:
+    """A model that is there but is not a classifier (the echo model) fails at start-up."""
+    from infershield.checks.input.classifier import (
+        ClassifierCheck,
+        ClassifierOptions,
+        ClassifierTritonOptions,
+    )
+    from infershield.config import Config
+    from infershield.errors import ConfigError
+
+    opts = ClassifierOptions(prefilter="none", backend="triton",
+                             triton=ClassifierTritonOptions(url=triton.url, model="echo"))
+    with pytest.raises(ConfigError, match="echo: needs input_ids and attention_mask"):
+        ClassifierCheck.from_config("classifier", opts, Config(cache_dir=str(cache)))

@@ -137,16 +137,21 @@ class TritonModel:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         name = code.name if code is not None else "ERROR"
-        msg = f"detector model {self.where} failed: {name}: {details}"
-        log.warning("%s", msg)
-        return DetectorUnavailable(msg)
+        log.warning("detector model %s failed: %s: %s", self.where, name, details)
+        # What a verdict shows (callers may see it): the model and the status, not the
+        # detector's address or Triton's own message, which only the log keeps.
+        return DetectorUnavailable(f"detector model {self.model}: {name}")
 
     # ------------------------------------------------------------------ inference
 
     def forward(self, feeds: Mapping[str, I64]) -> F32:
         """Logits for a padded batch (rows = windows); split to the model's batch limit."""
         if self.inputs is None:
-            self.describe()
+            try:
+                self.describe()
+            except ConfigError as exc:  # reloaded as another model: block, as when down
+                log.warning("%s", exc)
+                raise DetectorUnavailable(f"detector model {self.model}: wrong model") from None
         rows = len(next(iter(feeds.values())))
         step = self.max_batch if self.max_batch > 0 else rows
         parts = [self._infer({k: v[i : i + step] for k, v in feeds.items()})
@@ -181,9 +186,8 @@ class TritonModel:
             logits = np.frombuffer(resp.raw_output_contents[idx], _TRITON_TO_NP[out.datatype])
             return logits.reshape(tuple(out.shape)).astype(np.float32)
         except (StopIteration, IndexError, KeyError, ValueError) as exc:
-            msg = f"detector model {self.where} returned a malformed answer ({exc})"
-            log.warning("%s", msg)
-            raise DetectorUnavailable(msg) from None
+            log.warning("detector model %s returned a malformed answer (%s)", self.where, exc)
+            raise DetectorUnavailable(f"detector model {self.model}: malformed answer") from None
 
     def close(self) -> None:
         self._channel.close()

@@ -126,9 +126,7 @@ class SequenceClassifier:
         self.remote = remote
         self.providers = resolve_providers(opts.providers) if remote is None else []
         model_path = model_dir / "model.onnx"
-        if remote is not None:
-            pass
-        elif opts.fp16:
+        if remote is None and opts.fp16:
             fp16_path = model_dir / FP16_FILE
             if CUDA not in self.providers:
                 # CPUs have no fast float16 matmul in onnxruntime: float32 is quicker there.

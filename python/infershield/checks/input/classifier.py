@@ -168,9 +168,8 @@ class ClassifierCheck(Check):
         from infershield.detectors.runtime import cuda_expected
 
         build = options.on_missing_model == "build"
-        remote = _remote_model(options, config) if options.backend == "triton" else None
         # The offloaded model runs on Triton's device; the local prefilter is on this host's.
-        on_gpu = remote is None and cuda_expected(options.providers)
+        on_gpu = options.backend == "local" and cuda_expected(options.providers)
         if not options.model:
             model_dir = ensure_shipped_model(
                 config.cache_path, build=build, fp16=options.fp16 and on_gpu)
@@ -185,7 +184,13 @@ class ClassifierCheck(Check):
             prefilter_dir = ensure_shipped_model(config.cache_path, build=build, name=FAST_MODEL)
         elif options.prefilter not in ("", "none"):
             prefilter_dir = _model_dir(options.prefilter, config)
-        return cls(name, options, model_dir, prefilter_dir, remote=remote)
+        remote = _remote_model(options, config) if options.backend == "triton" else None
+        try:
+            return cls(name, options, model_dir, prefilter_dir, remote=remote)
+        except BaseException:
+            if remote is not None:
+                remote.close()
+            raise
 
     def _verdict(self, score: float, canonical: float | None = None) -> Verdict:
         view = "original"
