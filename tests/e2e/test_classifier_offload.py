@@ -9,6 +9,7 @@ runs it locally, and must block everything once the detector model is gone.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from infershield.v1 import firewall_pb2_grpc as fpb_grpc
 
 from detector_support import bind_onnx_standin, onnx_backends_available
 from e2e.helpers import stub, text_request
-from firewall_support import TritonHandle, config_data, free_port, run_triton, write_config
+from firewall_support import (
+    TcpProxy,
+    TritonHandle,
+    config_data,
+    free_port,
+    run_triton,
+    write_config,
+)
 from infershield.detectors.models import FAST_MODEL, ensure_shipped_model
 from infershield.detectors.triton_repo import export_triton
 from infershield.server.app import ServerThread
@@ -169,6 +177,37 @@ def test_detector_down_fails_closed(
             assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
         finally:
             st.stop(grace=0.5)
+
+
+def test_detector_outage_blocks_then_screening_resumes(
+    triton: TritonHandle, detector: TritonHandle, cache: Path, tmp_path: Path
+) -> None:
+    """The detector's link goes down and comes back: blocked while it is down, the same
+    score as before once it answers again, without restarting the firewall."""
+    benign = "Can you help me write a birthday message for my sister?"
+    proxy = TcpProxy(detector.port)
+    proxy.up()
+    policy = _policy(prefilter="none", backend="triton",
+                     triton={"url": f"127.0.0.1:{proxy.port}", "model": MODEL, "timeout_s": 5.0})
+    data = config_data(f"127.0.0.1:{free_port()}", upstream=f"triton://{triton.url}",
+                       policy=policy) | {"cache_dir": str(cache)}
+    st = ServerThread(write_config(tmp_path / "c.yaml", data))
+    port = st.start()
+    try:
+        blocked, score, status = _scan(port, [benign])[0]
+        assert (blocked, status) == (False, "ok")
+        proxy.down()
+        for _ in range(3):
+            assert _scan(port, [benign])[0][::2] == (True, "error")
+        proxy.up()
+        deadline = time.monotonic() + 15
+        while (now := _scan(port, [benign])[0])[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert now[0] is False and now[2] == "ok"
+        assert now[1] == pytest.approx(score, abs=1e-5)
+    finally:
+        st.stop(grace=0.5)
+        proxy.close()
 
 
 def test_pytriton_has_no_onnx_backend() -> None:
