@@ -8,7 +8,9 @@ runs it locally, and must block everything once the detector model is gone.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,6 +210,54 @@ def test_detector_outage_blocks_then_screening_resumes(
     finally:
         st.stop(grace=0.5)
         proxy.close()
+
+
+class _TlsProxy(TcpProxy):
+    """:class:`TcpProxy` that terminates TLS (ALPN h2, as gRPC wants) in front of Triton."""
+
+    ssl: Any = None
+
+    async def _up(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True, ssl=self.ssl
+        )
+
+
+def test_detector_over_backend_tls(detector: TritonHandle, cache: Path, tmp_path: Path) -> None:
+    """The detector is the upstream, behind TLS: ``tls: auto`` reuses backend.tls (the same
+    score as in-process); ``tls: off`` cannot talk to it, so the text is blocked."""
+    from tls_support import TestCA
+
+    ca = TestCA(tmp_path / "ca")
+    srv = ca.server()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(srv.cert, srv.key)
+    ctx.set_alpn_protocols(["h2"])
+    proxy = _TlsProxy(detector.port)
+    proxy.ssl = ctx
+    proxy.up()
+    benign = "What's a good stretching routine after running?"
+    scores: dict[str, tuple[bool, float, str]] = {}
+    try:
+        for tls in ("auto", "off", "local"):
+            opts: dict[str, Any] = {"prefilter": "none"}
+            if tls != "local":
+                opts |= {"backend": "triton", "triton": {"model": MODEL, "tls": tls}}
+            data = config_data(f"127.0.0.1:{free_port()}", upstream=f"triton://127.0.0.1:"
+                               f"{proxy.port}", policy=_policy(**opts),
+                               backend={"tls": {"ca": str(ca.path)}})
+            st = ServerThread(write_config(tmp_path / f"{tls}.yaml",
+                                           data | {"cache_dir": str(cache)}))
+            port = st.start()
+            try:
+                scores[tls] = _scan(port, [benign])[0]
+            finally:
+                st.stop(grace=0.5)
+    finally:
+        proxy.close()
+    assert scores["auto"][::2] == (False, "ok")
+    assert scores["auto"][1] == pytest.approx(scores["local"][1], abs=1e-5)
+    assert scores["off"][::2] == (True, "error")
 
 
 def test_pytriton_has_no_onnx_backend() -> None:
