@@ -260,6 +260,43 @@ def test_detector_over_backend_tls(detector: TritonHandle, cache: Path, tmp_path
     assert scores["off"][::2] == (True, "error")
 
 
+def test_long_texts_split_to_the_models_batch_limit(
+    cache: Path, tmp_path: Path
+) -> None:
+    """Texts of many windows, scored in one pass, against a model exported with
+    ``--max-batch 2``: the runtime splits each pass to what Triton accepts, and every text
+    keeps the local score (max over the same windows)."""
+    from infershield.checks.base import CheckContext
+    from infershield.checks.input.classifier import (
+        ClassifierCheck,
+        ClassifierOptions,
+        ClassifierTritonOptions,
+    )
+    from infershield.config import Config
+
+    small = export_triton(cache / "models" / MODEL, tmp_path / "repo", name="small",
+                          max_batch=2)
+    texts = [" ".join(BENIGN[i : i + 40]) for i in range(0, 160, 40)]
+    texts[1] = texts[1] + " " + ATTACK  # an attack in the last window
+    cfg = Config(cache_dir=str(cache))
+    local = ClassifierCheck.from_config("classifier", ClassifierOptions(prefilter="none"), cfg)
+    with run_triton(bind=bind_onnx_standin(small)) as det:
+        remote = ClassifierCheck.from_config("classifier", ClassifierOptions(
+            prefilter="none", backend="triton",
+            triton=ClassifierTritonOptions(url=det.url, model="small")), cfg)
+        try:
+            assert remote.remote is not None
+            ctxs = [CheckContext(text=t) for t in texts]
+            got, want = remote.check_batch(ctxs), local.check_batch(ctxs)
+            assert remote.remote.max_batch == 2
+        finally:
+            remote.close()
+            local.close()
+    assert max(len(local.model.windows(t)) for t in texts) > 2
+    assert [v.decision for v in got] == [v.decision for v in want]
+    assert [v.score for v in got] == pytest.approx([v.score for v in want], abs=1e-5)
+
+
 def test_pytriton_has_no_onnx_backend() -> None:
     """Why the stand-in exists: if pytriton ever bundles the ONNX Runtime backend, this
     fails, and the e2e test should load the exported entry itself."""
