@@ -20,7 +20,15 @@ the median of the paired differences, and the in-process cost of one
 
 A benchmark measures; it never asserts a timing.
 
-Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--json OUT]``.
+``--hops`` picks the hops (``raw_proxy``, ``rules_only``, ``full``) and ``--concurrency`` the
+levels, and then the rate limiter and auth rows are left out (a quick data-plane A/B).
+``--compare-src DIR`` adds the hop ``rules_only@base``: the rules-only firewall run from the
+Python sources in ``DIR`` (for example ``git archive`` of an earlier commit, with this
+install's native module and generated ``v1`` package copied beside them), measured in the
+same run, so a change's effect on CPU per request is read against the same load.
+
+Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--hops H,..] [--concurrency C,..]
+[--compare-src DIR] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -235,6 +243,18 @@ def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
         poll_s=0.2,
     ) as proc:
         yield url, ProcStats(proc.pid)
+
+
+def _from_source(src: Path) -> tuple[str, ...]:
+    """``python_args`` that run the CLI from the sources in ``src`` instead of this install."""
+    code = (
+        "import sys; "
+        "sys.meta_path = [f for f in sys.meta_path "
+        "if type(f).__name__ != 'ScikitBuildRedirectingFinder']; "
+        f"sys.path.insert(0, {str(src)!r}); "
+        "from infershield.cli import main; sys.exit(main())"
+    )
+    return ("-c", code)
 
 
 def load(
@@ -552,8 +572,14 @@ def run(
     out_dir: Path | None = None,
     auth_only: bool = False,
     only_ratelimit: bool = False,
+    hops: Sequence[str] | None = None,
+    concurrency: Sequence[int] = CONCURRENCY,
+    compare_src: Path | None = None,
     **_: Any,
 ) -> dict[str, Any]:
+    """The suite. ``hops`` (default: the raw proxy and every policy that builds here) and
+    ``concurrency`` narrow the grid; with ``hops`` the rate limiter and auth rows are skipped.
+    ``compare_src`` adds ``rules_only@base``, the firewall from those Python sources."""
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -577,6 +603,8 @@ def run(
     notes: list[str] = []
     policies = []
     for name in ("rules_only", "full"):
+        if hops is not None and name not in hops:
+            continue
         why = _unbuildable(name)
         if why:
             notes.append(f"{name} policy not measured: {why}")
@@ -584,19 +612,29 @@ def run(
             policies.append(name)
     limiter_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
-        if "rules_only" in policies:
+        if "rules_only" in policies and hops is None:
             try:
                 limiter_rows = ratelimit_rows(triton, prompts, Path(tmp), quick=quick)
             except RuntimeError as exc:
                 notes.append(f"rate limiter rows not measured: {exc}")
-        for policy in [] if only_ratelimit else ("raw_proxy", *policies):
-            hop = (
-                raw_proxy(triton, Path(tmp))
-                if policy == "raw_proxy"
-                else firewall(triton, policy, Path(tmp))
-            )
+        grid = [] if only_ratelimit else ["raw_proxy", *policies]
+        if hops is not None and "raw_proxy" not in hops:
+            grid.remove("raw_proxy")
+        if compare_src is not None:
+            grid.append("rules_only@base")
+        for policy in grid:
+            if policy == "raw_proxy":
+                hop = raw_proxy(triton, Path(tmp))
+            elif policy == "rules_only@base":
+                assert compare_src is not None
+                hop = firewall(
+                    triton, "rules_only", Path(tmp), name="rules_only_base",
+                    python_args=_from_source(compare_src),
+                )
+            else:
+                hop = firewall(triton, policy, Path(tmp))
             with hop as (shield, stats):
-                for c in CONCURRENCY:
+                for c in concurrency:
                     direct = load(triton, prompts, c, counts[c])
                     cpu0, t0 = stats.cpu_s(), time.perf_counter()
                     via = load(shield, prompts, c, counts[c])
@@ -623,10 +661,11 @@ def run(
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-        auth = auth_row(triton, prompts, counts[1], Path(tmp))
-        print(json.dumps(auth), flush=True)
-    headline["auth_added_p50_ms"] = auth["added_p50_ms"]
-    rows.append(auth)
+        if hops is None:
+            auth = auth_row(triton, prompts, counts[1], Path(tmp))
+            print(json.dumps(auth), flush=True)
+            headline["auth_added_p50_ms"] = auth["added_p50_ms"]
+            rows.append(auth)
     for r in rows:
         # Headline: concurrency 1 for latency (no queueing), 64 for throughput.
         if r["concurrency"] == 1 and "auth" not in r:
@@ -661,13 +700,33 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the rate limiter rows (off/memory/redis)",
     )
+    parser.add_argument(
+        "--hops",
+        help="comma-separated hops to measure (raw_proxy, rules_only, full); "
+        "skips the rate limiter and auth rows",
+    )
+    parser.add_argument(
+        "--concurrency", help="comma-separated concurrency levels (default 1,8,64,256)"
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        help="also measure the rules-only firewall from these Python sources (rules_only@base)",
+    )
     args = parser.parse_args(argv)
+    if args.concurrency and not set(args.concurrency.split(",")) <= {str(c) for c in CONCURRENCY}:
+        parser.error(f"--concurrency: choose from {', '.join(map(str, CONCURRENCY))}")
     out = args.json or RESULTS_DIR / ("e2e_auth.json" if args.auth_only else "e2e.json")
     res = run(
         quick=args.quick,
         out_dir=out.parent,
         auth_only=args.auth_only,
         only_ratelimit=args.only_ratelimit,
+        hops=args.hops.split(",") if args.hops else None,
+        concurrency=(
+            tuple(int(c) for c in args.concurrency.split(",")) if args.concurrency else CONCURRENCY
+        ),
+        compare_src=args.compare_src.resolve() if args.compare_src else None,
     )
     return finish(res, out)
 
