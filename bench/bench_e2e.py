@@ -22,10 +22,11 @@ A benchmark measures; it never asserts a timing.
 
 ``--hops`` picks the hops (``raw_proxy``, ``rules_only``, ``full``) and ``--concurrency`` the
 levels, and then the rate limiter and auth rows are left out (a quick data-plane A/B).
-``--compare-src DIR`` adds the hop ``rules_only@base``: the rules-only firewall run from the
-Python sources in ``DIR`` (for example ``git archive`` of an earlier commit, with this
-install's native module and generated ``v1`` package copied beside them), measured in the
-same run, so a change's effect on CPU per request is read against the same load.
+``--compare-src DIR`` (repeatable) adds the hop ``rules_only@NAME`` (``NAME``: the directory
+above ``DIR``): the rules-only firewall run from the Python sources in ``DIR`` (for example
+``git archive`` of an earlier commit, with this install's native module and generated ``v1``
+package copied beside them), measured in the same run, so each change's effect on CPU per
+request is read against the same load.
 
 Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--hops H,..] [--concurrency C,..]
 [--compare-src DIR] [--json OUT]``.
@@ -574,12 +575,12 @@ def run(
     only_ratelimit: bool = False,
     hops: Sequence[str] | None = None,
     concurrency: Sequence[int] = CONCURRENCY,
-    compare_src: Path | None = None,
+    compare_src: Sequence[Path] = (),
     **_: Any,
 ) -> dict[str, Any]:
     """The suite. ``hops`` (default: the raw proxy and every policy that builds here) and
     ``concurrency`` narrow the grid; with ``hops`` the rate limiter and auth rows are skipped.
-    ``compare_src`` adds ``rules_only@base``, the firewall from those Python sources."""
+    ``compare_src`` adds ``rules_only@NAME`` per directory, the firewall from those sources."""
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -620,16 +621,15 @@ def run(
         grid = [] if only_ratelimit else ["raw_proxy", *policies]
         if hops is not None and "raw_proxy" not in hops:
             grid.remove("raw_proxy")
-        if compare_src is not None:
-            grid.append("rules_only@base")
+        sources = {f"rules_only@{src.parent.name}": src for src in compare_src}
+        grid.extend(sources)
         for policy in grid:
             if policy == "raw_proxy":
                 hop = raw_proxy(triton, Path(tmp))
-            elif policy == "rules_only@base":
-                assert compare_src is not None
+            elif policy in sources:
                 hop = firewall(
-                    triton, "rules_only", Path(tmp), name="rules_only_base",
-                    python_args=_from_source(compare_src),
+                    triton, "rules_only", Path(tmp), name=policy.replace("@", "_"),
+                    python_args=_from_source(sources[policy]),
                 )
             else:
                 hop = firewall(triton, policy, Path(tmp))
@@ -711,7 +711,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare-src",
         type=Path,
-        help="also measure the rules-only firewall from these Python sources (rules_only@base)",
+        action="append",
+        default=[],
+        help="also measure the rules-only firewall from these Python sources "
+        "(rules_only@NAME, NAME the directory above; repeatable)",
     )
     args = parser.parse_args(argv)
     if args.concurrency and not set(args.concurrency.split(",")) <= {str(c) for c in CONCURRENCY}:
@@ -726,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=(
             tuple(int(c) for c in args.concurrency.split(",")) if args.concurrency else CONCURRENCY
         ),
-        compare_src=args.compare_src.resolve() if args.compare_src else None,
+        compare_src=[p.resolve() for p in args.compare_src],
     )
     return finish(res, out)
 
