@@ -25,7 +25,17 @@ rules only, the firewall pinned with ``taskset`` to ``--fw-cpus`` and this proce
 threads and Triton, which inherits the mask) to ``--other-cpus``; each count gets the same
 load, and the ratio is through-throughput of 2 over 1.
 
-Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--processes-only] [--json OUT]``.
+``--hops`` picks the hops (``raw_proxy``, ``rules_only``, ``full``) and ``--concurrency`` the
+levels, and then the rate limiter and auth rows are left out (a quick data-plane A/B).
+``--compare-src DIR`` (repeatable) adds the hop ``rules_only@NAME`` (``NAME``: the directory
+above ``DIR``): the rules-only firewall run from the Python sources in ``DIR`` (for example
+``git archive`` of an earlier commit, with this install's native module and generated ``v1``
+package copied beside them), measured in the same run, so each change's effect on CPU per
+request is read against the same load.
+
+Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--hops H,..] [--concurrency C,..]
+[--compare-src DIR] [--processes-only] [--fw-cpus L] [--other-cpus L]
+[--json OUT]``.
 """
 
 from __future__ import annotations
@@ -247,6 +257,18 @@ def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
         poll_s=0.2,
     ) as proc:
         yield url, ProcStats(proc.pid)
+
+
+def _from_source(src: Path) -> tuple[str, ...]:
+    """``python_args`` that run the CLI from the sources in ``src`` instead of this install."""
+    code = (
+        "import sys; "
+        "sys.meta_path = [f for f in sys.meta_path "
+        "if type(f).__name__ != 'ScikitBuildRedirectingFinder']; "
+        f"sys.path.insert(0, {str(src)!r}); "
+        "from infershield.cli import main; sys.exit(main())"
+    )
+    return ("-c", code)
 
 
 def load(
@@ -633,8 +655,14 @@ def run(
     processes_only: bool = False,
     fw_cpus: str = "",
     other_cpus: str = "",
+    hops: Sequence[str] | None = None,
+    concurrency: Sequence[int] = CONCURRENCY,
+    compare_src: Sequence[Path] = (),
     **_: Any,
 ) -> dict[str, Any]:
+    """The suite. ``hops`` (default: the raw proxy and every policy that builds here) and
+    ``concurrency`` narrow the grid; with ``hops`` the rate limiter and auth rows are skipped.
+    ``compare_src`` adds ``rules_only@NAME`` per directory, the firewall from those sources."""
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -672,6 +700,8 @@ def run(
     notes: list[str] = []
     policies = []
     for name in ("rules_only", "full"):
+        if hops is not None and name not in hops:
+            continue
         why = _unbuildable(name)
         if why:
             notes.append(f"{name} policy not measured: {why}")
@@ -679,19 +709,28 @@ def run(
             policies.append(name)
     limiter_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
-        if "rules_only" in policies:
+        if "rules_only" in policies and hops is None:
             try:
                 limiter_rows = ratelimit_rows(triton, prompts, Path(tmp), quick=quick)
             except RuntimeError as exc:
                 notes.append(f"rate limiter rows not measured: {exc}")
-        for policy in [] if only_ratelimit else ("raw_proxy", *policies):
-            hop = (
-                raw_proxy(triton, Path(tmp))
-                if policy == "raw_proxy"
-                else firewall(triton, policy, Path(tmp))
-            )
+        grid = [] if only_ratelimit else ["raw_proxy", *policies]
+        if hops is not None and "raw_proxy" not in hops:
+            grid.remove("raw_proxy")
+        sources = {f"rules_only@{src.parent.name}": src for src in compare_src}
+        grid.extend(sources)
+        for policy in grid:
+            if policy == "raw_proxy":
+                hop = raw_proxy(triton, Path(tmp))
+            elif policy in sources:
+                hop = firewall(
+                    triton, "rules_only", Path(tmp), name=policy.replace("@", "_"),
+                    python_args=_from_source(sources[policy]),
+                )
+            else:
+                hop = firewall(triton, policy, Path(tmp))
             with hop as (shield, stats):
-                for c in CONCURRENCY:
+                for c in concurrency:
                     direct = load(triton, prompts, c, counts[c])
                     cpu0, t0 = stats.cpu_s(), time.perf_counter()
                     via = load(shield, prompts, c, counts[c])
@@ -718,10 +757,11 @@ def run(
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-        auth = auth_row(triton, prompts, counts[1], Path(tmp))
-        print(json.dumps(auth), flush=True)
-    headline["auth_added_p50_ms"] = auth["added_p50_ms"]
-    rows.append(auth)
+        if hops is None:
+            auth = auth_row(triton, prompts, counts[1], Path(tmp))
+            print(json.dumps(auth), flush=True)
+            headline["auth_added_p50_ms"] = auth["added_p50_ms"]
+            rows.append(auth)
     for r in rows:
         # Headline: concurrency 1 for latency (no queueing), 64 for throughput.
         if r["concurrency"] == 1 and "auth" not in r:
@@ -765,7 +805,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--other-cpus", default="", help="CPU list (0,1,...) for the client and Triton"
     )
+    parser.add_argument(
+        "--hops",
+        help="comma-separated hops to measure (raw_proxy, rules_only, full); "
+        "skips the rate limiter and auth rows",
+    )
+    parser.add_argument(
+        "--concurrency", help="comma-separated concurrency levels (default 1,8,64,256)"
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        action="append",
+        default=[],
+        help="also measure the rules-only firewall from these Python sources "
+        "(rules_only@NAME, NAME the directory above; repeatable)",
+    )
     args = parser.parse_args(argv)
+    if args.concurrency and not set(args.concurrency.split(",")) <= {str(c) for c in CONCURRENCY}:
+        parser.error(f"--concurrency: choose from {', '.join(map(str, CONCURRENCY))}")
     name = "e2e_auth.json" if args.auth_only else (
         "e2e_processes.json" if args.processes_only else "e2e.json")
     out = args.json or RESULTS_DIR / name
@@ -777,6 +835,11 @@ def main(argv: list[str] | None = None) -> int:
         processes_only=args.processes_only,
         fw_cpus=args.fw_cpus,
         other_cpus=args.other_cpus,
+        hops=args.hops.split(",") if args.hops else None,
+        concurrency=(
+            tuple(int(c) for c in args.concurrency.split(",")) if args.concurrency else CONCURRENCY
+        ),
+        compare_src=[p.resolve() for p in args.compare_src],
     )
     return finish(res, out)
 

@@ -120,6 +120,7 @@ class Metrics:
         self._breaker_last: dict[str, str] = {}
         # labels() costs a lock and a dict build per call; checks are a small fixed set.
         self._check_hist: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.breaker_transitions = Counter(
             f"{PREFIX}_upstream_circuit_transitions", "Circuit breaker state changes.",
             ["upstream", "state"], registry=r,
@@ -162,9 +163,9 @@ class Metrics:
         latency: streams are counted but stay out of the ``total`` stage; the stages of each
         message they carry are recorded as they are screened.
         """
-        self.requests.labels(rpc, model or "-", decision, code).inc()
+        self.child(self.requests, rpc, model or "-", decision, code).inc()
         if rpc not in STREAMING_RPCS:
-            self.stage_latency.labels("total").observe(seconds)
+            self.child(self.stage_latency, "total").observe(seconds)
 
     def observe_tenant(self, tenant: str, code: str) -> None:
         """One RPC by ``tenant`` (from the keys file, or ``anonymous``): a bounded label."""
@@ -173,10 +174,21 @@ class Metrics:
                 tenant = "other"
             else:
                 self._tenants.add(tenant)
-        self.tenant_requests.labels(tenant, code).inc()
+        self.child(self.tenant_requests, tenant, code).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
-        self.stage_latency.labels(stage).observe(seconds)
+        self.child(self.stage_latency, stage).observe(seconds)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set: ``labels()`` takes a
+        lock and builds a dict on every call, and the hot path records a few per request.
+        The label sets are the metric's own (already bounded where a label comes from the
+        caller), so this cache is no larger than the metric."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_check(
         self, check: str, stage: str, verdicts: Iterable[Verdict], seconds: float
