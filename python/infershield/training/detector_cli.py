@@ -82,6 +82,18 @@ def register(sub: Any) -> None:
                     help="also write each row's out-of-fold score (text, label, source, score)")
     lx.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
     lx.set_defaults(func=cmd_lexical)
+    th = dsub.add_parser("threshold", help="choose the classifier threshold on many benign "
+                         "sources and check it on each source left out (rows from `eval "
+                         "--rows-out`)")
+    th.add_argument("--rows", required=True, metavar="FILE.jsonl",
+                    help="per-row scores written by `infershield eval --rows-out`")
+    th.add_argument("--target-fpr", type=float, default=0.01,
+                    help="share of benign rows the model may block (default 0.01)")
+    th.add_argument("--floor", type=float, default=0.0,
+                    help="never choose a threshold below this (default 0)")
+    th.add_argument("--compare", type=float, default=0.95,
+                    help="also report the policy at this threshold (default 0.95)")
+    th.set_defaults(func=cmd_threshold)
     b = dsub.add_parser("baseline", help="the shipped head (whole windows) per source")
     _common(b)
     b.add_argument("--head", required=True, metavar="FILE.npz",
@@ -141,6 +153,17 @@ def cmd_lexical(args: argparse.Namespace) -> int:
                                     "score": s}) + "\n")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    from infershield.training.operating import at_threshold, choose, format_report, load_rows
+
+    if not 0.0 < args.target_fpr < 0.5:
+        raise InvalidRequest("--target-fpr must be in (0, 0.5)")
+    rows = load_rows(Path(args.rows))
+    rep = choose(rows, args.target_fpr, floor=args.floor)
+    sys.stdout.write(format_report(rep, at_threshold(rows, args.compare)))
     return 0
 
 
