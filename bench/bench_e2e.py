@@ -20,7 +20,22 @@ the median of the paired differences, and the in-process cost of one
 
 A benchmark measures; it never asserts a timing.
 
-Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--json OUT]``.
+The ``processes`` rows (``--processes-only``) compare ``server.processes: 2`` with 1,
+rules only, the firewall pinned with ``taskset`` to ``--fw-cpus`` and this process (the client
+threads and Triton, which inherits the mask) to ``--other-cpus``; each count gets the same
+load, and the ratio is through-throughput of 2 over 1.
+
+``--hops`` picks the hops (``raw_proxy``, ``rules_only``, ``full``) and ``--concurrency`` the
+levels, and then the rate limiter and auth rows are left out (a quick data-plane A/B).
+``--compare-src DIR`` (repeatable) adds the hop ``rules_only@NAME`` (``NAME``: the directory
+above ``DIR``): the rules-only firewall run from the Python sources in ``DIR`` (for example
+``git archive`` of an earlier commit, with this install's native module and generated ``v1``
+package copied beside them), measured in the same run, so each change's effect on CPU per
+request is read against the same load.
+
+Run alone: ``python -m bench.bench_e2e [--quick] [--auth-only] [--hops H,..] [--concurrency C,..]
+[--compare-src DIR] [--processes-only] [--fw-cpus L] [--other-cpus L]
+[--json OUT]``.
 """
 
 from __future__ import annotations
@@ -151,6 +166,7 @@ def firewall(
     auth: dict[str, Any] | None = None,
     name: str = "",
     extra: dict[str, Any] | None = None,
+    cpus: str = "",
 ) -> Iterator[tuple[str, ProcStats]]:
     """``infershield serve`` as a separate process; yields ``(host:port, its stats)`` once ready.
 
@@ -158,7 +174,8 @@ def firewall(
     replaces ``-m infershield`` (a bench that patches the server before running the CLI);
     ``auth`` is the config's ``auth`` section (a keys file), off by default; ``name`` names
     the config and log files (default: the policy).
-    ``extra`` adds config sections (the rate limiter rows).
+    ``extra`` adds config sections (the rate limiter rows); ``cpus`` pins the firewall
+    (and its children, with ``server.processes``) with ``taskset -c``.
     """
 
     port = _free_port()
@@ -174,11 +191,16 @@ def firewall(
     }
     if auth:
         data["auth"] = auth
-    data.update(extra or {})
+    for section, values in (extra or {}).items():
+        if isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section] = {**data[section], **values}
+        else:
+            data[section] = values
     cfg.write_text(yaml.safe_dump(data))
     url = f"127.0.0.1:{port}"
+    pin = ["taskset", "-c", cpus] if cpus else []
     with _serving(
-        [sys.executable, *python_args, "serve", "--config", str(cfg)],
+        [*pin, sys.executable, *python_args, "serve", "--config", str(cfg)],
         url,
         workdir / f"{name}.log",
         what="infershield serve",
@@ -235,6 +257,18 @@ def raw_proxy(upstream: str, workdir: Path) -> Iterator[tuple[str, ProcStats]]:
         poll_s=0.2,
     ) as proc:
         yield url, ProcStats(proc.pid)
+
+
+def _from_source(src: Path) -> tuple[str, ...]:
+    """``python_args`` that run the CLI from the sources in ``src`` instead of this install."""
+    code = (
+        "import sys; "
+        "sys.meta_path = [f for f in sys.meta_path "
+        "if type(f).__name__ != 'ScikitBuildRedirectingFinder']; "
+        f"sys.path.insert(0, {str(src)!r}); "
+        "from infershield.cli import main; sys.exit(main())"
+    )
+    return ("-c", code)
 
 
 def load(
@@ -546,14 +580,89 @@ def load_latencies(url: str, prompts: list[bytes], n: int) -> list[float]:
     return out
 
 
+class TreeStats(ProcStats):
+    """CPU of a process and its children (a ``server.processes`` supervisor and its
+    serving processes); children that exited are not counted."""
+
+    def cpu_s(self) -> float:
+        total = super().cpu_s()
+        with contextlib.suppress(OSError):
+            kids = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+            total += sum(ProcStats(int(k)).cpu_s() for k in kids)
+        return total
+
+
+def processes_rows(
+    triton: str, prompts: list[bytes], workdir: Path, *, quick: bool, fw_cpus: str,
+    concurrency: Sequence[int] = (8, 64), rounds: int = 3,
+) -> list[dict[str, Any]]:
+    """Rules only, ``server.processes`` 1 and 2, both up at once and pinned to ``fw_cpus``;
+    the load alternates between them for ``rounds`` rounds per concurrency, so a shift in
+    the machine's load (it is shared) hits both arms alike."""
+    counts = QUICK_REQUESTS if quick else REQUESTS
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        arms = {
+            n: stack.enter_context(firewall(
+                triton, "rules_only", workdir, name=f"processes{n}", cpus=fw_cpus,
+                extra={"server": {"processes": n, "metrics_listen": ""}},
+            ))
+            for n in (1, 2)
+        }
+        for c in concurrency:
+            acc = {n: {"n": 0, "wall": 0.0, "cpu": 0.0, "errors": 0, "p50": []}
+                   for n in arms}
+            for url, _ in arms.values():
+                load(url, prompts, c, counts[c])  # warm: every child, connections spread
+            for _ in range(rounds):
+                for n, (url, stats) in arms.items():
+                    tree = TreeStats(stats.pid)
+                    cpu0, t0 = tree.cpu_s(), time.perf_counter()
+                    via = load(url, prompts, c, counts[c])
+                    a = acc[n]
+                    a["cpu"] += tree.cpu_s() - cpu0
+                    a["wall"] += time.perf_counter() - t0
+                    a["n"] += via["n"]
+                    a["errors"] += via["errors"]
+                    a["p50"].append(via["p50_ms"])
+            rps = {n: a["n"] / a["wall"] for n, a in acc.items()}
+            for n, a in acc.items():
+                row = {
+                    "processes": n,
+                    "concurrency": c,
+                    "fw_cpus": fw_cpus or "all",
+                    "requests": a["n"],
+                    "via_rps": round(rps[n], 2),
+                    "via_p50_ms": round(float(np.median(a["p50"])), 3),
+                    "errors": a["errors"],
+                    "fw_cpu_ms_per_req": round(1000.0 * a["cpu"] / max(a["n"], 1), 3),
+                    "fw_cpu_cores": round(a["cpu"] / a["wall"], 2),
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                }
+                if n == 2:
+                    row["ratio_vs_1"] = ratio(rps[2], rps[1])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
 def run(
     *,
     quick: bool = False,
     out_dir: Path | None = None,
     auth_only: bool = False,
     only_ratelimit: bool = False,
+    processes_only: bool = False,
+    fw_cpus: str = "",
+    other_cpus: str = "",
+    hops: Sequence[str] | None = None,
+    concurrency: Sequence[int] = CONCURRENCY,
+    compare_src: Sequence[Path] = (),
     **_: Any,
 ) -> dict[str, Any]:
+    """The suite. ``hops`` (default: the raw proxy and every policy that builds here) and
+    ``concurrency`` narrow the grid; with ``hops`` the rate limiter and auth rows are skipped.
+    ``compare_src`` adds ``rules_only@NAME`` per directory, the firewall from those sources."""
     try:
         import pytriton  # noqa: F401
         import tritonclient.grpc  # noqa: F401
@@ -561,6 +670,20 @@ def run(
         return suite_result(SUITE, status="skipped", reason=f"needs pytriton: {exc}")
     counts = QUICK_REQUESTS if quick else REQUESTS
     prompts = _benign_prompts(200)
+    if processes_only:
+        if other_cpus:  # the client threads, and Triton started below, which inherits it
+            os.sched_setaffinity(0, {int(c) for c in other_cpus.split(",")})
+        with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
+            prows = processes_rows(triton, prompts, Path(tmp), quick=quick, fw_cpus=fw_cpus)
+        return suite_result(
+            SUITE,
+            baseline="the same firewall with server.processes: 1, same pinning, same run",
+            rows=prows,
+            headline={f"processes2_ratio_c{r['concurrency']}": r["ratio_vs_1"]
+                      for r in prows if "ratio_vs_1" in r},
+            notes=[f"firewall pinned to CPUs {fw_cpus or 'all'}, client and Triton to "
+                   f"{other_cpus or 'all'}; {os.cpu_count()} CPUs on this machine"],
+        )
     if auth_only:
         with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
             row = auth_row(triton, prompts, counts[1], Path(tmp))
@@ -577,6 +700,8 @@ def run(
     notes: list[str] = []
     policies = []
     for name in ("rules_only", "full"):
+        if hops is not None and name not in hops:
+            continue
         why = _unbuildable(name)
         if why:
             notes.append(f"{name} policy not measured: {why}")
@@ -584,19 +709,28 @@ def run(
             policies.append(name)
     limiter_rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, triton_echo() as triton:
-        if "rules_only" in policies:
+        if "rules_only" in policies and hops is None:
             try:
                 limiter_rows = ratelimit_rows(triton, prompts, Path(tmp), quick=quick)
             except RuntimeError as exc:
                 notes.append(f"rate limiter rows not measured: {exc}")
-        for policy in [] if only_ratelimit else ("raw_proxy", *policies):
-            hop = (
-                raw_proxy(triton, Path(tmp))
-                if policy == "raw_proxy"
-                else firewall(triton, policy, Path(tmp))
-            )
+        grid = [] if only_ratelimit else ["raw_proxy", *policies]
+        if hops is not None and "raw_proxy" not in hops:
+            grid.remove("raw_proxy")
+        sources = {f"rules_only@{src.parent.name}": src for src in compare_src}
+        grid.extend(sources)
+        for policy in grid:
+            if policy == "raw_proxy":
+                hop = raw_proxy(triton, Path(tmp))
+            elif policy in sources:
+                hop = firewall(
+                    triton, "rules_only", Path(tmp), name=policy.replace("@", "_"),
+                    python_args=_from_source(sources[policy]),
+                )
+            else:
+                hop = firewall(triton, policy, Path(tmp))
             with hop as (shield, stats):
-                for c in CONCURRENCY:
+                for c in concurrency:
                     direct = load(triton, prompts, c, counts[c])
                     cpu0, t0 = stats.cpu_s(), time.perf_counter()
                     via = load(shield, prompts, c, counts[c])
@@ -623,10 +757,11 @@ def run(
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-        auth = auth_row(triton, prompts, counts[1], Path(tmp))
-        print(json.dumps(auth), flush=True)
-    headline["auth_added_p50_ms"] = auth["added_p50_ms"]
-    rows.append(auth)
+        if hops is None:
+            auth = auth_row(triton, prompts, counts[1], Path(tmp))
+            print(json.dumps(auth), flush=True)
+            headline["auth_added_p50_ms"] = auth["added_p50_ms"]
+            rows.append(auth)
     for r in rows:
         # Headline: concurrency 1 for latency (no queueing), 64 for throughput.
         if r["concurrency"] == 1 and "auth" not in r:
@@ -661,13 +796,50 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the rate limiter rows (off/memory/redis)",
     )
+    parser.add_argument(
+        "--processes-only",
+        action="store_true",
+        help="only the server.processes rows: 2 processes against 1, rules only",
+    )
+    parser.add_argument("--fw-cpus", default="", help="taskset CPU list for the firewall")
+    parser.add_argument(
+        "--other-cpus", default="", help="CPU list (0,1,...) for the client and Triton"
+    )
+    parser.add_argument(
+        "--hops",
+        help="comma-separated hops to measure (raw_proxy, rules_only, full); "
+        "skips the rate limiter and auth rows",
+    )
+    parser.add_argument(
+        "--concurrency", help="comma-separated concurrency levels (default 1,8,64,256)"
+    )
+    parser.add_argument(
+        "--compare-src",
+        type=Path,
+        action="append",
+        default=[],
+        help="also measure the rules-only firewall from these Python sources "
+        "(rules_only@NAME, NAME the directory above; repeatable)",
+    )
     args = parser.parse_args(argv)
-    out = args.json or RESULTS_DIR / ("e2e_auth.json" if args.auth_only else "e2e.json")
+    if args.concurrency and not set(args.concurrency.split(",")) <= {str(c) for c in CONCURRENCY}:
+        parser.error(f"--concurrency: choose from {', '.join(map(str, CONCURRENCY))}")
+    name = "e2e_auth.json" if args.auth_only else (
+        "e2e_processes.json" if args.processes_only else "e2e.json")
+    out = args.json or RESULTS_DIR / name
     res = run(
         quick=args.quick,
         out_dir=out.parent,
         auth_only=args.auth_only,
         only_ratelimit=args.only_ratelimit,
+        processes_only=args.processes_only,
+        fw_cpus=args.fw_cpus,
+        other_cpus=args.other_cpus,
+        hops=args.hops.split(",") if args.hops else None,
+        concurrency=(
+            tuple(int(c) for c in args.concurrency.split(",")) if args.concurrency else CONCURRENCY
+        ),
+        compare_src=[p.resolve() for p in args.compare_src],
     )
     return finish(res, out)
 

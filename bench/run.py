@@ -57,6 +57,7 @@ SUITES: dict[str, str] = {
     "checks": "bench.bench_checks",
     "detector": "bench.bench_detector",
     "detector_sweep": "bench.bench_detector_sweep",
+    "offload": "bench.bench_offload",
     "e2e": "bench.bench_e2e",
     "burst": "bench.bench_burst",
     "tracing": "bench.bench_tracing",

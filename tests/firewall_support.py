@@ -15,7 +15,8 @@ import sys
 import sysconfig
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,25 @@ class KeywordCheck(Check):
                 return self.redact(
                     "redacted", ctx.text.replace(phrase, "[REDACTED]"), categories=("pii",)
                 )
+        return self.allow()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SleepOptions:
+    seconds: float = 1.0
+    trigger: str = "take your time"
+
+
+@register("test_sleep")
+class SleepCheck(Check):
+    """Test-only check: takes ``seconds`` over a text holding ``trigger``, then allows it;
+    keeps calls in flight for drain tests (checks run off the event loop)."""
+
+    Options = SleepOptions
+
+    def check(self, ctx: CheckContext) -> Verdict:
+        if self.options.trigger in ctx.text:
+            time.sleep(self.options.seconds)
         return self.allow()
 
 
@@ -143,12 +163,34 @@ def _stream(requests: list[Any]) -> Iterator[list[dict[str, np.ndarray]]]:
         yield [{"OUTPUT": np.array([p[k] if k < len(p) else b""], dtype=object)} for p in parts]
 
 
-@contextlib.contextmanager
-def run_triton() -> Iterator[TritonHandle]:
-    """A real Triton (pytriton, CPU) on 127.0.0.1 serving ``echo``: TEXT -> "echo: " + TEXT,
-    and the decoupled ``stream``: TEXT "a|b|c" -> three responses "a", "b", "c"."""
+def _bind_echo(t: Any) -> None:
     from pytriton.decorators import batch
     from pytriton.model_config import ModelConfig, Tensor
+
+    t.bind(
+        model_name="echo",
+        infer_func=batch(_echo),
+        inputs=[Tensor(name="TEXT", dtype=bytes, shape=(1,))],
+        outputs=[Tensor(name="OUTPUT", dtype=bytes, shape=(1,))],
+        config=ModelConfig(max_batch_size=16),
+        strict=True,
+    )
+    t.bind(
+        model_name="stream",
+        infer_func=_stream,
+        inputs=[Tensor(name="TEXT", dtype=bytes, shape=(1,))],
+        outputs=[Tensor(name="OUTPUT", dtype=bytes, shape=(1,))],
+        config=ModelConfig(batching=False, decoupled=True),
+        strict=True,
+    )
+
+
+@contextlib.contextmanager
+def run_triton(bind: Callable[[Any], None] | None = None) -> Iterator[TritonHandle]:
+    """A real Triton (pytriton, CPU) on 127.0.0.1 serving ``echo``: TEXT -> "echo: " + TEXT,
+    and the decoupled ``stream``: TEXT "a|b|c" -> three responses "a", "b", "c".
+
+    ``bind(triton)``, when given, binds other models in place of those two."""
     from pytriton.triton import Triton, TritonConfig
 
     # The Python backend stub links against this interpreter's libpython.
@@ -169,22 +211,7 @@ def run_triton() -> Iterator[TritonHandle]:
     # interpreter exit, which warns (and warnings are errors here).
     workspace = str(Path(tempfile.mkdtemp(prefix="infershield-triton-")) / "ws")
     t = Triton(config=cfg, workspace=workspace)
-    t.bind(
-        model_name="echo",
-        infer_func=batch(_echo),
-        inputs=[Tensor(name="TEXT", dtype=bytes, shape=(1,))],
-        outputs=[Tensor(name="OUTPUT", dtype=bytes, shape=(1,))],
-        config=ModelConfig(max_batch_size=16),
-        strict=True,
-    )
-    t.bind(
-        model_name="stream",
-        infer_func=_stream,
-        inputs=[Tensor(name="TEXT", dtype=bytes, shape=(1,))],
-        outputs=[Tensor(name="OUTPUT", dtype=bytes, shape=(1,))],
-        config=ModelConfig(batching=False, decoupled=True),
-        strict=True,
-    )
+    (bind or _bind_echo)(t)
     # pytriton polls readiness with gevent-based tritonclient.http clients whose __del__ fails
     # (InvalidThreadUseError) when collected off their hub's greenlet: a known pytriton wart.
     # Swallow exactly that while starting, and collect them here; forward anything else.

@@ -8,6 +8,11 @@ nobody without it can forge a consistent chain; without one the chain still catc
 damage and naive edits. Truncating the tail is only caught against an anchor: ``verify`` prints
 the last ``seq``/``mac`` so operators can record them elsewhere.
 
+With ``server.processes`` > 1 each serving process keeps its own chain,
+``<stem>.p<i><suffix>`` (:func:`process_chain_path`), which starts each run with an ``open``
+record naming the process and the count; :func:`verify_set` checks every chain and that none
+of the declared ones is missing.
+
 Records never hold prompt or completion text, only its SHA-256 (to correlate with other logs).
 """
 
@@ -54,6 +59,27 @@ def rotated_files(path: str | Path) -> list[Path]:
         if suffix.isascii() and suffix.isdigit():
             found.append((int(suffix), sib))
     return [f for _, f in sorted(found)]
+
+
+def process_chain_path(path: str | Path, index: int) -> Path:
+    """The chain of serving process ``index``: ``audit.jsonl`` -> ``audit.p0.jsonl``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.p{index}{p.suffix}")
+
+
+def process_chains(path: str | Path) -> dict[int, Path]:
+    """The per-process chains of ``path`` that exist (live or rotated), by process index."""
+    p = Path(path)
+    found: dict[int, Path] = {}
+    for sib in p.parent.glob(f"{p.stem}.p*{p.suffix}*"):
+        rest = sib.name[len(p.stem) + 2 :]
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]
+        if not digits or not digits.isascii():
+            continue
+        live = p.with_name(f"{p.stem}.p{digits}{p.suffix}")
+        if sib == live or sib in rotated_files(live):
+            found[int(digits)] = live
+    return dict(sorted(found.items()))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -296,6 +322,54 @@ def verify(path: str | Path, *, key: bytes | None = None) -> VerifyReport:
                     return VerifyReport(False, n, seq, prev, error, lineno, str(f), len(files))
                 prev, seq, n = mac, seq + 1, n + 1
     return VerifyReport(True, n, seq, prev, files=len(files))
+
+
+@dataclass(frozen=True)
+class SetReport:
+    """:func:`verify_set`: one report per chain found (``None``: the plain one), and the
+    declared process indices that have no chain at all."""
+
+    ok: bool
+    chains: dict[int | None, VerifyReport]
+    missing: tuple[int, ...] = ()
+
+
+def verify_set(path: str | Path, *, key: bytes | None = None) -> SetReport:
+    """Verify ``path``'s chain and every per-process chain beside it.
+
+    Each process chain starts every run with an ``open`` record carrying ``processes`` (the
+    count it ran with); a chain for every index below the largest count any intact chain
+    declares must exist, so deleting a whole chain is caught like editing one. The plain
+    chain is checked when it exists or when there is no process chain (a missing log fails).
+    """
+    p = Path(path)
+    chains: dict[int | None, VerifyReport] = {}
+    procs = process_chains(p)
+    if p.exists() or rotated_files(p) or not procs:
+        chains[None] = verify(p, key=key)
+    declared = 0
+    for index, live in procs.items():
+        rep = verify(live, key=key)
+        chains[index] = rep
+        if rep.ok:
+            declared = max(declared, _declared_processes(live))
+    missing = tuple(i for i in range(declared) if i not in procs)
+    ok = all(r.ok for r in chains.values()) and not missing
+    return SetReport(ok, chains, missing)
+
+
+def _declared_processes(live: Path) -> int:
+    """The largest ``processes`` an ``open`` record of this (verified) chain declares."""
+    most = 0
+    for f in (*rotated_files(live), live):
+        if not f.exists():
+            continue
+        with f.open("rb") as fh:
+            for raw in fh:
+                if b'"event":"open"' in raw:
+                    rec = json.loads(raw)
+                    most = max(most, int(rec.get("processes", 0)))
+    return most
 
 
 def _check_line(raw: bytes, prev: str, seq: int, key: bytes | None) -> tuple[str, str]:

@@ -23,8 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="infershield",
         description="InferShield, an inference firewall for Triton-served models: screen text "
         "offline (scan), serve the firewall (serve), check rule packs (rules), build or train "
-        "the classifier (models), measure detection (eval), watch a running server (top) and "
-        "verify its audit log (audit).")
+        "the classifier (models), measure detection (eval), watch a running server (top), "
+        "verify its audit log (audit), manage API keys (keys), red-team a firewall or a policy "
+        "(redteam) and evaluate the classifier across data sources (detector).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="screen text offline; one JSON verdict per input line")

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ENV_PREFIX = "INFERSHIELD_"
+#: Most processes ``server.processes: auto`` starts (and the most any setting may ask for
+#: is :data:`MAX_PROCESSES`): beyond this, the upstream, not the firewall, is the limit.
+MAX_AUTO_PROCESSES = 8
+MAX_PROCESSES = 256
 #: Room for a request's protobuf framing (tensor names, shapes, parameters, length prefixes)
 #: on top of ``limits.max_request_bytes`` of tensor data.
 FRAMING_BYTES = 64 * 1024
@@ -114,6 +118,12 @@ class ServerConfig:
     #: port is a start-up error); empty: off.
     metrics_listen: str = "auto"
     reflection: bool = True
+    #: Serving processes on the one port (``SO_REUSEPORT``), under a supervisor that
+    #: forwards SIGHUP and SIGTERM and restarts a child that dies. ``auto``: one per core,
+    #: at most :data:`MAX_AUTO_PROCESSES`. 1 (the default) is the single process of old:
+    #: in-memory rate limits and quarantine are per process, so N processes would admit N
+    #: times the configured rate unless ``ratelimit.backend: redis`` shares them.
+    processes: int | Literal["auto"] = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,6 +352,18 @@ class Config:
         message is buffered, so one oversized request cannot balloon the server's memory.
         """
         return min(self.limits.max_request_bytes + FRAMING_BYTES, self.server.max_message_bytes)
+
+    @property
+    def process_count(self) -> int:
+        """``server.processes`` resolved: ``auto`` is one per usable core, capped."""
+        procs = self.server.processes
+        if procs != "auto":
+            return procs
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_AUTO_PROCESSES))
 
     @property
     def cache_path(self) -> Path:
@@ -691,6 +713,11 @@ def validate(cfg: Config) -> None:
     if not 0 < be.timeout_s < float("inf"):
         raise ConfigError("backend.timeout_s: must be a positive, finite number of seconds")
     _check_hostport(cfg.server.listen, "server.listen")
+    procs = cfg.server.processes
+    if procs != "auto" and not 1 <= procs <= MAX_PROCESSES:
+        raise ConfigError(
+            f"server.processes: 'auto' or 1 to {MAX_PROCESSES}, got {procs!r}"
+        )
     if cfg.server.metrics_listen not in ("", "auto"):
         _check_hostport(cfg.server.metrics_listen, "server.metrics_listen")
     _check_not_empty(cfg.policy)

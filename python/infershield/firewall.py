@@ -131,6 +131,9 @@ class InferOutcome:
     output_results: tuple[PipelineResult, ...]
     #: (message index, role, result) for each untrusted (``tool``/``document``) message.
     untrusted_results: tuple[tuple[int, str, PipelineResult], ...] = ()
+    #: ``response`` as the bytes the backend sent, when output screening changed nothing
+    #: (None otherwise, or when the backend does not hand out its bytes): sent on as is.
+    wire: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,13 +283,26 @@ class Firewall:
         return results
 
     async def forward(self, method: str, request: Any, ctx: CallContext) -> Any:
-        """The one place a unary RPC reaches the backend."""
+        """The one place a unary RPC reaches the backend (with :meth:`forward_wire`, its
+        bytes-preserving twin for ModelInfer)."""
+        with upstream_timer():
+            return await self.backend.call(method, request, self._upstream_ctx(ctx))
+
+    async def forward_wire(
+        self, method: str, request: Any, wire: bytes | None, ctx: CallContext
+    ) -> tuple[Any, bytes | None]:
+        """:meth:`forward` for lean forwarding: ``wire`` is ``request`` as the caller's bytes
+        (None: serialise ``request``); returns the response and its bytes as the backend sent
+        them, where it has them (:meth:`Backend.call_wire`)."""
+        ctx = self._upstream_ctx(ctx)
+        with upstream_timer():
+            return await self.backend.call_wire(method, request, wire, ctx)
+
+    def _upstream_ctx(self, ctx: CallContext) -> CallContext:
         ctx.deadline.check("upstream")
         # The upstream's own budget (backend.timeout_s), never past the request's deadline.
         budget = ctx.deadline.budget("upstream", self.policy.config.backend.timeout_s)
-        ctx = dataclasses.replace(ctx, deadline=budget)
-        with upstream_timer():
-            return await self.backend.call(method, request, ctx)
+        return dataclasses.replace(ctx, deadline=budget)
 
     # ------------------------------------------------------------------ own API
 
@@ -411,12 +427,21 @@ class Firewall:
 
     # ------------------------------------------------------------------ Triton drop-in
 
-    async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
+    async def call(
+        self, method: str, request: Any, ctx: CallContext, *, wire: bytes | None = None
+    ) -> Any:
         """Any unary Triton RPC: the caller's roles and models decide (admin RPCs need the
-        ``admin`` role); the repository index and statistics list only the caller's models."""
+        ``admin`` role); the repository index and statistics list only the caller's models.
+
+        ``wire`` (ModelInfer only) is ``request`` as the bytes the caller sent. Then the
+        request goes upstream as those bytes unless screening rewrote it, and the response
+        comes back as the backend's bytes (``bytes``) unless output screening rewrote it."""
         authorize(ctx.identity, method, request_model(method, request))
         if method == "ModelInfer":
-            return await self.model_infer(request, ctx)
+            if wire is None:
+                return await self.model_infer(request, ctx)
+            out = await self._infer(self.policy, request, ctx, wire=wire)
+            return out.wire if out.wire is not None else out.response
         response = await self.forward(method, request, ctx)
         if method == "ServerMetadata" and ctx.identity is not None and (
             "admin" not in ctx.identity.roles
@@ -715,17 +740,24 @@ class Firewall:
         *,
         protected: Protected | None = None,
         planter: Any = None,
+        wire: bytes | None = None,
     ) -> InferOutcome:
         in_results = await self._check_request(policy, req, ctx)
+        planted = False
         if protected is None:
             protected = self._protect_request(policy, req)
+            planted = bool(protected.canaries)  # planted into the request's tensor
         if planter is not None:
             # Planted after screening: the canary is never echoed back in a scan result.
             contents = req.inputs[0].contents.bytes_contents
             contents[0] = planter(contents[0].decode("utf-8", "surrogatepass")).encode(
                 "utf-8", "surrogatepass"
             )
-        resp = await self.forward("ModelInfer", req, ctx)
+        # Lean forwarding: the caller's bytes go upstream unless the request was changed
+        # here (a redaction, a planted canary). Fail closed: any doubt sends ``req``.
+        if planter is not None or planted or _rewrote(in_results):
+            wire = None
+        resp, resp_wire = await self.forward_wire("ModelInfer", req, wire, ctx)
         try:
             out_results = await self._check_response(policy, resp, ctx, protected=protected)
         except InvalidRequest as exc:
@@ -733,7 +765,14 @@ class Firewall:
             raise BackendUnavailable(
                 f"the backend sent an unreadable response: {exc.message}"
             ) from None
-        return InferOutcome(resp, in_results, out_results)
+        if _rewrote(out_results):
+            resp_wire = None  # the redacted ``resp`` goes back, not the backend's bytes
+        return InferOutcome(resp, in_results, out_results, wire=resp_wire)
+
+
+def _rewrote(results: Sequence[PipelineResult]) -> bool:
+    """Whether :func:`_apply` rewrote a tensor for these results (it does for any REDACT)."""
+    return any(r.decision is Decision.REDACT for r in results)
 
 
 def _restrict_listing(method: str, response: Any, identity: Identity) -> None:

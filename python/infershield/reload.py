@@ -158,10 +158,12 @@ class PolicyHolder:
         if close:
             _close(old)
         log.info("policy reloaded: generation %d is live", number)
+        _count_reload("ok")
         return ReloadResult(True, number)
 
     def _reject(self, number: int, reason: str) -> ReloadResult:
         self.failed_reloads += 1
+        _count_reload("rejected")
         log.error("policy reload rejected, keeping generation %d: %s", number, reason)
         return ReloadResult(False, number, reason)
 
@@ -181,6 +183,14 @@ class PolicyHolder:
             close = gen.refs == 0
         if close:
             _close(gen)
+
+
+def _count_reload(result: str) -> None:
+    from infershield.telemetry import metrics
+
+    m = metrics.active()
+    if m is not None:
+        m.policy_reloads.labels(result).inc()
 
 
 def _close(gen: _Generation) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -349,3 +350,28 @@ def test_an_empty_metrics_listen_turns_the_endpoint_off() -> None:
         assert tel.metrics_server is None
     finally:
         tel.close()
+
+
+def test_pulled_gauges_are_pushed_in_multiprocess_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR (server.processes > 1) the supervisor reads only the
+    children's files, never a set_function: a poller sets the pulled gauges instead."""
+    import infershield.telemetry.metrics as metrics_mod
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent")
+    monkeypatch.setattr(metrics_mod, "PULL_INTERVAL_S", 0.01)
+    m = Metrics()  # this process's values stay in memory: the module was imported without it
+    depth = [5]
+    m.watch_queue(lambda: depth[0])
+    try:
+        assert m._poller is not None
+        for _ in range(500):
+            if m.queue_depth._value.get() == 5:
+                break
+            time.sleep(0.01)
+        assert m.queue_depth._value.get() == 5
+    finally:
+        m.close()
+        m._poller.join(5)
+    assert not m._poller.is_alive()

@@ -79,6 +79,15 @@ class Backend(abc.ABC):
     async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
         """Run the unary RPC ``method`` (one of :data:`UNARY_METHODS`)."""
 
+    async def call_wire(
+        self, method: str, request: Any, wire: bytes | None, ctx: CallContext
+    ) -> tuple[Any, bytes | None]:
+        """:meth:`call`, given also the request's bytes as the caller sent them (``wire``,
+        None when screening rewrote the request). Returns the response and, where the backend
+        has them, its bytes as received, which the firewall passes on when output screening
+        changed nothing. This default calls :meth:`call` and has no bytes."""
+        return await self.call(method, request, ctx), None
+
     @abc.abstractmethod
     def stream_infer(
         self, requests: AsyncIterator[pb.ModelInferRequest], ctx: CallContext

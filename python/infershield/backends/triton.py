@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -84,6 +85,9 @@ def map_rpc_error(exc: grpc.aio.AioRpcError, method: str) -> FirewallError:
     return UpstreamError(details, code)
 
 
+#: Each unary RPC's response message (Triton names them ``<method>Response``).
+_RESPONSE_TYPES: dict[str, Any] = {m: getattr(pb, f"{m}Response") for m in UNARY_METHODS}
+
 #: Upstream timeouts count against the breaker only when the call had at least this long.
 _MIN_BREAKER_BUDGET_S = 1.0
 
@@ -118,6 +122,8 @@ class TritonBackend(Backend):
         self.retire_after_s = retire_after_s
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.GRPCInferenceServiceStub | None = None
+        #: Bytes-in, bytes-out callables per method on the current channel (lean forwarding).
+        self._raw: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
         self._opts: list[tuple[str, Any]] = []
         #: Channels replaced by a certificate reload, closed once their calls had time.
         self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
@@ -160,6 +166,7 @@ class TritonBackend(Backend):
         self._opts = opts
         self._channel = self._open_channel()
         self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+        self._raw = {}
 
     def _open_channel(self) -> grpc.aio.Channel:
         """A channel to the upstream, with ``backend.tls``'s certificates read now."""
@@ -187,6 +194,7 @@ class TritonBackend(Backend):
             return
         old, self._channel = self._channel, channel
         self._stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        self._raw = {}
         log.info("upstream TLS certificates reloaded for %s", self.target)
         task = asyncio.get_running_loop().create_task(self._close_later(old))
         self._retiring[task] = old
@@ -203,6 +211,7 @@ class TritonBackend(Backend):
         if self._channel is not None:
             await self._channel.close()
         self._channel = self._stub = None
+        self._raw = {}
 
     @property
     def stub(self) -> pb_grpc.GRPCInferenceServiceStub:
@@ -212,10 +221,43 @@ class TritonBackend(Backend):
 
     async def call(self, method: str, request: Any, ctx: CallContext) -> Any:
         """One unary RPC upstream, through the circuit breaker."""
+        if method not in UNARY_METHODS:
+            raise ValueError(f"not a unary Triton RPC: {method}")
+        model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        return await self._guarded(method, getattr(self.stub, method), request, model, ctx)
+
+    async def call_wire(
+        self, method: str, request: Any, wire: bytes | None, ctx: CallContext
+    ) -> tuple[Any, bytes]:
+        """Send ``wire`` (``request`` serialised as the caller sent it), or ``request``
+        serialised when ``wire`` is None, and return the response parsed and as the bytes
+        Triton sent: the firewall passes those on when screening changed nothing."""
+        if method not in UNARY_METHODS:
+            raise ValueError(f"not a unary Triton RPC: {method}")
+        fn = self._raw.get(method)
+        if fn is None:
+            channel = self._channel
+            if channel is None:
+                raise BackendUnavailable("the upstream connection is not open")
+            fn = self._raw[method] = channel.unary_unary(SERVICE + method)  # bytes in and out
+        data = request.SerializeToString() if wire is None else wire
+        model = getattr(request, "model_name", "") or getattr(request, "name", "")
+        raw: bytes = await self._guarded(method, fn, data, model, ctx)
+        try:
+            return _RESPONSE_TYPES[method].FromString(raw), raw
+        except DecodeError:
+            raise BackendUnavailable(
+                f"the backend sent an unreadable response ({_for_client(method)})"
+            ) from None
+
+    async def _guarded(
+        self, method: str, fn: Any, payload: Any, model: str, ctx: CallContext
+    ) -> Any:
+        """``fn(payload)`` upstream, through the circuit breaker."""
         self.breaker.before_call()
         budget = ctx.deadline.remaining()
         try:
-            response = await self._call(method, request, ctx)
+            response = await self._call(method, fn, payload, model, ctx)
         except asyncio.CancelledError:
             self.breaker.on_cancel()
             raise
@@ -232,17 +274,15 @@ class TritonBackend(Backend):
         self.breaker.on_success()
         return response
 
-    async def _call(self, method: str, request: Any, ctx: CallContext) -> Any:
-        if method not in UNARY_METHODS:
-            raise ValueError(f"not a unary Triton RPC: {method}")
-        fn = getattr(self.stub, method)
+    async def _call(
+        self, method: str, fn: Any, payload: Any, model: str, ctx: CallContext
+    ) -> Any:
         attempts = 1 + (self.retries if method in IDEMPOTENT_METHODS else 0)
-        model = getattr(request, "model_name", "") or getattr(request, "name", "")
         for attempt in range(attempts):
             with upstream_span(SERVICE + method, model=model, target=self.target) as span:
                 try:
                     response = await fn(
-                        request,
+                        payload,
                         metadata=inject_metadata(ctx.metadata),
                         timeout=ctx.deadline.remaining(),
                         wait_for_ready=False,

@@ -17,13 +17,16 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from infershield.errors import ConfigError, LimitExceeded
 from infershield.telemetry.instrument import capture_context, detector_batch_span
+
+if TYPE_CHECKING:
+    from infershield.detectors.remote import TritonModel
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +110,23 @@ class SequenceClassifier:
 
     ``score`` returns one attack probability per text: every overlapping token window is
     scored and the maximum wins, so an attack cannot hide past the first window.
+
+    With ``remote`` (a :class:`~infershield.detectors.remote.TritonModel`) the forward pass
+    runs on Triton instead: the directory then only supplies the tokenizer, the labels and the
+    model's metadata (window, threshold), and no local session is loaded.
     """
 
-    def __init__(self, model_dir: Path, options: RuntimeOptions | None = None) -> None:
+    def __init__(self, model_dir: Path, options: RuntimeOptions | None = None, *,
+                 remote: TritonModel | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.options = opts = options or RuntimeOptions()
         self.model_dir = model_dir = Path(model_dir)
-        self.providers = resolve_providers(opts.providers)
+        self.remote = remote
+        self.providers = resolve_providers(opts.providers) if remote is None else []
         model_path = model_dir / "model.onnx"
-        if opts.fp16:
+        if remote is None and opts.fp16:
             fp16_path = model_dir / FP16_FILE
             if CUDA not in self.providers:
                 # CPUs have no fast float16 matmul in onnxruntime: float32 is quicker there.
@@ -127,7 +136,8 @@ class SequenceClassifier:
                 model_path = fp16_path
             else:
                 log.warning("fp16 requested but %s is missing; using %s", fp16_path, model_path)
-        for p in (model_path, model_dir / "tokenizer.json", model_dir / "config.json"):
+        needed = [model_dir / "tokenizer.json", model_dir / "config.json"]
+        for p in needed if remote is not None else [model_path, *needed]:
             if not p.is_file():
                 raise ConfigError(f"classifier model file missing: {p}")
         try:
@@ -167,6 +177,10 @@ class SequenceClassifier:
         self._body = body
         if opts.max_windows < 1 or opts.max_batch < 1:
             raise ConfigError("max_windows and max_batch must be positive")
+        self.model_path = model_path
+        if remote is not None:
+            self._init_remote(remote)
+            return
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -179,7 +193,6 @@ class SequenceClassifier:
             self.session = ort.InferenceSession(str(model_path), so, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(f"cannot load {model_path}: {exc}") from None
-        self.model_path = model_path
         self.active_providers = tuple(self.session.get_providers())
         self._inputs = {i.name for i in self.session.get_inputs()}
         if not {"input_ids", "attention_mask"} <= self._inputs:
@@ -188,6 +201,22 @@ class SequenceClassifier:
         self._use_io_binding = opts.io_binding and CUDA in self.active_providers
         if opts.warmup:
             self.score(["warm up"])
+
+    def _init_remote(self, remote: TritonModel) -> None:
+        """Ask Triton about the model now, so a wrong model is a start-up error; one that is
+        not up yet only warns (each request is blocked until it answers)."""
+        from infershield.detectors.remote import DetectorUnavailable
+
+        self.active_providers = (f"triton:{remote.where}",)
+        self._inputs = {"input_ids", "attention_mask", "token_type_ids"}
+        self._output = ""
+        self._use_io_binding = False
+        try:
+            remote.describe()
+        except DetectorUnavailable as exc:
+            log.warning("classifier offload: %s; requests are blocked until it answers", exc)
+            return
+        log.info("classifier offloaded to Triton model %s (tls=%s)", remote.where, remote.tls)
 
     # ------------------------------------------------------------------ tokenisation
 
@@ -251,6 +280,8 @@ class SequenceClassifier:
         feeds: dict[str, I64] = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
+        if self.remote is not None:
+            return self.remote.forward(feeds)
         if self._use_io_binding:
             binding = self.session.io_binding()
             for name, arr in feeds.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -104,21 +103,25 @@ class CheckBudget:
     def __init__(self, deadline: Deadline, per_check_s: float | None = None) -> None:
         self.deadline = deadline
         self.per_check_s = per_check_s
-        self._cancelled = threading.Event()
+        # A plain flag, not a threading.Event: one is made per screened batch, and a worker
+        # thread only needs to see the write, which the GIL orders.
+        self._cancelled = False
 
     def cancel(self) -> None:
         """The caller is gone (or the stage timed out): run no further checks."""
-        self._cancelled.set()
+        self._cancelled = True
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def before(self, check: str) -> None:
-        stage = f"check:{check}"
-        if self._cancelled.is_set():
-            raise DeadlineExceeded(f"request abandoned before check {check!r}", stage=stage)
-        self.deadline.check(stage)
+        if self._cancelled:
+            raise DeadlineExceeded(
+                f"request abandoned before check {check!r}", stage=f"check:{check}"
+            )
+        if self.deadline.expired:  # the stage name is built only when it is needed
+            raise self.deadline.error(f"check:{check}")
 
     def after(self, check: str, elapsed_s: float) -> None:
         if self.per_check_s is not None and elapsed_s > self.per_check_s:

@@ -29,6 +29,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, access: AccessControl, *, mtls: bool = False) -> None:
         self.access = access
         self.mtls = mtls
+        #: method -> (the handler it wraps, the wrapped handler)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -39,6 +41,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return handler
         method = handler_call_details.method
+        # One wrapped handler per method, built on its first call (not per call).
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
             ("unary_stream", grpc.unary_stream_rpc_method_handler, True),

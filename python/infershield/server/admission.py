@@ -34,6 +34,7 @@ import grpc
 from infershield.abuse.control import AbuseControl
 from infershield.auth.access import current_identity
 from infershield.errors import Blocked
+from infershield.firewall import StreamError
 from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.limits.deadline import Deadline
 from infershield.limits.quarantine import Quarantine
@@ -87,6 +88,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.holder = holder
         self.quarantine = quarantine
         self.abuse = abuse
+        #: method -> (the handler it wraps, the wrapped handler)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -97,6 +100,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler is None or not method.startswith(PINNED_SERVICES):
             return handler
+        # One wrapped handler per method, built on its first call (not per call).
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         admit = method in ADMITTED_METHODS
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -130,15 +142,18 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         try:
             yield
         except Blocked as exc:
-            # One line per blocked request, for operators: who, where, what, never the text.
-            # The log formatter stamps the trace id when the request is traced.
-            log.info("request blocked", extra={
-                "peer": context.peer(), "rpc": current_rpc_name(), "stage": exc.stage,
-                "check": exc.check, "category": ",".join(exc.categories) or "none",
-            })
-            if self.quarantine is not None:
-                self.quarantine.strike(caller_of(context))
+            self._blocked(context, exc)
             raise
+
+    def _blocked(self, context: grpc.aio.ServicerContext[Any, Any], exc: Blocked) -> None:
+        # One line per blocked request, for operators: who, where, what, never the text.
+        # The log formatter stamps the trace id when the request is traced.
+        log.info("request blocked", extra={
+            "peer": context.peer(), "rpc": current_rpc_name(), "stage": exc.stage,
+            "check": exc.check, "category": ",".join(exc.categories) or "none",
+        })
+        if self.quarantine is not None:
+            self.quarantine.strike(caller_of(context))
 
     # --- abuse control (issue #19): per-caller buckets, quarantine, anomaly detection ---
     def _abuse_call(
@@ -194,6 +209,11 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async with self._abuse_call(context), self.limiter.slot(self._deadline(context)):
                 with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):
+                        # A request blocked inside a stream is one blocked request too.
+                        if isinstance(response, StreamError) and isinstance(
+                            response.error, Blocked
+                        ):
+                            self._blocked(context, response.error)
                         yield response
 
         return wrapped

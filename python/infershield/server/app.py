@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -25,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.abuse.control import AbuseControl
-from infershield.audit import AuditLog
+from infershield.audit import AuditLog, process_chain_path
 from infershield.auth.access import AccessControl
 from infershield.auth.tls import ServerTls
 from infershield.backends.base import Backend, build_backend
@@ -40,6 +41,7 @@ from infershield.server import firewall_service, triton_service
 from infershield.server.access import AccessInterceptor
 from infershield.server.admission import AdmissionInterceptor
 from infershield.server.interceptor import ErrorInterceptor
+from infershield.server.processes import ProcessSlot
 from infershield.telemetry import metrics as _metrics
 from infershield.v1 import firewall_pb2
 
@@ -87,10 +89,14 @@ class FirewallServer:
         loader: Callable[[], Config] | None = None,
         watch_path: str | None = None,
         reload_interval_s: float = 1.0,
+        slot: ProcessSlot | None = None,
     ) -> None:
         """``loader`` re-reads the config on reload (default: rebuild from ``config``, which
-        still re-reads rule files); ``watch_path`` is the policy file to watch for changes."""
+        still re-reads rule files); ``watch_path`` is the policy file to watch for changes;
+        ``slot``: this is one of ``server.processes`` children (shared port, own audit chain).
+        """
         self.config = config
+        self.slot = slot
         self._policy = policy
         self._backend = backend
         self._loader = loader
@@ -129,8 +135,11 @@ class FirewallServer:
         policy = self._policy or Policy.from_config(cfg)
         try:
             backend = self._backend or build_backend(cfg)
+            slot = self.slot
             audit = AuditLog.from_config(
-                cfg.audit.path,
+                str(process_chain_path(cfg.audit.path, slot.index))
+                if slot is not None and cfg.audit.path
+                else cfg.audit.path,
                 cfg.audit.key_env,
                 cfg.audit.record_allowed,
                 fsync=cfg.audit.fsync,
@@ -138,6 +147,9 @@ class FirewallServer:
                 rotate_bytes=cfg.audit.rotate_bytes,
                 rotate_s=cfg.audit.rotate_s,
             )
+            if audit is not None and slot is not None:
+                # Each run of a chain says how many there are, so verify can tell one missing.
+                audit.record({"event": "open", "process": slot.index, "processes": slot.count})
             self.firewall = Firewall(policy, backend, audit=audit)
             await self.firewall.start()
             self.abuse = AbuseControl.from_config(cfg, audit=self.firewall.audit)
@@ -152,7 +164,8 @@ class FirewallServer:
             # RSS by ~25 MB with probing, <1 MB without; a 6 MB request was no slower).
             ("grpc.max_receive_message_length", cfg.receive_limit_bytes),
             ("grpc.http2.bdp_probe", 0),
-            ("grpc.so_reuseport", 0),
+            # Children of server.processes share the port; alone, a busy port is an error.
+            ("grpc.so_reuseport", 1 if self.slot is not None else 0),
             *BACKLOG_OPTIONS,
         ]
         # Reloads swap the policy here; requests pin theirs in the admission interceptor.
@@ -184,14 +197,15 @@ class FirewallServer:
                 server,
             )
         self._warn_exposure()
+        listen = self.slot.listen if self.slot is not None else cfg.server.listen
         try:
             if self.tls is not None:
-                self.port = server.add_secure_port(cfg.server.listen, self.tls.credentials())
+                self.port = server.add_secure_port(listen, self.tls.credentials())
             else:
-                self.port = server.add_insecure_port(cfg.server.listen)
+                self.port = server.add_insecure_port(listen)
         except RuntimeError as exc:
             await self.firewall.close()
-            raise ConfigError(f"server.listen: cannot bind {cfg.server.listen}: {exc}") from None
+            raise ConfigError(f"server.listen: cannot bind {listen}: {exc}") from None
         await server.start()
         self.server = server
         if self._watch_path:
@@ -202,7 +216,7 @@ class FirewallServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving on %s (backend %s)",
-            cfg.server.listen.rpartition(":")[0] + f":{self.port}",
+            listen.rpartition(":")[0] + f":{self.port}",
             self.firewall.backend.kind,
         )
         # In the background: a slow upstream must not delay serving health checks.
@@ -303,20 +317,27 @@ async def serve(
     stop: asyncio.Event | None = None,
     loader: Callable[[], Config] | None = None,
     config_path: str | None = None,
+    slot: ProcessSlot | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop`` is set), then drain gracefully.
 
     SIGHUP, or a change to ``config_path``, reloads the policy through ``loader``; SIGHUP also
     reloads the keys file and the TLS certificates (which are also reloaded when they change).
+    ``slot``: serve as one child of ``server.processes`` (see :mod:`.processes`).
     """
-    app = FirewallServer(config, loader=loader, watch_path=config_path)
+    app = FirewallServer(config, loader=loader, watch_path=config_path, slot=slot)
     await app.start()
+    # What start-up built (policy, rule databases, modules) lives as long as the process:
+    # out of the cyclic collector's way, its full passes no longer walk it under load.
+    gc.freeze()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     assert app.watcher is not None
     app.watcher.install_sighup(loop, also=app.reload_access)
+    if slot is not None:
+        slot.ready()  # signal handlers are in place: the supervisor may forward signals now
     try:
         await stop.wait()
         log.info("draining (grace %.1fs)", config.server.grace_period_s)

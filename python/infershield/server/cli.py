@@ -24,20 +24,48 @@ def register(sub: Any) -> None:
         metavar="triton://HOST:PORT",
         help="forward to a remote Triton instead of the embedded local backend",
     )
+    p.add_argument(
+        "--processes",
+        metavar="N|auto",
+        type=_processes,
+        help="serving processes on the one port (server.processes; default 1, auto: one "
+        "per core, capped)",
+    )
     p.set_defaults(func=cmd_serve)
+
+
+def _processes(raw: str) -> int | str:
+    if raw == "auto":
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or 'auto', got {raw!r}") from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from infershield.config import load_config
-    from infershield.server.app import serve
-    from infershield.telemetry import setup_telemetry
+    from infershield.server.processes import ProcessSlot, die_with_parent, supervise
 
-    overrides: dict[str, Any] = {"server.listen": args.listen}
+    slot = ProcessSlot.from_env()
+    if slot is not None:
+        die_with_parent(slot.supervisor)
+    overrides: dict[str, Any] = {
+        "server.listen": args.listen,
+        "server.processes": getattr(args, "processes", None),
+    }
     if args.upstream:
         overrides["backend.kind"] = "triton"
         overrides["backend.upstream"] = args.upstream
     config = load_config(args.config, overrides=overrides)
-    telemetry = setup_telemetry(config)
+    if slot is None and config.process_count > 1:
+        return supervise(config)
+
+    from infershield.server.app import serve
+    from infershield.telemetry import setup_telemetry
+
+    # A child records metrics into the supervisor's directory; the supervisor serves them.
+    telemetry = setup_telemetry(config, serve_metrics=slot is None)
     try:
         # Reloads (SIGHUP, or the --config file changing) re-read file, env and flags alike.
         asyncio.run(
@@ -45,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 config,
                 loader=lambda: load_config(args.config, overrides=overrides),
                 config_path=args.config,
+                slot=slot,
             )
         )
     finally:

@@ -64,6 +64,10 @@ async def _abort(
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Maps exceptions to statuses and opens the RPC's server span."""
 
+    def __init__(self) -> None:
+        #: method -> (the handler it wraps, the wrapped handler)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -73,6 +77,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if handler is None:
             return handler
+        # One wrapped handler per method, built on its first call (not per call).
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         scoped = method.startswith(WRAPPED_SERVICES)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -126,7 +139,12 @@ def _wrap_stream(behavior: Any, method: str, scoped: bool) -> Any:
         with _scope(scoped, method, context.invocation_metadata()) as span:
             try:
                 async for response in behavior(request_iterator, context):
-                    yield response
+                    # One request of a stream failed: told in-band, the stream goes on.
+                    yield (
+                        stream_error_response(response)
+                        if isinstance(response, StreamError)
+                        else response
+                    )
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:

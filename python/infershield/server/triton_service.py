@@ -1,4 +1,11 @@
-"""``inference.GRPCInferenceService``: Triton's API, screened. Converts and delegates only."""
+"""``inference.GRPCInferenceService``: Triton's API, screened. Converts and delegates only.
+
+ModelInfer is forwarded lean: its handler takes the request's bytes as they came and parses
+them once (:class:`WireRequest`); the firewall sends those same bytes upstream unless
+screening rewrote the request, and answers with the backend's response bytes unless output
+screening rewrote the response (:meth:`Firewall.call`'s ``wire``). Every other RPC uses the
+generated (de)serialisers.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,28 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from infershield.backends.base import UNARY_METHODS
 from infershield.firewall import Firewall, StreamError
 from infershield.server.context import call_context, stream_context
-from infershield.server.interceptor import stream_error_response
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+
+
+class WireRequest:
+    """A ModelInfer request parsed once, with the bytes it was parsed from.
+
+    ``model_name`` and ``id`` are copied out for the interceptors (telemetry, abuse control),
+    which read them as they would from the message."""
+
+    __slots__ = ("data", "id", "model_name", "msg")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.msg = pb.ModelInferRequest.FromString(data)
+        self.model_name = self.msg.model_name
+        self.id = self.msg.id
+
+
+def _serialize_response(response: Any) -> bytes:
+    """The backend's bytes as they are, or a (rewritten) message serialised."""
+    return response if type(response) is bytes else response.SerializeToString()
 
 
 class TritonService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -26,9 +54,19 @@ class TritonService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self,
         request_iterator: AsyncIterator[pb.ModelInferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    ) -> AsyncIterator[pb.ModelStreamInferResponse | StreamError]:
+        # A StreamError is yielded as it is: the admission layer logs and counts an in-stream
+        # block like any other, and the error interceptor turns it into the in-band response.
         async for item in self.firewall.stream_infer(request_iterator, stream_context(context)):
-            yield stream_error_response(item) if isinstance(item, StreamError) else item
+            yield item
+
+    async def ModelInferWire(
+        self, request: WireRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
+        """ModelInfer from the request's bytes; returns the response's bytes when unchanged."""
+        firewall = self.firewall
+        ctx = call_context(context, firewall.policy.config.limits)
+        return await firewall.call("ModelInfer", request.msg, ctx, wire=request.data)
 
 
 def _unary(method: str) -> Any:
@@ -47,5 +85,31 @@ for _method in UNARY_METHODS:
     setattr(TritonService, _method, _unary(_method))
 
 
+def method_handlers(service: TritonService) -> dict[str, grpc.RpcMethodHandler]:
+    """The service's handlers by method name: ModelInfer on raw bytes, the rest typed."""
+    handlers: dict[str, grpc.RpcMethodHandler] = {
+        m: grpc.unary_unary_rpc_method_handler(
+            getattr(service, m),
+            request_deserializer=getattr(pb, f"{m}Request").FromString,
+            response_serializer=getattr(pb, f"{m}Response").SerializeToString,
+        )
+        for m in UNARY_METHODS
+    }
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        service.ModelInferWire,
+        request_deserializer=WireRequest,
+        response_serializer=_serialize_response,
+    )
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        service.ModelStreamInfer,
+        request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+    )
+    return handlers
+
+
 def add_to_server(firewall: Firewall, server: grpc.aio.Server) -> None:
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(TritonService(firewall), server)  # type: ignore[no-untyped-call]
+    handlers = method_handlers(TritonService(firewall))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+    )

@@ -86,17 +86,22 @@ class Telemetry:
     def close(self) -> None:
         if self.metrics_server is not None:
             self.metrics_server.close()
+        self.metrics.close()
         if metrics.active() is self.metrics:
             metrics.install(None)
         shutdown_tracing()
 
 
-def setup_telemetry(config: Config, *, logging: bool = True) -> Telemetry:
+def setup_telemetry(
+    config: Config, *, logging: bool = True, serve_metrics: bool = True
+) -> Telemetry:
     """Set up logs, tracing and metrics for a server process from ``config`` (+ ``OTEL_*``).
 
     The metrics endpoint is on by default on loopback (``server.metrics_listen: auto``:
     127.0.0.1:9464, a warning if that port is taken) and off when the field is empty; the
     metrics are recorded (and installed process-wide) either way, so they cost the same.
+    ``serve_metrics=False``: record only (a child of ``server.processes`` > 1, whose
+    metrics the supervisor serves).
     """
     if logging:
         setup_logging(config.telemetry, exclusive=True)
@@ -104,7 +109,7 @@ def setup_telemetry(config: Config, *, logging: bool = True) -> Telemetry:
     m = Metrics()
     metrics.install(m)
     server = None
-    listen = config.server.metrics_listen
+    listen = config.server.metrics_listen if serve_metrics else ""
     if listen == "auto":
         try:
             server = start_metrics_server(m, DEFAULT_METRICS_LISTEN)

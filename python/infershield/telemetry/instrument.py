@@ -342,7 +342,7 @@ def record_stage(
     if m is not None:
         m.observe_stage(f"{stage}_checks", seconds)
         if stage == "input":
-            m.batch_size.labels("request").observe(len(ctxs))
+            m.child(m.batch_size, "request").observe(len(ctxs))
     rpc = _RPC.get()
     if rpc is not None:
         if not rpc.model:

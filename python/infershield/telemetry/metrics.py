@@ -9,6 +9,7 @@ several side by side.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ _LATENCY_BUCKETS = (
 )
 #: Distinct ``tenant`` label values before further tenants are counted as ``other``.
 MAX_TENANT_LABELS = 100
+#: How often a pulled gauge is pushed to its file in multiprocess mode (seconds).
+PULL_INTERVAL_S = 1.0
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -65,11 +68,15 @@ class Metrics:
             f"{PREFIX}_check_duration_seconds", "Latency of one check over one batch of texts.",
             ["check", "stage"], buckets=_LATENCY_BUCKETS, registry=r,
         )
+        # multiprocess_mode matters only with server.processes > 1 (PROMETHEUS_MULTIPROC_DIR
+        # set): what the parent's endpoint shows for the children's gauges together.
         self.in_flight = Gauge(
-            f"{PREFIX}_in_flight_requests", "Requests being handled now.", registry=r
+            f"{PREFIX}_in_flight_requests", "Requests being handled now.", registry=r,
+            multiprocess_mode="livesum",
         )
         self.queue_depth = Gauge(
-            f"{PREFIX}_queue_depth", "Requests waiting for a concurrency slot.", registry=r
+            f"{PREFIX}_queue_depth", "Requests waiting for a concurrency slot.", registry=r,
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             f"{PREFIX}_batch_size", "Texts per batch, by component (request, detector).",
@@ -99,6 +106,7 @@ class Metrics:
         self.ratelimit_store_down = Gauge(
             f"{PREFIX}_ratelimit_store_down",
             "1 while the shared rate limit store is unreachable (on_error applies).", registry=r,
+            multiprocess_mode="livemax",
         )
         self.ratelimit_store_outages = Counter(
             f"{PREFIX}_ratelimit_store_outages", "Times the rate limit store became unreachable.",
@@ -107,10 +115,12 @@ class Metrics:
         self.breaker_state = Gauge(
             f"{PREFIX}_upstream_circuit_state",
             "Upstream circuit breaker: 0 closed, 1 half-open, 2 open.", ["upstream"], registry=r,
+            multiprocess_mode="livemax",
         )
         self._breaker_last: dict[str, str] = {}
         # labels() costs a lock and a dict build per call; checks are a small fixed set.
         self._check_hist: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.breaker_transitions = Counter(
             f"{PREFIX}_upstream_circuit_transitions", "Circuit breaker state changes.",
             ["upstream", "state"], registry=r,
@@ -130,6 +140,17 @@ class Metrics:
             f"{PREFIX}_upstream_errors", "Upstream calls that failed, by gRPC status code.",
             ["code"], registry=r,
         )
+        self.policy_reloads = Counter(
+            f"{PREFIX}_policy_reloads", "Policy reloads (SIGHUP or the file changing), by "
+            "result (ok, rejected); with server.processes > 1, one per process.", ["result"],
+            registry=r,
+        )
+        # In multiprocess mode a gauge's set_function is never read (the parent reads only
+        # the children's files), so pulled gauges are pushed by a poller thread instead.
+        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self._pulled: list[tuple[Any, Callable[[], float]]] = []
+        self._poller: threading.Thread | None = None
+        self._stop_poll = threading.Event()
 
     # ------------------------------------------------------------------ typed helpers
 
@@ -142,9 +163,9 @@ class Metrics:
         latency: streams are counted but stay out of the ``total`` stage; the stages of each
         message they carry are recorded as they are screened.
         """
-        self.requests.labels(rpc, model or "-", decision, code).inc()
+        self.child(self.requests, rpc, model or "-", decision, code).inc()
         if rpc not in STREAMING_RPCS:
-            self.stage_latency.labels("total").observe(seconds)
+            self.child(self.stage_latency, "total").observe(seconds)
 
     def observe_tenant(self, tenant: str, code: str) -> None:
         """One RPC by ``tenant`` (from the keys file, or ``anonymous``): a bounded label."""
@@ -153,10 +174,21 @@ class Metrics:
                 tenant = "other"
             else:
                 self._tenants.add(tenant)
-        self.tenant_requests.labels(tenant, code).inc()
+        self.child(self.tenant_requests, tenant, code).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
-        self.stage_latency.labels(stage).observe(seconds)
+        self.child(self.stage_latency, stage).observe(seconds)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set: ``labels()`` takes a
+        lock and builds a dict on every call, and the hot path records a few per request.
+        The label sets are the metric's own (already bounded where a label comes from the
+        caller), so this cache is no larger than the metric."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def observe_check(
         self, check: str, stage: str, verdicts: Iterable[Verdict], seconds: float
@@ -176,7 +208,30 @@ class Metrics:
 
         Pull, not push: the hot path pays nothing and the gauge can never go stale.
         """
-        self.queue_depth.set_function(lambda: float(queued()))
+        self._pull(self.queue_depth, lambda: float(queued()))
+
+    def _pull(self, gauge: Any, read: Callable[[], float]) -> None:
+        if not self._multiprocess:
+            gauge.set_function(read)
+            return
+        self._pulled.append((gauge, read))
+        if self._poller is None:
+            self._poller = threading.Thread(
+                target=self._poll, name="infershield-metrics-poll", daemon=True
+            )
+            self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop_poll.wait(PULL_INTERVAL_S):
+            for gauge, read in list(self._pulled):
+                try:
+                    gauge.set(read())
+                except Exception:  # a gauge must never take the process down
+                    continue
+
+    def close(self) -> None:
+        """Stop the poller thread (multiprocess mode only has one)."""
+        self._stop_poll.set()
 
     def watch_breaker(self, upstream: str, state: Callable[[], object]) -> None:
         """Read the breaker gauge from ``state()`` (``closed``/``half_open``/``open``, or an
@@ -189,7 +244,7 @@ class Metrics:
             st = state()
             return float(BREAKER_VALUES.get(str(getattr(st, "value", st)), -1))
 
-        self.breaker_state.labels(upstream).set_function(read)
+        self._pull(self.breaker_state.labels(upstream), read)
 
     def set_breaker_state(self, upstream: str, state: BreakerState) -> None:
         """Record the upstream circuit breaker's state (and count the transition)."""
@@ -243,14 +298,16 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
-def start_metrics_server(metrics: Metrics, listen: str) -> MetricsServer:
-    """Serve ``metrics`` as Prometheus text on ``listen`` (``HOST:PORT``; port 0 picks one)."""
+def start_metrics_server(metrics: Metrics | CollectorRegistry, listen: str) -> MetricsServer:
+    """Serve ``metrics`` (or a registry) as Prometheus text on ``listen`` (``HOST:PORT``;
+    port 0 picks one)."""
+    registry = metrics.registry if isinstance(metrics, Metrics) else metrics
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"server.metrics_listen: expected HOST:PORT, got {listen!r}")
     host = host.strip("[]")
     try:
-        httpd, thread = start_http_server(int(port), addr=host, registry=metrics.registry)
+        httpd, thread = start_http_server(int(port), addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError(
             f"server.metrics_listen: cannot listen on {listen}: {exc.strerror}"

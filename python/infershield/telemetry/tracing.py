@@ -229,20 +229,33 @@ def extract_context(metadata: Iterable[tuple[str, Any]] | None) -> Context:
 
 def inject_metadata(
     metadata: Iterable[tuple[str, Any]] | None = None, context: Context | None = None
-) -> list[tuple[str, Any]]:
+) -> Sequence[tuple[str, Any]]:
     """Return ``metadata`` plus the current (or given) trace context, for an outgoing call.
 
     Any trace headers already in ``metadata`` (the caller's) are replaced, so the upstream sees
-    its parent as our client span, not the caller's span.
+    its parent as our client span, not the caller's span. With tracing off there is no
+    context to add: a caller's headers are still dropped, and ``metadata`` without any comes
+    back as it is (no copy per call).
     """
-    out: list[tuple[str, Any]] = [
-        (k, v) for k, v in (metadata or ()) if k.lower() not in _propagation_fields()
-    ]
+    fields = _propagation_fields()
+    if not STATE.enabled and context is None:
+        if isinstance(metadata, tuple) and not any(k.lower() in fields for k, _ in metadata):
+            return metadata
+        return [(k, v) for k, v in (metadata or ()) if k.lower() not in fields]
+    out: list[tuple[str, Any]] = [(k, v) for k, v in (metadata or ()) if k.lower() not in fields]
     extra: list[tuple[str, str]] = []
     propagate.inject(extra, context=context, setter=_SETTER)
     out.extend(extra)
     return out
 
 
-def _propagation_fields() -> set[str]:
-    return {f.lower() for f in propagate.get_global_textmap().fields}
+_FIELDS: tuple[Any, frozenset[str]] = (None, frozenset())
+
+
+def _propagation_fields() -> frozenset[str]:
+    """The header names the global propagator writes, recomputed only when it changes."""
+    global _FIELDS
+    textmap = propagate.get_global_textmap()
+    if _FIELDS[0] is not textmap:
+        _FIELDS = (textmap, frozenset(f.lower() for f in textmap.fields))
+    return _FIELDS[1]

@@ -102,6 +102,9 @@ def register(sub: Any) -> None:
     ev.add_argument("--split", choices=["all", "dev", "train"], default="all",
                     help="evaluate only the dev (or train) part of the deterministic split")
     ev.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
+    ev.add_argument("--rows-out", metavar="FILE.jsonl",
+                    help="also write each row's source, label, model score and rules verdict "
+                         "(input of `infershield detector threshold`)")
     ev.set_defaults(func=cmd_eval)
 
 
@@ -316,7 +319,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.split != "all":
         train, dev = split_dev(rows)
         rows = dev if args.split == "dev" else train
-    report = evaluate(rows, load_config(args.config))
+    report = evaluate(rows, load_config(args.config),
+                      rows_out=Path(args.rows_out) if args.rows_out else None)
     sys.stdout.write(format_report(report) + "\n")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

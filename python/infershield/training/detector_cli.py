@@ -70,6 +70,30 @@ def register(sub: Any) -> None:
     pp.add_argument("--pad", required=True, metavar="FILE.jsonl",
                     help="benign rows whose words pad the attacks (not training text)")
     pp.set_defaults(func=cmd_padding)
+    lx = dsub.add_parser("lexical", help="cross-source run of the lexical detector (hashed "
+                         "n-grams + logistic regression; measured, not shipped)")
+    _common(lx)
+    lx.add_argument("--folds", type=int, default=5, help="source folds (default 5)")
+    lx.add_argument("--cap", type=int, default=500,
+                    help="train on at most this many rows per source and label (default 500)")
+    lx.add_argument("--no-written", action="store_true",
+                    help="leave out the written rows (training/data/written.yaml)")
+    lx.add_argument("--scores-out", metavar="FILE.jsonl",
+                    help="also write each row's out-of-fold score (text, label, source, score)")
+    lx.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
+    lx.set_defaults(func=cmd_lexical)
+    th = dsub.add_parser("threshold", help="choose the classifier threshold on many benign "
+                         "sources and check it on each source left out (rows from `eval "
+                         "--rows-out`)")
+    th.add_argument("--rows", required=True, metavar="FILE.jsonl",
+                    help="per-row scores written by `infershield eval --rows-out`")
+    th.add_argument("--target-fpr", type=float, default=0.01,
+                    help="share of benign rows the model may block (default 0.01)")
+    th.add_argument("--floor", type=float, default=0.0,
+                    help="never choose a threshold below this (default 0)")
+    th.add_argument("--compare", type=float, default=0.95,
+                    help="also report the policy at this threshold (default 0.95)")
+    th.set_defaults(func=cmd_threshold)
     b = dsub.add_parser("baseline", help="the shipped head (whole windows) per source")
     _common(b)
     b.add_argument("--head", required=True, metavar="FILE.npz",
@@ -109,6 +133,37 @@ def cmd_detector(args: argparse.Namespace) -> int:
     if args.detector_command == "train" and head is not None:
         head.save(Path(args.head_out))
         sys.stdout.write(f"head saved to {args.head_out} (threshold {head.threshold:.4f})\n")
+    return 0
+
+
+def cmd_lexical(args: argparse.Namespace) -> int:
+    from infershield.training.crossval import format_cv
+    from infershield.training.detector import corpus
+    from infershield.training.lexical import cross_source
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    c = corpus([Path(d) for d in args.data], written=not args.no_written, augment=False)
+    cv = cross_source(c.rows, c.always, k=args.folds, cap=args.cap)
+    rep = cv.as_cross_source().report(shipped_threshold=0.5)
+    sys.stdout.write(format_cv(rep, "lexical detector, cross-source"))
+    if args.scores_out:
+        with Path(args.scores_out).open("w", encoding="utf-8") as f:
+            for r, s in zip(cv.rows, cv.scores.tolist(), strict=True):
+                f.write(json.dumps({"text": r.text, "label": r.label, "source": r.source,
+                                    "score": s}) + "\n")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rep, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    from infershield.training.operating import at_threshold, choose, format_report, load_rows
+
+    if not 0.0 < args.target_fpr < 0.5:
+        raise InvalidRequest("--target-fpr must be in (0, 0.5)")
+    rows = load_rows(Path(args.rows))
+    rep = choose(rows, args.target_fpr, floor=args.floor)
+    sys.stdout.write(format_report(rep, at_threshold(rows, args.compare)))
     return 0
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,8 +73,11 @@ def fold_runs(model: Scored, rules: Scored) -> dict[str, Scored]:
     }
 
 
-def evaluate(rows: Sequence[Row], config: Config, *, batch: int = 32) -> dict[str, Any]:
-    """Scores every row with each pipeline and returns the metrics as a JSON-ready dict."""
+def evaluate(rows: Sequence[Row], config: Config, *, batch: int = 32,
+             rows_out: Path | None = None) -> dict[str, Any]:
+    """Scores every row with each pipeline and returns the metrics as a JSON-ready dict.
+    ``rows_out``: also write each row's source, label, model score and whether the rules
+    blocked it (JSON lines; input of ``infershield detector threshold``)."""
     pipes = pipelines(config)
     texts = [r.text for r in rows]
     labels = np.array([r.label for r in rows])
@@ -83,6 +88,13 @@ def evaluate(rows: Sequence[Row], config: Config, *, batch: int = 32) -> dict[st
         report["labels"][lab] = int((labels == lab).sum())
     try:
         runs = {name: _run(pipes[name], texts, batch) for name in ("model", "rules")}
+        if rows_out is not None:
+            with rows_out.open("w", encoding="utf-8") as f:
+                for i, r in enumerate(rows):
+                    f.write(json.dumps({"source": r.source, "label": r.label,
+                                        "model": float(runs["model"].scores[i]),
+                                        "rules_blocked": bool(runs["rules"].blocked[i])})
+                            + "\n")
         runs.update(fold_runs(runs["model"], runs["rules"]))
         for name, sc in runs.items():
             rep: dict[str, Any] = {

@@ -7,10 +7,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
 
 from infershield.checks.base import CheckContext
 from infershield.checks.input.classifier import ClassifierCheck, ClassifierOptions
+from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
 
 FULLWIDTH = "w3 " + "".join(chr(ord(c) + 0xFEE0) for c in "jailbreak")
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_model import build_tiny_classifier, filler  # type: ignore[import-not-found]
 
 from infershield.checks.base import CheckContext
 from infershield.checks.input.classifier import ClassifierCheck, ClassifierOptions
@@ -16,6 +15,7 @@ from infershield.detectors.runtime import Cascade, RuntimeOptions, SequenceClass
 from infershield.errors import ConfigError, LimitExceeded
 from infershield.policy import build_pipeline
 from infershield.verdict import Decision
+from tiny_model import build_tiny_classifier, filler  # type: ignore[import-not-found]
 
 TEXTS = ["w1 w2", "w1 inject w3", "w4 jailbreak", filler(30), filler(30) + " inject", "w9"]
 

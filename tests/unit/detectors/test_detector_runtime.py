@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from tiny_model import build_tiny_classifier, filler  # type: ignore[import-not-found]
 
 from infershield.checks.base import CheckContext
 from infershield.checks.input.classifier import ClassifierCheck, ClassifierOptions
@@ -22,6 +21,7 @@ from infershield.detectors.runtime import CPU, MicroBatcher, RuntimeOptions, Seq
 from infershield.errors import ConfigError, LimitExceeded
 from infershield.policy import build_pipeline
 from infershield.verdict import Decision
+from tiny_model import build_tiny_classifier, filler  # type: ignore[import-not-found]
 
 
 @pytest.fixture(scope="module")

@@ -197,11 +197,10 @@ def test_cli_rejects_bad_training_rates(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_rethreshold_measures_the_built_model_on_the_dev_rows(tmp_path: Path) -> None:
     """The shipped threshold comes from the runtime (every window), not from training."""
-    from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
-
     from infershield.detectors.head import Head
     from infershield.training.cli import _rethreshold
     from infershield.training.training import Row, split_dev
+    from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
 
     model = build_tiny_classifier(tmp_path / "m")
     rows = [Row(f"w{i % 40} w{(i * 7) % 40}" + (" inject" if i % 3 == 0 else ""),
@@ -220,9 +219,8 @@ def test_rethreshold_measures_the_built_model_on_the_dev_rows(tmp_path: Path) ->
 
 def test_teacher_with_another_tokenizer_is_a_config_error(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
-
     from infershield.training.finetune import _teacher_probs
+    from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
 
     _, _, _, wins, tok = _one_layer(torch, ["hello there"])
     with pytest.raises(ConfigError, match="not the student's"):

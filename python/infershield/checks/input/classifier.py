@@ -6,18 +6,46 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
 from infershield.checks.input.content import content_view, sentence_units
 from infershield.config import Config, bounded, check_bounds
+from infershield.detectors.remote import DetectorUnavailable
 from infershield.errors import ConfigError, LimitExceeded
 from infershield.telemetry.instrument import detector_span
-from infershield.verdict import Verdict
+from infershield.verdict import Decision, Status, Verdict
+
+if TYPE_CHECKING:
+    from infershield.detectors.remote import TritonModel
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierTritonOptions:
+    """Where ``backend: triton`` runs the model (``classifier.triton`` in a policy).
+
+    The model is the one ``infershield models export-triton`` writes into a Triton model
+    repository; the firewall keeps the tokenizer and labels of the same model locally.
+    """
+
+    #: ``HOST:PORT`` of Triton's gRPC endpoint; empty = ``backend.upstream``.
+    url: str = ""
+    #: The model's name in Triton's repository (export-triton's ``--model``).
+    model: str = "injection-minilm"
+    #: Model version; empty = Triton's version policy decides.
+    version: str = ""
+    #: Per-call timeout; a detector that does not answer in time blocks the request.
+    timeout_s: float = bounded(5.0, gt=0.0)
+    #: ``auto`` = use ``backend.tls`` when ``url`` is the upstream's (empty or the same
+    #: address); ``on`` = always use ``backend.tls``; ``off`` = plaintext.
+    tls: Literal["auto", "on", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +57,11 @@ class ClassifierOptions:
     """
 
     model: str = ""
+    #: Where the forward pass runs: ``local`` (onnxruntime in this process) or ``triton``
+    #: (the model served by a Triton server, see ``triton``). Tokenising, windowing, the
+    #: prefilter cascade (which stays local) and the threshold are the same either way.
+    backend: Literal["local", "triton"] = "local"
+    triton: ClassifierTritonOptions = field(default_factory=ClassifierTritonOptions)
     #: Block at or above this attack probability; ``None`` = the model's recommended value.
     threshold: float | None = bounded(None, gt=0.0, le=1.0)
     attack_labels: tuple[str, ...] = ()
@@ -92,9 +125,11 @@ class ClassifierCheck(Check):
     REASON_UNIT = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
                    "in sentence unit {unit} of {units}")
     REASON_TOO_LONG = "classifier: text exceeds the window limit"
+    REASON_UNAVAILABLE = "classifier: detector unavailable, blocked (fail closed): {error}"
 
     def __init__(self, name: str, options: ClassifierOptions, model_dir: Path,
-                 prefilter_dir: Path | None = None) -> None:
+                 prefilter_dir: Path | None = None, *, remote: TritonModel | None = None
+                 ) -> None:
         from infershield.detectors.runtime import (
             Cascade,
             MicroBatcher,
@@ -109,9 +144,11 @@ class ClassifierCheck(Check):
             attack_labels=o.attack_labels, providers=o.providers, fp16=o.fp16,
             window=o.window, stride=o.stride, max_windows=o.max_windows,
             intra_op_threads=o.threads, max_batch=o.max_batch, io_binding=o.io_binding,
-            allow_spinning=prefilter_dir is None,  # two sessions must not spin on each other
+            # Two local sessions must not spin on each other (a remote model has none).
+            allow_spinning=prefilter_dir is None or remote is not None,
         )
-        self.model = SequenceClassifier(model_dir, runtime)
+        self.remote = remote
+        self.model = SequenceClassifier(model_dir, runtime, remote=remote)
         recommended = float(self.model.meta.get("threshold", 0.5))
         self.threshold = o.threshold if o.threshold is not None else recommended
         if not 0.0 < self.threshold <= 1.0:
@@ -151,7 +188,8 @@ class ClassifierCheck(Check):
         from infershield.detectors.runtime import cuda_expected
 
         build = options.on_missing_model == "build"
-        on_gpu = cuda_expected(options.providers)
+        # The offloaded model runs on Triton's device; the local prefilter is on this host's.
+        on_gpu = options.backend == "local" and cuda_expected(options.providers)
         if not options.model:
             model_dir = ensure_shipped_model(
                 config.cache_path, build=build, fp16=options.fp16 and on_gpu)
@@ -166,7 +204,13 @@ class ClassifierCheck(Check):
             prefilter_dir = ensure_shipped_model(config.cache_path, build=build, name=FAST_MODEL)
         elif options.prefilter not in ("", "none"):
             prefilter_dir = _model_dir(options.prefilter, config)
-        return cls(name, options, model_dir, prefilter_dir)
+        remote = _remote_model(options, config) if options.backend == "triton" else None
+        try:
+            return cls(name, options, model_dir, prefilter_dir, remote=remote)
+        except BaseException:
+            if remote is not None:
+                remote.close()
+            raise
 
     def _plan(self, ctx: CheckContext) -> _Plan:
         """The texts to score for ``ctx``: the text itself, the view judged in its place (if
@@ -239,6 +283,11 @@ class ClassifierCheck(Check):
                               details=tuple(details) or (("view", view),))
         return self.allow(score=score, details=tuple(details))
 
+    def _unavailable(self, exc: Exception) -> Verdict:
+        # Fail closed: a detector that cannot answer blocks, and the verdict says why.
+        return Verdict(self.name, Decision.BLOCK, Status.ERROR, 1.0,
+                       self.REASON_UNAVAILABLE.format(error=exc), categories=self.categories)
+
     def _too_long(self) -> Verdict:
         # Fail closed: text we cannot fully score is never waved through.
         return self.block(self.REASON_TOO_LONG, 1.0, categories=self.categories)
@@ -251,6 +300,8 @@ class ClassifierCheck(Check):
             return self._decide(plan, self.batcher.score_each(plan.texts))
         except LimitExceeded:
             return self._too_long()
+        except DetectorUnavailable as exc:
+            return self._unavailable(exc)
 
     async def acheck(self, ctx: CheckContext) -> Verdict:
         """Event-loop friendly: awaits the batcher's futures instead of blocking the loop."""
@@ -260,6 +311,8 @@ class ClassifierCheck(Check):
             scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         except LimitExceeded:
             return self._too_long()
+        except DetectorUnavailable as exc:
+            return self._unavailable(exc)
         return self._decide(plan, scores)
 
     def check_batch(self, ctxs: Sequence[CheckContext]) -> list[Verdict]:
@@ -272,13 +325,35 @@ class ClassifierCheck(Check):
         ok = [w for w in per_text if w is not None]
         scored: Iterator[float] = iter(())
         if ok:
-            with detector_span(self.model.model_dir.name, len(ok)):
-                scored = iter(self.scorer.score_windows(ok).tolist())
+            try:
+                with detector_span(self.model.model_dir.name, len(ok)):
+                    scored = iter(self.scorer.score_windows(ok).tolist())
+            except DetectorUnavailable as exc:
+                return [self._unavailable(exc) for _ in ctxs]
         scores = iter([None if w is None else next(scored) for w in per_text])
         return [self._decide(p, [next(scores) for _ in p.texts]) for p in plans]
 
     def close(self) -> None:
         self.batcher.close()
+        if self.remote is not None:
+            self.remote.close()
+
+
+def _remote_model(options: ClassifierOptions, config: Config) -> TritonModel:
+    """The Triton model ``backend: triton`` runs; the URL defaults to the upstream's."""
+    from infershield.backends.triton import parse_upstream
+    from infershield.detectors.remote import TritonModel
+
+    t = options.triton
+    url = t.url or config.backend.upstream
+    if not url:
+        raise ConfigError(
+            "classifier.triton.url: backend triton needs a Triton address (or backend.upstream)")
+    same = not t.url or (bool(config.backend.upstream)
+                         and parse_upstream(t.url) == parse_upstream(config.backend.upstream))
+    tls = config.backend.tls if t.tls == "on" or (t.tls == "auto" and same) else None
+    return TritonModel(url, t.model, version=t.version, timeout_s=t.timeout_s, tls=tls,
+                       max_message_bytes=config.server.max_message_bytes)
 
 
 #: How much stricter (in odds) a unit's cut is than the text's when neither the options nor the

@@ -1,0 +1,391 @@
+"""``server.processes: N``: N serving processes on one port, under a supervisor.
+
+One Python process keeps at most about one core busy (the GIL, and gRPC's asyncio server
+polls on one thread), so the firewall scales across cores with processes. The supervisor
+(the process ``infershield serve`` started as):
+
+- checks the config and compiles the policy once, so the children load the compiled rule
+  databases from the on-disk cache instead of compiling N times;
+- reserves the port with ``SO_REUSEPORT`` (a busy port is a start-up error, not N crashing
+  children; port 0 is resolved once, so every child serves the same port);
+- starts N children, each a re-run of its own command line with :data:`SLOT_ENV` set, which
+  bind the port with ``grpc.so_reuseport``: the kernel spreads connections over them;
+- serves one metrics endpoint over the children's counters (prometheus_client multiprocess
+  mode in a fresh temporary directory, removed at exit);
+- forwards SIGHUP (reload) to every child, SIGTERM/SIGINT as SIGTERM (each child stops
+  accepting and drains within ``server.grace_period_s``), and restarts a child that dies,
+  with a doubling back-off; it exits non-zero if the children cannot start.
+
+Each child keeps its own audit chain (:func:`infershield.audit.process_chain_path`), its own
+concurrency limit and, with ``ratelimit.backend: memory``, its own rate limits and quarantine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from infershield.config import Config
+from infershield.errors import ConfigError
+
+if TYPE_CHECKING:
+    from infershield.telemetry.metrics import MetricsServer
+
+log = logging.getLogger(__name__)
+
+#: Set in a child's environment: ``INDEX:COUNT:READY_FD:SUPERVISOR_PID:HOST:PORT``. (No
+#: double underscore, so the config loader does not read it as a field override.)
+SLOT_ENV = "INFERSHIELD_PROCESS_SLOT"
+#: How long the children get to start serving (loading models, warming caches).
+START_TIMEOUT_S = 300.0
+#: Restart back-off: first delay, cap, and how long a child must have served for the next
+#: failure to count as a new one (back to the first delay).
+BACKOFF_S = 0.5
+BACKOFF_MAX_S = 30.0
+BACKOFF_RESET_S = 30.0
+
+
+@dataclass(frozen=True)
+class ProcessSlot:
+    """What a child knows of its place: its index among ``count``, the resolved address
+    it binds (shared), and the pipe it reports readiness on."""
+
+    index: int
+    count: int
+    listen: str
+    ready_fd: int
+    supervisor: int = 0
+
+    def encode(self) -> str:
+        return f"{self.index}:{self.count}:{self.ready_fd}:{self.supervisor}:{self.listen}"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ProcessSlot | None:
+        raw = (os.environ if env is None else env).get(SLOT_ENV, "")
+        if not raw:
+            return None
+        index, count, fd, parent, listen = raw.split(":", 4)
+        return cls(int(index), int(count), listen, int(fd), int(parent))
+
+    def ready(self) -> None:
+        """Tell the supervisor this child serves (once)."""
+        with contextlib.suppress(OSError):
+            os.write(self.ready_fd, b"ready\n")
+            os.close(self.ready_fd)
+
+
+def die_with_parent(supervisor: int) -> None:
+    """A child gets SIGTERM (and drains) when its supervisor dies, even by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it was already gone before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def reserve_port(listen: str) -> tuple[socket.socket, str]:
+    """Bind ``listen`` with SO_REUSEPORT (not listening: it takes no connections) so a busy
+    port fails here, once, and port 0 becomes one real port; returns the socket (keep it
+    open while the children run) and the resolved ``HOST:PORT``."""
+    host, _, port = listen.rpartition(":")
+    bare = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(
+            bare, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"server.listen: cannot resolve {host}: {exc.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"server.listen: cannot bind {listen}: {exc.strerror} (server.processes needs "
+            "the port free, or held only by processes of this user with SO_REUSEPORT)"
+        ) from None
+    return sock, f"{host}:{sock.getsockname()[1]}"
+
+
+@dataclass
+class _Child:
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    ready_r: int = -1
+    ready: bool = False
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+    hup_pending: bool = False
+
+
+@dataclass
+class Supervisor:
+    """Runs ``count`` children of ``command`` on ``listen`` until SIGTERM/SIGINT."""
+
+    config: Config
+    command: Sequence[str]
+    count: int
+    listen: str = ""
+    metrics_dir: str = ""
+    children: list[_Child] = field(default_factory=list)
+    _stopping: bool = False
+    _started: bool = False
+
+    # ------------------------------------------------------------------ children
+
+    def _spawn(self, child: _Child) -> None:
+        read_fd, write_fd = os.pipe()
+        slot = ProcessSlot(child.index, self.count, self.listen, write_fd, os.getpid())
+        env = dict(os.environ)
+        env[SLOT_ENV] = slot.encode()
+        env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+        try:
+            # A process group of its own: a terminal's Ctrl-C reaches the supervisor only,
+            # which drains the children in order (they die with it: die_with_parent). Not a
+            # session of its own: with scheduler autogroups that would change its CPU share.
+            child.proc = subprocess.Popen(
+                list(self.command), env=env, pass_fds=(write_fd,), process_group=0
+            )
+        finally:
+            os.close(write_fd)
+        child.ready_r, child.ready = read_fd, False
+        child.started = time.monotonic()
+        log.info("process %d started (pid %d)", child.index, child.proc.pid)
+
+    def _signal(self, child: _Child, sig: int) -> None:
+        if child.proc is not None and child.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(sig)
+
+    def _poll_ready(self, timeout: float) -> None:
+        waiting = {c.ready_r: c for c in self.children if c.ready_r >= 0 and not c.ready}
+        if not waiting:
+            time.sleep(timeout)
+            return
+        with contextlib.suppress(InterruptedError):
+            readable, _, _ = select.select(list(waiting), [], [], timeout)
+            for fd in readable:
+                c = waiting[fd]
+                data = os.read(fd, 64)
+                os.close(fd)
+                c.ready_r = -1
+                if data.startswith(b"ready"):
+                    c.ready = True
+                    assert c.proc is not None
+                    log.info("process %d (pid %d) is serving", c.index, c.proc.pid)
+                    if c.hup_pending:
+                        c.hup_pending = False
+                        self._signal(c, signal.SIGHUP)
+
+    def _reap(self) -> list[tuple[_Child, int]]:
+        """Children that exited since the last look, with their exit codes."""
+        dead = []
+        for c in self.children:
+            if c.proc is None:
+                continue
+            rc = c.proc.poll()
+            if rc is None:
+                continue
+            dead.append((c, rc))
+            self._mark_dead(c.proc.pid)
+            c.proc = None
+            if c.ready_r >= 0:
+                os.close(c.ready_r)
+                c.ready_r = -1
+        return dead
+
+    def _mark_dead(self, pid: int) -> None:
+        # Its live gauges (in flight, queue) leave the sums; its counters stay counted.
+        from prometheus_client import multiprocess
+
+        with contextlib.suppress(OSError):
+            multiprocess.mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_hup(self, _sig: int, _frame: FrameType | None) -> None:
+        log.info("SIGHUP: reloading every process")
+        for c in self.children:
+            if c.ready:
+                self._signal(c, signal.SIGHUP)
+            else:  # no handler yet (SIGHUP would kill it); it gets one once it serves
+                c.hup_pending = True
+
+    def _on_term(self, _sig: int, _frame: FrameType | None) -> None:
+        # Once only: a child that is draining has given up its handler, and a second
+        # SIGTERM would kill it with its calls in flight.
+        if self._stopping:
+            return
+        log.info("draining %d processes (grace %.1fs)", self.count,
+                 self.config.server.grace_period_s)
+        self._stopping = True
+        for c in self.children:
+            self._signal(c, signal.SIGTERM)
+
+    # ------------------------------------------------------------------ main loop
+
+    def run(self) -> int:
+        """Start, supervise, drain; 0 after a clean drain, 1 if the children cannot start
+        or one does not drain cleanly."""
+        old = {
+            sig: signal.signal(sig, handler)
+            for sig, handler in (
+                (signal.SIGHUP, self._on_hup),
+                (signal.SIGTERM, self._on_term),
+                (signal.SIGINT, self._on_term),
+            )
+        }
+        rc = 1
+        try:
+            self.children = [_Child(i) for i in range(self.count)]
+            for c in self.children:
+                self._spawn(c)
+            rc = self._loop()
+        finally:
+            self._on_term(signal.SIGTERM, None)
+            clean = self._wait_all(self.config.server.grace_period_s + 30.0)
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+        return rc if clean else 1  # a child that did not drain cleanly fails the run
+
+    def _loop(self) -> int:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._stopping:
+            self._poll_ready(0.1)
+            now = time.monotonic()
+            if not self._started:
+                if all(c.ready for c in self.children):
+                    self._started = True
+                    log.info("serving on %s with %d processes", self.listen, self.count)
+                elif now > deadline:
+                    log.error("server.processes: the processes did not start serving within "
+                              "%.0fs; stopping", START_TIMEOUT_S)
+                    return 1
+            for c, rc in self._reap():
+                if self._stopping:
+                    break
+                if not self._started:
+                    log.error("process %d exited with code %d before serving; stopping "
+                              "(its log above says why)", c.index, rc)
+                    return 1
+                if now - c.started >= BACKOFF_RESET_S:
+                    c.failures = 0
+                delay = min(BACKOFF_S * 2 ** c.failures, BACKOFF_MAX_S)
+                c.failures += 1
+                c.restart_at = now + delay
+                log.warning("process %d exited with code %d; restarting in %.1fs",
+                            c.index, rc, delay)
+            for c in self.children:
+                if c.proc is None and not self._stopping and now >= c.restart_at:
+                    self._spawn(c)
+        return 0
+
+    def _wait_all(self, timeout: float) -> bool:
+        """Wait for every child to exit; True if each drained and exited with 0."""
+        end = time.monotonic() + timeout
+        clean = True
+        for c in self.children:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("process %d (pid %d) did not drain in time: killed",
+                          c.index, c.proc.pid)
+                c.proc.kill()
+                c.proc.wait()
+            if c.proc.returncode:
+                clean = False
+                log.warning("process %d exited with code %d while draining",
+                            c.index, c.proc.returncode)
+        self._reap()
+        return clean
+
+
+def _warn_per_process(config: Config, count: int) -> None:
+    """Say which limits each process keeps alone, so N processes admit N times as much."""
+    rl = config.ratelimit
+    if rl.backend == "memory" and (
+        rl.default.requests_per_s > 0 or rl.models or config.limits.rate_per_s > 0
+    ):
+        log.warning("server.processes: %d processes each keep their own rate limits "
+                    "(ratelimit.backend: memory): together they admit up to %dx the "
+                    "configured rates; ratelimit.backend: redis shares them", count, count)
+
+
+def supervise(config: Config, command: Sequence[str] | None = None) -> int:
+    """Serve ``config`` with ``config.process_count`` processes; returns the exit code.
+
+    ``command`` re-runs this program in each child (default: this process's own command
+    line, ``sys.orig_argv``); the child sees :data:`SLOT_ENV` and serves one slot.
+    """
+    from infershield.policy import Policy
+    from infershield.telemetry import logs
+
+    logs.setup_logging(config.telemetry, exclusive=True)
+    count = config.process_count
+    sock, listen = reserve_port(config.server.listen)  # a busy port fails before any work
+    metrics_dir = ""
+    metrics_server = None
+    try:
+        # Validate and compile once, here: the children find the rule databases in the cache.
+        Policy.from_config(config).close()
+        _warn_per_process(config, count)
+        metrics_dir = tempfile.mkdtemp(prefix="infershield-metrics-")
+        metrics_server = _serve_metrics(config, metrics_dir)
+        sup = Supervisor(
+            config,
+            command=command or [sys.executable, *sys.orig_argv[1:]],
+            count=count,
+            listen=listen,
+            metrics_dir=metrics_dir,
+        )
+        return sup.run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
+        sock.close()
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_metrics(config: Config, metrics_dir: str) -> MetricsServer | None:
+    """One endpoint for all children: their files in ``metrics_dir``, summed."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from infershield.telemetry.metrics import DEFAULT_METRICS_LISTEN, start_metrics_server
+
+    listen = config.server.metrics_listen
+    if not listen:
+        return None
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    if listen != "auto":
+        return start_metrics_server(registry, listen)
+    try:
+        return start_metrics_server(registry, DEFAULT_METRICS_LISTEN)
+    except ConfigError as exc:
+        log.warning("metrics not served: %s (set server.metrics_listen to another HOST:PORT, "
+                    "or to \"\" to turn them off)", exc.message)
+        return None

@@ -1,0 +1,101 @@
+"""``classifier.backend: triton``: options, and failing closed when the detector is down.
+
+The request path against a real Triton is tested in tests/e2e/test_classifier_offload.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from firewall_support import free_port
+from infershield.checks.base import CheckContext
+from infershield.checks.input.classifier import (
+    ClassifierCheck,
+    ClassifierOptions,
+    ClassifierTritonOptions,
+)
+from infershield.config import BackendConfig, BackendTlsConfig, CheckSpec, Config, build
+from infershield.detectors.remote import DetectorUnavailable, TritonModel
+from infershield.errors import ConfigError
+from infershield.policy import build_pipeline
+from infershield.verdict import Decision, Status
+from tiny_model import build_tiny_classifier  # type: ignore[import-not-found]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_classifier(tmp_path_factory.mktemp("tiny"))
+
+
+def _down() -> str:
+    return f"127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def test_bad_backend_is_a_startup_error_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"input\[0\]\.options\.backend.*'local', 'triton'"):
+        build_pipeline([CheckSpec(type="classifier", options={"backend": "remote"})], "input",
+                       Config(), fail_fast=False)
+    with pytest.raises(ConfigError, match=r"options\.triton\.timeout_s"):
+        build(ClassifierOptions, {"triton": {"timeout_s": 0}}, "classifier.options")
+    with pytest.raises(ConfigError, match=r"options\.triton\.tls"):
+        build(ClassifierOptions, {"triton": {"tls": "maybe"}}, "classifier.options")
+
+
+def test_triton_backend_needs_an_address(tiny_dir: Path) -> None:
+    opts = ClassifierOptions(model=str(tiny_dir), backend="triton", prefilter="none")
+    with pytest.raises(ConfigError, match=r"classifier\.triton\.url"):
+        ClassifierCheck.from_config("classifier", opts, Config())
+
+
+def test_url_defaults_to_the_upstream_with_its_tls(tiny_dir: Path, tmp_path: Path) -> None:
+    upstream = _down()
+    tls = BackendTlsConfig(enabled=True)
+    cfg = Config(backend=BackendConfig(kind="triton", upstream=f"triton://{upstream}", tls=tls))
+    opts = ClassifierOptions(model=str(tiny_dir), backend="triton", prefilter="none")
+    chk = ClassifierCheck.from_config("classifier", opts, cfg)
+    try:
+        assert chk.remote is not None
+        assert (chk.remote.target, chk.remote.tls) == (upstream, True)
+    finally:
+        chk.close()
+    # Another address: backend.tls is the upstream's, so not used unless asked for.
+    other = ClassifierOptions(model=str(tiny_dir), backend="triton", prefilter="none",
+                              triton=ClassifierTritonOptions(url=_down()))
+    chk = ClassifierCheck.from_config("classifier", other, cfg)
+    try:
+        assert chk.remote is not None and chk.remote.tls is False
+    finally:
+        chk.close()
+
+
+def test_unreachable_model_raises_detector_unavailable() -> None:
+    m = TritonModel(_down(), "injection-minilm", timeout_s=2.0)
+    try:
+        # The message (which a verdict may show) names the model, not the address.
+        msg = r"^detector model injection-minilm: UNAVAILABLE$"
+        with pytest.raises(DetectorUnavailable, match=msg):
+            m.describe()
+    finally:
+        m.close()
+
+
+def test_detector_down_blocks_every_path(tiny_dir: Path) -> None:
+    """Benign text is blocked (status error, reason says why) by check, acheck and
+    check_batch, with the local prefilter cascade in front too."""
+    for prefilter in ("none", str(tiny_dir)):
+        remote = TritonModel(_down(), "tiny", timeout_s=2.0)
+        chk = ClassifierCheck("classifier", ClassifierOptions(prefilter_clear=0.0),
+                              tiny_dir, None if prefilter == "none" else Path(prefilter),
+                              remote=remote)
+        try:
+            ctx = CheckContext(text="w1 w2 w3", stage="input")
+            verdicts = [chk.check(ctx), asyncio.run(chk.acheck(ctx)),
+                        *chk.check_batch([ctx, CheckContext(text="w4", stage="input")])]
+            for v in verdicts:
+                assert (v.decision, v.status) == (Decision.BLOCK, Status.ERROR)
+                assert "detector unavailable" in v.reason and "fail closed" in v.reason
+        finally:
+            chk.close()

@@ -1,0 +1,122 @@
+"""``server.processes``: the config field, the port reservation, the child's slot and the
+audit set (the supervisor itself is driven end to end in tests/e2e/test_processes_e2e.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from infershield.audit import AuditLog, process_chain_path, process_chains, verify_set
+from infershield.config import MAX_AUTO_PROCESSES, load_config
+from infershield.errors import ConfigError
+from infershield.server.processes import SLOT_ENV, ProcessSlot, reserve_port
+
+
+def test_processes_default_is_one_and_auto_is_capped_per_core() -> None:
+    assert load_config(env={}).process_count == 1
+    auto = load_config(env={}, overrides={"server.processes": "auto"}).process_count
+    assert 1 <= auto <= min(len(os.sched_getaffinity(0)), MAX_AUTO_PROCESSES)
+    env = {"INFERSHIELD_SERVER__PROCESSES": "3"}
+    assert load_config(env=env).process_count == 3
+
+
+@pytest.mark.parametrize("bad", [0, -1, 100000, "many", 1.5, True])
+def test_bad_process_counts_name_the_field(bad: object) -> None:
+    with pytest.raises(ConfigError, match=r"server\.processes"):
+        load_config(env={}, overrides={"server.processes": bad})
+
+
+def test_a_busy_port_fails_the_reservation_with_a_clear_message() -> None:
+    with socket.socket() as busy:  # a listener without SO_REUSEPORT, like another server
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"server\.listen: cannot bind 127\.0\.0\.1:{port}"):
+            reserve_port(f"127.0.0.1:{port}")
+
+
+def test_port_zero_is_resolved_once_and_shareable_with_reuseport() -> None:
+    sock, listen = reserve_port("127.0.0.1:0")
+    try:
+        port = int(listen.rpartition(":")[2])
+        assert port > 0
+        with socket.socket() as child:  # what grpc.so_reuseport does in each child
+            child.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            child.bind(("127.0.0.1", port))
+            child.listen()
+    finally:
+        sock.close()
+
+
+def test_the_slot_round_trips_through_the_environment() -> None:
+    slot = ProcessSlot(1, 4, "[::1]:8001", 7, 4242)
+    assert ProcessSlot.from_env({SLOT_ENV: slot.encode()}) == slot
+    assert ProcessSlot.from_env({}) is None
+
+
+def _chain(path: Path, index: int, count: int, events: int) -> Path:
+    live = process_chain_path(path, index)
+    log = AuditLog(live, key=b"k", fsync="never")
+    log.record({"event": "open", "process": index, "processes": count})
+    for i in range(events):
+        log.record({"event": "screen", "n": i})
+    log.close()
+    return live
+
+
+def test_audit_set_verifies_every_chain_and_catches_a_missing_one(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    assert process_chain_path(path, 3) == tmp_path / "audit.p3.jsonl"
+    chains = [_chain(path, i, 3, 5) for i in range(3)]
+    assert process_chains(path) == dict(enumerate(chains))
+    rep = verify_set(path, key=b"k")
+    assert rep.ok and set(rep.chains) == {0, 1, 2} and rep.missing == ()
+
+    chains[2].unlink()
+    rep = verify_set(path, key=b"k")
+    assert not rep.ok and rep.missing == (2,)
+
+
+def test_audit_set_names_the_tampered_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    chains = [_chain(path, i, 2, 3) for i in range(2)]
+    lines = chains[0].read_text().splitlines()
+    rec = json.loads(lines[2])
+    rec["n"] = 99
+    lines[2] = json.dumps(rec, sort_keys=True, separators=(",", ":"))
+    chains[0].write_text("\n".join(lines) + "\n")
+    rep = verify_set(path, key=b"k")
+    assert not rep.ok
+    assert not rep.chains[0].ok and rep.chains[0].bad_line == 3 and rep.chains[1].ok
+
+
+def test_audit_set_of_one_process_is_the_plain_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, fsync="never")
+    log.record({"event": "screen"})
+    log.close()
+    rep = verify_set(path)
+    assert rep.ok and list(rep.chains) == [None]
+    with pytest.raises(FileNotFoundError):  # as before: the CLI reports it, exit 2
+        verify_set(tmp_path / "absent.jsonl")
+
+
+def test_children_that_cannot_start_stop_the_supervisor_with_exit_1(tmp_path: Path) -> None:
+    import sys
+
+    from infershield.server.processes import Supervisor
+
+    sock, listen = reserve_port("127.0.0.1:0")
+    try:
+        sup = Supervisor(
+            load_config(env={}), command=[sys.executable, "-c", "raise SystemExit(3)"],
+            count=2, listen=listen, metrics_dir=str(tmp_path),
+        )
+        assert sup.run() == 1
+    finally:
+        sock.close()
+    assert all(c.proc is None for c in sup.children)  # none left behind

@@ -1,0 +1,199 @@
+"""Lean forwarding of ModelInfer: the caller's bytes go upstream, the backend's bytes come
+back, unless screening rewrote the message (then the rewritten message goes on)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+
+from e2e.helpers import encode
+from firewall_support import LEAK, TEST_POLICY, config_data, free_port, write_config
+from infershield.server.app import ServerThread
+
+METHOD = "/inference.GRPCInferenceService/ModelInfer"
+#: The test policy, with an output check that also redacts a phrase.
+POLICY = {
+    **TEST_POLICY,
+    "output": [
+        {"type": "test_keywords", "name": "leaks",
+         "options": {"block": [LEAK], "redact": ["555-0199"]}},
+    ],
+}
+
+
+def _noncanonical(*parts: Any) -> bytes:
+    """Messages concatenated: protobuf merges them into one message, but serialising that
+    message again writes its fields in field-number order, so the bytes differ."""
+    return b"".join(p.SerializeToString() for p in parts)
+
+
+def _request(text: str) -> tuple[bytes, pb.ModelInferRequest]:
+    body = pb.ModelInferRequest(model_name="echo")
+    body.inputs.add(name="TEXT", datatype="BYTES", shape=[1, 1])
+    body.raw_input_contents.append(encode([text.encode()]))
+    data = _noncanonical(pb.ModelInferRequest(id="r1"), body)
+    msg = pb.ModelInferRequest.FromString(data)
+    assert msg.SerializeToString() != data  # the test would prove nothing otherwise
+    return data, msg
+
+
+def _response(text: str) -> bytes:
+    body = pb.ModelInferResponse(model_name="echo")
+    body.outputs.add(name="OUTPUT", datatype="BYTES", shape=[1, 1])
+    body.raw_output_contents.append(encode([text.encode()]))
+    data = _noncanonical(pb.ModelInferResponse(id="r1"), body)
+    assert pb.ModelInferResponse.FromString(data).SerializeToString() != data
+    return data
+
+
+class _Upstream(grpc.GenericRpcHandler):
+    """A Triton stand-in on raw bytes: records what ModelInfer received and answers with
+    ``reply`` (the schema RPCs answer for the ``echo`` model)."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.reply = b""
+        self.lock = threading.Lock()
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        name = details.method.rpartition("/")[2]
+        answers: dict[str, Any] = {
+            "ServerReady": pb.ServerReadyResponse(ready=True),
+            "ModelMetadata": pb.ModelMetadataResponse(
+                name="echo",
+                inputs=[
+                    pb.ModelMetadataResponse.TensorMetadata(
+                        name=n, datatype="BYTES", shape=[-1, 1])
+                    for n in ("TEXT", "SYSTEM")
+                ],
+            ),
+            "ModelConfig": pb.ModelConfigResponse(
+                config={"input": [{"name": "SYSTEM", "optional": True}]}
+            ),
+        }
+        if name == "ModelInfer":
+            return grpc.unary_unary_rpc_method_handler(self._infer)
+        if name in answers:
+            data = answers[name].SerializeToString()
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: data)
+        return None
+
+    def _infer(self, request: bytes, context: Any) -> bytes:
+        with self.lock:
+            self.received.append(request)
+        return self.reply
+
+
+@contextlib.contextmanager
+def _serving(tmp: Path, policy: dict[str, Any]) -> Iterator[tuple[_Upstream, grpc.Channel]]:
+    """The Triton stand-in and a firewall in front of it with ``policy``."""
+    upstream = _Upstream()
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((upstream,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    cfg = write_config(
+        tmp / "config.yaml",
+        config_data(
+            f"127.0.0.1:{free_port()}", upstream=f"triton://127.0.0.1:{port}", policy=policy
+        ),
+    )
+    st = ServerThread(cfg)
+    shield = st.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{shield}")
+    try:
+        yield upstream, channel
+    finally:
+        channel.close()
+        st.stop(grace=0.1)
+        server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def lean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Upstream, grpc.Channel]]:
+    with _serving(tmp_path_factory.mktemp("lean"), POLICY) as served:
+        yield served
+
+
+def _call(lean: tuple[_Upstream, grpc.Channel], data: bytes, reply: bytes) -> tuple[bytes, bytes]:
+    upstream, channel = lean
+    upstream.reply = reply
+    upstream.received.clear()
+    got = channel.unary_unary(METHOD)(data, timeout=10)
+    (sent,) = upstream.received
+    return sent, got
+
+
+def test_unchanged_request_and_response_pass_as_the_same_bytes(
+    lean: tuple[_Upstream, grpc.Channel],
+) -> None:
+    data, _ = _request("hello there")
+    reply = _response("echo: hello there")
+    sent, got = _call(lean, data, reply)
+    assert sent == data
+    assert got == reply
+
+
+def test_a_redacted_request_goes_upstream_rewritten(
+    lean: tuple[_Upstream, grpc.Channel],
+) -> None:
+    data, _ = _request("call 555-0100 now")
+    sent, _ = _call(lean, data, _response("echo"))
+    msg = pb.ModelInferRequest.FromString(sent)
+    assert msg.raw_input_contents[0] == encode([b"call [REDACTED] now"])
+    assert b"555-0100" not in sent
+
+
+def test_a_blocked_response_never_passes_as_bytes(lean: tuple[_Upstream, grpc.Channel]) -> None:
+    data, _ = _request("hello")
+    with pytest.raises(grpc.RpcError) as err:
+        _call(lean, data, _response(f"echo: {LEAK}"))
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+
+
+def test_a_redacted_response_comes_back_rewritten(
+    lean: tuple[_Upstream, grpc.Channel],
+) -> None:
+    data, _ = _request("hello")
+    _, got = _call(lean, data, _response("echo: ring 555-0199"))
+    msg = pb.ModelInferResponse.FromString(got)
+    assert msg.raw_output_contents[0] == encode([b"echo: ring [REDACTED]"])
+    assert msg.id == "r1"
+
+
+def test_an_unreadable_response_is_unavailable_not_internal(
+    lean: tuple[_Upstream, grpc.Channel],
+) -> None:
+    data, _ = _request("hello")
+    with pytest.raises(grpc.RpcError) as err:
+        _call(lean, data, b"\x0a\xff")  # a length-delimited field cut short
+    e: Any = err.value
+    assert e.code() is grpc.StatusCode.UNAVAILABLE
+    assert "unreadable response" in e.details()
+
+
+def test_a_request_with_a_planted_canary_goes_upstream_rewritten(tmp_path: Path) -> None:
+    policy = {
+        **POLICY,
+        "canary": True,
+        "system_prompt_tensor": "SYSTEM",
+        "output": [*POLICY["output"], {"type": "prompt_leak"}],
+    }
+    with _serving(tmp_path, policy) as served:
+        body = pb.ModelInferRequest(model_name="echo")
+        for name, text in (("TEXT", b"hello"), ("SYSTEM", b"You are a helpful bot.")):
+            body.inputs.add(name=name, datatype="BYTES", shape=[1, 1])
+            body.raw_input_contents.append(encode([text]))
+        data = _noncanonical(pb.ModelInferRequest(id="r1"), body)
+        sent, _ = _call(served, data, _response("echo: hello"))
+    assert sent != data
+    system = pb.ModelInferRequest.FromString(sent).raw_input_contents[1]
+    assert b"You are a helpful bot." in system and len(system) > len(encode([b"x" * 22]))
