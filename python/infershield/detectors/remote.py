@@ -184,7 +184,15 @@ class TritonModel:
             out = next(t for t in resp.outputs if t.name == self.output)
             idx = list(resp.outputs).index(out)
             logits = np.frombuffer(resp.raw_output_contents[idx], _TRITON_TO_NP[out.datatype])
-            return logits.reshape(tuple(out.shape)).astype(np.float32)
+            logits = logits.reshape(tuple(out.shape)).astype(np.float32)
+            # One row of finite logits per window sent: numpy would spread a lone row over
+            # the whole batch, and a NaN score would leave the block to ``on_error``.
+            rows = len(next(iter(feeds.values())))
+            if logits.ndim != 2 or logits.shape[0] != rows:
+                raise ValueError(f"logits of shape {logits.shape} for {rows} windows")
+            if not np.isfinite(logits).all():
+                raise ValueError("non-finite logits")
+            return logits
         except (StopIteration, IndexError, KeyError, ValueError) as exc:
             log.warning("detector model %s returned a malformed answer (%s)", self.where, exc)
             raise DetectorUnavailable(f"detector model {self.model}: malformed answer") from None

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from firewall_support import free_port
@@ -99,3 +101,39 @@ def test_detector_down_blocks_every_path(tiny_dir: Path) -> None:
                 assert "detector unavailable" in v.reason and "fail closed" in v.reason
         finally:
             chk.close()
+
+
+class _FakeStub:
+    """Answers ModelInfer with the logits it is given, whatever was sent."""
+
+    def __init__(self, logits: list[list[float]]) -> None:
+        self.logits = logits
+
+    def ModelInfer(self, req: Any, timeout: float) -> Any:
+        from tritonclient.grpc import service_pb2 as pb
+
+        arr = np.asarray(self.logits, np.float32)
+        resp = pb.ModelInferResponse(model_name=req.model_name)
+        resp.outputs.add(name="logits", datatype="FP32", shape=list(arr.shape))
+        resp.raw_output_contents.append(arr.tobytes())
+        return resp
+
+
+@pytest.mark.parametrize("logits", [[[0.0, 9.0]], [[0.0, 9.0]] * 5, [[0.0, float("nan")]] * 3,
+                                    [0.0, 1.0, 2.0]])
+def test_an_answer_that_does_not_fit_the_batch_is_malformed(logits: Any) -> None:
+    """One row for three windows would be spread over all three by numpy (a fail-open on a
+    misbehaving detector); too many rows, non-finite logits or a flat output are refused too."""
+    m = TritonModel(_down(), "tiny", timeout_s=2.0)
+    try:
+        m.inputs = {"input_ids": "INT64", "attention_mask": "INT64"}
+        m.output = "logits"
+        m._stub = _FakeStub(logits)
+        ones = np.ones((3, 4), np.int64)
+        feeds = {"input_ids": ones, "attention_mask": ones}
+        with pytest.raises(DetectorUnavailable, match="malformed answer"):
+            m.forward(feeds)
+        m._stub = _FakeStub([[0.0, 1.0]] * 3)
+        assert m.forward(feeds).shape == (3, 2)  # a fitting answer passes
+    finally:
+        m.close()
