@@ -162,10 +162,19 @@ def test_a_caller_quarantined_by_a_block_inside_its_stream_is_cut_off() -> None:
                     "/inference.GRPCInferenceService/ModelStreamInfer",
                     request_serializer=pb.ModelInferRequest.SerializeToString,
                     response_deserializer=pb.ModelStreamInferResponse.FromString)
-                reqs = [pb.ModelInferRequest(id=i, model_name="m")
-                        for i in ("ok1", "bad", "ok2", "bad2", "ok3")]
+
+                async def reqs() -> Any:
+                    for i in ("ok1", "bad"):
+                        yield pb.ModelInferRequest(id=i, model_name="m")
+                    # Not still writing when the server ends the call (the client would
+                    # then report its own failed write, INTERNAL); the server must not
+                    # wait for these to end it.
+                    await asyncio.sleep(3)
+                    for i in ("ok2", "bad2", "ok3"):
+                        yield pb.ModelInferRequest(id=i, model_name="m")
+
                 with pytest.raises(grpc.aio.AioRpcError) as ei:
-                    async for r in call(iter(reqs), timeout=5):
+                    async for r in call(reqs(), timeout=10):
                         got.append(r.infer_response.id)
         finally:
             await server.stop(0)
