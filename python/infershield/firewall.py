@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
 from infershield.abuse import control as abuse_control
@@ -506,6 +507,13 @@ class Firewall:
                         prompt = "\n".join(x for x in (anon.system_prompt, prot.system_prompt) if x)
                         anon = Protected(prompt, (*anon.canaries, *prot.canaries))
                     await upstream.put(req)
+            except DecodeError:
+                # grpc parses each request as it is read: an unreadable one ends the stream
+                # with an error, never as if the caller had sent nothing more.
+                await out.put(InvalidRequest("a request of the stream is not a readable "
+                                             "ModelInferRequest"))
+            except Exception as exc:
+                await out.put(exc)
             finally:
                 await upstream.put(None)
 

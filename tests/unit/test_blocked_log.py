@@ -72,7 +72,7 @@ def test_a_request_blocked_inside_a_stream_logs_one_line_and_is_told_in_band(
     from infershield.limits.quarantine import Quarantine
 
     struck: list[str] = []
-    quarantine = Quarantine(after=1, window_s=60.0, duration_s=60.0, on_quarantine=struck.append)
+    quarantine = Quarantine(after=2, window_s=60.0, duration_s=60.0, on_quarantine=struck.append)
 
     async def main() -> list[pb.ModelStreamInferResponse]:
         interceptor = AdmissionInterceptor(ConcurrencyLimiter(4, 4), None, quarantine)
@@ -116,5 +116,72 @@ def test_a_request_blocked_inside_a_stream_logs_one_line_and_is_told_in_band(
     assert len(records) == 1
     assert records[0].rpc == "ModelStreamInfer" and records[0].stage == "input"
     assert records[0].check == "signatures" and records[0].category == "injection"
-    # the block counted against its caller: one strike (after=1) quarantines it
-    assert struck == [caller_key(records[0].peer)]
+    # the block counted against its caller: one more strike (after=2) quarantines it
+    assert not struck and quarantine.strike(caller_key(records[0].peer))
+
+
+def test_a_caller_quarantined_by_a_block_inside_its_stream_is_cut_off() -> None:
+    """The quarantine is checked when a call starts; a stream lives on, so the strike that
+    quarantines its caller ends it (after the in-band block), instead of leaving the caller
+    a stream to go on trying in."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from infershield.firewall import StreamError
+    from infershield.limits.quarantine import Quarantine
+
+    quarantine = Quarantine(after=1, window_s=60.0, duration_s=60.0)
+    served: list[str] = []
+
+    async def main() -> tuple[list[str], Any]:
+        interceptor = AdmissionInterceptor(ConcurrencyLimiter(4, 4), None, quarantine)
+
+        async def stream(requests: Any, context: Any) -> Any:
+            async for req in requests:
+                if req.id.startswith("bad"):
+                    yield StreamError(req.id, req.model_name, "", Blocked(
+                        check="signatures", reason="injection.override_previous",
+                        categories=("injection",), stage="input"))
+                else:
+                    served.append(req.id)
+                    yield pb.ModelStreamInferResponse(
+                        infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
+
+        server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
+        handler = grpc.stream_stream_rpc_method_handler(
+            stream,
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {"ModelStreamInfer": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        got: list[str] = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                call = ch.stream_stream(
+                    "/inference.GRPCInferenceService/ModelStreamInfer",
+                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                    response_deserializer=pb.ModelStreamInferResponse.FromString)
+
+                async def reqs() -> Any:
+                    for i in ("ok1", "bad"):
+                        yield pb.ModelInferRequest(id=i, model_name="m")
+                    # Not still writing when the server ends the call (the client would
+                    # then report its own failed write, INTERNAL); the server must not
+                    # wait for these to end it.
+                    await asyncio.sleep(3)
+                    for i in ("ok2", "bad2", "ok3"):
+                        yield pb.ModelInferRequest(id=i, model_name="m")
+
+                with pytest.raises(grpc.aio.AioRpcError) as ei:
+                    async for r in call(reqs(), timeout=10):
+                        got.append(r.infer_response.id)
+        finally:
+            await server.stop(0)
+        return got, ei.value
+
+    got, err = asyncio.run(main())
+    assert got == ["ok1", "bad"]  # the block itself is still told in band
+    assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "quarantined" in err.details()
+    assert served == ["ok1"]  # nothing after the block was screened or forwarded

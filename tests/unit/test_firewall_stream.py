@@ -228,3 +228,46 @@ def test_a_blocked_request_drops_its_later_responses_and_others_go_on(tmp_path: 
     assert [r for r in out if r.infer_response.id == "bad"][-1].error_message
     ok, ok_errors = received(out, "ok")
     assert ok_errors == [] and ok == "all fine here " * 20
+
+
+@pytest.mark.parametrize("failure", ["unreadable", "broken"])
+def test_a_request_stream_that_fails_ends_with_an_error_not_as_if_complete(
+    tmp_path: Path, failure: str
+) -> None:
+    """grpc raises a request's DecodeError out of the request iterator: the stream must end
+    with an error (INVALID_ARGUMENT for an unreadable request), never cleanly, as if the
+    caller had sent nothing more."""
+    from google.protobuf.message import DecodeError
+
+    from infershield.errors import InvalidRequest
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"policy": POLICY}), encoding="utf-8")
+    pol = Policy.from_config(load_config(path, env={}))
+    backend = ScriptedBackend(lambda req: pieces("hello there", 40))
+    fw = Firewall(pol, backend)
+
+    async def go() -> BaseException | None:
+        async def reqs() -> AsyncIterator[Any]:
+            yield _request("a", "hi")
+            await asyncio.sleep(0.05)  # "a" goes upstream first
+            if failure == "unreadable":
+                raise DecodeError("Error parsing message")
+            raise RuntimeError("a bug")
+
+        try:
+            async for _ in fw.stream_infer(reqs(), CallContext.after(10)):
+                pass
+        except Exception as exc:
+            return exc
+        return None
+
+    try:
+        err = asyncio.run(go())
+    finally:
+        pol.close()
+    if failure == "unreadable":
+        assert isinstance(err, InvalidRequest) and "not a readable" in err.message
+    else:
+        assert isinstance(err, RuntimeError)
+    assert [r.id for r in backend.seen] == ["a"]

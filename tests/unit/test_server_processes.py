@@ -120,3 +120,20 @@ def test_children_that_cannot_start_stop_the_supervisor_with_exit_1(tmp_path: Pa
     finally:
         sock.close()
     assert all(c.proc is None for c in sup.children)  # none left behind
+
+
+def test_a_child_that_cannot_be_spawned_leaves_no_pipe_open(tmp_path: Path) -> None:
+    from infershield.server.processes import Supervisor
+
+    before = set(os.listdir("/proc/self/fd"))
+    sock, listen = reserve_port("127.0.0.1:0")
+    try:
+        sup = Supervisor(
+            load_config(env={}), command=[str(tmp_path / "no-such-program")],
+            count=2, listen=listen, metrics_dir=str(tmp_path),
+        )
+        with pytest.raises(FileNotFoundError):
+            sup.run()
+    finally:
+        sock.close()
+    assert set(os.listdir("/proc/self/fd")) <= before  # the readiness pipe's read end too

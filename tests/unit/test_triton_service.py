@@ -197,3 +197,19 @@ def test_a_request_with_a_planted_canary_goes_upstream_rewritten(tmp_path: Path)
     assert sent != data
     system = pb.ModelInferRequest.FromString(sent).raw_input_contents[1]
     assert b"You are a helpful bot." in system and len(system) > len(encode([b"x" * 22]))
+
+
+@pytest.mark.parametrize("method", ["ModelInfer", "ModelMetadata"])
+def test_an_unparseable_request_is_invalid_argument_without_internals(
+    lean: tuple[_Upstream, grpc.Channel], method: str
+) -> None:
+    """grpc answers a deserializer's exception with UNKNOWN and the exception's class and
+    text; the firewall answers INVALID_ARGUMENT in its own words, and nothing goes upstream."""
+    upstream, channel = lean
+    upstream.received.clear()
+    with pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary(f"/inference.GRPCInferenceService/{method}")(b"\x0a\xff", timeout=10)
+    e: Any = err.value
+    assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert e.details() == f"the request is not a readable {method}Request"
+    assert not upstream.received

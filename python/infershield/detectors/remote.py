@@ -31,6 +31,8 @@ F32 = npt.NDArray[np.float32]
 #: Triton datatype names of the numpy dtypes the classifier's graph uses.
 _NP_TO_TRITON = {np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32"}
 _TRITON_TO_NP = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
+#: The inputs the classifier feeds (``token_type_ids`` as zeros).
+_FED_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 
 
 class DetectorUnavailable(BackendUnavailable):
@@ -122,6 +124,12 @@ class TritonModel:
             raise ConfigError(
                 f"detector model {self.where}: needs input_ids and attention_mask inputs, "
                 f"has {sorted(inputs)}")
+        # Any other input would fail every request (the classifier feeds only these).
+        extra = sorted(inputs.keys() - _FED_INPUTS)
+        if extra:
+            raise ConfigError(
+                f"detector model {self.where}: has inputs the classifier does not feed: "
+                f"{extra} (it feeds {sorted(_FED_INPUTS)})")
         bad = {n: d for n, d in inputs.items() if d not in _NP_TO_TRITON.values()}
         if bad:
             raise ConfigError(f"detector model {self.where}: inputs must be INT64/INT32, got {bad}")
@@ -168,8 +176,9 @@ class TritonModel:
                 arr = feeds[name]
             elif name == "token_type_ids":
                 arr = np.zeros_like(feeds["input_ids"])
-            else:
-                raise ConfigError(f"detector model {self.where}: unexpected input {name!r}")
+            else:  # describe() refuses such a model; reloaded since: block, as when down
+                self.inputs = None
+                raise DetectorUnavailable(f"detector model {self.model}: wrong model")
             arr = np.ascontiguousarray(arr, np.int32 if dtype == "INT32" else np.int64)
             req.inputs.add(name=name, datatype=dtype, shape=list(arr.shape))
             req.raw_input_contents.append(arr.tobytes())
@@ -184,7 +193,15 @@ class TritonModel:
             out = next(t for t in resp.outputs if t.name == self.output)
             idx = list(resp.outputs).index(out)
             logits = np.frombuffer(resp.raw_output_contents[idx], _TRITON_TO_NP[out.datatype])
-            return logits.reshape(tuple(out.shape)).astype(np.float32)
+            logits = logits.reshape(tuple(out.shape)).astype(np.float32)
+            # One row of finite logits per window sent: numpy would spread a lone row over
+            # the whole batch, and a NaN score would leave the block to ``on_error``.
+            rows = len(next(iter(feeds.values())))
+            if logits.ndim != 2 or logits.shape[0] != rows:
+                raise ValueError(f"logits of shape {logits.shape} for {rows} windows")
+            if not np.isfinite(logits).all():
+                raise ValueError("non-finite logits")
+            return logits
         except (StopIteration, IndexError, KeyError, ValueError) as exc:
             log.warning("detector model %s returned a malformed answer (%s)", self.where, exc)
             raise DetectorUnavailable(f"detector model {self.model}: malformed answer") from None

@@ -214,6 +214,12 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             response.error, Blocked
                         ):
                             self._blocked(context, response.error)
+                            yield response
+                            # The quarantine is checked as a call starts, and a stream lives
+                            # on: a caller quarantined now is cut off here, not left a
+                            # stream to go on trying in.
+                            self._check_quarantine(context)
+                            continue
                         yield response
 
         return wrapped

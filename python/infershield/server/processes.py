@@ -166,6 +166,9 @@ class Supervisor:
             child.proc = subprocess.Popen(
                 list(self.command), env=env, pass_fds=(write_fd,), process_group=0
             )
+        except BaseException:
+            os.close(read_fd)  # no child will ever write to it
+            raise
         finally:
             os.close(write_fd)
         child.ready_r, child.ready = read_fd, False

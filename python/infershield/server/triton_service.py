@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from infershield.backends.base import UNARY_METHODS
+from infershield.errors import InvalidRequest
 from infershield.firewall import Firewall, StreamError
 from infershield.server.context import call_context, stream_context
 
@@ -33,9 +35,36 @@ class WireRequest:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self.msg = pb.ModelInferRequest.FromString(data)
-        self.model_name = self.msg.model_name
-        self.id = self.msg.id
+        msg = _read(pb.ModelInferRequest)(data)
+        self.msg = msg
+        self.model_name = "" if isinstance(msg, Unreadable) else msg.model_name
+        self.id = "" if isinstance(msg, Unreadable) else msg.id
+
+
+class Unreadable:
+    """A request whose bytes do not parse. The handler refuses it with INVALID_ARGUMENT: had
+    the deserializer raised, grpc would answer UNKNOWN with the parser's exception in it."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def refuse(self) -> InvalidRequest:
+        return InvalidRequest(f"the request is not a readable {self.message}")
+
+
+def _read(message: Any) -> Any:
+    """A deserializer for ``message`` that returns :class:`Unreadable` instead of raising."""
+    name = message.DESCRIPTOR.name
+
+    def read(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return Unreadable(name)
+
+    return read
 
 
 def _serialize_response(response: Any) -> bytes:
@@ -64,6 +93,8 @@ class TritonService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         self, request: WireRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
         """ModelInfer from the request's bytes; returns the response's bytes when unchanged."""
+        if isinstance(request.msg, Unreadable):
+            raise request.msg.refuse()
         firewall = self.firewall
         ctx = call_context(context, firewall.policy.config.limits)
         return await firewall.call("ModelInfer", request.msg, ctx, wire=request.data)
@@ -73,6 +104,8 @@ def _unary(method: str) -> Any:
     async def handler(
         self: TritonService, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
+        if isinstance(request, Unreadable):
+            raise request.refuse()
         ctx = call_context(context, self.firewall.policy.config.limits)
         return await self.firewall.call(method, request, ctx)
 
@@ -90,7 +123,7 @@ def method_handlers(service: TritonService) -> dict[str, grpc.RpcMethodHandler]:
     handlers: dict[str, grpc.RpcMethodHandler] = {
         m: grpc.unary_unary_rpc_method_handler(
             getattr(service, m),
-            request_deserializer=getattr(pb, f"{m}Request").FromString,
+            request_deserializer=_read(getattr(pb, f"{m}Request")),
             response_serializer=getattr(pb, f"{m}Response").SerializeToString,
         )
         for m in UNARY_METHODS

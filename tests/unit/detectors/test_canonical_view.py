@@ -145,3 +145,16 @@ def test_units_and_content_can_be_turned_off(model_dir: Path) -> None:
         assert plan.view == "original" and len(plan.texts) == 1
     finally:
         check.close()
+
+
+def test_the_content_view_hides_no_word_of_the_document(model_dir: Path) -> None:
+    """A repeated key (json.loads keeps only its last value) or an identifier-style key must
+    not take an attack out of the view that decides."""
+    check = _check(model_dir)
+    try:
+        for text in ('{"body": "alpha beta inject", "body": "alpha beta gamma"}',
+                     '{"alpha_beta_gamma_inject": 1, "body": "alpha beta gamma"}'):
+            verdict = check.check(CheckContext(text=text))
+            assert verdict.blocked and dict(verdict.details)["view"] == "content", text
+    finally:
+        check.close()

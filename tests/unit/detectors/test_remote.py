@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from firewall_support import free_port
@@ -99,3 +101,80 @@ def test_detector_down_blocks_every_path(tiny_dir: Path) -> None:
                 assert "detector unavailable" in v.reason and "fail closed" in v.reason
         finally:
             chk.close()
+
+
+class _FakeStub:
+    """Answers ModelInfer with the logits it is given, whatever was sent."""
+
+    def __init__(self, logits: list[list[float]]) -> None:
+        self.logits = logits
+
+    def ModelInfer(self, req: Any, timeout: float) -> Any:
+        from tritonclient.grpc import service_pb2 as pb
+
+        arr = np.asarray(self.logits, np.float32)
+        resp = pb.ModelInferResponse(model_name=req.model_name)
+        resp.outputs.add(name="logits", datatype="FP32", shape=list(arr.shape))
+        resp.raw_output_contents.append(arr.tobytes())
+        return resp
+
+
+@pytest.mark.parametrize("logits", [[[0.0, 9.0]], [[0.0, 9.0]] * 5, [[0.0, float("nan")]] * 3,
+                                    [0.0, 1.0, 2.0]])
+def test_an_answer_that_does_not_fit_the_batch_is_malformed(logits: Any) -> None:
+    """One row for three windows would be spread over all three by numpy (a fail-open on a
+    misbehaving detector); too many rows, non-finite logits or a flat output are refused too."""
+    m = TritonModel(_down(), "tiny", timeout_s=2.0)
+    try:
+        m.inputs = {"input_ids": "INT64", "attention_mask": "INT64"}
+        m.output = "logits"
+        m._stub = _FakeStub(logits)
+        ones = np.ones((3, 4), np.int64)
+        feeds = {"input_ids": ones, "attention_mask": ones}
+        with pytest.raises(DetectorUnavailable, match="malformed answer"):
+            m.forward(feeds)
+        m._stub = _FakeStub([[0.0, 1.0]] * 3)
+        assert m.forward(feeds).shape == (3, 2)  # a fitting answer passes
+    finally:
+        m.close()
+
+
+class _MetaStub:
+    """Describes a model with the given inputs (a logits output, batch 8)."""
+
+    def __init__(self, inputs: dict[str, str]) -> None:
+        self.inputs = inputs
+
+    def ModelMetadata(self, req: Any, timeout: float) -> Any:
+        from tritonclient.grpc import service_pb2 as pb
+
+        meta = pb.ModelMetadataResponse(name=req.name)
+        for name, dtype in self.inputs.items():
+            meta.inputs.add(name=name, datatype=dtype, shape=[-1, -1])
+        meta.outputs.add(name="logits", datatype="FP32", shape=[-1, 2])
+        return meta
+
+    def ModelConfig(self, req: Any, timeout: float) -> Any:
+        from tritonclient.grpc import service_pb2 as pb
+
+        return pb.ModelConfigResponse(config={"max_batch_size": 8})
+
+
+def test_a_model_with_an_input_the_classifier_cannot_feed_is_the_wrong_model() -> None:
+    """Found at start-up (describe), and blocked at request time (forward), never left to
+    the check's ``on_error`` by a ConfigError from the request path."""
+    m = TritonModel(_down(), "tiny", timeout_s=2.0)
+    try:
+        m._stub = _MetaStub({"input_ids": "INT64", "attention_mask": "INT64",
+                             "position_ids": "INT64"})
+        with pytest.raises(ConfigError, match="position_ids"):
+            m.describe()
+        ones = np.ones((2, 4), np.int64)
+        with pytest.raises(DetectorUnavailable, match="wrong model"):
+            m.forward({"input_ids": ones, "attention_mask": ones})
+        m._stub = _MetaStub({"input_ids": "INT64", "attention_mask": "INT64",
+                             "token_type_ids": "INT64"})
+        m.describe()  # the three inputs the classifier feeds are fine
+        assert m.max_batch == 8 and m.output == "logits"
+    finally:
+        m.close()
