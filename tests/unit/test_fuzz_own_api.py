@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from infershield.v1 import firewall_pb2 as fpb
@@ -29,6 +28,7 @@ from infershield.errors import InvalidRequest, LimitExceeded, NotFound, Upstream
 from infershield.firewall import Firewall
 from infershield.policy import Policy
 from infershield.server.firewall_service import FirewallService
+from infershield.server.wire import unary_handler
 
 SHORT = 200
 LONG = int(os.environ.get("INFERSHIELD_FUZZ_EXAMPLES", "0"))
@@ -132,6 +132,10 @@ def run(service: FirewallService, method: str, request: Any) -> None:
         out = asyncio.run(getattr(service, method)(request, FakeContext()))
     except ALLOWED:
         return
+    _check(method, request, out)
+
+
+def _check(method: str, request: Any, out: Any) -> None:
     if method == "Infer":
         assert out.outputs[0].text[0].startswith("echo: ")
     else:
@@ -139,12 +143,17 @@ def run(service: FirewallService, method: str, request: Any) -> None:
 
 
 def run_wire(service: FirewallService, method: str, data: bytes) -> None:
-    cls = fpb.InferRequest if method == "Infer" else fpb.ScanRequest
+    """The bytes through the handler the server registers: its deserializer never raises
+    (an unreadable request is refused with InvalidRequest), then the servicer."""
+    messages = (fpb.InferRequest, fpb.InferResponse) if method == "Infer" else (
+        fpb.ScanRequest, fpb.ScanResponse)
+    handler = unary_handler(getattr(service, method), *messages)
+    request = handler.request_deserializer(data)
     try:
-        request = cls.FromString(data)
-    except DecodeError:
-        return  # gRPC refuses such a message before any handler runs
-    run(service, method, request)
+        out = asyncio.run(handler.unary_unary(request, FakeContext()))
+    except ALLOWED:
+        return
+    _check(method, request, out)
 
 
 wire = st.one_of(

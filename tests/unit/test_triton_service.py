@@ -81,6 +81,8 @@ class _Upstream(grpc.GenericRpcHandler):
         }
         if name == "ModelInfer":
             return grpc.unary_unary_rpc_method_handler(self._infer)
+        if name == "ModelStreamInfer":
+            return grpc.stream_stream_rpc_method_handler(self._stream)
         if name in answers:
             data = answers[name].SerializeToString()
             return grpc.unary_unary_rpc_method_handler(lambda req, ctx: data)
@@ -90,6 +92,12 @@ class _Upstream(grpc.GenericRpcHandler):
         with self.lock:
             self.received.append(request)
         return self.reply
+
+    def _stream(self, requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        for request in requests:
+            with self.lock:
+                self.received.append(request)
+        yield from ()
 
 
 @contextlib.contextmanager
@@ -212,4 +220,20 @@ def test_an_unparseable_request_is_invalid_argument_without_internals(
     e: Any = err.value
     assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert e.details() == f"the request is not a readable {method}Request"
+    assert not upstream.received
+
+
+def test_an_unparseable_request_in_a_stream_ends_it_invalid_argument_without_internals(
+    lean: tuple[_Upstream, grpc.Channel],
+) -> None:
+    """ModelStreamInfer parses each request as it is read: one that does not parse ends the
+    stream with INVALID_ARGUMENT in the firewall's words, and goes nowhere upstream."""
+    upstream, channel = lean
+    upstream.received.clear()
+    call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer")
+    with pytest.raises(grpc.RpcError) as err:
+        list(call(iter([b"\x0a\xff"]), timeout=10))
+    e: Any = err.value
+    assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert e.details() == "a request of the stream is not a readable ModelInferRequest"
     assert not upstream.received

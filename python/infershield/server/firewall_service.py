@@ -1,4 +1,8 @@
-"""``infershield.v1.Firewall``: the own Infer/Scan API. Converts and delegates only."""
+"""``infershield.v1.Firewall``: the own Infer/Scan API. Converts and delegates only.
+
+The handlers are built here rather than by the generated ``add_FirewallServicer_to_server``,
+whose deserializers raise on unreadable bytes (see :mod:`infershield.server.wire`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from infershield.errors import InvalidRequest
 from infershield.firewall import ChatTurn, Firewall, render_chat
 from infershield.pipeline import PipelineResult
 from infershield.server.context import call_context
+from infershield.server.wire import unary_handler
 from infershield.v1 import firewall_pb2 as fpb
 from infershield.v1 import firewall_pb2_grpc as fpb_grpc
 from infershield.verdict import Verdict
@@ -124,5 +129,15 @@ class FirewallService(fpb_grpc.FirewallServicer):  # type: ignore[misc]
         )
 
 
+SERVICE_NAME = fpb.DESCRIPTOR.services_by_name["Firewall"].full_name
+
+
 def add_to_server(firewall: Firewall, server: grpc.aio.Server) -> None:
-    fpb_grpc.add_FirewallServicer_to_server(FirewallService(firewall), server)
+    service = FirewallService(firewall)
+    handlers = {
+        "Infer": unary_handler(service.Infer, fpb.InferRequest, fpb.InferResponse),
+        "Scan": unary_handler(service.Scan, fpb.ScanRequest, fpb.ScanResponse),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+    )

@@ -13,14 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from infershield.backends.base import UNARY_METHODS
-from infershield.errors import InvalidRequest
 from infershield.firewall import Firewall, StreamError
 from infershield.server.context import call_context, stream_context
+from infershield.server.wire import Unreadable, reader, unary_handler
 
 SERVICE_NAME = "inference.GRPCInferenceService"
 
@@ -35,36 +34,13 @@ class WireRequest:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        msg = _read(pb.ModelInferRequest)(data)
+        msg = _read_infer_request(data)
         self.msg = msg
         self.model_name = "" if isinstance(msg, Unreadable) else msg.model_name
         self.id = "" if isinstance(msg, Unreadable) else msg.id
 
 
-class Unreadable:
-    """A request whose bytes do not parse. The handler refuses it with INVALID_ARGUMENT: had
-    the deserializer raised, grpc would answer UNKNOWN with the parser's exception in it."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-    def refuse(self) -> InvalidRequest:
-        return InvalidRequest(f"the request is not a readable {self.message}")
-
-
-def _read(message: Any) -> Any:
-    """A deserializer for ``message`` that returns :class:`Unreadable` instead of raising."""
-    name = message.DESCRIPTOR.name
-
-    def read(data: bytes) -> Any:
-        try:
-            return message.FromString(data)
-        except DecodeError:
-            return Unreadable(name)
-
-    return read
+_read_infer_request = reader(pb.ModelInferRequest)
 
 
 def _serialize_response(response: Any) -> bytes:
@@ -104,8 +80,6 @@ def _unary(method: str) -> Any:
     async def handler(
         self: TritonService, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Any:
-        if isinstance(request, Unreadable):
-            raise request.refuse()
         ctx = call_context(context, self.firewall.policy.config.limits)
         return await self.firewall.call(method, request, ctx)
 
@@ -121,10 +95,8 @@ for _method in UNARY_METHODS:
 def method_handlers(service: TritonService) -> dict[str, grpc.RpcMethodHandler]:
     """The service's handlers by method name: ModelInfer on raw bytes, the rest typed."""
     handlers: dict[str, grpc.RpcMethodHandler] = {
-        m: grpc.unary_unary_rpc_method_handler(
-            getattr(service, m),
-            request_deserializer=_read(getattr(pb, f"{m}Request")),
-            response_serializer=getattr(pb, f"{m}Response").SerializeToString,
+        m: unary_handler(
+            getattr(service, m), getattr(pb, f"{m}Request"), getattr(pb, f"{m}Response")
         )
         for m in UNARY_METHODS
     }

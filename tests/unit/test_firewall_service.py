@@ -1,0 +1,69 @@
+"""The own API's servicer (``infershield.v1.Firewall``) in a real server, on the wire."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from tritonclient.grpc import service_pb2 as pb
+
+from firewall_support import config_data, free_port, write_config
+from infershield.server.app import ServerThread
+
+
+class _Upstream(grpc.GenericRpcHandler):
+    """A Triton stand-in that is ready and records every other method it is asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.lock = threading.Lock()
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        name = details.method.rpartition("/")[2]
+        if name in ("ServerReady", "ServerLive"):
+            data = pb.ServerReadyResponse(ready=True).SerializeToString()
+            return grpc.unary_unary_rpc_method_handler(lambda req, ctx: data)
+        with self.lock:
+            self.asked.append(name)
+        return None
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Upstream, grpc.Channel]]:
+    upstream = _Upstream()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((upstream,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    cfg = write_config(
+        tmp_path_factory.mktemp("own") / "config.yaml",
+        config_data(f"127.0.0.1:{free_port()}", upstream=f"triton://127.0.0.1:{port}"),
+    )
+    st = ServerThread(cfg)
+    channel = grpc.insecure_channel(f"127.0.0.1:{st.start()}")
+    try:
+        yield upstream, channel
+    finally:
+        channel.close()
+        st.stop(grace=0.1)
+        server.stop(None)
+
+
+@pytest.mark.parametrize("method", ["Infer", "Scan"])
+def test_an_unparseable_request_is_invalid_argument_without_internals(
+    served: tuple[_Upstream, grpc.Channel], method: str
+) -> None:
+    """Raw bytes that do not parse (a length-delimited field cut short): INVALID_ARGUMENT in
+    the firewall's own words, not UNKNOWN with the parser's exception, and nothing upstream."""
+    upstream, channel = served
+    upstream.asked.clear()
+    with pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary(f"/infershield.v1.Firewall/{method}")(b"\x0a\xff", timeout=10)
+    e: Any = err.value
+    assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert e.details() == f"the request is not a readable {method}Request"
+    assert not upstream.asked
