@@ -229,3 +229,82 @@ def test_repeated_blocks_quarantine_the_caller() -> None:
             await server.stop(0)
 
     asyncio.run(main())
+
+
+def test_a_block_inside_a_stream_counts_for_the_anomaly_detector_like_any_other() -> None:
+    """Abuse control's detector sees each call once, as it ends. A request blocked inside
+    ModelStreamInfer is told in band (the stream goes on), so nothing is raised through the
+    call: the stream must still count as a blocked call with the block's score, as a blocked
+    unary call does, and an in-stream invalid request as an error."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from infershield.abuse.anomaly import AnomalyDetector, AnomalyEvent
+    from infershield.abuse.control import AbuseControl
+    from infershield.config import AnomalyConfig
+    from infershield.errors import Blocked, InvalidRequest
+    from infershield.firewall import StreamError
+
+    seen: list[dict[str, Any]] = []
+
+    class Recording(AnomalyDetector):
+        def observe(self, caller: str, **kw: Any) -> list[AnomalyEvent]:
+            seen.append(kw)
+            return super().observe(caller, **kw)
+
+    abuse = AbuseControl.from_config(Config(anomaly=AnomalyConfig(enabled=True)))
+    abuse.detector = Recording(AnomalyConfig(enabled=True))
+
+    def block() -> Blocked:
+        return Blocked(check="signatures", reason="r", categories=("injection",), score=0.875)
+
+    async def stream(requests: Any, context: Any) -> Any:
+        async for req in requests:
+            if req.id.startswith("bad"):
+                yield StreamError(req.id, "m", "", block())
+            elif req.id == "invalid":
+                yield StreamError(req.id, "m", "", InvalidRequest("no such tensor"))
+            else:
+                yield pb.ModelStreamInferResponse(
+                    infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
+
+    async def infer(request: bytes, context: Any) -> bytes:
+        raise block()
+
+    async def main() -> None:
+        server = grpc.aio.server(interceptors=[
+            ErrorInterceptor(), AdmissionInterceptor(ConcurrencyLimiter(4, 4), abuse=abuse)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {
+                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+                    stream,
+                    request_deserializer=pb.ModelInferRequest.FromString,
+                    response_serializer=pb.ModelStreamInferResponse.SerializeToString),
+                "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
+            }),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await ch.unary_unary("/inference.GRPCInferenceService/ModelInfer")(
+                        b"", timeout=5)
+                call = ch.stream_stream(
+                    "/inference.GRPCInferenceService/ModelStreamInfer",
+                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                    response_deserializer=pb.ModelStreamInferResponse.FromString)
+                for ids in (("ok1", "bad", "ok2", "bad2"), ("ok",), ("invalid", "ok")):
+                    reqs = [pb.ModelInferRequest(id=i, model_name="m") for i in ids]
+                    got = [r async for r in call(iter(reqs), timeout=5)]
+                    assert [r.infer_response.id for r in got] == list(ids)
+        finally:
+            await server.stop(0)
+            await abuse.close()
+
+    asyncio.run(main())
+    outcomes = [(o["blocked"], o["error"], o["score"]) for o in seen]
+    assert outcomes == [
+        (True, False, 0.875),  # the blocked unary call
+        (True, False, 0.875),  # the stream with blocks in it: a blocked call too
+        (False, False, None),  # a clean stream
+        (False, True, None),  # a stream with an invalid request: an error, as unary
+    ]

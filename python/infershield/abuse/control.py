@@ -41,9 +41,22 @@ class CallInfo:
     #: Highest screening score seen (None until something was screened).
     score: float | None = None
     limits: CallerLimits | None = None
+    #: How the call went, for the detector: something in it was blocked / failed.
+    blocked: bool = False
+    error: bool = False
 
     def note_score(self, score: float) -> None:
         self.score = score if self.score is None else max(self.score, score)
+
+    def note_failure(self, exc: FirewallError) -> None:
+        """Count a failure in this call: raised out of it, or told in band without ending it
+        (a request blocked inside a stream), so both count alike."""
+        if isinstance(exc, Blocked):
+            self.blocked = True
+            self.note_score(exc.score)
+        elif not isinstance(exc, (LimitExceeded, Quarantined)):
+            # A refusal says nothing about the caller's traffic; anything else is an error.
+            self.error = True
 
 
 _CURRENT: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar(
@@ -166,31 +179,24 @@ class AbuseControl:
         info = CallInfo(caller, model, request_id, input_bytes, limits=self.limits)
         await self.limits.admit(caller, model)
         token = _CURRENT.set(info)
-        blocked = error = False
         try:
             yield info
-        except Blocked as exc:
-            blocked = True
-            info.note_score(exc.score)
-            raise
-        except (LimitExceeded, Quarantined):
-            raise  # a refusal says nothing about the caller's traffic
-        except FirewallError:
-            error = True
+        except FirewallError as exc:
+            info.note_failure(exc)
             raise
         finally:
             _CURRENT.reset(token)
             if self.detector is not None:
-                await self._observe(info, blocked, error)
+                await self._observe(info)
 
-    async def _observe(self, info: CallInfo, blocked: bool, error: bool) -> None:
+    async def _observe(self, info: CallInfo) -> None:
         assert self.detector is not None
         events = self.detector.observe(
             info.caller,
             input_bytes=info.input_bytes,
             score=info.score,
-            blocked=blocked,
-            error=error,
+            blocked=info.blocked,
+            error=info.error,
         )
         if self.responder is None:
             return

@@ -206,9 +206,15 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         yield response
                 return
             self._check_quarantine(context)
-            async with self._abuse_call(context), self.limiter.slot(self._deadline(context)):
+            async with self._abuse_call(context) as call, self.limiter.slot(
+                self._deadline(context)
+            ):
                 with self._pinned(), self._striking(context):
                     async for response in behavior(request_iterator, context):
+                        if isinstance(response, StreamError) and call is not None:
+                            # Told in band, not raised through the call: the detector
+                            # counts it as it would a raised one.
+                            call.note_failure(response.error)
                         # A request blocked inside a stream is one blocked request too.
                         if isinstance(response, StreamError) and isinstance(
                             response.error, Blocked
