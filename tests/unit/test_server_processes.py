@@ -4,6 +4,7 @@ audit set (the supervisor itself is driven end to end in tests/e2e/test_processe
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from pathlib import Path
@@ -11,9 +12,16 @@ from pathlib import Path
 import pytest
 
 from infershield.audit import AuditLog, process_chain_path, process_chains, verify_set
-from infershield.config import MAX_AUTO_PROCESSES, load_config
+from infershield.config import (
+    MAX_AUTO_PROCESSES,
+    Config,
+    LimitsConfig,
+    RateLimitConfig,
+    RateSpec,
+    load_config,
+)
 from infershield.errors import ConfigError
-from infershield.server.processes import SLOT_ENV, ProcessSlot, reserve_port
+from infershield.server.processes import SLOT_ENV, ProcessSlot, _warn_per_process, reserve_port
 
 
 def test_processes_default_is_one_and_auto_is_capped_per_core() -> None:
@@ -137,3 +145,31 @@ def test_a_child_that_cannot_be_spawned_leaves_no_pipe_open(tmp_path: Path) -> N
     finally:
         sock.close()
     assert set(os.listdir("/proc/self/fd")) <= before  # the readiness pipe's read end too
+
+
+def _warnings(caplog: pytest.LogCaptureFixture, config: Config) -> list[str]:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="infershield.server.processes"):
+        _warn_per_process(config, 4)
+    return [r.getMessage() for r in caplog.records]
+
+
+def test_the_supervisor_warns_of_what_each_process_keeps_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """N processes each keep their own in-memory rate limits (N times the rate) and their own
+    repeated-blocks quarantine (a caller quarantined by one is still served by the others,
+    even with Redis): one warning names what applies, nothing when neither is on."""
+    rates = RateLimitConfig(default=RateSpec(requests_per_s=5))
+    redis = RateLimitConfig(backend="redis", redis_url="redis://127.0.0.1:6379/0",
+                            default=RateSpec(requests_per_s=5))
+    quarantine = LimitsConfig(quarantine_after_blocks=3)
+
+    assert _warnings(caplog, Config()) == []
+    assert _warnings(caplog, Config(ratelimit=redis)) == []
+    (w,) = _warnings(caplog, Config(ratelimit=rates))
+    assert "own rate limits" in w and "up to 4x" in w and "quarantine" not in w
+    (w,) = _warnings(caplog, Config(ratelimit=redis, limits=quarantine))
+    assert "limits.quarantine_after_blocks" in w and "rate limits" not in w
+    (w,) = _warnings(caplog, Config(ratelimit=rates, limits=quarantine))
+    assert "own rate limits" in w and "limits.quarantine_after_blocks" in w

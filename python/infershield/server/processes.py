@@ -328,12 +328,22 @@ class Supervisor:
 def _warn_per_process(config: Config, count: int) -> None:
     """Say which limits each process keeps alone, so N processes admit N times as much."""
     rl = config.ratelimit
+    kept: list[str] = []
     if rl.backend == "memory" and (
         rl.default.requests_per_s > 0 or rl.models or config.limits.rate_per_s > 0
     ):
-        log.warning("server.processes: %d processes each keep their own rate limits "
-                    "(ratelimit.backend: memory): together they admit up to %dx the "
-                    "configured rates; ratelimit.backend: redis shares them", count, count)
+        kept.append(f"rate limits (ratelimit.backend: memory): together they admit up to "
+                    f"{count}x the configured rates; ratelimit.backend: redis shares them")
+    after = config.limits.quarantine_after_blocks
+    if after > 0:
+        # Never in the shared store: Redis does not help here.
+        kept.append(f"repeated-blocks quarantine (limits.quarantine_after_blocks: {after}, "
+                    f"per process even with ratelimit.backend: redis): a caller quarantined "
+                    f"by one process is still served by the others, and may be blocked up to "
+                    f"{count * after} times within quarantine_window_s before all refuse it")
+    if kept:
+        log.warning("server.processes: %d processes each keep their own %s", count,
+                    "; and their own ".join(kept))
 
 
 def supervise(config: Config, command: Sequence[str] | None = None) -> int:
