@@ -11,7 +11,7 @@ methods and models against it.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -19,35 +19,18 @@ import grpc
 from infershield.auth.access import AccessControl, Identity, reset_identity, set_identity
 from infershield.auth.tls import peer_subject
 from infershield.errors import AccessDenied, Unauthenticated
+from infershield.server.wrapping import WrappingInterceptor
 from infershield.telemetry import metrics as _metrics
 from infershield.telemetry.instrument import record_identity
 
 
-class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AccessInterceptor(WrappingInterceptor):
     """Perimeter + authentication for every RPC; see the module docstring."""
 
     def __init__(self, access: AccessControl, *, mtls: bool = False) -> None:
+        super().__init__()
         self.access = access
         self.mtls = mtls
-        #: method -> (the handler it wraps, the wrapped handler)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        # One wrapped handler per method, built on its first call (not per call).
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         kinds = (

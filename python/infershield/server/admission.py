@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -39,6 +39,7 @@ from infershield.limits.concurrency import ConcurrencyLimiter
 from infershield.limits.deadline import Deadline
 from infershield.limits.quarantine import Quarantine
 from infershield.reload import PolicyHolder
+from infershield.server.wrapping import WrappingInterceptor
 from infershield.telemetry.instrument import current_rpc_name
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def caller_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return caller_key(context.peer())
 
 
-class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AdmissionInterceptor(WrappingInterceptor):
     """Load shedding and policy pinning; see the module docstring."""
 
     def __init__(
@@ -84,29 +85,14 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         *,
         abuse: AbuseControl | None = None,
     ) -> None:
+        super().__init__()
         self.limiter = limiter
         self.holder = holder
         self.quarantine = quarantine
         self.abuse = abuse
-        #: method -> (the handler it wraps, the wrapped handler)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith(PINNED_SERVICES):
-            return handler
-        # One wrapped handler per method, built on its first call (not per call).
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def _applies(self, method: str) -> bool:
+        return method.startswith(PINNED_SERVICES)
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         admit = method in ADMITTED_METHODS

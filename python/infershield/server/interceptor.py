@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from infershield.errors import FirewallError
 from infershield.firewall import FINAL_RESPONSE, StreamError
+from infershield.server.wrapping import WrappingInterceptor
 from infershield.telemetry.instrument import rpc_scope, set_rpc_status
 
 log = logging.getLogger(__name__)
@@ -61,29 +62,8 @@ async def _abort(
     await context.abort(code, details, trailing_metadata=trailers)
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(WrappingInterceptor):
     """Maps exceptions to statuses and opens the RPC's server span."""
-
-    def __init__(self) -> None:
-        #: method -> (the handler it wraps, the wrapped handler)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None:
-            return handler
-        # One wrapped handler per method, built on its first call (not per call).
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         scoped = method.startswith(WRAPPED_SERVICES)
