@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -21,6 +23,33 @@ def _blocked_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
     return [r for r in caplog.records if r.getMessage() == "request blocked"]
 
 
+@contextlib.asynccontextmanager
+async def _serving(
+    interceptor: AdmissionInterceptor, service: str, method: str, handler: Any
+) -> AsyncIterator[grpc.aio.Channel]:
+    """``handler`` served as ``service/method`` behind the error and admission interceptors,
+    as the server chains them; yields a channel to it."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service, {method: handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            yield ch
+    finally:
+        await server.stop(0)
+
+
+def _stream_handler(stream: Any) -> Any:
+    from tritonclient.grpc import service_pb2 as pb
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream,
+        request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+
+
 def test_each_blocked_request_logs_one_line_without_the_prompt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -33,21 +62,14 @@ def test_each_blocked_request_logs_one_line_without_the_prompt(
                               categories=("injection", "exfiltration"), stage="input")
             return b"ok"
 
-        server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "infershield.v1.Firewall", {"Infer": grpc.unary_unary_rpc_method_handler(infer)}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                call = ch.unary_unary("/infershield.v1.Firewall/Infer")
-                assert await call(b"benign", timeout=5) == b"ok"
-                for _ in range(2):
-                    with pytest.raises(grpc.aio.AioRpcError) as ei:
-                        await call(SECRET.encode(), timeout=5)
-                    assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        finally:
-            await server.stop(0)
+        async with _serving(interceptor, "infershield.v1.Firewall", "Infer",
+                            grpc.unary_unary_rpc_method_handler(infer)) as ch:
+            call = ch.unary_unary("/infershield.v1.Firewall/Infer")
+            assert await call(b"benign", timeout=5) == b"ok"
+            for _ in range(2):
+                with pytest.raises(grpc.aio.AioRpcError) as ei:
+                    await call(SECRET.encode(), timeout=5)
+                assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
     with caplog.at_level(logging.INFO, logger="infershield.server.admission"):
         asyncio.run(main())
@@ -87,25 +109,14 @@ def test_a_request_blocked_inside_a_stream_logs_one_line_and_is_told_in_band(
                     yield pb.ModelStreamInferResponse(
                         infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
 
-        server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
-        handler = grpc.stream_stream_rpc_method_handler(
-            stream,
-            request_deserializer=pb.ModelInferRequest.FromString,
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "inference.GRPCInferenceService", {"ModelStreamInfer": handler}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                call = ch.stream_stream(
-                    "/inference.GRPCInferenceService/ModelStreamInfer",
-                    request_serializer=pb.ModelInferRequest.SerializeToString,
-                    response_deserializer=pb.ModelStreamInferResponse.FromString)
-                reqs = [pb.ModelInferRequest(id=i, model_name="m") for i in ("ok1", "bad", "ok2")]
-                return [r async for r in call(iter(reqs), timeout=5)]
-        finally:
-            await server.stop(0)
+        async with _serving(interceptor, "inference.GRPCInferenceService", "ModelStreamInfer",
+                            _stream_handler(stream)) as ch:
+            call = ch.stream_stream(
+                "/inference.GRPCInferenceService/ModelStreamInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelStreamInferResponse.FromString)
+            reqs = [pb.ModelInferRequest(id=i, model_name="m") for i in ("ok1", "bad", "ok2")]
+            return [r async for r in call(iter(reqs), timeout=5)]
 
     with caplog.at_level(logging.INFO, logger="infershield.server.admission"):
         responses = asyncio.run(main())
@@ -146,38 +157,27 @@ def test_a_caller_quarantined_by_a_block_inside_its_stream_is_cut_off() -> None:
                     yield pb.ModelStreamInferResponse(
                         infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
 
-        server = grpc.aio.server(interceptors=[ErrorInterceptor(), interceptor])
-        handler = grpc.stream_stream_rpc_method_handler(
-            stream,
-            request_deserializer=pb.ModelInferRequest.FromString,
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "inference.GRPCInferenceService", {"ModelStreamInfer": handler}),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
         got: list[str] = []
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                call = ch.stream_stream(
-                    "/inference.GRPCInferenceService/ModelStreamInfer",
-                    request_serializer=pb.ModelInferRequest.SerializeToString,
-                    response_deserializer=pb.ModelStreamInferResponse.FromString)
+        async with _serving(interceptor, "inference.GRPCInferenceService", "ModelStreamInfer",
+                            _stream_handler(stream)) as ch:
+            call = ch.stream_stream(
+                "/inference.GRPCInferenceService/ModelStreamInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelStreamInferResponse.FromString)
 
-                async def reqs() -> Any:
-                    for i in ("ok1", "bad"):
-                        yield pb.ModelInferRequest(id=i, model_name="m")
-                    # Not still writing when the server ends the call (the client would
-                    # then report its own failed write, INTERNAL); the server must not
-                    # wait for these to end it.
-                    await asyncio.sleep(3)
-                    for i in ("ok2", "bad2", "ok3"):
-                        yield pb.ModelInferRequest(id=i, model_name="m")
+            async def reqs() -> Any:
+                for i in ("ok1", "bad"):
+                    yield pb.ModelInferRequest(id=i, model_name="m")
+                # Not still writing when the server ends the call (the client would
+                # then report its own failed write, INTERNAL); the server must not
+                # wait for these to end it.
+                await asyncio.sleep(3)
+                for i in ("ok2", "bad2", "ok3"):
+                    yield pb.ModelInferRequest(id=i, model_name="m")
 
-                with pytest.raises(grpc.aio.AioRpcError) as ei:
-                    async for r in call(reqs(), timeout=10):
-                        got.append(r.infer_response.id)
-        finally:
-            await server.stop(0)
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                async for r in call(reqs(), timeout=10):
+                    got.append(r.infer_response.id)
         return got, ei.value
 
     got, err = asyncio.run(main())
