@@ -65,6 +65,11 @@ def register_models(msub: Any) -> None:
                     "infershield/models/frozen_head.npz)")
     ft.add_argument("--encoder-out", metavar="FILE.npz",
                     help="also save the fine-tuned layers (float16) here")
+    ft.add_argument("--with-written", action="store_true",
+                    help="add the written attacks and benign twins (training/data/written.yaml)")
+    ft.add_argument("--long-pad", type=int, default=0, metavar="N",
+                    help="add N copies of each short row buried in 40-250 tokens of benign "
+                         "sentences from the training rows (every short attack, half the short benign rows)")
     ft.set_defaults(func=cmd_models_finetune)
 
     cal = msub.add_parser(
@@ -110,8 +115,15 @@ def register(sub: Any) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     """The data, split, output and example flags that ``train`` and ``finetune`` share."""
-    p.add_argument("--data", required=True, metavar="FILE.jsonl",
-                   help='training rows, one {"text": ..., "label": ...} object per line')
+    p.add_argument("--data", required=True, action="append", metavar="FILE.jsonl",
+                   help='training rows, one {"text": ..., "label": ...} object per line '
+                        "(repeatable: the files are read in order)")
+    p.add_argument("--exclude-source", action="append", default=[], metavar="PREFIX",
+                   help="leave out rows whose source starts with PREFIX (repeatable), e.g. "
+                        "to score those sources afterwards as never trained on")
+    p.add_argument("--per-source", type=int, default=0, metavar="N",
+                   help="at most N rows of each (source repository, label), a seeded sample "
+                        "(default 0: all)")
     p.add_argument("--out", metavar="DIR", help="model directory to write "
                    "(default: <cache>/models/injection-minilm-custom)")
     add_config_flag(p, "cache_dir")
@@ -124,6 +136,20 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-fpr", type=float, default=0.005,
                    help="dev-split FPR the recommended threshold is chosen for")
     p.add_argument("--head-out", metavar="FILE.npz", help="also save the head weights here")
+
+
+def _load_data(args: argparse.Namespace) -> list[Row]:
+    """The ``--data`` files' rows, less ``--exclude-source``, capped by ``--per-source``."""
+    from infershield.training.mix import select_rows
+    from infershield.training.training import load_jsonl
+
+    if args.per_source < 0:
+        raise InvalidRequest("--per-source must be >= 0")
+    rows = [r for path in args.data for r in load_jsonl(Path(path))]
+    rows = select_rows(rows, exclude=args.exclude_source, per_source=args.per_source)
+    if not rows:
+        raise InvalidRequest("no training rows left after --exclude-source")
+    return rows
 
 
 def _outputs(args: argparse.Namespace, cache_path: Path) -> tuple[Path, Path]:
@@ -139,14 +165,14 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     from infershield.config import load_config
     from infershield.detectors.models import ensure_embedding_model
     from infershield.training.examples import examples, multilingual_examples
-    from infershield.training.training import load_jsonl, train_on_rows
+    from infershield.training.training import train_on_rows
 
     if not 0.0 <= args.dev_frac < 1.0:
         raise InvalidRequest("--dev-frac must be in [0, 1)")
     if args.seeds < 1 or args.epochs < 1 or not 0.0 <= args.label_smoothing < 1.0:
         raise InvalidRequest("--seeds and --epochs must be >= 1, --label-smoothing in [0, 1)")
     cfg = load_config(args.config)
-    rows = load_jsonl(Path(args.data))
+    rows = _load_data(args)
     emb_dir = ensure_embedding_model(cfg.cache_path)
     head, metrics = train_on_rows(
         rows, emb_dir, dev_frac=args.dev_frac, target_fpr=args.target_fpr,
@@ -199,7 +225,16 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     if args.teacher and not Path(args.teacher, "model.onnx").is_file():
         raise InvalidRequest(f"--teacher {args.teacher}: no model.onnx there")
     cfg = load_config(args.config)
-    rows = load_jsonl(Path(args.data))
+    rows = _load_data(args)
+    if args.with_written:
+        from infershield.training.written import load_written
+
+        rows += load_written()
+    if args.long_pad:
+        from infershield.training.mix import long_pad, padding_pool
+
+        rows += long_pad(rows, padding_pool(rows), per_row=args.long_pad, seed=args.seed + 13,
+                         benign_share=0.5)
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
     probes = {Path(p).stem: [Row(r.text, "probe") for r in load_jsonl(Path(p), label=False)]
               for p in args.probe}
