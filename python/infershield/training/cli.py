@@ -69,7 +69,8 @@ def register_models(msub: Any) -> None:
                     help="add the written attacks and benign twins (training/data/written.yaml)")
     ft.add_argument("--long-pad", type=int, default=0, metavar="N",
                     help="add N copies of each short row buried in 40-250 tokens of benign "
-                         "sentences from the training rows (every short attack, half the short benign rows)")
+                         "sentences from the training rows (every short attack, half the "
+                         "short benign rows)")
     ft.set_defaults(func=cmd_models_finetune)
 
     cal = msub.add_parser(
