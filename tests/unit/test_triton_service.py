@@ -101,17 +101,22 @@ class _Upstream(grpc.GenericRpcHandler):
 
 
 @contextlib.contextmanager
-def _serving(tmp: Path, policy: dict[str, Any]) -> Iterator[tuple[_Upstream, grpc.Channel]]:
-    """The Triton stand-in and a firewall in front of it with ``policy``."""
+def _serving(
+    tmp: Path, policy: dict[str, Any], *, port: int = 0, **sections: Any
+) -> Iterator[tuple[_Upstream, grpc.Channel]]:
+    """The Triton stand-in and a firewall in front of it with ``policy`` (on ``port``, else
+    a free one, and with config ``sections``, such as ``limits``)."""
     upstream = _Upstream()
     server = grpc.server(futures.ThreadPoolExecutor(4))
     server.add_generic_rpc_handlers((upstream,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    triton = server.add_insecure_port("127.0.0.1:0")
     server.start()
     cfg = write_config(
         tmp / "config.yaml",
         config_data(
-            f"127.0.0.1:{free_port()}", upstream=f"triton://127.0.0.1:{port}", policy=policy
+            f"127.0.0.1:{port or free_port()}", upstream=f"triton://127.0.0.1:{triton}",
+            policy=policy,
+            **sections,
         ),
     )
     st = ServerThread(cfg)
@@ -237,3 +242,29 @@ def test_an_unparseable_request_in_a_stream_ends_it_invalid_argument_without_int
     assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert e.details() == "a request of the stream is not a readable ModelInferRequest"
     assert not upstream.received
+
+
+def test_the_size_limit_counts_the_bytes_received_not_the_parsed_message(
+    tmp_path: Path,
+) -> None:
+    """Lean forwarding sends the caller's own bytes upstream, so ``max_request_bytes`` must
+    count those bytes. A field repeated on the wire is kept once when parsed (the last one
+    wins), so the parsed message's ByteSize() is far below what arrived. (Unknown fields
+    would not show it: ByteSize() counts them.)"""
+    limit = 4096
+    data, _ = _request("hello")
+    pad = pb.ModelInferRequest(id="p" * 3000).SerializeToString()
+    fits, over = pad + data, pad + pad + data
+    assert len(fits) <= limit < len(over)
+    assert pb.ModelInferRequest.FromString(over).ByteSize() < limit
+    with _serving(tmp_path, POLICY, limits={"max_request_bytes": limit}) as served:
+        upstream, channel = served
+        sent, _ = _call(served, fits, _response("echo"))
+        assert sent == fits  # within the limit: forwarded as it came
+        upstream.received.clear()
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary(METHOD)(over, timeout=10)
+        e: Any = err.value
+        assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"request is {len(over)} bytes; max_request_bytes is {limit}" in e.details()
+        assert not upstream.received
