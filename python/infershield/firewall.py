@@ -682,10 +682,18 @@ class Firewall:
         return schema
 
     async def _check_request(
-        self, policy: Policy, req: pb.ModelInferRequest, ctx: CallContext
+        self,
+        policy: Policy,
+        req: pb.ModelInferRequest,
+        ctx: CallContext,
+        wire: bytes | None = None,
     ) -> tuple[PipelineResult, ...]:
         cfg = policy.config
-        check_request_bytes(req.ByteSize(), cfg.limits)
+        # With lean forwarding the caller's own bytes go upstream, and they can be far more
+        # than ``req`` (a field repeated on the wire is parsed once): count what arrived.
+        # ByteSize() still counts, as the re-serialised ``req`` can be the larger one.
+        size = req.ByteSize()
+        check_request_bytes(size if wire is None else max(size, len(wire)), cfg.limits)
         if uses_shared_memory(req) and not cfg.policy.allow_shared_memory:
             raise PermissionDenied(
                 "the request uses shared-memory regions, whose contents the firewall cannot "
@@ -750,7 +758,7 @@ class Firewall:
         planter: Any = None,
         wire: bytes | None = None,
     ) -> InferOutcome:
-        in_results = await self._check_request(policy, req, ctx)
+        in_results = await self._check_request(policy, req, ctx, wire)
         planted = False
         if protected is None:
             protected = self._protect_request(policy, req)

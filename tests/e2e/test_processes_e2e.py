@@ -152,6 +152,7 @@ def test_a_killed_process_is_restarted(group: Group) -> None:
     new = group.children()
     assert len(new) == 2 and old[0] not in new and old[1] in new
     assert any("exited with code -9; restarting" in line for line in group.lines)
+    assert group.metric("infershield_process_restarts_total") == 1
     for i in range(10):
         infer(group.port, f"after restart {i}")
 

@@ -308,3 +308,56 @@ def test_a_block_inside_a_stream_counts_for_the_anomaly_detector_like_any_other(
         (False, False, None),  # a clean stream
         (False, True, None),  # a stream with an invalid request: an error, as unary
     ]
+
+
+def test_an_open_stream_ends_once_abuse_control_quarantines_its_caller() -> None:
+    """Abuse control's quarantine (set by the anomaly responder, possibly on another replica)
+    is read as a stream opens; a stream already open must read it again for each request it
+    takes, and end PERMISSION_DENIED before the request reaches the handler."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from infershield.abuse.control import AbuseControl
+
+    abuse = AbuseControl.from_config(Config())
+    handled: list[str] = []
+
+    async def stream(requests: Any, context: Any) -> Any:
+        async for req in requests:
+            handled.append(req.id)
+            yield pb.ModelStreamInferResponse(
+                infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
+
+    async def main() -> None:
+        server = grpc.aio.server(interceptors=[
+            ErrorInterceptor(), AdmissionInterceptor(ConcurrencyLimiter(4, 4), abuse=abuse)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "inference.GRPCInferenceService", {
+                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+                    stream,
+                    request_deserializer=pb.ModelInferRequest.FromString,
+                    response_serializer=pb.ModelStreamInferResponse.SerializeToString),
+            }),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                call = ch.stream_stream(
+                    "/inference.GRPCInferenceService/ModelStreamInfer",
+                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                    response_deserializer=pb.ModelStreamInferResponse.FromString)(timeout=5)
+                await call.write(pb.ModelInferRequest(id="before", model_name="m"))
+                assert (await call.read()).infer_response.id == "before"
+                await abuse.limits.quarantine("ipv4:127.0.0.1", 60.0)
+                await call.write(pb.ModelInferRequest(id="after", model_name="m"))
+                await call.done_writing()
+                with pytest.raises(grpc.aio.AioRpcError) as ei:
+                    while (await call.read()) is not grpc.aio.EOF:
+                        pass
+                assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
+                assert "quarantined after anomalous behaviour" in (ei.value.details() or "")
+        finally:
+            await server.stop(0)
+            await abuse.close()
+
+    asyncio.run(main())
+    assert handled == ["before"]

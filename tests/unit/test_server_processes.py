@@ -1,5 +1,6 @@
-"""``server.processes``: the config field, the port reservation, the child's slot and the
-audit set (the supervisor itself is driven end to end in tests/e2e/test_processes_e2e.py)."""
+"""``server.processes``: the config field, the port reservation, the child's slot, the
+audit set, and the supervisor's start-up and restart failures with tiny stand-in children
+(it is driven end to end in tests/e2e/test_processes_e2e.py)."""
 
 from __future__ import annotations
 
@@ -130,7 +131,9 @@ def test_children_that_cannot_start_stop_the_supervisor_with_exit_1(tmp_path: Pa
     assert all(c.proc is None for c in sup.children)  # none left behind
 
 
-def test_a_child_that_cannot_be_spawned_leaves_no_pipe_open(tmp_path: Path) -> None:
+def test_a_child_that_cannot_be_spawned_at_start_up_exits_1_and_leaves_no_pipe_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from infershield.server.processes import Supervisor
 
     before = set(os.listdir("/proc/self/fd"))
@@ -140,11 +143,13 @@ def test_a_child_that_cannot_be_spawned_leaves_no_pipe_open(tmp_path: Path) -> N
             load_config(env={}), command=[str(tmp_path / "no-such-program")],
             count=2, listen=listen, metrics_dir=str(tmp_path),
         )
-        with pytest.raises(FileNotFoundError):
-            sup.run()
+        with caplog.at_level(logging.ERROR, logger="infershield.server.processes"):
+            assert sup.run() == 1
     finally:
         sock.close()
     assert set(os.listdir("/proc/self/fd")) <= before  # the readiness pipe's read end too
+    (logged,) = [r.getMessage() for r in caplog.records]
+    assert logged.startswith("process 0 cannot be started: [Errno 2] No such file")
 
 
 def _warnings(caplog: pytest.LogCaptureFixture, config: Config) -> list[str]:
@@ -173,3 +178,101 @@ def test_the_supervisor_warns_of_what_each_process_keeps_alone(
     assert "limits.quarantine_after_blocks" in w and "rate limits" not in w
     (w,) = _warnings(caplog, Config(ratelimit=rates, limits=quarantine))
     assert "own rate limits" in w and "limits.quarantine_after_blocks" in w
+
+
+#: A child for the supervisor tests: it reports ready, the first one then dies (exit 3), and
+#: the one that replaces it ends the test by sending its supervisor SIGTERM.
+_CHILD = """
+import os, signal, sys
+from pathlib import Path
+_, _, fd, supervisor, _ = os.environ["INFERSHIELD_PROCESS_SLOT"].split(":", 4)
+starts = Path(sys.argv[1])
+with starts.open("a") as f:
+    f.write("x")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+os.write(int(fd), b"ready\\n")
+if len(starts.read_text()) == 1:
+    sys.exit(3)
+os.kill(int(supervisor), signal.SIGTERM)
+signal.pause()
+"""
+
+
+def test_a_restart_that_cannot_be_spawned_is_retried_not_the_end_of_the_supervisor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After start-up a child that dies is restarted; if that spawn fails (here fork fails
+    once, as with no memory or process slots left) the supervisor logs it and tries again
+    on the back-off (0.5 s, then 1 s) instead of stopping, which would take the other
+    children down with it. Restarts are counted on the supervisor's metrics endpoint."""
+    import errno
+    import subprocess
+    import sys
+
+    from prometheus_client import generate_latest
+
+    from infershield.server import processes
+    from infershield.server.processes import Supervisor
+
+    real = subprocess.Popen
+    spawns: list[object] = []
+
+    def fork_fails_once(*args: object, **kwargs: object) -> object:
+        spawns.append(args)
+        if len(spawns) == 2:  # the first restart
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        return real(*args, **kwargs)  # type: ignore[call-overload]
+
+    starts = tmp_path / "starts"
+    sock, listen = reserve_port("127.0.0.1:0")
+    try:
+        sup = Supervisor(
+            load_config(env={}), command=[sys.executable, "-c", _CHILD, str(starts)],
+            count=1, listen=listen, metrics_dir=str(tmp_path),
+        )
+        monkeypatch.setattr(subprocess, "Popen", fork_fails_once)
+        with caplog.at_level(logging.INFO, logger="infershield.server.processes"):
+            assert sup.run() == 0
+    finally:
+        sock.close()
+    assert len(spawns) == 3 and starts.read_text() == "xx"
+    logged = [r.getMessage() for r in caplog.records]
+    assert "process 0 exited with code 3; restarting in 0.5s" in logged
+    assert ("process 0 cannot be restarted: [Errno 11] Resource temporarily unavailable; "
+            "retrying in 1.0s") in logged
+    assert sup.restarts == 1
+    scraped = generate_latest(processes._registry(str(tmp_path), sup)).decode()
+    assert "infershield_process_restarts_total 1.0" in scraped
+
+
+def test_metrics_directories_of_supervisors_that_are_gone_are_removed(tmp_path: Path) -> None:
+    """A supervisor killed by SIGKILL leaves its metrics directory behind; the next one
+    removes it, and nothing that may still be in use: not one named for a live supervisor,
+    nor one a live process still writes to, nor a link, nor a name it does not make."""
+    import subprocess
+    import sys
+
+    from infershield.server.processes import METRICS_DIR_PREFIX, remove_stale_metrics_dirs
+
+    exited = subprocess.Popen([sys.executable, "-c", ""])
+    exited.wait()  # reaped: its pid names no process now
+    dead, live = exited.pid, os.getpid()
+
+    def made(name: str, *files: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        for f in files:
+            (d / f).write_bytes(b"")
+        return d
+
+    stale = made(f"{METRICS_DIR_PREFIX}{dead}-a1b2", f"counter_{dead}.db",
+                 f"gauge_livesum_{dead}.db")
+    running = made(f"{METRICS_DIR_PREFIX}{live}-c3d4")
+    draining = made(f"{METRICS_DIR_PREFIX}{dead}-e5f6", f"counter_{live}.db")
+    other = made("infershield-metrics-g7h8")  # not a name a supervisor makes now
+    link = tmp_path / f"{METRICS_DIR_PREFIX}{dead}-link"
+    link.symlink_to(running)
+
+    assert remove_stale_metrics_dirs(str(tmp_path)) == [str(stale)]
+    assert not stale.exists()
+    assert running.is_dir() and draining.is_dir() and other.is_dir() and link.is_symlink()

@@ -4,7 +4,9 @@ back, unless screening rewrote the message (then the rewritten message goes on).
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -14,11 +16,12 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from e2e.helpers import encode
-from firewall_support import LEAK, TEST_POLICY, config_data, free_port, write_config
+from e2e.helpers import encode, text_request
+from firewall_support import INJECTION, LEAK, TEST_POLICY, config_data, free_port, write_config
 from infershield.server.app import ServerThread
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
 #: The test policy, with an output check that also redacts a phrase.
 POLICY = {
     **TEST_POLICY,
@@ -101,17 +104,22 @@ class _Upstream(grpc.GenericRpcHandler):
 
 
 @contextlib.contextmanager
-def _serving(tmp: Path, policy: dict[str, Any]) -> Iterator[tuple[_Upstream, grpc.Channel]]:
-    """The Triton stand-in and a firewall in front of it with ``policy``."""
+def _serving(
+    tmp: Path, policy: dict[str, Any], *, port: int = 0, **sections: Any
+) -> Iterator[tuple[_Upstream, grpc.Channel]]:
+    """The Triton stand-in and a firewall in front of it with ``policy`` (on ``port``, else
+    a free one, and with config ``sections``, such as ``limits``)."""
     upstream = _Upstream()
     server = grpc.server(futures.ThreadPoolExecutor(4))
     server.add_generic_rpc_handlers((upstream,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    triton = server.add_insecure_port("127.0.0.1:0")
     server.start()
     cfg = write_config(
         tmp / "config.yaml",
         config_data(
-            f"127.0.0.1:{free_port()}", upstream=f"triton://127.0.0.1:{port}", policy=policy
+            f"127.0.0.1:{port or free_port()}", upstream=f"triton://127.0.0.1:{triton}",
+            policy=policy,
+            **sections,
         ),
     )
     st = ServerThread(cfg)
@@ -237,3 +245,75 @@ def test_an_unparseable_request_in_a_stream_ends_it_invalid_argument_without_int
     assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert e.details() == "a request of the stream is not a readable ModelInferRequest"
     assert not upstream.received
+
+
+def _wait_for(done: Any, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_caller_quarantined_elsewhere_loses_its_open_stream(tmp_path: Path) -> None:
+    """Quarantine is checked as a call starts, and a stream lives on: a caller quarantined by
+    blocked calls on another connection must not keep its open ModelStreamInfer. Its next
+    request there ends the stream PERMISSION_DENIED, as a new call is refused, and that
+    request goes nowhere upstream."""
+    limits = {"quarantine_after_blocks": 2, "quarantine_window_s": 60.0, "quarantine_s": 60.0}
+    port = free_port()
+    with _serving(tmp_path, POLICY, port=port, limits=limits) as (upstream, channel):
+        requests: queue.Queue[bytes | None] = queue.Queue()
+        stream = channel.stream_stream(STREAM)(iter(requests.get, None), timeout=30)
+        try:
+            requests.put(text_request(["hello"]).SerializeToString())
+            _wait_for(lambda: len(upstream.received) == 1)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as other:
+                infer = other.unary_unary(METHOD)
+                for _ in range(2):
+                    with pytest.raises(grpc.RpcError) as err:
+                        infer(text_request([INJECTION]).SerializeToString(), timeout=10)
+                    assert "blocked on input" in err.value.details()  # type: ignore[attr-defined]
+                with pytest.raises(grpc.RpcError) as err:
+                    infer(text_request(["hello"]).SerializeToString(), timeout=10)
+                refused: Any = err.value
+            assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
+            assert "quarantined" in refused.details()
+
+            requests.put(text_request(["hello again"]).SerializeToString())
+            requests.put(None)
+            with pytest.raises(grpc.RpcError) as err:
+                list(stream)
+        finally:
+            requests.put(None)
+            stream.cancel()
+        e: Any = err.value
+        assert e.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert e.details().partition("retry in")[0] == refused.details().partition("retry in")[0]
+        (sent,) = upstream.received
+        assert pb.ModelInferRequest.FromString(sent).raw_input_contents[0] == encode([b"hello"])
+
+
+def test_the_size_limit_counts_the_bytes_received_not_the_parsed_message(
+    tmp_path: Path,
+) -> None:
+    """Lean forwarding sends the caller's own bytes upstream, so ``max_request_bytes`` must
+    count those bytes. A field repeated on the wire is kept once when parsed (the last one
+    wins), so the parsed message's ByteSize() is far below what arrived. (Unknown fields
+    would not show it: ByteSize() counts them.)"""
+    limit = 4096
+    data, _ = _request("hello")
+    pad = pb.ModelInferRequest(id="p" * 3000).SerializeToString()
+    fits, over = pad + data, pad + pad + data
+    assert len(fits) <= limit < len(over)
+    assert pb.ModelInferRequest.FromString(over).ByteSize() < limit
+    with _serving(tmp_path, POLICY, limits={"max_request_bytes": limit}) as served:
+        upstream, channel = served
+        sent, _ = _call(served, fits, _response("echo"))
+        assert sent == fits  # within the limit: forwarded as it came
+        upstream.received.clear()
+        with pytest.raises(grpc.RpcError) as err:
+            channel.unary_unary(METHOD)(over, timeout=10)
+        e: Any = err.value
+        assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"request is {len(over)} bytes; max_request_bytes is {limit}" in e.details()
+        assert not upstream.received

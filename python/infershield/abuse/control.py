@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from infershield.abuse.anomaly import AnomalyDetector
-from infershield.abuse.limiter import CallerLimits
+from infershield.abuse.limiter import CallerLimits, QuarantineWatch
 from infershield.abuse.response import AuditSink, Responder, WebhookSender
 from infershield.abuse.store import Clock, MemoryStore, Store
 from infershield.config import Config
@@ -188,6 +188,11 @@ class AbuseControl:
             _CURRENT.reset(token)
             if self.detector is not None:
                 await self._observe(info)
+
+    def watch(self, caller: str) -> QuarantineWatch:
+        """Re-check ``caller``'s quarantine during a stream it has open (see
+        :class:`~infershield.abuse.limiter.QuarantineWatch`)."""
+        return self.limits.watch(caller)
 
     async def _observe(self, info: CallInfo) -> None:
         assert self.detector is not None

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Output-token debits allowed in flight; past this a debit is awaited (back-pressure).
 MAX_PENDING_DEBITS = 1024
+#: How often an open stream re-reads its caller's quarantine from a remote store (seconds).
+REMOTE_RECHECK_S = 1.0
 #: Caller ids of anonymous loopback callers (what ``caller_key`` returns for them).
 _LOOPBACK = ("ipv4:127.", "ipv6:[::1]", "unix:")
 
@@ -187,6 +189,12 @@ class CallerLimits:
     async def quarantined_for(self, caller: str) -> float:
         return (await self._guard(lambda s, d: self._quarantine_only(s, caller))).quarantined_s
 
+    def watch(self, caller: str) -> QuarantineWatch:
+        """A :class:`QuarantineWatch` of ``caller``, for a stream it has open."""
+        return QuarantineWatch(
+            self, caller, remote=self.store is not self.local, clock=self._clock
+        )
+
     @staticmethod
     async def _quarantine_only(store: Store, caller: str) -> Take:
         left = await store.quarantined_for(caller)
@@ -257,6 +265,38 @@ class CallerLimits:
         if self._pending:
             await asyncio.wait(self._pending, timeout=1.0)
         await self.store.close()
+
+
+class QuarantineWatch:
+    """Re-reads one caller's quarantine while a stream it opened goes on.
+
+    A stream is admitted once, as it opens, so a quarantine set later (by the anomaly
+    responder, on this replica or another) would not reach it. :meth:`check` runs before each
+    of the stream's requests: on the in-memory store at every request (a dictionary look-up),
+    on a remote store at most every :data:`REMOTE_RECHECK_S` (one round trip, not one per
+    message). Store failures count as they do for a new call (``on_error``).
+    """
+
+    def __init__(
+        self, limits: CallerLimits, caller: str, *, remote: bool, clock: Clock = time.monotonic
+    ) -> None:
+        self.limits = limits
+        self.caller = caller
+        self.remote = remote
+        self._clock = clock
+        # The stream was admitted just now: a remote store is next asked one interval on.
+        self._next = clock() + REMOTE_RECHECK_S if remote else 0.0
+
+    async def check(self) -> None:
+        """Raise :class:`~infershield.errors.Quarantined` if the caller is quarantined now."""
+        if self.remote:
+            now = self._clock()
+            if now < self._next:
+                return
+            self._next = now + REMOTE_RECHECK_S
+        left = await self.limits.quarantined_for(self.caller)
+        if left > 0:
+            raise _quarantined(left)
 
 
 def _quarantined(left: float) -> Quarantined:

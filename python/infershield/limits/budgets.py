@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 
 def check_request_bytes(nbytes: int, limits: LimitsConfig) -> None:
-    """The whole request message (all tensors) against ``limits.max_request_bytes``."""
+    """The whole request (all tensors) against ``limits.max_request_bytes``: ``nbytes`` is
+    what arrived where the caller's bytes are at hand (and go upstream as they are), else
+    the parsed message's size."""
     if nbytes > limits.max_request_bytes:
         raise LimitExceeded(
             f"request is {nbytes} bytes; max_request_bytes is {limits.max_request_bytes}",

@@ -19,7 +19,9 @@ become statuses there). For each call to the Triton service or the own API it:
   at once, and a queued call whose deadline passes gets DEADLINE_EXCEEDED (stage ``queue``).
 
 Cheap calls (liveness, readiness, metadata) are never shed, so health checks keep working
-while the server is saturated. A stream holds one slot for as long as it is open.
+while the server is saturated. A stream holds one slot for as long as it is open, and its
+caller's quarantine (both kinds) is checked again before each request it sends: a caller
+quarantined while its stream is open loses the stream at its next request.
 """
 
 from __future__ import annotations
@@ -160,6 +162,21 @@ class AdmissionInterceptor(WrappingInterceptor):
 
     # --- end abuse control ---
 
+    async def _watched(self, requests: AsyncIterator[Any], caller: str) -> AsyncIterator[Any]:
+        """A stream's requests, each passed on only while ``caller`` is not quarantined.
+
+        The quarantine is checked as a call starts, and a stream lives on: a caller
+        quarantined later (blocked calls on another connection, abuse control) must not keep
+        the stream it has open. Raising here, before the request is passed on, ends the
+        stream with the quarantine's own PERMISSION_DENIED, and the request goes nowhere."""
+        watch = self.abuse.watch(caller) if self.abuse is not None else None
+        async for request in requests:
+            if self.quarantine is not None:
+                self.quarantine.check(caller)
+            if watch is not None:
+                await watch.check()
+            yield request
+
     @contextlib.contextmanager
     def _pinned(self) -> Iterator[None]:
         if self.holder is None:
@@ -192,11 +209,12 @@ class AdmissionInterceptor(WrappingInterceptor):
                         yield response
                 return
             self._check_quarantine(context)
+            requests = self._watched(request_iterator, caller_of(context))
             async with self._abuse_call(context) as call, self.limiter.slot(
                 self._deadline(context)
             ):
                 with self._pinned(), self._striking(context):
-                    async for response in behavior(request_iterator, context):
+                    async for response in behavior(requests, context):
                         if isinstance(response, StreamError) and call is not None:
                             # Told in band, not raised through the call: the detector
                             # counts it as it would a raised one.

@@ -11,10 +11,12 @@ polls on one thread), so the firewall scales across cores with processes. The su
 - starts N children, each a re-run of its own command line with :data:`SLOT_ENV` set, which
   bind the port with ``grpc.so_reuseport``: the kernel spreads connections over them;
 - serves one metrics endpoint over the children's counters (prometheus_client multiprocess
-  mode in a fresh temporary directory, removed at exit);
+  mode in a fresh temporary directory named for its pid, removed at exit; one that a
+  SIGKILLed supervisor left behind is removed at the next start) and its own restart count;
 - forwards SIGHUP (reload) to every child, SIGTERM/SIGINT as SIGTERM (each child stops
   accepting and drains within ``server.grace_period_s``), and restarts a child that dies,
-  with a doubling back-off; it exits non-zero if the children cannot start.
+  with a doubling back-off; a restart that cannot be spawned is retried on the same
+  back-off, while the other children serve on. It exits 1 if the children cannot start.
 
 Each child keeps its own audit chain (:func:`infershield.audit.process_chain_path`), its own
 concurrency limit and, with ``ratelimit.backend: memory``, its own rate limits and quarantine.
@@ -26,15 +28,17 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -43,6 +47,8 @@ from infershield.config import Config
 from infershield.errors import ConfigError
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from infershield.telemetry.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,13 @@ START_TIMEOUT_S = 300.0
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_S = 30.0
+#: The supervisor's metrics directory: this prefix, its pid, a random suffix.
+METRICS_DIR_PREFIX = "infershield-metrics-"
+_METRICS_DIR = re.compile(re.escape(METRICS_DIR_PREFIX) + r"(\d+)-\w+")
+#: A prometheus_client multiprocess file: ``counter_<pid>.db``, ``gauge_livesum_<pid>.db``...
+_METRICS_FILE = re.compile(r".+_(\d+)\.db")
+#: What a failed spawn raises (fork or exec failing, no file descriptors for the pipe).
+SPAWN_ERRORS = (OSError, subprocess.SubprocessError)
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,8 @@ class Supervisor:
     listen: str = ""
     metrics_dir: str = ""
     children: list[_Child] = field(default_factory=list)
+    #: Children restarted after they exited (``infershield_process_restarts_total``).
+    restarts: int = 0
     _stopping: bool = False
     _started: bool = False
 
@@ -261,15 +276,47 @@ class Supervisor:
         rc = 1
         try:
             self.children = [_Child(i) for i in range(self.count)]
-            for c in self.children:
-                self._spawn(c)
-            rc = self._loop()
+            if self._spawn_all():
+                rc = self._loop()
         finally:
             self._on_term(signal.SIGTERM, None)
             clean = self._wait_all(self.config.server.grace_period_s + 30.0)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
         return rc if clean else 1  # a child that did not drain cleanly fails the run
+
+    def _spawn_all(self) -> bool:
+        """Start every child; False (logged) if one cannot be spawned: at start-up that
+        stops the server (exit 1), as a child that fails to start does."""
+        for c in self.children:
+            try:
+                self._spawn(c)
+            except SPAWN_ERRORS as exc:
+                log.error("process %d cannot be started: %s; stopping", c.index, exc)
+                return False
+        return True
+
+    def _backoff(self, child: _Child, now: float) -> float:
+        """Schedule ``child``'s next start on the doubling back-off; returns the delay."""
+        # The exponent is capped: past the cap the delay is BACKOFF_MAX_S anyway, and a
+        # float would overflow after a thousand failures (eight hours at the cap).
+        delay = min(BACKOFF_S * (1 << min(child.failures, 16)), BACKOFF_MAX_S)
+        child.failures += 1
+        child.restart_at = now + delay
+        return delay
+
+    def _restart(self, child: _Child, now: float) -> None:
+        """Start a child again after it exited. A spawn that fails (no memory or process
+        slots for fork, the program gone) is logged and retried on the back-off: ending the
+        supervisor here would take the children that still serve down with it."""
+        try:
+            self._spawn(child)
+        except SPAWN_ERRORS as exc:
+            delay = self._backoff(child, now)
+            log.error("process %d cannot be restarted: %s; retrying in %.1fs",
+                      child.index, exc, delay)
+            return
+        self.restarts += 1
 
     def _loop(self) -> int:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -293,14 +340,12 @@ class Supervisor:
                     return 1
                 if now - c.started >= BACKOFF_RESET_S:
                     c.failures = 0
-                delay = min(BACKOFF_S * 2 ** c.failures, BACKOFF_MAX_S)
-                c.failures += 1
-                c.restart_at = now + delay
+                delay = self._backoff(c, now)
                 log.warning("process %d exited with code %d; restarting in %.1fs",
                             c.index, rc, delay)
             for c in self.children:
                 if c.proc is None and not self._stopping and now >= c.restart_at:
-                    self._spawn(c)
+                    self._restart(c, now)
         return 0
 
     def _wait_all(self, timeout: float) -> bool:
@@ -364,8 +409,8 @@ def supervise(config: Config, command: Sequence[str] | None = None) -> int:
         # Validate and compile once, here: the children find the rule databases in the cache.
         Policy.from_config(config).close()
         _warn_per_process(config, count)
-        metrics_dir = tempfile.mkdtemp(prefix="infershield-metrics-")
-        metrics_server = _serve_metrics(config, metrics_dir)
+        remove_stale_metrics_dirs()
+        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
         sup = Supervisor(
             config,
             command=command or [sys.executable, *sys.orig_argv[1:]],
@@ -373,6 +418,7 @@ def supervise(config: Config, command: Sequence[str] | None = None) -> int:
             listen=listen,
             metrics_dir=metrics_dir,
         )
+        metrics_server = _serve_metrics(config, _registry(metrics_dir, sup))
         return sup.run()
     finally:
         if metrics_server is not None:
@@ -382,18 +428,75 @@ def supervise(config: Config, command: Sequence[str] | None = None) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _serve_metrics(config: Config, metrics_dir: str) -> MetricsServer | None:
-    """One endpoint for all children: their files in ``metrics_dir``, summed."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _users(path: str) -> Iterator[int]:
+    """The pids whose metrics files are in ``path``."""
+    for name in os.listdir(path):
+        m = _METRICS_FILE.fullmatch(name)
+        if m is not None:
+            yield int(m.group(1))
+
+
+def remove_stale_metrics_dirs(parent: str | None = None) -> list[str]:
+    """Remove the metrics directories that supervisors killed by SIGKILL (no ``finally``)
+    left in ``parent`` (the temporary directory); returns those removed.
+
+    Only a directory (not a link) of this user, named for a supervisor that is gone, and
+    with no file of a live process in it (its children drain after it dies, and write
+    there until they exit). Anything unreadable is left alone."""
+    parent = parent if parent is not None else tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _METRICS_DIR.fullmatch(entry.name)
+        if m is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            if any(_alive(pid) for pid in (int(m.group(1)), *_users(entry.path))):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        log.info("removed the metrics directory %s of a supervisor that is gone", entry.path)
+        removed.append(entry.path)
+    return removed
+
+
+def _registry(metrics_dir: str, sup: Supervisor) -> CollectorRegistry:
+    """The children's files in ``metrics_dir``, summed, and the supervisor's own series."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    from infershield.telemetry.metrics import SupervisorMetrics
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+    registry.register(SupervisorMetrics(lambda: sup.restarts))
+    return registry
+
+
+def _serve_metrics(config: Config, registry: CollectorRegistry) -> MetricsServer | None:
+    """One endpoint for all children (see :func:`_registry`)."""
     from infershield.telemetry.metrics import DEFAULT_METRICS_LISTEN, start_metrics_server
 
     listen = config.server.metrics_listen
     if not listen:
         return None
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
     if listen != "auto":
         return start_metrics_server(registry, listen)
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import start_http_server
 
 from infershield.errors import ConfigError
@@ -273,6 +274,25 @@ def install(metrics: Metrics | None) -> Metrics | None:
 
 def active() -> Metrics | None:
     return _active
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+class SupervisorMetrics:
+    """The supervisor's own series (``server.processes`` > 1), served beside the children's
+    summed ones. Read from the supervisor when scraped: it serves no calls and writes no
+    multiprocess file."""
+
+    def __init__(self, restarts: Callable[[], int]) -> None:
+        self._restarts = restarts
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            f"{PREFIX}_process_restarts",
+            "Serving processes the supervisor restarted after they exited.",
+            value=self._restarts(),
+        )
 
 
 # --------------------------------------------------------------------------- HTTP endpoint

@@ -262,3 +262,39 @@ def test_output_debit_on_a_remote_store_runs_in_the_background() -> None:
         assert not store.take_now("a|tok|*", Bucket(10, 100), 1).allowed  # in debt
 
     run(main())
+
+
+def test_a_stream_watch_reads_a_remote_quarantine_at_most_once_a_second() -> None:
+    """An open stream re-checks its caller's quarantine before each request: on the local
+    store every time, on a remote one at most every REMOTE_RECHECK_S (a round trip per
+    message would cost each streamed request a store call)."""
+    from infershield.abuse.limiter import REMOTE_RECHECK_S
+
+    class CountingStore(FlakyStore):
+        async def quarantined_for(self, key: str) -> float:
+            self.calls += 1
+            return await super().quarantined_for(key)
+
+    async def main() -> None:
+        clock = FakeClock()
+        store = CountingStore(clock)
+        watch = CallerLimits(RateLimitConfig(), store, clock=clock).watch("c")
+        await watch.check()  # admitted just now: no round trip yet
+        assert store.calls == 0
+        await store.quarantine("c", 60.0)
+        clock.t += REMOTE_RECHECK_S / 2
+        await watch.check()
+        assert store.calls == 0
+        clock.t += REMOTE_RECHECK_S / 2
+        with pytest.raises(Quarantined):
+            await watch.check()
+        assert store.calls == 1
+
+        local = MemoryStore(clock=clock)
+        watch = CallerLimits(RateLimitConfig(), local, clock=clock).watch("c")
+        await watch.check()
+        await local.quarantine("c", 60.0)
+        with pytest.raises(Quarantined):
+            await watch.check()  # at once: a dictionary look-up costs nothing
+
+    run(main())
