@@ -71,6 +71,9 @@ def register_models(msub: Any) -> None:
                     help="add N copies of each short row buried in 40-250 tokens of benign "
                          "sentences from the training rows (every short attack, half the "
                          "short benign rows)")
+    ft.add_argument("--pad-chars", type=int, nargs=2, default=[150, 1100], metavar=("MIN", "MAX"),
+                    help="length range of each --long-pad padding in characters (default "
+                         "150 1100: about 40-250 tokens)")
     ft.set_defaults(func=cmd_models_finetune)
 
     cal = msub.add_parser(
@@ -234,8 +237,11 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
     if args.long_pad:
         from infershield.training.mix import long_pad, padding_pool
 
+        lo, hi = args.pad_chars
+        if not 0 < lo <= hi:
+            raise InvalidRequest("--pad-chars needs 0 < MIN <= MAX")
         rows += long_pad(rows, padding_pool(rows), per_row=args.long_pad, seed=args.seed + 13,
-                         benign_share=0.5)
+                         min_chars=lo, max_chars=hi, benign_share=0.5)
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
     probes = {Path(p).stem: [Row(r.text, "probe") for r in load_jsonl(Path(p), label=False)]
               for p in args.probe}
