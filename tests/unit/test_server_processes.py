@@ -276,3 +276,19 @@ def test_metrics_directories_of_supervisors_that_are_gone_are_removed(tmp_path: 
     assert remove_stale_metrics_dirs(str(tmp_path)) == [str(stale)]
     assert not stale.exists()
     assert running.is_dir() and draining.is_dir() and other.is_dir() and link.is_symlink()
+
+
+def test_a_metrics_directory_named_for_no_possible_pid_is_left_alone(tmp_path: Path) -> None:
+    """A name with a number past any pid (os.kill raises OverflowError, not OSError) must
+    not stop the server starting: the clean-up leaves what it cannot judge alone."""
+    from infershield.server.processes import METRICS_DIR_PREFIX, remove_stale_metrics_dirs
+
+    huge = 2**64
+    named = tmp_path / f"{METRICS_DIR_PREFIX}{huge}-a1b2"
+    named.mkdir()
+    holding = tmp_path / f"{METRICS_DIR_PREFIX}{os.getpid()}-c3d4"
+    holding.mkdir()
+    (holding / f"counter_{huge}.db").write_bytes(b"")
+
+    assert remove_stale_metrics_dirs(str(tmp_path)) == []
+    assert named.is_dir() and holding.is_dir()

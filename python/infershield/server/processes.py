@@ -435,6 +435,8 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # someone else's process
+    except OverflowError:
+        return True  # past any pid: not a name we made, left alone
     return True
 
 
