@@ -236,12 +236,18 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         rows += load_written()
     if args.long_pad:
         from infershield.training.mix import long_pad, padding_pool
+        from infershield.training.training import split_dev
 
         lo, hi = args.pad_chars
         if not 0 < lo <= hi:
             raise InvalidRequest("--pad-chars needs 0 < MIN <= MAX")
-        rows += long_pad(rows, padding_pool(rows), per_row=args.long_pad, seed=args.seed + 13,
-                         min_chars=lo, max_chars=hi, benign_share=0.5)
+        # Only the training side is padded, and a copy is kept only where the dev split
+        # (a hash of its text) puts it on the training side too: the dev rows pick the
+        # threshold and report the metrics, so none of their text may be trained on.
+        train = split_dev(rows, args.dev_frac)[0]
+        padded = long_pad(train, padding_pool(train), per_row=args.long_pad,
+                          seed=args.seed + 13, min_chars=lo, max_chars=hi, benign_share=0.5)
+        rows += split_dev(padded, args.dev_frac)[0]
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
     probes = {Path(p).stem: [Row(r.text, "probe") for r in load_jsonl(Path(p), label=False)]
               for p in args.probe}
