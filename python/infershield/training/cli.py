@@ -245,7 +245,11 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         # (a hash of its text) puts it on the training side too: the dev rows pick the
         # threshold and report the metrics, so none of their text may be trained on.
         train = split_dev(rows, args.dev_frac)[0]
-        padded = long_pad(train, padding_pool(train), per_row=args.long_pad,
+        pool = padding_pool(train)
+        if not pool:
+            raise InvalidRequest("--long-pad needs benign training rows with sentences of "
+                                 "30-300 characters to pad with")
+        padded = long_pad(train, pool, per_row=args.long_pad,
                           seed=args.seed + 13, min_chars=lo, max_chars=hi, benign_share=0.5)
         rows += split_dev(padded, args.dev_frac)[0]
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
