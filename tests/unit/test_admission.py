@@ -57,6 +57,28 @@ async def start_server(interceptor: AdmissionInterceptor, gate: asyncio.Event) -
     return server, port
 
 
+
+async def _stream_server(abuse: Any, stream: Any, infer: Any = None) -> tuple[Any, int]:
+    """A started server with the error and admission interceptors (abuse control ``abuse``)
+    in front of a ``ModelStreamInfer`` handler and, if given, a raw ``ModelInfer`` one."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    handlers: dict[str, Any] = {
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+            stream,
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString),
+    }
+    if infer is not None:
+        handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(infer)
+    server = grpc.aio.server(interceptors=[
+        ErrorInterceptor(), AdmissionInterceptor(ConcurrencyLimiter(4, 4), abuse=abuse)])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
 def test_sheds_past_queue_keeps_health_and_pins_policy() -> None:
     async def main() -> None:
         old = FakePolicy("old")
@@ -271,18 +293,7 @@ def test_a_block_inside_a_stream_counts_for_the_anomaly_detector_like_any_other(
         raise block()
 
     async def main() -> None:
-        server = grpc.aio.server(interceptors=[
-            ErrorInterceptor(), AdmissionInterceptor(ConcurrencyLimiter(4, 4), abuse=abuse)])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "inference.GRPCInferenceService", {
-                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
-                    stream,
-                    request_deserializer=pb.ModelInferRequest.FromString,
-                    response_serializer=pb.ModelStreamInferResponse.SerializeToString),
-                "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
-            }),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await _stream_server(abuse, stream, infer)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
                 with pytest.raises(grpc.aio.AioRpcError):
@@ -328,17 +339,7 @@ def test_an_open_stream_ends_once_abuse_control_quarantines_its_caller() -> None
                 infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
 
     async def main() -> None:
-        server = grpc.aio.server(interceptors=[
-            ErrorInterceptor(), AdmissionInterceptor(ConcurrencyLimiter(4, 4), abuse=abuse)])
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "inference.GRPCInferenceService", {
-                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
-                    stream,
-                    request_deserializer=pb.ModelInferRequest.FromString,
-                    response_serializer=pb.ModelStreamInferResponse.SerializeToString),
-            }),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await _stream_server(abuse, stream)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
                 call = ch.stream_stream(
