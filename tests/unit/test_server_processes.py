@@ -252,7 +252,11 @@ def test_metrics_directories_of_supervisors_that_are_gone_are_removed(tmp_path: 
     import subprocess
     import sys
 
-    from infershield.server.processes import METRICS_DIR_PREFIX, remove_stale_metrics_dirs
+    from infershield.server.processes import (
+        METRICS_DIR_PREFIX,
+        metrics_dir_prefix,
+        remove_stale_metrics_dirs,
+    )
 
     exited = subprocess.Popen([sys.executable, "-c", ""])
     exited.wait()  # reaped: its pid names no process now
@@ -265,28 +269,32 @@ def test_metrics_directories_of_supervisors_that_are_gone_are_removed(tmp_path: 
             (d / f).write_bytes(b"")
         return d
 
-    stale = made(f"{METRICS_DIR_PREFIX}{dead}-a1b2", f"counter_{dead}.db",
+    stale = made(f"{metrics_dir_prefix(dead)}a1b2", f"counter_{dead}.db",
                  f"gauge_livesum_{dead}.db")
-    running = made(f"{METRICS_DIR_PREFIX}{live}-c3d4")
-    draining = made(f"{METRICS_DIR_PREFIX}{dead}-e5f6", f"counter_{live}.db")
+    running = made(f"{metrics_dir_prefix(live)}c3d4")
+    draining = made(f"{metrics_dir_prefix(dead)}e5f6", f"counter_{live}.db")
     other = made("infershield-metrics-g7h8")  # not a name a supervisor makes now
-    link = tmp_path / f"{METRICS_DIR_PREFIX}{dead}-link"
+    older = made(f"{METRICS_DIR_PREFIX}{dead}-i9j0")  # named without a host tag
+    # Another host's (a container sharing /tmp): its pids mean nothing in this namespace.
+    elsewhere = made(f"{METRICS_DIR_PREFIX}00000000-{dead}-k1l2")
+    link = tmp_path / f"{metrics_dir_prefix(dead)}link"
     link.symlink_to(running)
 
     assert remove_stale_metrics_dirs(str(tmp_path)) == [str(stale)]
     assert not stale.exists()
     assert running.is_dir() and draining.is_dir() and other.is_dir() and link.is_symlink()
+    assert older.is_dir() and elsewhere.is_dir()
 
 
 def test_a_metrics_directory_named_for_no_possible_pid_is_left_alone(tmp_path: Path) -> None:
     """A name with a number past any pid (os.kill raises OverflowError, not OSError) must
     not stop the server starting: the clean-up leaves what it cannot judge alone."""
-    from infershield.server.processes import METRICS_DIR_PREFIX, remove_stale_metrics_dirs
+    from infershield.server.processes import metrics_dir_prefix, remove_stale_metrics_dirs
 
     huge = 2**64
-    named = tmp_path / f"{METRICS_DIR_PREFIX}{huge}-a1b2"
+    named = tmp_path / f"{metrics_dir_prefix(huge)}a1b2"
     named.mkdir()
-    holding = tmp_path / f"{METRICS_DIR_PREFIX}{os.getpid()}-c3d4"
+    holding = tmp_path / f"{metrics_dir_prefix()}c3d4"
     holding.mkdir()
     (holding / f"counter_{huge}.db").write_bytes(b"")
 

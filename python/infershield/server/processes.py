@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import os
 import re
@@ -63,9 +64,12 @@ START_TIMEOUT_S = 300.0
 BACKOFF_S = 0.5
 BACKOFF_MAX_S = 30.0
 BACKOFF_RESET_S = 30.0
-#: The supervisor's metrics directory: this prefix, its pid, a random suffix.
+#: The supervisor's metrics directory: this prefix, a tag of the host's name, its pid, a
+#: random suffix. The tag keeps a supervisor from judging a directory that another host (a
+#: container in another pid namespace sharing the same /tmp) made: its pids mean nothing here.
 METRICS_DIR_PREFIX = "infershield-metrics-"
-_METRICS_DIR = re.compile(re.escape(METRICS_DIR_PREFIX) + r"(\d+)-\w+")
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_METRICS_DIR = re.compile(re.escape(METRICS_DIR_PREFIX) + r"([0-9a-f]{8})-(\d+)-\w+")
 #: A prometheus_client multiprocess file: ``counter_<pid>.db``, ``gauge_livesum_<pid>.db``...
 _METRICS_FILE = re.compile(r".+_(\d+)\.db")
 #: What a failed spawn raises (fork or exec failing, no file descriptors for the pipe).
@@ -410,7 +414,7 @@ def supervise(config: Config, command: Sequence[str] | None = None) -> int:
         Policy.from_config(config).close()
         _warn_per_process(config, count)
         remove_stale_metrics_dirs()
-        metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
+        metrics_dir = tempfile.mkdtemp(prefix=metrics_dir_prefix())
         sup = Supervisor(
             config,
             command=command or [sys.executable, *sys.orig_argv[1:]],
@@ -426,6 +430,11 @@ def supervise(config: Config, command: Sequence[str] | None = None) -> int:
         sock.close()
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def metrics_dir_prefix(pid: int | None = None) -> str:
+    """The name a supervisor's metrics directory starts with (this host, ``pid`` or ours)."""
+    return f"{METRICS_DIR_PREFIX}{_HOST_TAG}-{os.getpid() if pid is None else pid}-"
 
 
 def _alive(pid: int) -> bool:
@@ -452,7 +461,8 @@ def remove_stale_metrics_dirs(parent: str | None = None) -> list[str]:
     """Remove the metrics directories that supervisors killed by SIGKILL (no ``finally``)
     left in ``parent`` (the temporary directory); returns those removed.
 
-    Only a directory (not a link) of this user, named for a supervisor that is gone, and
+    Only a directory (not a link) of this user, named for a supervisor of this host that is
+    gone, and
     with no file of a live process in it (its children drain after it dies, and write
     there until they exit). Anything unreadable is left alone."""
     parent = parent if parent is not None else tempfile.gettempdir()
@@ -463,13 +473,13 @@ def remove_stale_metrics_dirs(parent: str | None = None) -> list[str]:
         return removed
     for entry in entries:
         m = _METRICS_DIR.fullmatch(entry.name)
-        if m is None:
+        if m is None or m.group(1) != _HOST_TAG:
             continue
         try:
             st = entry.stat(follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
                 continue
-            if any(_alive(pid) for pid in (int(m.group(1)), *_users(entry.path))):
+            if any(_alive(pid) for pid in (int(m.group(2)), *_users(entry.path))):
                 continue
         except OSError:
             continue
