@@ -305,3 +305,20 @@ class TcpProxy:
         if self._thread is not None:
             self._thread.join(5)
         self._loop.close()
+
+
+#: Bytes that do not parse as any request (a length-delimited field cut short).
+UNPARSEABLE = b"\x0a\xff"
+
+
+def assert_refused_unparseable(channel: Any, service: str, method: str) -> None:
+    """``service/method`` answers :data:`UNPARSEABLE` with INVALID_ARGUMENT in the firewall's
+    own words, not UNKNOWN with the parser's exception."""
+    import grpc
+    import pytest
+
+    with pytest.raises(grpc.RpcError) as err:
+        channel.unary_unary(f"/{service}/{method}")(UNPARSEABLE, timeout=10)
+    e: Any = err.value
+    assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert e.details() == f"the request is not a readable {method}Request"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent import futures
-from typing import Any
 
 import grpc
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from firewall_support import config_data, free_port, write_config
+from firewall_support import assert_refused_unparseable, config_data, free_port, write_config
 from infershield.server.app import ServerThread
 
 
@@ -61,9 +60,5 @@ def test_an_unparseable_request_is_invalid_argument_without_internals(
     the firewall's own words, not UNKNOWN with the parser's exception, and nothing upstream."""
     upstream, channel = served
     upstream.asked.clear()
-    with pytest.raises(grpc.RpcError) as err:
-        channel.unary_unary(f"/infershield.v1.Firewall/{method}")(b"\x0a\xff", timeout=10)
-    e: Any = err.value
-    assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert e.details() == f"the request is not a readable {method}Request"
+    assert_refused_unparseable(channel, "infershield.v1.Firewall", method)
     assert not upstream.asked
