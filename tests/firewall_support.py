@@ -322,3 +322,31 @@ def assert_refused_unparseable(channel: Any, service: str, method: str) -> None:
     e: Any = err.value
     assert e.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert e.details() == f"the request is not a readable {method}Request"
+
+
+@contextlib.contextmanager
+def firewall_in_front(upstream: Any, config_path: Path, *, port: int = 0,
+                      **config: Any) -> Iterator[Any]:
+    """A gRPC server for the generic handler ``upstream`` (a Triton stand-in) and a firewall
+    in front of it (listening on ``port``, else a free one; ``config`` goes to
+    :func:`config_data`, e.g. ``policy`` or ``limits``); yields a channel to the firewall."""
+    from concurrent import futures
+
+    import grpc
+
+    from infershield.server.app import ServerThread
+
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((upstream,))
+    triton = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    cfg = write_config(config_path, config_data(
+        f"127.0.0.1:{port or free_port()}", upstream=f"triton://127.0.0.1:{triton}", **config))
+    st = ServerThread(cfg)
+    channel = grpc.insecure_channel(f"127.0.0.1:{st.start()}")
+    try:
+        yield channel
+    finally:
+        channel.close()
+        st.stop(grace=0.1)
+        server.stop(None)

@@ -50,6 +50,16 @@ def _stream_handler(stream: Any) -> Any:
         response_serializer=pb.ModelStreamInferResponse.SerializeToString)
 
 
+def _stream_call(channel: Any) -> Any:
+    """The client side of ``ModelStreamInfer`` on ``channel``."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    return channel.stream_stream(
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelStreamInferResponse.FromString)
+
+
 def test_each_blocked_request_logs_one_line_without_the_prompt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -111,10 +121,7 @@ def test_a_request_blocked_inside_a_stream_logs_one_line_and_is_told_in_band(
 
         async with _serving(interceptor, "inference.GRPCInferenceService", "ModelStreamInfer",
                             _stream_handler(stream)) as ch:
-            call = ch.stream_stream(
-                "/inference.GRPCInferenceService/ModelStreamInfer",
-                request_serializer=pb.ModelInferRequest.SerializeToString,
-                response_deserializer=pb.ModelStreamInferResponse.FromString)
+            call = _stream_call(ch)
             reqs = [pb.ModelInferRequest(id=i, model_name="m") for i in ("ok1", "bad", "ok2")]
             return [r async for r in call(iter(reqs), timeout=5)]
 
@@ -160,10 +167,7 @@ def test_a_caller_quarantined_by_a_block_inside_its_stream_is_cut_off() -> None:
         got: list[str] = []
         async with _serving(interceptor, "inference.GRPCInferenceService", "ModelStreamInfer",
                             _stream_handler(stream)) as ch:
-            call = ch.stream_stream(
-                "/inference.GRPCInferenceService/ModelStreamInfer",
-                request_serializer=pb.ModelInferRequest.SerializeToString,
-                response_deserializer=pb.ModelStreamInferResponse.FromString)
+            call = _stream_call(ch)
 
             async def reqs() -> Any:
                 for i in ("ok1", "bad"):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from concurrent import futures
 
 import grpc
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from firewall_support import assert_refused_unparseable, config_data, free_port, write_config
-from infershield.server.app import ServerThread
+from firewall_support import assert_refused_unparseable, firewall_in_front
 
 
 class _Upstream(grpc.GenericRpcHandler):
@@ -34,22 +32,8 @@ class _Upstream(grpc.GenericRpcHandler):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Upstream, grpc.Channel]]:
     upstream = _Upstream()
-    server = grpc.server(futures.ThreadPoolExecutor(2))
-    server.add_generic_rpc_handlers((upstream,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    cfg = write_config(
-        tmp_path_factory.mktemp("own") / "config.yaml",
-        config_data(f"127.0.0.1:{free_port()}", upstream=f"triton://127.0.0.1:{port}"),
-    )
-    st = ServerThread(cfg)
-    channel = grpc.insecure_channel(f"127.0.0.1:{st.start()}")
-    try:
+    with firewall_in_front(upstream, tmp_path_factory.mktemp("own") / "config.yaml") as channel:
         yield upstream, channel
-    finally:
-        channel.close()
-        st.stop(grace=0.1)
-        server.stop(None)
 
 
 @pytest.mark.parametrize("method", ["Infer", "Scan"])

@@ -8,7 +8,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +21,9 @@ from firewall_support import (
     LEAK,
     TEST_POLICY,
     assert_refused_unparseable,
-    config_data,
+    firewall_in_front,
     free_port,
-    write_config,
 )
-from infershield.server.app import ServerThread
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -118,27 +115,9 @@ def _serving(
     """The Triton stand-in and a firewall in front of it with ``policy`` (on ``port``, else
     a free one, and with config ``sections``, such as ``limits``)."""
     upstream = _Upstream()
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    server.add_generic_rpc_handlers((upstream,))
-    triton = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    cfg = write_config(
-        tmp / "config.yaml",
-        config_data(
-            f"127.0.0.1:{port or free_port()}", upstream=f"triton://127.0.0.1:{triton}",
-            policy=policy,
-            **sections,
-        ),
-    )
-    st = ServerThread(cfg)
-    shield = st.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{shield}")
-    try:
+    with firewall_in_front(upstream, tmp / "config.yaml", port=port, policy=policy,
+                           **sections) as channel:
         yield upstream, channel
-    finally:
-        channel.close()
-        st.stop(grace=0.1)
-        server.stop(None)
 
 
 @pytest.fixture(scope="module")
