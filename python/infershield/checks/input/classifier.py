@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
-from infershield.checks.input.content import content_view, sentence_units
+from infershield.checks.input.content import UNIT_MIN_WORDS, content_view, sentence_units
 from infershield.config import Config, bounded, check_bounds
 from infershield.detectors.remote import DetectorUnavailable
 from infershield.errors import ConfigError, LimitExceeded
@@ -99,6 +99,13 @@ class ClassifierOptions:
     #: scores the syntax of a JSON request as suspicious whatever it carries, while an attack
     #: inside still reads as an attack. The verdict's ``view`` is then ``content``.
     content: bool = True
+    #: Judge decoded content on its own: the text of each readable base64, hex or URL blob
+    #: (and the segment that ROT13 or reversal decoding changed) is scored as a text of its
+    #: own, at the text's threshold, besides the canonical view that decodes it in place.
+    #: What was hidden is judged by what it says and cannot be diluted by the words around
+    #: it ("Reference data for the ticket: <base64 of an attack>"), while an innocent
+    #: encoded text scores as it would in clear. Costs nothing when the text has no blob.
+    decoded: bool = True
     #: Localised scoring: when the judged view has two sentence units or more (sentences and
     #: lines of at least four words), each unit is also scored on its own, so benign padding
     #: around an attack cannot dilute it; one unit at or above ``unit_threshold`` blocks.
@@ -124,6 +131,8 @@ class ClassifierCheck(Check):
     REASON_ATTACK = "classifier: attack probability {score:.3f} >= {threshold:.3f}"
     REASON_UNIT = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
                    "in sentence unit {unit} of {units}")
+    REASON_DECODED = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
+                      "in decoded content ({kind})")
     REASON_TOO_LONG = "classifier: text exceeds the window limit"
     REASON_UNAVAILABLE = "classifier: detector unavailable, blocked (fail closed): {error}"
 
@@ -237,7 +246,9 @@ class ClassifierCheck(Check):
                     view = "canonical"
             units = [u for u in (normalize(u) for u in units) if u.strip()]
         texts = [ctx.text] if view == "original" else [ctx.text, judged]
-        return _Plan(view, texts + units, len(texts))
+        decoded = _decoded_parts(ctx, judged) if o.decoded else []
+        return _Plan(view, texts + [t for _, t in decoded] + units, len(texts),
+                     tuple(k for k, _ in decoded))
 
     def _decide(self, plan: _Plan, scores: Sequence[float | None]) -> Verdict:
         """The verdict from the plan's scores (None: a text too long to score)."""
@@ -245,15 +256,20 @@ class ClassifierCheck(Check):
             return self._too_long()
         own = float(scores[0] or 0.0)
         score = float(scores[plan.n_views - 1] or 0.0)
-        units = [float(s or 0.0) for s in scores[plan.n_views:]]
+        cut = plan.n_views + len(plan.decoded)
+        decoded = [float(s or 0.0) for s in scores[plan.n_views:cut]]
+        units = [float(s or 0.0) for s in scores[cut:]]
         return self._verdict(own, score if plan.view != "original" else None,
-                             view=plan.view, units=units)
+                             view=plan.view, units=units,
+                             decoded=list(zip(plan.decoded, decoded, strict=True)))
 
     def _verdict(self, score: float, judged: float | None = None, *, view: str = "canonical",
-                 units: Sequence[float] = ()) -> Verdict:
-        """Block when the judged view's score reaches the threshold, or one unit's reaches the
-        (stricter) unit threshold. ``judged`` is the score of the view judged in place of the
-        text itself (content, not form); None when the text is judged as written."""
+                 units: Sequence[float] = (),
+                 decoded: Sequence[tuple[str, float]] = ()) -> Verdict:
+        """Block when the judged view's score reaches the threshold, a decoded part's
+        (``(kind, score)`` pairs) does, or one unit's reaches the (stricter) unit threshold.
+        ``judged`` is the score of the view judged in place of the text itself (content, not
+        form); None when the text is judged as written."""
         details: list[tuple[str, str]] = []
         if judged is not None:
             details += [("view", view), ("original_score", f"{score:.3f}")]
@@ -261,6 +277,16 @@ class ClassifierCheck(Check):
         else:
             view = "original"
         score = min(max(score, 0.0), 1.0)
+        if decoded:
+            kind, best_decoded = max(decoded, key=lambda d: d[1])
+            best_decoded = min(max(best_decoded, 0.0), 1.0)
+            details.append(("decoded_score", f"{best_decoded:.3f}"))
+            if best_decoded >= self.threshold and score < self.threshold:
+                details.append(("decoded", kind))
+                reason = self.REASON_DECODED.format(score=best_decoded,
+                                                    threshold=self.threshold, kind=kind)
+                return self.block(reason, best_decoded, categories=self.categories,
+                                  details=tuple(details))
         unit_hit = -1
         if units:
             best = max(range(len(units)), key=units.__getitem__)
@@ -382,6 +408,58 @@ def _unit_threshold(option: float | None, meta: dict[str, Any], threshold: float
     return cut
 
 
+#: At most this many decoded parts are scored per text (each is a forward pass).
+MAX_DECODED_PARTS = 8
+#: Decoding transforms that rewrite a segment in place without reporting where it was.
+_SEGMENT_DECODERS = ("rot13", "reversed")
+
+
+def _decoded_parts(ctx: CheckContext, judged: str) -> list[tuple[str, str]]:
+    """``(kind, text)`` of what the native analysis decoded from ``ctx.text``, each folded
+    like the canonical view: readable blobs, and the segment that ROT13 or reversal
+    decoding changed. Parts under :data:`UNIT_MIN_WORDS` words, or that are the judged view
+    itself (already scored), are left out."""
+    from infershield.native import analysis_for, normalize
+
+    a = analysis_for(ctx)
+    found: list[tuple[str, str]] = [(b.kind, b.decoded) for b in a.blobs if b.decoded.strip()]
+    seg = [t for t in a.transforms if t in _SEGMENT_DECODERS]
+    if seg:
+        found.append((seg[0], _changed_segment(_squash(ctx.text), a.normalized)))
+    seen = {_squash(judged)}
+    out: list[tuple[str, str]] = []
+    for kind, raw in found:
+        part = normalize(raw) if kind not in _SEGMENT_DECODERS else raw
+        key = _squash(part)
+        if len(key.split()) < UNIT_MIN_WORDS or key in seen:
+            continue
+        seen.add(key)
+        out.append((kind, part))
+        if len(out) == MAX_DECODED_PARTS:
+            break
+    return out
+
+
+def _changed_segment(before: str, after: str) -> str:
+    """The words of ``after`` that differ from ``before``: what lies between their common
+    prefix and common suffix, widened to whole words."""
+    if before == after:
+        return ""
+    n = min(len(before), len(after))
+    start = 0
+    while start < n and before[start] == after[start]:
+        start += 1
+    end = 0
+    while end < n - start and before[-1 - end] == after[-1 - end]:
+        end += 1
+    stop = len(after) - end
+    while start > 0 and not after[start - 1].isspace():
+        start -= 1
+    while stop < len(after) and not after[stop].isspace():
+        stop += 1
+    return after[start:stop].strip()
+
+
 def _squash(text: str) -> str:
     """``text`` lowercased with its whitespace runs made single spaces (what the tokenizer
     sees alike)."""
@@ -391,11 +469,14 @@ def _squash(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What one text costs: ``texts`` = the text, the view judged in its place (when
-    ``view`` is not ``original``), then the view's sentence units; ``n_views`` = 1 or 2."""
+    ``view`` is not ``original``), the decoded parts, then the view's sentence units;
+    ``n_views`` = 1 or 2."""
 
     view: str
     texts: list[str]
     n_views: int
+    #: The kind of each decoded part (``base64``, ``rot13`` …), scored after the views.
+    decoded: tuple[str, ...] = ()
 
 
 def _model_dir(model: str, config: Config) -> Path:

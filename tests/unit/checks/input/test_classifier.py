@@ -137,6 +137,34 @@ def test_buried_attack_is_blocked_by_the_model_alone(check: ClassifierCheck) -> 
         units.close()
 
 
+_OVERRIDE = ATTACK_TEXTS[3]
+_PREFIX = "Reference data for the ticket: "
+
+
+@pytest.mark.parametrize("kind", ["base64", "rot13"])
+def test_an_encoded_attack_is_judged_by_what_it_decodes_to(check: ClassifierCheck,
+                                                            kind: str) -> None:
+    """Decoded in place, the attack shares its window with the words around it and is
+    diluted below the threshold; its decoded text, scored on its own, is not."""
+    import base64
+    import codecs
+
+    payload = (base64.b64encode(_OVERRIDE.encode()).decode() if kind == "base64"
+               else codecs.encode(_OVERRIDE, "rot13"))
+    ctx = CheckContext(text=_PREFIX + payload)
+    verdict = check.check(ctx)
+    assert verdict.blocked and dict(verdict.details)["decoded"] == kind, verdict
+    assert "decoded content" in verdict.reason
+    in_place = ClassifierCheck("classifier", replace(check.options, decoded=False),
+                               check.model.model_dir)
+    try:
+        assert not in_place.check(ctx).blocked  # the canonical view alone misses it
+    finally:
+        in_place.close()
+    benign = base64.b64encode(BENIGN[1].encode()).decode()
+    assert not check.check(CheckContext(text=_PREFIX + benign)).blocked
+
+
 @pytest.fixture(scope="session")
 def default_input(shipped_cache: Path) -> Iterator[Pipeline]:
     cfg = load_config(default_policy_path(), env={}, overrides={"cache_dir": str(shipped_cache)})
