@@ -362,3 +362,74 @@ def test_an_open_stream_ends_once_abuse_control_quarantines_its_caller() -> None
 
     asyncio.run(main())
     assert handled == ["before"]
+
+
+def test_an_open_stream_reads_a_quarantine_set_by_another_replica_through_redis(
+        redis_server: Any) -> None:
+    """Two replicas share a real Redis: a quarantine that replica B sets ends the stream the
+    caller holds open on replica A, and A asks Redis about it at most once a second, not
+    once per message."""
+    import dataclasses
+    import time
+
+    from tritonclient.grpc import service_pb2 as pb
+
+    from infershield.abuse.control import AbuseControl
+    from infershield.abuse.limiter import REMOTE_RECHECK_S
+    from infershield.config import RateLimitConfig
+
+    cfg = Config(ratelimit=RateLimitConfig(backend="redis", redis_url=redis_server.url,
+                                           redis_timeout_s=1.0))
+    replica_a = AbuseControl.from_config(cfg, replica="a")
+    replica_b = AbuseControl.from_config(dataclasses.replace(cfg), replica="b")
+    asked: list[float] = []
+    store = replica_a.limits.store
+    real = store.quarantined_for
+
+    async def counted(caller: str) -> float:
+        asked.append(time.monotonic())
+        left: float = await real(caller)
+        return left
+
+    store.quarantined_for = counted  # type: ignore[method-assign]
+    handled: list[str] = []
+
+    async def stream(requests: Any, context: Any) -> Any:
+        async for req in requests:
+            handled.append(req.id)
+            yield pb.ModelStreamInferResponse(
+                infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
+
+    async def main() -> float:
+        server, port = await _stream_server(replica_a, stream)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                call = ch.stream_stream(
+                    "/inference.GRPCInferenceService/ModelStreamInfer",
+                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                    response_deserializer=pb.ModelStreamInferResponse.FromString)(timeout=20)
+                opened = time.monotonic()
+                for i in range(40):  # a busy stream: 40 messages, Redis asked a few times
+                    await call.write(pb.ModelInferRequest(id=f"m{i}", model_name="m"))
+                    assert (await call.read()).infer_response.id == f"m{i}"
+                busy_s = time.monotonic() - opened
+                n_busy = len(asked)
+                await replica_b.limits.quarantine("ipv4:127.0.0.1", 60.0)
+                await asyncio.sleep(REMOTE_RECHECK_S + 0.2)
+                await call.write(pb.ModelInferRequest(id="after", model_name="m"))
+                await call.done_writing()
+                with pytest.raises(grpc.aio.AioRpcError) as ei:
+                    while (await call.read()) is not grpc.aio.EOF:
+                        pass
+                assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
+                assert "quarantined after anomalous behaviour" in (ei.value.details() or "")
+                # Admission asks once as the stream opens; the watch at most once a second.
+                assert n_busy <= 1 + int(busy_s / REMOTE_RECHECK_S) + 1, (n_busy, busy_s)
+                return busy_s
+        finally:
+            await server.stop(0)
+            await replica_a.close()
+            await replica_b.close()
+
+    asyncio.run(main())
+    assert "after" not in handled and len(handled) == 40
