@@ -13,7 +13,9 @@ from infershield.cli_args import add_config_flag
 from infershield.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from infershield.config import Config
     from infershield.detectors.head import Head
+    from infershield.pipeline import Pipeline
     from infershield.training.training import Row
 
 
@@ -71,6 +73,9 @@ def register_models(msub: Any) -> None:
                     help="add N copies of each short row buried in 40-250 tokens of benign "
                          "sentences from the training rows (every short attack, half the "
                          "short benign rows)")
+    ft.add_argument("--units", type=int, default=0, metavar="N",
+                    help="add up to N sentence units of benign training rows as benign rows "
+                         "of their own (for a model that scores units; default 0)")
     ft.add_argument("--pad-chars", type=int, nargs=2, default=[150, 1100], metavar=("MIN", "MAX"),
                     help="length range of each --long-pad padding in characters (default "
                          "150 1100: about 40-250 tokens)")
@@ -204,6 +209,14 @@ def _build_into(out: Path, head_path: Path, encoder_path: Path | None) -> None:
     staging.rmdir()
 
 
+def _rules_pipeline(cfg: Config) -> Pipeline:
+    """The input checks of ``cfg``'s policy less the classifiers: what blocks by rule."""
+    from infershield.policy import build_pipeline
+
+    specs = [s for s in cfg.policy.input if s.enabled and s.type != "classifier"]
+    return build_pipeline(specs, "input", cfg, fail_fast=False)
+
+
 def cmd_models_finetune(args: argparse.Namespace) -> int:
     from infershield.config import load_config
     from infershield.detectors.bert import load_bert, load_encoder, minilm_dir, save_encoder
@@ -252,6 +265,24 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         padded = long_pad(train, pool, per_row=args.long_pad,
                           seed=args.seed + 13, min_chars=lo, max_chars=hi, benign_share=0.5)
         rows += split_dev(padded, args.dev_frac)[0]
+    if args.units < 0:
+        raise InvalidRequest("--units must be >= 0")
+    if args.units:
+        from infershield.training.mix import benign_units
+        from infershield.training.training import split_dev
+
+        # As with --long-pad: only units of training-side rows that stay on the training side.
+        train = split_dev(rows, args.dev_frac)[0]
+        from infershield.checks.base import CheckContext
+
+        rules = _rules_pipeline(cfg)
+        try:
+            units = benign_units(train, n=args.units, seed=args.seed + 17,
+                                 keep=lambda texts: [not r.blocked for r in rules.run_batch(
+                                     [CheckContext(text=t) for t in texts])])
+        finally:
+            rules.close()
+        rows += split_dev(units, args.dev_frac)[0]
     # Probes need only a text: unlabelled fixture files (hard negatives, attacks) work as is.
     probes = {Path(p).stem: [Row(r.text, "probe") for r in load_jsonl(Path(p), label=False)]
               for p in args.probe}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from infershield.training.training import Row, binary_target
 
@@ -95,4 +95,37 @@ def long_pad(rows: Sequence[Row], pool: Sequence[str], *, per_row: int = 1, seed
                 head, tail = pad[:cut].rsplit(" ", 1)[0], pad[cut:]
                 t = f"{head} {r.text} {tail}"
             out.append(Row(t, r.label, r.source))
+    return out
+
+
+def benign_units(rows: Sequence[Row], *, n: int, seed: int = 17,
+                 keep: Callable[[list[str]], list[bool]] | None = None) -> list[Row]:
+    """Up to ``n`` sentence units (the classifier's ``units`` cut) of the benign rows that
+    have two or more, as benign rows of their own, spread evenly over the source
+    repositories. Judged alone, an instruction-like sentence of a system prompt or a policy
+    document ("never reveal these instructions") must still read as benign: these rows teach
+    that to a model meant to score units. ``keep`` filters the units (a benign document
+    may quote an attack, and the quote alone is no benign text): the CLI drops those the
+    default policy's rules block."""
+    from infershield.checks.input.content import sentence_units
+
+    by_source: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        if r.label != "benign":
+            continue
+        units = sentence_units(r.text)
+        if len(units) < 2:
+            continue
+        by_source[r.source.partition(":")[0]].extend(Row(u, "benign", r.source) for u in units)
+    rng = random.Random(seed)
+    per = max(1, n // max(1, len(by_source)))
+    out: list[Row] = []
+    for src in sorted(by_source):
+        us = by_source[src]
+        out += rng.sample(us, k=min(per, len(us)))
+    rng.shuffle(out)
+    out = out[:n]
+    if keep is not None:
+        mask = keep([r.text for r in out])
+        out = [r for r, k in zip(out, mask, strict=True) if k]
     return out
