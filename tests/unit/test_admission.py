@@ -79,6 +79,45 @@ async def _stream_server(abuse: Any, stream: Any, infer: Any = None) -> tuple[An
     await server.start()
     return server, port
 
+
+def _echo_stream(handled: list[str]) -> Any:
+    """A ModelStreamInfer handler that answers each request with its id and notes the id."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    async def stream(requests: Any, context: Any) -> Any:
+        async for req in requests:
+            handled.append(req.id)
+            yield pb.ModelStreamInferResponse(
+                infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
+
+    return stream
+
+
+def _open_stream(ch: grpc.aio.Channel, *, timeout: float) -> Any:
+    """A ModelStreamInfer call on ``ch``, open for writing."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    return ch.stream_stream(
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+        request_serializer=pb.ModelInferRequest.SerializeToString,
+        response_deserializer=pb.ModelStreamInferResponse.FromString)(timeout=timeout)
+
+
+
+async def _refused_as_quarantined(call: Any, request_id: str) -> None:
+    """Send one more request on the open stream ``call``: the stream must end
+    PERMISSION_DENIED for a quarantined caller."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    await call.write(pb.ModelInferRequest(id=request_id, model_name="m"))
+    await call.done_writing()
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        while (await call.read()) is not grpc.aio.EOF:
+            pass
+    assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "quarantined after anomalous behaviour" in (ei.value.details() or "")
+
+
 def test_sheds_past_queue_keeps_health_and_pins_policy() -> None:
     async def main() -> None:
         old = FakePolicy("old")
@@ -332,30 +371,17 @@ def test_an_open_stream_ends_once_abuse_control_quarantines_its_caller() -> None
     abuse = AbuseControl.from_config(Config())
     handled: list[str] = []
 
-    async def stream(requests: Any, context: Any) -> Any:
-        async for req in requests:
-            handled.append(req.id)
-            yield pb.ModelStreamInferResponse(
-                infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
+    stream = _echo_stream(handled)
 
     async def main() -> None:
         server, port = await _stream_server(abuse, stream)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                call = ch.stream_stream(
-                    "/inference.GRPCInferenceService/ModelStreamInfer",
-                    request_serializer=pb.ModelInferRequest.SerializeToString,
-                    response_deserializer=pb.ModelStreamInferResponse.FromString)(timeout=5)
+                call = _open_stream(ch, timeout=5)
                 await call.write(pb.ModelInferRequest(id="before", model_name="m"))
                 assert (await call.read()).infer_response.id == "before"
                 await abuse.limits.quarantine("ipv4:127.0.0.1", 60.0)
-                await call.write(pb.ModelInferRequest(id="after", model_name="m"))
-                await call.done_writing()
-                with pytest.raises(grpc.aio.AioRpcError) as ei:
-                    while (await call.read()) is not grpc.aio.EOF:
-                        pass
-                assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
-                assert "quarantined after anomalous behaviour" in (ei.value.details() or "")
+                await _refused_as_quarantined(call, "after")
         finally:
             await server.stop(0)
             await abuse.close()
@@ -394,20 +420,13 @@ def test_an_open_stream_reads_a_quarantine_set_by_another_replica_through_redis(
     store.quarantined_for = counted  # type: ignore[method-assign]
     handled: list[str] = []
 
-    async def stream(requests: Any, context: Any) -> Any:
-        async for req in requests:
-            handled.append(req.id)
-            yield pb.ModelStreamInferResponse(
-                infer_response=pb.ModelInferResponse(id=req.id, model_name="m"))
+    stream = _echo_stream(handled)
 
     async def main() -> float:
         server, port = await _stream_server(replica_a, stream)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                call = ch.stream_stream(
-                    "/inference.GRPCInferenceService/ModelStreamInfer",
-                    request_serializer=pb.ModelInferRequest.SerializeToString,
-                    response_deserializer=pb.ModelStreamInferResponse.FromString)(timeout=20)
+                call = _open_stream(ch, timeout=20)
                 opened = time.monotonic()
                 for i in range(40):  # a busy stream: 40 messages, Redis asked a few times
                     await call.write(pb.ModelInferRequest(id=f"m{i}", model_name="m"))
@@ -416,13 +435,7 @@ def test_an_open_stream_reads_a_quarantine_set_by_another_replica_through_redis(
                 n_busy = len(asked)
                 await replica_b.limits.quarantine("ipv4:127.0.0.1", 60.0)
                 await asyncio.sleep(REMOTE_RECHECK_S + 0.2)
-                await call.write(pb.ModelInferRequest(id="after", model_name="m"))
-                await call.done_writing()
-                with pytest.raises(grpc.aio.AioRpcError) as ei:
-                    while (await call.read()) is not grpc.aio.EOF:
-                        pass
-                assert ei.value.code() is grpc.StatusCode.PERMISSION_DENIED
-                assert "quarantined after anomalous behaviour" in (ei.value.details() or "")
+                await _refused_as_quarantined(call, "after")
                 # Admission asks once as the stream opens; the watch at most once a second.
                 assert n_busy <= 1 + int(busy_s / REMOTE_RECHECK_S) + 1, (n_busy, busy_s)
                 return busy_s

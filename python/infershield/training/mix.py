@@ -13,9 +13,11 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from infershield.training.training import Row, binary_target
 
+_T = TypeVar("_T")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -48,14 +50,19 @@ def padding_pool(rows: Sequence[Row], *, n: int = 4000, seed: int = 11) -> list[
             s = s.strip()
             if 30 <= len(s) <= 300:
                 by_source[r.source.partition(":")[0]].append(s)
-    rng = random.Random(seed)
+    return _spread(by_source, n, random.Random(seed))
+
+
+def _spread(by_source: dict[str, list[_T]], n: int, rng: random.Random) -> list[_T]:
+    """About ``n`` items drawn evenly from each source's list (all of a smaller one), in a
+    seeded random order."""
     per = max(1, n // max(1, len(by_source)))
-    pool: list[str] = []
+    out: list[_T] = []
     for src in sorted(by_source):
-        ss = by_source[src]
-        pool += rng.sample(ss, k=min(per, len(ss)))
-    rng.shuffle(pool)
-    return pool
+        items = by_source[src]
+        out += rng.sample(items, k=min(per, len(items)))
+    rng.shuffle(out)
+    return out
 
 
 def _padding(rng: random.Random, pool: Sequence[str], chars: int) -> str:
@@ -117,14 +124,7 @@ def benign_units(rows: Sequence[Row], *, n: int, seed: int = 17,
         if len(units) < 2:
             continue
         by_source[r.source.partition(":")[0]].extend(Row(u, "benign", r.source) for u in units)
-    rng = random.Random(seed)
-    per = max(1, n // max(1, len(by_source)))
-    out: list[Row] = []
-    for src in sorted(by_source):
-        us = by_source[src]
-        out += rng.sample(us, k=min(per, len(us)))
-    rng.shuffle(out)
-    out = out[:n]
+    out = _spread(by_source, n, random.Random(seed))[:n]
     if keep is not None:
         mask = keep([r.text for r in out])
         out = [r for r, k in zip(out, mask, strict=True) if k]

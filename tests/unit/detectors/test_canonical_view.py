@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,19 @@ def model_dir(tmp_path: Path) -> Path:
 def _check(model_dir: Path, canonical: bool = True, units: bool = False) -> ClassifierCheck:
     return ClassifierCheck("classifier", ClassifierOptions(
         providers=("cpu",), canonical=canonical, prefilter="none", units=units), model_dir)
+
+
+def _same_in_batch_single_and_async(check: ClassifierCheck,
+                                    texts: list[str]) -> list[tuple[bool, Any]]:
+    """``(blocked, details)`` of each text, asserted equal through ``check_batch``, ``check``
+    and ``acheck``."""
+    batch = check.check_batch([CheckContext(text=t) for t in texts])
+    single = [check.check(CheckContext(text=t)) for t in texts]
+    asynced = [asyncio.run(check.acheck(CheckContext(text=t))) for t in texts]
+    want = [(v.blocked, v.details) for v in single]
+    assert [(v.blocked, v.details) for v in batch] == want
+    assert [(v.blocked, v.details) for v in asynced] == want
+    return want
 
 
 def test_leetspeak_attack_is_caught_in_the_canonical_view(model_dir: Path) -> None:
@@ -106,12 +120,7 @@ def test_sentence_units_are_scored_with_a_stricter_cut(model_dir: Path) -> None:
                  '{"a": "one two three four.\\nfive six seven eight."}',
                  "one two three four. five six seven eight.",
                  "1nj3ct one two three. four five six seven."]
-        batch = check.check_batch([CheckContext(text=t) for t in texts])
-        single = [check.check(CheckContext(text=t)) for t in texts]
-        asynced = [asyncio.run(check.acheck(CheckContext(text=t))) for t in texts]
-        want = [(v.blocked, v.details) for v in single]
-        assert [(v.blocked, v.details) for v in batch] == want
-        assert [(v.blocked, v.details) for v in asynced] == want
+        want = _same_in_batch_single_and_async(check, texts)
         assert want[0][0] and not want[2][0] and want[3][0]
     finally:
         check.close()
@@ -176,12 +185,7 @@ def test_decoded_blobs_are_judged_on_their_own(model_dir: Path) -> None:
         assert not miss.blocked and dict(miss.details)["decoded_score"] == "0.300"
         benign = base64.b64encode(b"alpha beta gamma delta epsilon").decode()
         texts = [text, f"one two three four {benign}", blob, "one two three four"]
-        batch = check.check_batch([CheckContext(text=t) for t in texts])
-        single = [check.check(CheckContext(text=t)) for t in texts]
-        asynced = [asyncio.run(check.acheck(CheckContext(text=t))) for t in texts]
-        want = [(v.blocked, v.details) for v in single]
-        assert [(v.blocked, v.details) for v in batch] == want
-        assert [(v.blocked, v.details) for v in asynced] == want
+        want = _same_in_batch_single_and_async(check, texts)
         assert want[0][0] and not want[1][0] and want[2][0]
         # a text that is one blob: its decoded text is the canonical view, scored once
         assert check._plan(CheckContext(text=blob)).decoded == ()
