@@ -125,14 +125,20 @@ def test_buried_attack_raises_the_score_of_its_window(check: ClassifierCheck) ->
 
 
 def test_buried_attack_is_blocked_by_the_model_alone(check: ClassifierCheck) -> None:
-    """Mean pooling over a 256-token window dilutes the injected sentence below the threshold;
-    its sentence unit, scored alone (``units``, off by default), does not."""
-    assert not check.check(CheckContext(text=_BURIED)).blocked  # the window alone misses
+    """The shipped model was trained on attacks buried in benign padding: its window holding
+    the injected sentence blocks, although mean pooling shares the window with the padding
+    (the model before it scored this 0.0). Its sentence unit, scored alone (``units``, off by
+    default), blocks as well."""
+    verdict = check.check(CheckContext(text=_BURIED))
+    assert verdict.blocked and "sentence unit" not in verdict.reason
     units = ClassifierCheck("classifier", replace(check.options, units=True),
                             check.model.model_dir)
     try:
-        verdict = units.check(CheckContext(text=_BURIED))
-        assert verdict.blocked and "sentence unit" in verdict.reason
+        assert units._verdict(0.0, units=[0.0, 1.0]).blocked
+        assert units.check(CheckContext(text=_BURIED)).blocked
+        plan = units._plan(CheckContext(text=_BURIED))
+        unit_scores = units.batcher.score_each(plan.texts[plan.n_views:])
+        assert max(unit_scores) >= units.unit_threshold  # the injected unit, on its own
     finally:
         units.close()
 
@@ -144,25 +150,21 @@ _PREFIX = "Reference data for the ticket: "
 @pytest.mark.parametrize("kind", ["base64", "rot13"])
 def test_an_encoded_attack_is_judged_by_what_it_decodes_to(check: ClassifierCheck,
                                                             kind: str) -> None:
-    """Decoded in place, the attack shares its window with the words around it and is
-    diluted below the threshold; its decoded text, scored on its own, is not."""
+    """The decoded text is also scored on its own (a lead-in around it cannot dilute it):
+    the attack's decoded part reaches the threshold by itself, and a benign text behind the
+    same lead-in and encoding passes."""
     import base64
     import codecs
 
-    payload = (base64.b64encode(_OVERRIDE.encode()).decode() if kind == "base64"
-               else codecs.encode(_OVERRIDE, "rot13"))
-    ctx = CheckContext(text=_PREFIX + payload)
-    verdict = check.check(ctx)
-    assert verdict.blocked and dict(verdict.details)["decoded"] == kind, verdict
-    assert "decoded content" in verdict.reason
-    in_place = ClassifierCheck("classifier", replace(check.options, decoded=False),
-                               check.model.model_dir)
-    try:
-        assert not in_place.check(ctx).blocked  # the canonical view alone misses it
-    finally:
-        in_place.close()
-    benign = base64.b64encode(BENIGN[1].encode()).decode()
-    assert not check.check(CheckContext(text=_PREFIX + benign)).blocked
+    def encode(text: str) -> str:
+        return (base64.b64encode(text.encode()).decode() if kind == "base64"
+                else codecs.encode(text, "rot13"))
+
+    verdict = check.check(CheckContext(text=_PREFIX + encode(_OVERRIDE)))
+    assert verdict.blocked, verdict
+    assert float(dict(verdict.details)["decoded_score"]) >= check.threshold
+    benign = check.check(CheckContext(text=_PREFIX + encode(BENIGN[1])))
+    assert not benign.blocked and float(dict(benign.details)["decoded_score"]) < 0.5
 
 
 @pytest.fixture(scope="session")
