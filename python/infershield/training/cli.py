@@ -239,6 +239,8 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         raise InvalidRequest("--attention-heads and --ffn-size must be >= 0")
     if not 0.0 <= args.distill_weight <= 1.0:
         raise InvalidRequest("--distill-weight must be in [0, 1]")
+    if args.units < 0:
+        raise InvalidRequest("--units must be >= 0")
     if args.teacher and not Path(args.teacher, "model.onnx").is_file():
         raise InvalidRequest(f"--teacher {args.teacher}: no model.onnx there")
     cfg = load_config(args.config)
@@ -265,16 +267,13 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         padded = long_pad(train, pool, per_row=args.long_pad,
                           seed=args.seed + 13, min_chars=lo, max_chars=hi, benign_share=0.5)
         rows += split_dev(padded, args.dev_frac)[0]
-    if args.units < 0:
-        raise InvalidRequest("--units must be >= 0")
     if args.units:
+        from infershield.checks.base import CheckContext
         from infershield.training.mix import benign_units
         from infershield.training.training import split_dev
 
         # As with --long-pad: only units of training-side rows that stay on the training side.
         train = split_dev(rows, args.dev_frac)[0]
-        from infershield.checks.base import CheckContext
-
         rules = _rules_pipeline(cfg)
         try:
             units = benign_units(train, n=args.units, seed=args.seed + 17,
