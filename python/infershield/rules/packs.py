@@ -61,10 +61,14 @@ VALIDATORS: tuple[str, ...] = (
     "credential", "url_credentials", "cli_credentials", "private_key", "putty_key",
 )
 Mode = Literal["signature", "span"]
+#: What a ``discussion`` rule lowers: every lone attack match of the text (``text``), or only
+#: attack matches that overlap one of its own matches (``match``: a guard clause excuses the
+#: attack phrase it contains, not one written next to it).
+Scope = Literal["text", "match"]
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _PACK_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _RULE_KEYS = {"id", "category", "severity", "pattern", "flags", "examples", "description",
-              "validator", "kind"}
+              "validator", "kind", "scope"}
 _PACK_KEYS = {"pack", "description", "mode", "defaults", "rules"}
 
 
@@ -85,6 +89,7 @@ class Rule:
     validator: str = "none"
     kind: str = ""
     description: str = ""
+    scope: Scope = "text"
 
     @property
     def score(self) -> float:
@@ -275,8 +280,13 @@ def _build_rule(
         raise ConfigError(f"{where}: examples must be a mapping with 'match' and 'no_match'")
     pos = _examples(examples.get("match"), f"{where}: examples.match")
     neg = _examples(examples.get("no_match"), f"{where}: examples.no_match")
+    scope = raw.get("scope", "text")
+    if scope not in ("text", "match"):
+        raise ConfigError(f"{where}: scope must be one of ['text', 'match'], got {scope!r}")
+    if scope != "text" and category != "discussion":
+        raise ConfigError(f"{where}: only discussion rules have a scope")
     return Rule(rid, pack, category, severity, pattern, flags, pos, neg, mode, validator,
-                kind, desc)
+                kind, desc, scope)
 
 
 def _examples(value: Any, where: str) -> tuple[str, ...]:
