@@ -61,10 +61,11 @@ VALIDATORS: tuple[str, ...] = (
     "credential", "url_credentials", "cli_credentials", "private_key", "putty_key",
 )
 Mode = Literal["signature", "span"]
-#: What a ``discussion`` rule lowers: every lone attack match of the text (``text``), or only
+#: What a ``discussion`` rule lowers: every lone attack match of the text (``text``), only
 #: attack matches that overlap one of its own matches (``match``: a guard clause excuses the
-#: attack phrase it contains, not one written next to it).
-Scope = Literal["text", "match"]
+#: attack phrase it contains, not one written next to it), or those in the same sentence as
+#: one of its matches (``sentence``: "how do I detect prompts like ...").
+Scope = Literal["text", "match", "sentence"]
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _PACK_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _RULE_KEYS = {"id", "category", "severity", "pattern", "flags", "examples", "description",
@@ -281,8 +282,9 @@ def _build_rule(
     pos = _examples(examples.get("match"), f"{where}: examples.match")
     neg = _examples(examples.get("no_match"), f"{where}: examples.no_match")
     scope = raw.get("scope", "text")
-    if scope not in ("text", "match"):
-        raise ConfigError(f"{where}: scope must be one of ['text', 'match'], got {scope!r}")
+    if scope not in ("text", "match", "sentence"):
+        raise ConfigError(
+            f"{where}: scope must be one of ['text', 'match', 'sentence'], got {scope!r}")
     if scope != "text" and category != "discussion":
         raise ConfigError(f"{where}: only discussion rules have a scope")
     return Rule(rid, pack, category, severity, pattern, flags, pos, neg, mode, validator,

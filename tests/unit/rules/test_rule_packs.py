@@ -58,7 +58,7 @@ def test_multilingual_covers_at_least_five_languages() -> None:
         (GOOD_RULE + "    colour: red\n", "mine.hello: unknown field"),
         (GOOD_RULE.replace("id: mine.hello", "id: Hello"), "id must look like"),
         (GOOD_RULE + GOOD_RULE, "mine.hello: duplicate id"),
-        (GOOD_RULE + "    scope: sentence\n", "mine.hello: scope must be one of"),
+        (GOOD_RULE + "    scope: paragraph\n", "mine.hello: scope must be one of"),
         (GOOD_RULE + "    scope: match\n", "mine.hello: only discussion rules have a scope"),
     ],
 )
