@@ -16,8 +16,9 @@ Severity policy:
   a quoted high-severity phrase scores but does not block, while a critical one still
   blocks. A discussion rule excuses only attack phrases in its scope: inside its own match
   (a guard clause, ``scope: match``), or in its sentence of a short message and anywhere in
-  a document of ``DOCUMENT_CHARS`` or more (``scope: sentence``). Three or more distinct attack rules are never lowered: a real payload wrapped in
-  a security question still carries many signals.
+  a document of ``DOCUMENT_CHARS`` or more (``scope: sentence``). Three or more distinct
+  attack rules are never lowered: a real payload wrapped in a security question still
+  carries many signals.
 * The check BLOCKs at ``block_severity`` and above; below it the verdict ALLOWs with the
   score, which the pipeline still reports.
 
