@@ -159,20 +159,25 @@ class SignatureCheck(Check):
         attack = [i for i in matched if i < self._n_attack]
         if not scoped or not attack:
             return matched  # nothing to excuse, or nothing that could
-        spans = [m.span() if self.rules[i].scope == "match" else
-                 _sentence(text, *m.span()) if len(text) < DOCUMENT_CHARS else (0, len(text))
+        as_written = all(matched[i] == "original" for i in attack)
+        if len(text) >= DOCUMENT_CHARS and any(self.rules[i].scope == "sentence" for i in scoped):
+            # A document that discusses attacks: the discussion covers all of it.
+            return matched if as_written else self._unscoped(matched)
+        if not as_written or len(text) > MAX_OFFSET_CHARS:
+            # Python's re backtracks: it never runs over a long text.
+            return self._unscoped(matched)
+        spans = [m.span() if self.rules[i].scope == "match" else _sentence(text, *m.span())
                  for i in scoped if (rx := self._offsets[i]) is not None
                  for m in rx.finditer(text)]
 
         def excused(i: int) -> bool:
             rx = self._offsets[i]
-            if matched[i] != "original" or rx is None:
-                return False
-            found = [m.span() for m in rx.finditer(text)]
+            found = [m.span() for m in rx.finditer(text)] if rx is not None else []
             return bool(found) and all(any(a < e and s < b for s, e in spans) for a, b in found)
 
-        if all(excused(i) for i in attack):
-            return matched
+        return matched if all(excused(i) for i in attack) else self._unscoped(matched)
+
+    def _unscoped(self, matched: dict[int, str]) -> dict[int, str]:
         return {i: v for i, v in matched.items() if i not in self._scoped}
 
     def assess(self, matched: set[int] | dict[int, str]) -> _Assessment:
@@ -229,6 +234,9 @@ class SignatureCheck(Check):
 #: words that frame them. A shorter message is one utterance, where "How do I defend against
 #: this?" excuses only its own sentence, not an attack written before it.
 DOCUMENT_CHARS = 500
+#: Match offsets (Python's re) are looked for only in texts up to this long; in a longer one
+#: a match-scoped marker excuses nothing.
+MAX_OFFSET_CHARS = 20_000
 
 _SENTENCE_END = re.compile(r"[.!?\n]")
 
