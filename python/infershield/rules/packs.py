@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 import yaml
 
@@ -281,10 +281,7 @@ def _build_rule(
         raise ConfigError(f"{where}: examples must be a mapping with 'match' and 'no_match'")
     pos = _examples(examples.get("match"), f"{where}: examples.match")
     neg = _examples(examples.get("no_match"), f"{where}: examples.no_match")
-    scope = raw.get("scope", "text")
-    if scope not in ("text", "match", "sentence"):
-        raise ConfigError(
-            f"{where}: scope must be one of ['text', 'match', 'sentence'], got {scope!r}")
+    scope = cast(Scope, field_str("scope", get_args(Scope)) if "scope" in raw else "text")
     if scope != "text" and category != "discussion":
         raise ConfigError(f"{where}: only discussion rules have a scope")
     return Rule(rid, pack, category, severity, pattern, flags, pos, neg, mode, validator,

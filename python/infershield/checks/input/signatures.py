@@ -127,8 +127,10 @@ class SignatureCheck(Check):
         # report; Python's re finds them on the rare text where such a rule fires.
         self._scoped = frozenset(i for i, r in enumerate(self.rules)
                                  if i >= self._n_attack and r.scope != "text")
-        self._offsets: dict[int, re.Pattern[str] | None] = (
-            {i: _python_re(r) for i, r in enumerate(self.rules)} if self._scoped else {})
+        # Only the rules _scope looks at: the attack rules and the scoped markers.
+        self._offsets: dict[int, re.Pattern[str] | None] = {
+            i: _python_re(r) for i, r in enumerate(self.rules)
+            if i < self._n_attack or i in self._scoped} if self._scoped else {}
 
     @classmethod
     def from_config(cls, name: str, options: SignatureOptions, config: Config) -> SignatureCheck:
