@@ -359,6 +359,9 @@ def shares_windows(a: SequenceClassifier, b: SequenceClassifier) -> bool:
 
 # ---------------------------------------------------------------------- cascade
 
+#: The shortest prefilter piece: below this a piece holds too little text to judge.
+MIN_PIECE_TOKENS = 16
+
 
 @dataclass(frozen=True, slots=True)
 class CascadeWindows:
@@ -385,13 +388,29 @@ class Cascade:
     alone would allow (``clear_below`` must not exceed the blocking threshold); it misses an
     attack only when the fast model clears every window in which the main model sees it, and
     the cut is chosen on held-out data so that such misses stay rare.
+
+    With ``piece_tokens`` (shared windows only), a window of more than that many tokens is
+    screened by its pieces instead: the fast model scores consecutive pieces of
+    ``piece_tokens`` tokens (the last one ends at the window's end) and the window goes to the
+    main model when any piece reaches ``piece_clear``. The small model dilutes an attack in a
+    long window far more than the main model does: an attack padded with benign text scored
+    below the cut as a whole window, while the piece that holds it does not. Pieces cost
+    about what the window did (the same tokens, shorter attention).
     """
 
     def __init__(self, fast: SequenceClassifier, main: SequenceClassifier,
-                 clear_below: float) -> None:
+                 clear_below: float, *, piece_tokens: int = 0,
+                 piece_clear: float | None = None) -> None:
         if not 0.0 <= clear_below < 1.0:
             raise ConfigError(f"prefilter clear_below must be in [0, 1), got {clear_below}")
+        piece_clear = clear_below if piece_clear is None else piece_clear
+        if not 0.0 <= piece_clear < 1.0:
+            raise ConfigError(f"prefilter piece_clear must be in [0, 1), got {piece_clear}")
+        if piece_tokens and not MIN_PIECE_TOKENS <= piece_tokens < main.window:
+            raise ConfigError(f"prefilter piece_tokens must be 0 or in [{MIN_PIECE_TOKENS}, "
+                              f"window {main.window}), got {piece_tokens}")
         self.fast, self.main, self.clear_below = fast, main, clear_below
+        self.piece_tokens, self.piece_clear = piece_tokens, piece_clear
         self.model_dir = main.model_dir
         # Same tokenizer and windows: tokenise once and hand both models the same windows.
         self.shared_windows = shares_windows(fast, main)
@@ -428,13 +447,44 @@ class Cascade:
             return scores
         flat = [w for ws in per_text for w in ws.main]
         owner = owners([len(ws) for ws in per_text])
-        probs = self.fast.window_probs(flat)
+        probs = self._fast_screen(flat) if self.piece_tokens else self.fast.window_probs(flat)
         hot = np.flatnonzero(probs >= self.clear_below)
         if hot.size:
             probs[hot] = self.main.window_probs([flat[i] for i in hot])
         escalated = int(np.unique(owner[hot]).size)
         self._count(len(per_text) - escalated, escalated, int(hot.size))
         return max_per_text(probs, owner, len(per_text))
+
+    def _fast_screen(self, flat: Sequence[list[int]]) -> F32:
+        """The fast model's score per window, on a scale where ``clear_below`` is the cut: a
+        short window's own score; a long one's best piece, mapped so that ``piece_clear``
+        lands on ``clear_below`` (a cleared window's score stays below the cut)."""
+        pre, suf = self.fast._prefix, self.fast._suffix
+        body = [len(w) - len(pre) - len(suf) for w in flat]
+        short = [i for i, n in enumerate(body) if n <= self.piece_tokens]
+        probs = np.zeros(len(flat), np.float32)
+        if short:
+            probs[short] = self.fast.window_probs([flat[i] for i in short])
+        pieces: list[list[int]] = []
+        owner: list[int] = []
+        for i, n in enumerate(body):
+            if n > self.piece_tokens:
+                w = flat[i]
+                for s in window_starts(n, self.piece_tokens, self.piece_tokens):
+                    pieces.append(pre + w[len(pre) + s : len(pre) + s + self.piece_tokens] + suf)
+                    owner.append(i)
+        if pieces:
+            best = np.zeros(len(flat), np.float32)
+            np.maximum.at(best, np.asarray(owner, np.int64), self.fast.window_probs(pieces))
+            longs = np.asarray([i for i, n in enumerate(body) if n > self.piece_tokens])
+            b = best[longs]
+            # Piecewise-linear map from the piece scale to the window scale, monotone, with
+            # piece_clear -> clear_below, so one comparison below decides for both.
+            lo, hi = self.piece_clear, self.clear_below
+            probs[longs] = np.where(
+                b < lo, b * (hi / lo) if lo > 0 else hi,
+                hi + (b - lo) * ((1.0 - hi) / (1.0 - lo))).astype(np.float32)
+        return probs
 
     def _count(self, cleared: int, escalated: int, windows: int = 0) -> None:
         with self._lock:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from infershield.checks.base import CheckContext
@@ -15,7 +17,7 @@ from infershield.detectors.runtime import Cascade, RuntimeOptions, SequenceClass
 from infershield.errors import ConfigError, LimitExceeded
 from infershield.policy import build_pipeline
 from infershield.verdict import Decision
-from tiny_model import build_tiny_classifier, filler  # type: ignore[import-not-found]
+from tiny_model import WORDS, build_tiny_classifier, filler  # type: ignore[import-not-found]
 
 TEXTS = ["w1 w2", "w1 inject w3", "w4 jailbreak", filler(30), filler(30) + " inject", "w9"]
 
@@ -207,3 +209,106 @@ def test_calibrate_prefilter_cli_writes_the_cut_into_the_head(
     assert out["caught"] == 3 and out["lost"] == 0
     assert out["clear_below"] == pytest.approx(float(fast[:3].min()), rel=1e-5)
     assert Head.load(head_path).meta == {"note": "kept", "clear_below": f"{out['clear_below']:.6g}"}
+
+
+# ---------------------------------------------------------------- pieces of long windows
+
+
+class _Diluting(SequenceClassifier):
+    """A fast model whose score padding dilutes, like the real small one: four times the
+    share of ``inject`` among a window's tokens. It records the body length it scored."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.seen: list[int] = []  # the constructor's warm-up scores a window too
+        super().__init__(model_dir)
+
+    def window_probs(self, windows: Sequence[list[int]]) -> npt.NDArray[np.float32]:
+        inj = WORDS.index("inject")
+        out = []
+        for w in windows:
+            body = w[len(self._prefix) : len(w) - len(self._suffix)]
+            self.seen.append(len(body))
+            out.append(min(1.0, 4.0 * body.count(inj) / max(len(body), 1)))
+        return np.asarray(out, np.float32)
+
+
+@pytest.fixture(scope="module")
+def wide_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("wide")
+    return (build_tiny_classifier(root / "main", max_positions=64),
+            build_tiny_classifier(root / "fast", max_positions=64,
+                                  meta={"clear_below": 0.3, "piece_tokens": 16,
+                                        "piece_clear_below": 0.2}))
+
+
+def _wide(dirs: tuple[Path, Path]) -> tuple[_Diluting, SequenceClassifier]:
+    fast = _Diluting(dirs[1])
+    fast.seen.clear()
+    return fast, SequenceClassifier(dirs[0])
+
+
+PADDED = filler(20) + " inject " + filler(30)  # one window of 51 tokens
+
+
+def test_pieces_catch_an_attack_the_fast_model_dilutes(wide_dirs: tuple[Path, Path]) -> None:
+    fast, main = _wide(wide_dirs)
+    whole = Cascade(fast, main, clear_below=0.3)
+    assert whole.score([PADDED])[0] < 0.3  # 4/51 of the window: cleared, main never asked
+    assert fast.seen == [51]
+    fast.seen.clear()
+    pieces = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.2)
+    got = pieces.score([PADDED])[0]
+    assert got == pytest.approx(main.score([PADDED])[0], rel=1e-6) and got > 0.99
+    # The fast model saw pieces of at most 16 tokens covering the window, never the window.
+    assert max(fast.seen) == 16 and sum(fast.seen) >= 51 and 51 not in fast.seen
+    assert (pieces.cleared, pieces.escalated) == (0, 1)
+
+
+def test_short_windows_are_screened_whole(wide_dirs: tuple[Path, Path]) -> None:
+    fast, main = _wide(wide_dirs)
+    cascade = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.2)
+    got = cascade.score(["w1 inject w2", "w1 w2 w3"])
+    assert fast.seen == [3, 3]
+    assert got[0] > 0.99 and got[1] < 0.3
+
+
+def test_a_cleared_long_window_stays_below_the_cut(wide_dirs: tuple[Path, Path]) -> None:
+    fast, main = _wide(wide_dirs)
+    # Pieces score 4/16 = 0.25: above clear_below, below piece_clear, so cleared; the score
+    # it keeps must still read as cleared (below clear_below), never as an attack.
+    cascade = Cascade(fast, main, clear_below=0.1, piece_tokens=16, piece_clear=0.5)
+    got = cascade.score([PADDED])[0]
+    assert got < 0.1
+    assert (cascade.cleared, cascade.escalated) == (1, 0)
+
+
+@pytest.mark.parametrize(("tokens", "clear", "match"), [
+    (8, 0.2, "piece_tokens"), (64, 0.2, "piece_tokens"), (16, 1.0, "piece_clear"),
+    (16, -0.1, "piece_clear")])
+def test_piece_settings_out_of_range_are_config_errors(
+        wide_dirs: tuple[Path, Path], tokens: int, clear: float, match: str) -> None:
+    fast, main = _wide(wide_dirs)
+    with pytest.raises(ConfigError, match=match):
+        Cascade(fast, main, clear_below=0.3, piece_tokens=tokens, piece_clear=clear)
+
+
+def test_check_reads_the_piece_settings_from_the_fast_model(
+        wide_dirs: tuple[Path, Path], tmp_path: Path) -> None:
+    main_dir, fast_dir = wide_dirs
+    for opts, want in [(ClassifierOptions(threshold=0.6), (16, 0.2)),
+                       (ClassifierOptions(threshold=0.6, prefilter_pieces=0), (0, 0.2)),
+                       (ClassifierOptions(threshold=0.6, prefilter_piece_clear=0.4), (16, 0.4))]:
+        chk = ClassifierCheck("clf", opts, main_dir, fast_dir)
+        try:
+            assert chk.cascade is not None
+            assert (chk.cascade.piece_tokens, chk.cascade.piece_clear) == want
+            assert chk.check(CheckContext(text=PADDED)).decision is Decision.BLOCK
+        finally:
+            chk.close()
+    with pytest.raises(ConfigError, match="prefilter_piece_clear"):
+        ClassifierCheck("clf", ClassifierOptions(threshold=0.6, prefilter_piece_clear=0.7),
+                        main_dir, fast_dir)
+    bad = build_tiny_classifier(tmp_path / "bad", max_positions=64,
+                                meta={"clear_below": 0.3, "piece_tokens": "many"})
+    with pytest.raises(ConfigError, match="piece_tokens"):
+        ClassifierCheck("clf", ClassifierOptions(threshold=0.6), main_dir, bad)

@@ -85,6 +85,14 @@ class ClassifierOptions:
     prefilter: str = "auto"
     #: The prefilter's clearing cut; ``None`` = the fast model's recommended ``clear_below``.
     prefilter_clear: float | None = bounded(None, ge=0.0, le=1.0)
+    #: Screen a window longer than this many tokens by its pieces of this size (any piece at
+    #: or above ``prefilter_piece_clear`` sends the window to ``model``), so that padding
+    #: cannot dilute an attack below the small model's cut; ``None`` = the fast model's
+    #: recommended ``piece_tokens`` (none: whole windows), 0 = whole windows.
+    prefilter_pieces: int | None = bounded(None, ge=0)
+    #: The cut for pieces; ``None`` = the fast model's ``piece_clear_below``, else
+    #: ``prefilter_clear``.
+    prefilter_piece_clear: float | None = bounded(None, ge=0.0, le=1.0)
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
     #: Judge the native normaliser's canonical view of the text (confusables, full-width and
@@ -185,7 +193,17 @@ class ClassifierCheck(Check):
             if not 0.0 <= clear <= self.threshold:
                 raise ConfigError(
                     f"prefilter_clear {clear} must be in [0, threshold {self.threshold}]")
-            self.cascade = Cascade(fast, self.model, clear)
+            pieces = o.prefilter_pieces
+            if pieces is None:
+                pieces = _meta_number(fast.meta, "piece_tokens", int, 0)
+            piece_clear = o.prefilter_piece_clear
+            if piece_clear is None:
+                piece_clear = _meta_number(fast.meta, "piece_clear_below", float, clear)
+            if not 0.0 <= piece_clear <= self.threshold:
+                raise ConfigError(f"prefilter_piece_clear {piece_clear} must be in "
+                                  f"[0, threshold {self.threshold}]")
+            self.cascade = Cascade(fast, self.model, clear, piece_tokens=pieces,
+                                   piece_clear=piece_clear)
             self.scorer = self.cascade
         self.batcher = MicroBatcher(self.scorer, max_batch=o.max_batch,
                                     max_wait_ms=o.max_wait_ms)
@@ -406,6 +424,18 @@ def _unit_threshold(option: float | None, meta: dict[str, Any], threshold: float
     if not threshold <= cut <= 1.0:
         raise ConfigError(f"unit_threshold {cut} must be in [threshold {threshold}, 1]")
     return cut
+
+
+def _meta_number(meta: dict[str, Any], key: str, kind: type[int] | type[float],
+                 default: float) -> Any:
+    """A number from a model's ``meta``, ``default`` when absent; a bad value is a
+    ConfigError (a prefilter must never weaken screening silently)."""
+    if key not in meta:
+        return default
+    try:
+        return kind(meta[key])
+    except (TypeError, ValueError):
+        raise ConfigError(f"prefilter {key} {meta[key]!r} is not a number") from None
 
 
 #: At most this many decoded parts are scored per text (each is a forward pass).
