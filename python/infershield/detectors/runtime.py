@@ -359,6 +359,18 @@ def shares_windows(a: SequenceClassifier, b: SequenceClassifier) -> bool:
 
 # ---------------------------------------------------------------------- cascade
 
+
+def _meta_number(meta: dict[str, Any], key: str, kind: type[int] | type[float],
+                 default: float | None = None) -> Any:
+    """A number from a model's ``meta`` (``default`` when absent); a bad value is a
+    ConfigError, so a prefilter never weakens screening silently."""
+    if key not in meta:
+        return default
+    try:
+        return kind(meta[key])
+    except (TypeError, ValueError):
+        raise ConfigError(f"prefilter {key} {meta[key]!r} is not a number") from None
+
 #: The shortest prefilter piece: below this a piece holds too little text to judge.
 MIN_PIECE_TOKENS = 16
 
@@ -418,6 +430,24 @@ class Cascade:
         self.cleared = 0  # texts answered by the fast model alone
         self.escalated = 0  # texts the main model scored (some or all of their windows)
         self.windows_escalated = 0  # windows the main model scored (shared windows only)
+
+    @classmethod
+    def from_meta(cls, fast: SequenceClassifier, main: SequenceClassifier, *,
+                  clear_below: float | None = None, piece_tokens: int | None = None,
+                  piece_clear: float | None = None) -> Cascade:
+        """A cascade whose unset settings come from the fast model's ``meta``
+        (``clear_below``, ``piece_tokens``, ``piece_clear_below``); a missing cut or a value
+        that is not a number is a ConfigError."""
+        if clear_below is None:
+            if "clear_below" not in fast.meta:
+                raise ConfigError(f"prefilter {fast.model_dir} has no recommended clear_below: "
+                                  "set prefilter_clear")
+            clear_below = _meta_number(fast.meta, "clear_below", float)
+        if piece_tokens is None:
+            piece_tokens = _meta_number(fast.meta, "piece_tokens", int, 0)
+        if piece_clear is None:
+            piece_clear = _meta_number(fast.meta, "piece_clear_below", float, clear_below)
+        return cls(fast, main, clear_below, piece_tokens=piece_tokens, piece_clear=piece_clear)
 
     def windows_each(self, texts: Sequence[str]) -> list[CascadeWindows | LimitExceeded]:
         """Both models' windows per text, or the LimitExceeded of either model."""

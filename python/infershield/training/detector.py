@@ -213,7 +213,7 @@ def padding_probe(model_dir: Path, prefilter_dir: Path | None, attacks: Sequence
     scorer: Any = main
     if prefilter_dir is not None:
         fast = SequenceClassifier(prefilter_dir, opts)
-        scorer = Cascade(fast, main, float(fast.meta["clear_below"]))
+        scorer = Cascade.from_meta(fast, main)  # the cut and pieces the fast model ships
 
     def pad(n: int, offset: int) -> str:
         return " ".join(filler[(offset + i) % len(filler)] for i in range(n))

@@ -181,29 +181,13 @@ class ClassifierCheck(Check):
         if prefilter_dir is not None:
             # The fast model names its own labels; only the window follows the main model.
             fast = SequenceClassifier(prefilter_dir, replace(runtime, attack_labels=()))
-            clear = o.prefilter_clear
-            if clear is None:
-                try:
-                    clear = float(fast.meta["clear_below"])
-                except (KeyError, TypeError, ValueError):
-                    raise ConfigError(
-                        f"prefilter {prefilter_dir} has no recommended clear_below: "
-                        "set prefilter_clear"
-                    ) from None
-            if not 0.0 <= clear <= self.threshold:
-                raise ConfigError(
-                    f"prefilter_clear {clear} must be in [0, threshold {self.threshold}]")
-            pieces = o.prefilter_pieces
-            if pieces is None:
-                pieces = _meta_number(fast.meta, "piece_tokens", int, 0)
-            piece_clear = o.prefilter_piece_clear
-            if piece_clear is None:
-                piece_clear = _meta_number(fast.meta, "piece_clear_below", float, clear)
-            if not 0.0 <= piece_clear <= self.threshold:
-                raise ConfigError(f"prefilter_piece_clear {piece_clear} must be in "
-                                  f"[0, threshold {self.threshold}]")
-            self.cascade = Cascade(fast, self.model, clear, piece_tokens=pieces,
-                                   piece_clear=piece_clear)
+            self.cascade = Cascade.from_meta(
+                fast, self.model, clear_below=o.prefilter_clear,
+                piece_tokens=o.prefilter_pieces, piece_clear=o.prefilter_piece_clear)
+            for what, cut in (("prefilter_clear", self.cascade.clear_below),
+                              ("prefilter_piece_clear", self.cascade.piece_clear)):
+                if cut > self.threshold:
+                    raise ConfigError(f"{what} {cut} must be in [0, threshold {self.threshold}]")
             self.scorer = self.cascade
         self.batcher = MicroBatcher(self.scorer, max_batch=o.max_batch,
                                     max_wait_ms=o.max_wait_ms)
@@ -424,18 +408,6 @@ def _unit_threshold(option: float | None, meta: dict[str, Any], threshold: float
     if not threshold <= cut <= 1.0:
         raise ConfigError(f"unit_threshold {cut} must be in [threshold {threshold}, 1]")
     return cut
-
-
-def _meta_number(meta: dict[str, Any], key: str, kind: type[int] | type[float],
-                 default: float) -> Any:
-    """A number from a model's ``meta``, ``default`` when absent; a bad value is a
-    ConfigError (a prefilter must never weaken screening silently)."""
-    if key not in meta:
-        return default
-    try:
-        return kind(meta[key])
-    except (TypeError, ValueError):
-        raise ConfigError(f"prefilter {key} {meta[key]!r} is not a number") from None
 
 
 #: At most this many decoded parts are scored per text (each is a forward pass).
