@@ -371,6 +371,7 @@ def _meta_number(meta: dict[str, Any], key: str, kind: type[int] | type[float],
     except (TypeError, ValueError):
         raise ConfigError(f"prefilter {key} {meta[key]!r} is not a number") from None
 
+
 #: The shortest prefilter piece: below this a piece holds too little text to judge.
 MIN_PIECE_TOKENS = 16
 
@@ -426,6 +427,9 @@ class Cascade:
         self.model_dir = main.model_dir
         # Same tokenizer and windows: tokenise once and hand both models the same windows.
         self.shared_windows = shares_windows(fast, main)
+        if piece_tokens and not self.shared_windows:
+            raise ConfigError("prefilter pieces need a fast model that cuts text into the same "
+                              "windows as the main model (same tokenizer, window and stride)")
         self._lock = threading.Lock()
         self.cleared = 0  # texts answered by the fast model alone
         self.escalated = 0  # texts the main model scored (some or all of their windows)
@@ -444,7 +448,10 @@ class Cascade:
                                   "set prefilter_clear")
             clear_below = _meta_number(fast.meta, "clear_below", float)
         if piece_tokens is None:
-            piece_tokens = _meta_number(fast.meta, "piece_tokens", int, 0)
+            # The fast model's own recommendation applies where it can: with a main model
+            # that windows differently, the cascade screens whole texts as before.
+            piece_tokens = (_meta_number(fast.meta, "piece_tokens", int, 0)
+                            if shares_windows(fast, main) else 0)
         if piece_clear is None:
             piece_clear = _meta_number(fast.meta, "piece_clear_below", float, clear_below)
         return cls(fast, main, clear_below, piece_tokens=piece_tokens, piece_clear=piece_clear)

@@ -312,3 +312,13 @@ def test_check_reads_the_piece_settings_from_the_fast_model(
                                 meta={"clear_below": 0.3, "piece_tokens": "many"})
     with pytest.raises(ConfigError, match="piece_tokens"):
         ClassifierCheck("clf", ClassifierOptions(threshold=0.6), main_dir, bad)
+
+
+def test_pieces_need_shared_windows(tmp_path: Path, wide_dirs: tuple[Path, Path]) -> None:
+    main = SequenceClassifier(wide_dirs[0])
+    other = SequenceClassifier(build_tiny_classifier(
+        tmp_path / "f", max_positions=10, meta={"clear_below": 0.5, "piece_tokens": 16}))
+    with pytest.raises(ConfigError, match="same windows"):
+        Cascade(other, main, clear_below=0.5, piece_tokens=16)
+    # Recommended by the fast model only: not applicable, so whole texts are screened.
+    assert Cascade.from_meta(other, main).piece_tokens == 0
