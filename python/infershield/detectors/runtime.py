@@ -496,25 +496,19 @@ class Cascade:
         """The fast model's score per window, on a scale where ``clear_below`` is the cut: a
         short window's own score; a long one's best piece, mapped so that ``piece_clear``
         lands on ``clear_below`` (a cleared window's score stays below the cut)."""
-        pre, suf = self.fast._prefix, self.fast._suffix
+        pre, suf, size = self.fast._prefix, self.fast._suffix, self.piece_tokens
         body = [len(w) - len(pre) - len(suf) for w in flat]
-        short = [i for i, n in enumerate(body) if n <= self.piece_tokens]
+        longs = [i for i, n in enumerate(body) if n > size]
+        short = [i for i, n in enumerate(body) if n <= size]
         probs = np.zeros(len(flat), np.float32)
         if short:
             probs[short] = self.fast.window_probs([flat[i] for i in short])
-        pieces: list[list[int]] = []
-        owner: list[int] = []
-        for i, n in enumerate(body):
-            if n > self.piece_tokens:
-                w = flat[i]
-                for s in window_starts(n, self.piece_tokens, self.piece_tokens):
-                    pieces.append(pre + w[len(pre) + s : len(pre) + s + self.piece_tokens] + suf)
-                    owner.append(i)
-        if pieces:
-            best = np.zeros(len(flat), np.float32)
-            np.maximum.at(best, np.asarray(owner, np.int64), self.fast.window_probs(pieces))
-            longs = np.asarray([i for i, n in enumerate(body) if n > self.piece_tokens])
-            b = best[longs]
+        if longs:
+            starts = [window_starts(body[i], size, size) for i in longs]
+            pieces = [[*pre, *flat[i][len(pre) + s : len(pre) + s + size], *suf]
+                      for i, ss in zip(longs, starts, strict=True) for s in ss]
+            b = max_per_text(self.fast.window_probs(pieces), owners([len(ss) for ss in starts]),
+                             len(longs))
             # Piecewise-linear map from the piece scale to the window scale, monotone, with
             # piece_clear -> clear_below, so one comparison below decides for both.
             lo, hi = self.piece_clear, self.clear_below
