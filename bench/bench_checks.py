@@ -40,6 +40,13 @@ SUITE = "checks"
 MODEL_CHECKS: frozenset[str] = frozenset({"classifier"})
 
 
+def _as_page(text: str) -> str:
+    """``text`` as an HTML page: its sentences as paragraphs, its first words in a comment."""
+    paras = "".join(f"<p>{p}</p>" for p in text.split(". ") if p)
+    return (f'<html><body><div class="post">{paras}</div>'
+            f"<!-- {' '.join(text.split()[:12])} --></body></html>")
+
+
 def _timer(fn: Any, prompts: list[str], *, iters: int, max_seconds: float) -> dict[str, Any]:
     """Time ``fn(text)`` round-robin over ``prompts``."""
     idx = [0]
@@ -166,6 +173,15 @@ def run(
             v = _timer(units_folded, prompts, iters=iters, max_seconds=max_seconds)
             rows.append(_row("analysis", "classifier views (content + units, folded)", label,
                              size, v, base["p50_ms"]))
+            # The content view alone: on plain prompts (a scan for markup) and on the same
+            # prompts as HTML pages (parsed: the page's text and its hidden parts).
+            from infershield.checks.input.content import content
+
+            pages = [_as_page(t) for t in prompts]
+            for texts, what in ((prompts, "plain text"), (pages, "HTML page")):
+                v = _timer(content, texts, iters=iters, max_seconds=max_seconds)
+                rows.append(_row("analysis", f"content view ({what})", label, size, v,
+                                 base["p50_ms"]))
             for stage, name, check in built:
 
                 def one_check(t: str, check: Any = check, stage: str = stage) -> None:

@@ -97,8 +97,11 @@ def test_structured_text_is_judged_by_its_content(model_dir: Path) -> None:
         # unwrapped, then leet folded
         got = check.check(CheckContext(text='{"id": 7, "body": ["gamma 1nj3ct"]}'))
         assert got.blocked and dict(got.details)["view"] == "content"
-        html = "<div>\n<p>alpha beta</p>\n</div>"  # markup is judged as written
-        assert check._plan(CheckContext(text=html)).view == "original"
+        html = "<div>\n<p>alpha beta</p>\n</div>"  # a page: judged by its text
+        plan = check._plan(CheckContext(text=html))
+        assert plan.view == "content" and plan.texts[1] == "alpha beta"
+        md = "## alpha\n\n- beta"  # markdown is judged as written
+        assert check._plan(CheckContext(text=md)).view == "original"
     finally:
         check.close()
 
@@ -211,3 +214,56 @@ def test_changed_segment_is_what_decoding_rewrote(before: str, after: str, want:
     from infershield.checks.input.classifier import _changed_segment
 
     assert _changed_segment(before, after) == want
+
+
+def test_an_html_page_is_judged_by_its_text_and_its_hidden_parts_alone(model_dir: Path) -> None:
+    check = _check(model_dir)
+    try:
+        # The page's text is the judged view; the comment is also scored on its own, where
+        # the visible words cannot dilute it.
+        page = ("<div><p>one two three four five six seven eight nine ten eleven</p>"
+                "<!-- alpha beta inject gamma --></div>")
+        plan = check._plan(CheckContext(text=page))
+        assert plan.view == "content" and plan.decoded == ("html_comment",)
+        assert plan.texts[1:] == ["one two three four five six seven eight nine ten eleven\n"
+                                  "alpha beta inject gamma", "alpha beta inject gamma"]
+        benign = page.replace("inject", "delta")
+        hidden_el = ('<p>one two three four five six seven eight nine ten eleven</p>'
+                     '<span style="display:none">alpha beta inject gamma</span>')
+        assert check._plan(CheckContext(text=hidden_el)).decoded == ("html_hidden",)
+        want = _same_in_batch_single_and_async(check, [page, benign, hidden_el])
+        # (The tiny model has no dilution: the view alone already blocks "inject".)
+        assert want[0][0] and not want[1][0] and want[2][0]
+        assert dict(want[0][1])["hidden_score"] == "0.994"
+        assert float(dict(want[1][1])["hidden_score"]) < 0.5
+        # A hidden part at the threshold blocks when the view does not, and says where.
+        hit = check._verdict(0.1, 0.2, hidden=[("html_comment", 0.1), ("html_attribute", 0.9)])
+        assert hit.blocked and hit.score == 0.9
+        assert dict(hit.details)["hidden"] == "html_attribute"
+        assert "hidden page text (html_attribute)" in hit.reason
+        miss = check._verdict(0.1, 0.2, hidden=[("html_comment", 0.3)])
+        assert not miss.blocked and dict(miss.details)["hidden_score"] == "0.300"
+    finally:
+        check.close()
+    # Without the content view the page is judged as written.
+    off = ClassifierCheck("classifier", ClassifierOptions(
+        providers=("cpu",), prefilter="none", content=False), model_dir)
+    try:
+        plan = off._plan(CheckContext(text=page))
+        assert plan.view == "original" and plan.decoded == ()
+    finally:
+        off.close()
+
+
+def test_hidden_parts_past_the_cap_are_joined_never_dropped() -> None:
+    from infershield.checks.input.classifier import MAX_HIDDEN_PARTS, _hidden_parts
+
+    hidden = [("html_comment", f"comment number {i} of many") for i in range(40)]
+    hidden.append(("html_comment", "alpha beta inject gamma"))
+    parts = _hidden_parts(hidden, "the page", set())
+    assert len(parts) == MAX_HIDDEN_PARTS
+    assert "alpha beta inject gamma" in parts[-1][1]
+    # A part that is the judged view itself, or one already scored, is not scored again.
+    assert _hidden_parts([("html_comment", "The Page")], "the  page", set()) == []
+    assert _hidden_parts([("html_comment", "one two three four")], "p",
+                         {"one two three four"}) == []

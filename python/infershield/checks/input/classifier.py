@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
-from infershield.checks.input.content import UNIT_MIN_WORDS, content_view, sentence_units
+from infershield.checks.input.content import UNIT_MIN_WORDS, content, sentence_units
 from infershield.config import Config, bounded, check_bounds
 from infershield.detectors.remote import DetectorUnavailable
 from infershield.errors import ConfigError, LimitExceeded
@@ -103,9 +103,12 @@ class ClassifierOptions:
     #: the canonical view. The verdict's ``view`` detail says which view was judged, and
     #: ``original_score`` keeps the raw text's score for the audit log.
     canonical: bool = True
-    #: Judge a text that is one JSON document by its content (its string values): the model
-    #: scores the syntax of a JSON request as suspicious whatever it carries, while an attack
-    #: inside still reads as an attack. The verdict's ``view`` is then ``content``.
+    #: Judge a text that is one JSON document, or an HTML page, by its content (its string
+    #: values; the page's text): the model scores the syntax of a JSON request or a page as
+    #: suspicious whatever it carries, while an attack inside still reads as an attack. The
+    #: verdict's ``view`` is then ``content``. What the page hides from its reader (comments,
+    #: the prose of attributes, hidden elements) is also scored on its own, at the text's
+    #: threshold, so the page's visible text cannot dilute it.
     content: bool = True
     #: Judge decoded content on its own: the text of each readable base64, hex or URL blob
     #: (and the segment that ROT13 or reversal decoding changed) is scored as a text of its
@@ -141,6 +144,8 @@ class ClassifierCheck(Check):
                    "in sentence unit {unit} of {units}")
     REASON_DECODED = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
                       "in decoded content ({kind})")
+    REASON_HIDDEN = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
+                     "in hidden page text ({kind})")
     REASON_TOO_LONG = "classifier: text exceeds the window limit"
     REASON_UNAVAILABLE = "classifier: detector unavailable, blocked (fail closed): {error}"
 
@@ -228,11 +233,13 @@ class ClassifierCheck(Check):
         any) and the units of that view (if localised scoring applies)."""
         o = self.options
         view, judged = "original", ctx.text
+        hidden: tuple[tuple[str, str], ...] = ()
         if o.content:
             # Structure first, while its lines are still there; then fold what is left.
-            inner = content_view(ctx.text)
-            if inner.strip() and _squash(inner) != _squash(ctx.text):
-                view, judged = "content", inner
+            inner = content(ctx.text)
+            hidden = inner.hidden
+            if inner.text.strip() and _squash(inner.text) != _squash(ctx.text):
+                view, judged = "content", inner.text
         # Units are cut before folding (the canonical view joins lines), then folded each.
         units = sentence_units(judged) if o.units else []
         if len(units) < 2:
@@ -248,9 +255,10 @@ class ClassifierCheck(Check):
                     view = "canonical"
             units = [u for u in (normalize(u) for u in units) if u.strip()]
         texts = [ctx.text] if view == "original" else [ctx.text, judged]
-        decoded = _decoded_parts(ctx, judged) if o.decoded else []
-        return _Plan(view, texts + [t for _, t in decoded] + units, len(texts),
-                     tuple(k for k, _ in decoded))
+        parts = _decoded_parts(ctx, judged) if o.decoded else []
+        parts += _hidden_parts(hidden, judged, {_squash(t) for _, t in parts})
+        return _Plan(view, texts + [t for _, t in parts] + units, len(texts),
+                     tuple(k for k, _ in parts))
 
     def _decide(self, plan: _Plan, scores: Sequence[float | None]) -> Verdict:
         """The verdict from the plan's scores (None: a text too long to score)."""
@@ -261,15 +269,19 @@ class ClassifierCheck(Check):
         cut = plan.n_views + len(plan.decoded)
         decoded = [float(s or 0.0) for s in scores[plan.n_views:cut]]
         units = [float(s or 0.0) for s in scores[cut:]]
+        parts = list(zip(plan.decoded, decoded, strict=True))
         return self._verdict(own, score if plan.view != "original" else None,
                              view=plan.view, units=units,
-                             decoded=list(zip(plan.decoded, decoded, strict=True)))
+                             decoded=[p for p in parts if p[0] not in HIDDEN_KINDS],
+                             hidden=[p for p in parts if p[0] in HIDDEN_KINDS])
 
     def _verdict(self, score: float, judged: float | None = None, *, view: str = "canonical",
                  units: Sequence[float] = (),
-                 decoded: Sequence[tuple[str, float]] = ()) -> Verdict:
-        """Block when the judged view's score reaches the threshold, a decoded part's
-        (``(kind, score)`` pairs) does, or one unit's reaches the (stricter) unit threshold.
+                 decoded: Sequence[tuple[str, float]] = (),
+                 hidden: Sequence[tuple[str, float]] = ()) -> Verdict:
+        """Block when the judged view's score reaches the threshold, a decoded part's or a
+        hidden part's (``(kind, score)`` pairs) does, or one unit's reaches the (stricter)
+        unit threshold.
         ``judged`` is the score of the view judged in place of the text itself (content, not
         form); None when the text is judged as written."""
         details: list[tuple[str, str]] = []
@@ -288,6 +300,16 @@ class ClassifierCheck(Check):
                 reason = self.REASON_DECODED.format(score=best_decoded,
                                                     threshold=self.threshold, kind=kind)
                 return self.block(reason, best_decoded, categories=self.categories,
+                                  details=tuple(details))
+        if hidden:
+            kind, best_hidden = max(hidden, key=lambda d: d[1])
+            best_hidden = min(max(best_hidden, 0.0), 1.0)
+            details.append(("hidden_score", f"{best_hidden:.3f}"))
+            if best_hidden >= self.threshold and score < self.threshold:
+                details.append(("hidden", kind))
+                reason = self.REASON_HIDDEN.format(score=best_hidden,
+                                                   threshold=self.threshold, kind=kind)
+                return self.block(reason, best_hidden, categories=self.categories,
                                   details=tuple(details))
         unit_hit = -1
         if units:
@@ -412,6 +434,11 @@ def _unit_threshold(option: float | None, meta: dict[str, Any], threshold: float
 
 #: At most this many decoded parts are scored per text (each is a forward pass).
 MAX_DECODED_PARTS = 8
+#: At most this many hidden parts of a page are scored on their own; past that, the rest are
+#: joined into the last one (still judged, never dropped).
+MAX_HIDDEN_PARTS = 16
+#: The kinds of hidden page text (:attr:`infershield.checks.input.content.Content.hidden`).
+HIDDEN_KINDS = frozenset({"html_comment", "html_attribute", "html_hidden"})
 #: Decoding transforms that rewrite a segment in place without reporting where it was.
 _SEGMENT_DECODERS = ("rot13", "reversed")
 
@@ -439,6 +466,30 @@ def _decoded_parts(ctx: CheckContext, judged: str) -> list[tuple[str, str]]:
         out.append((kind, part))
         if len(out) == MAX_DECODED_PARTS:
             break
+    return out
+
+
+def _hidden_parts(hidden: Sequence[tuple[str, str]], judged: str,
+                  seen: set[str]) -> list[tuple[str, str]]:
+    """``(kind, text)`` of a page's hidden parts, folded like the canonical view; those that
+    are the judged view itself or a decoded part (already scored) are left out, and past
+    :data:`MAX_HIDDEN_PARTS` the rest are joined into the last."""
+    if not hidden:
+        return []
+    from infershield.native import normalize
+
+    seen = seen | {_squash(judged)}
+    out: list[tuple[str, str]] = []
+    for kind, raw in hidden:
+        part = normalize(raw)
+        key = _squash(part)
+        if key in seen or not key:
+            continue
+        seen.add(key)
+        out.append((kind, part))
+    if len(out) > MAX_HIDDEN_PARTS:
+        rest = out[MAX_HIDDEN_PARTS - 1:]
+        out[MAX_HIDDEN_PARTS - 1:] = [(rest[0][0], "\n".join(t for _, t in rest))]
     return out
 
 
@@ -471,13 +522,14 @@ def _squash(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What one text costs: ``texts`` = the text, the view judged in its place (when
-    ``view`` is not ``original``), the decoded parts, then the view's sentence units;
-    ``n_views`` = 1 or 2."""
+    ``view`` is not ``original``), the decoded parts and hidden page parts, then the view's
+    sentence units; ``n_views`` = 1 or 2."""
 
     view: str
     texts: list[str]
     n_views: int
-    #: The kind of each decoded part (``base64``, ``rot13`` …), scored after the views.
+    #: The kind of each part judged on its own (``base64``, ``rot13``, ``html_comment`` …),
+    #: scored after the views.
     decoded: tuple[str, ...] = ()
 
 
