@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from infershield.pipeline import Pipeline
     from infershield.training.training import Row
 
+#: The padding target (characters) of a ``--short-pad`` copy: pool sentences are added until
+#: it is reached, so a lead-in or tail is a sentence or two.
+SHORT_PAD_CHARS = (30, 160)
+
 
 def register_models(msub: Any) -> None:
     """Add ``models train|finetune|calibrate-prefilter`` to the ``models`` subcommand."""
@@ -72,6 +76,11 @@ def register_models(msub: Any) -> None:
     ft.add_argument("--long-pad", type=int, default=0, metavar="N",
                     help="add N copies of each short row buried in 40-250 tokens of benign "
                          "sentences from the training rows (every short attack, half the "
+                         "short benign rows)")
+    ft.add_argument("--short-pad", type=int, default=0, metavar="N",
+                    help="add N copies of each short row with a benign sentence or two (at "
+                         "least 30-160 characters) before, after or around it: a short lead-in "
+                         "must not hide an instruction either (every short attack, half the "
                          "short benign rows)")
     ft.add_argument("--units", type=int, default=0, metavar="N",
                     help="add up to N sentence units of benign training rows as benign rows "
@@ -249,7 +258,9 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         from infershield.training.written import load_written
 
         rows += load_written()
-    if args.long_pad:
+    if args.long_pad < 0 or args.short_pad < 0:
+        raise InvalidRequest("--long-pad and --short-pad must be >= 0")
+    if args.long_pad or args.short_pad:
         from infershield.training.mix import long_pad, padding_pool
         from infershield.training.training import split_dev
 
@@ -262,10 +273,16 @@ def cmd_models_finetune(args: argparse.Namespace) -> int:
         train = split_dev(rows, args.dev_frac)[0]
         pool = padding_pool(train)
         if not pool:
-            raise InvalidRequest("--long-pad needs benign training rows with sentences of "
-                                 "30-300 characters to pad with")
-        padded = long_pad(train, pool, per_row=args.long_pad,
-                          seed=args.seed + 13, min_chars=lo, max_chars=hi, benign_share=0.5)
+            raise InvalidRequest("--long-pad/--short-pad need benign training rows with "
+                                 "sentences of 30-300 characters to pad with")
+        padded = []
+        if args.long_pad:
+            padded += long_pad(train, pool, per_row=args.long_pad, seed=args.seed + 13,
+                               min_chars=lo, max_chars=hi, benign_share=0.5)
+        if args.short_pad:
+            padded += long_pad(train, pool, per_row=args.short_pad, seed=args.seed + 29,
+                               min_chars=SHORT_PAD_CHARS[0], max_chars=SHORT_PAD_CHARS[1],
+                               benign_share=0.5)
         rows += split_dev(padded, args.dev_frac)[0]
     if args.units:
         from infershield.checks.base import CheckContext

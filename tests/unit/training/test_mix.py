@@ -88,8 +88,9 @@ def test_cli_reads_every_data_file_and_applies_the_selection(tmp_path: Path) -> 
         _load_data(_args(tmp_path, per_source=-1))
 
 
-def test_finetune_long_padding_keeps_the_dev_split_unseen(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("flag", ["--long-pad", "--short-pad"])
+def test_finetune_padding_keeps_the_dev_split_unseen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str
 ) -> None:
     """The dev rows pick the threshold (target FPR) and give the dev metrics: a padded copy
     of a training row must not land in dev (the split hashes the padded text), nor a dev
@@ -116,7 +117,7 @@ def test_finetune_long_padding_keeps_the_dev_split_unseen(
 
     monkeypatch.setattr(finetune_mod, "finetune", fake)
     args = build_parser().parse_args(
-        ["models", "finetune", "--data", str(data), "--long-pad", "2"])
+        ["models", "finetune", "--data", str(data), flag, "2"])
     with pytest.raises(_Stop):
         args.func(args)
     originals = [Row(x["text"], x["label"], x["source"]) for x in lines]
@@ -130,6 +131,12 @@ def test_finetune_long_padding_keeps_the_dev_split_unseen(
     dev_sentences = {s for r in dev0 if r.label == "benign"
                      for s in re.split(r"(?<=[.!?])\s+", r.text)}
     assert not any(s in p.text for p in padded for s in dev_sentences)
+    if flag == "--short-pad":
+        # A lead-in or a tail of a sentence or two (pool sentences are 30-300 characters),
+        # not a long burial.
+        texts = [r.text for r in train0]
+        extra = [len(p.text) - max(len(t) for t in texts if t in p.text) for p in padded]
+        assert max(extra) <= 160 + 300 + 2 and min(extra) >= 30
 
 
 def test_finetune_long_padding_without_benign_sentences_is_a_clear_error(
@@ -143,7 +150,7 @@ def test_finetune_long_padding_without_benign_sentences_is_a_clear_error(
                     encoding="utf-8")
     args = build_parser().parse_args(
         ["models", "finetune", "--data", str(data), "--long-pad", "1"])
-    with pytest.raises(InvalidRequest, match="--long-pad needs benign"):
+    with pytest.raises(InvalidRequest, match="--long-pad/--short-pad need benign"):
         args.func(args)
 
 
