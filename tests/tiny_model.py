@@ -18,8 +18,10 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "inject", "jailbreak"] + [f"w{i}" for i in range(40)]
 
 
-def _tokenizer() -> Tokenizer:
-    vocab = {w: i for i, w in enumerate(WORDS)}
+def _tokenizer(punctuation: bool = False) -> Tokenizer:
+    # With ``punctuation`` the full stop is a token of its own (id after the words), so the
+    # prefilter can cut sentences; without it, it is [UNK] like any other unknown word.
+    vocab = {w: i for i, w in enumerate([*WORDS, "."] if punctuation else WORDS)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
@@ -79,15 +81,17 @@ def _graph(jailbreak: bool = True) -> onnx.ModelProto:
 
 
 def build_tiny_classifier(out: Path, *, max_positions: int = 16, jailbreak: bool = True,
-                          meta: dict[str, float] | None = None) -> Path:
+                          meta: dict[str, float] | None = None,
+                          punctuation: bool = False) -> Path:
     """Write model.onnx + tokenizer.json + config.json (HF layout) into ``out``.
 
     ``jailbreak=False`` builds a model blind to the word ``jailbreak`` (a weak prefilter);
-    ``meta`` becomes config.json's ``infershield`` section.
+    ``meta`` becomes config.json's ``infershield`` section; ``punctuation`` gives the
+    tokenizer a token for the full stop.
     """
     out.mkdir(parents=True, exist_ok=True)
     onnx.save_model(_graph(jailbreak), str(out / "model.onnx"))
-    _tokenizer().save(str(out / "tokenizer.json"))
+    _tokenizer(punctuation).save(str(out / "tokenizer.json"))
     cfg: dict[str, object] = {"id2label": {"0": "BENIGN", "1": "INJECTION", "2": "JAILBREAK"},
                               "max_position_embeddings": max_positions}
     if meta is not None:

@@ -374,6 +374,48 @@ def _meta_number(meta: dict[str, Any], key: str, kind: type[int] | type[float],
 
 #: The shortest prefilter piece: below this a piece holds too little text to judge.
 MIN_PIECE_TOKENS = 16
+#: A sentence the prefilter judges alone has at least this many tokens: a shorter sentence
+#: joins the next one (a short tail joins the last), so "Hi." or "Step 2:" is not judged alone.
+MIN_SENTENCE_TOKENS = 6
+#: What ends a sentence, where the tokenizer has it as a token of its own.
+SENTENCE_ENDS = (".", "!", "?", ";", ":", "\u3002", "\uff01", "\uff1f")
+
+
+def sentence_end_ids(tokenizer: Any) -> frozenset[int]:
+    """The ids of :data:`SENTENCE_ENDS` that ``tokenizer`` has as single tokens of their own
+    (never the unknown token): none for a tokenizer without punctuation."""
+    ids = set()
+    for mark in SENTENCE_ENDS:
+        enc = tokenizer.encode(mark, add_special_tokens=False).ids
+        if len(enc) == 1 and tokenizer.id_to_token(enc[0]) == mark:
+            ids.add(enc[0])
+    return frozenset(ids)
+
+
+def sentence_pieces(body: Sequence[int], ends: frozenset[int], size: int,
+                    min_tokens: int = MIN_SENTENCE_TOKENS) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the sentences of a window's ``body`` (token ids): spans that end at
+    a sentence-end token, at least ``min_tokens`` long (a shorter one joins the next, a short
+    tail the last); a sentence of more than ``size`` tokens is cut into consecutive pieces of
+    ``size`` (the last one ends at its end). A body without sentence ends is one sentence."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for i, t in enumerate(body):
+        if t in ends and i + 1 - start >= min_tokens:
+            spans.append((start, i + 1))
+            start = i + 1
+    if start < len(body):
+        if spans and len(body) - start < min_tokens:
+            spans[-1] = (spans[-1][0], len(body))
+        else:
+            spans.append((start, len(body)))
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        if b - a > size:
+            out += [(a + s, a + s + size) for s in window_starts(b - a, size, size)]
+        else:
+            out.append((a, b))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,11 +451,20 @@ class Cascade:
     long window far more than the main model does: an attack padded with benign text scored
     below the cut as a whole window, while the piece that holds it does not. Pieces cost
     about what the window did (the same tokens, shorter attention).
+
+    With ``sentence_clear`` as well (pieces on), every window of two sentences or more is also
+    judged sentence by sentence (:func:`sentence_pieces`), and goes to the main model when
+    one sentence reaches ``sentence_clear``: an attack after one benign sentence, or amid
+    padding, fills neither a short window nor a 64-token piece, while its own sentence reads
+    as an attack. Sentences get a stricter cut than pieces (the small model flags single
+    everyday instructions more often), and they double the fast model's work on a window.
+    The main model still judges the whole window.
     """
 
     def __init__(self, fast: SequenceClassifier, main: SequenceClassifier,
                  clear_below: float, *, piece_tokens: int = 0,
-                 piece_clear: float | None = None) -> None:
+                 piece_clear: float | None = None,
+                 sentence_clear: float | None = None) -> None:
         if not 0.0 <= clear_below < 1.0:
             raise ConfigError(f"prefilter clear_below must be in [0, 1), got {clear_below}")
         piece_clear = clear_below if piece_clear is None else piece_clear
@@ -422,14 +473,21 @@ class Cascade:
         if piece_tokens and not MIN_PIECE_TOKENS <= piece_tokens < main.window:
             raise ConfigError(f"prefilter piece_tokens must be 0 or in [{MIN_PIECE_TOKENS}, "
                               f"window {main.window}), got {piece_tokens}")
+        if sentence_clear is not None and not 0.0 <= sentence_clear < 1.0:
+            raise ConfigError(f"prefilter sentence_clear must be in [0, 1), got {sentence_clear}")
+        if sentence_clear is not None and not piece_tokens:
+            raise ConfigError("prefilter sentences need pieces (piece_tokens)")
         self.fast, self.main, self.clear_below = fast, main, clear_below
         self.piece_tokens, self.piece_clear = piece_tokens, piece_clear
+        self.sentence_clear = sentence_clear
         self.model_dir = main.model_dir
         # Same tokenizer and windows: tokenise once and hand both models the same windows.
         self.shared_windows = shares_windows(fast, main)
         if piece_tokens and not self.shared_windows:
             raise ConfigError("prefilter pieces need a fast model that cuts text into the same "
                               "windows as the main model (same tokenizer, window and stride)")
+        self._ends = (sentence_end_ids(fast.tokenizer) if sentence_clear is not None
+                      else frozenset[int]())
         self._lock = threading.Lock()
         self.cleared = 0  # texts answered by the fast model alone
         self.escalated = 0  # texts the main model scored (some or all of their windows)
@@ -438,10 +496,12 @@ class Cascade:
     @classmethod
     def from_meta(cls, fast: SequenceClassifier, main: SequenceClassifier, *,
                   clear_below: float | None = None, piece_tokens: int | None = None,
-                  piece_clear: float | None = None) -> Cascade:
+                  piece_clear: float | None = None, sentences: bool = True,
+                  sentence_clear: float | None = None) -> Cascade:
         """A cascade whose unset settings come from the fast model's ``meta``
-        (``clear_below``, ``piece_tokens``, ``piece_clear_below``); a missing cut or a value
-        that is not a number is a ConfigError."""
+        (``clear_below``, ``piece_tokens``, ``piece_clear_below``, ``sentence_clear_below``);
+        a missing cut or a value that is not a number is a ConfigError. ``sentences=False``
+        turns sentence screening off; pieces off turn it off too."""
         if clear_below is None:
             if "clear_below" not in fast.meta:
                 raise ConfigError(f"prefilter {fast.model_dir} has no recommended clear_below: "
@@ -454,7 +514,12 @@ class Cascade:
                             if shares_windows(fast, main) else 0)
         if piece_clear is None:
             piece_clear = _meta_number(fast.meta, "piece_clear_below", float, clear_below)
-        return cls(fast, main, clear_below, piece_tokens=piece_tokens, piece_clear=piece_clear)
+        if not sentences or not piece_tokens:
+            sentence_clear = None
+        elif sentence_clear is None and "sentence_clear_below" in fast.meta:
+            sentence_clear = _meta_number(fast.meta, "sentence_clear_below", float)
+        return cls(fast, main, clear_below, piece_tokens=piece_tokens, piece_clear=piece_clear,
+                   sentence_clear=sentence_clear)
 
     def windows_each(self, texts: Sequence[str]) -> list[CascadeWindows | LimitExceeded]:
         """Both models' windows per text, or the LimitExceeded of either model."""
@@ -495,26 +560,40 @@ class Cascade:
     def _fast_screen(self, flat: Sequence[list[int]]) -> F32:
         """The fast model's score per window, on a scale where ``clear_below`` is the cut: a
         short window's own score; a long one's best piece, mapped so that ``piece_clear``
-        lands on ``clear_below`` (a cleared window's score stays below the cut)."""
+        lands on ``clear_below``; with sentences, the higher of that and the window's best
+        sentence, mapped so that ``sentence_clear`` lands on ``clear_below`` (a cleared
+        window's score stays below the cut)."""
         pre, suf, size = self.fast._prefix, self.fast._suffix, self.piece_tokens
-        body = [len(w) - len(pre) - len(suf) for w in flat]
-        longs = [i for i, n in enumerate(body) if n > size]
-        short = [i for i, n in enumerate(body) if n <= size]
+        body = [w[len(pre) : len(w) - len(suf)] for w in flat]
+        short = [i for i, b in enumerate(body) if len(b) <= size]
+        longs = [i for i, b in enumerate(body) if len(b) > size]
+        starts = [window_starts(len(body[i]), size, size) for i in longs]
+        pieces = [[*pre, *body[i][s : s + size], *suf]
+                  for i, ss in zip(longs, starts, strict=True) for s in ss]
+        sentences: list[list[int]] = []
+        owner: list[int] = []
+        if self.sentence_clear is not None and self._ends:
+            for i, b in enumerate(body):
+                spans = sentence_pieces(b, self._ends, size)
+                if len(spans) >= 2:
+                    sentences += [[*pre, *b[a:z], *suf] for a, z in spans]
+                    owner += [i] * len(spans)
+        scored = self.fast.window_probs([*(flat[i] for i in short), *pieces])
         probs = np.zeros(len(flat), np.float32)
-        if short:
-            probs[short] = self.fast.window_probs([flat[i] for i in short])
+        probs[short] = scored[: len(short)]
+        hi = self.clear_below
         if longs:
-            starts = [window_starts(body[i], size, size) for i in longs]
-            pieces = [[*pre, *flat[i][len(pre) + s : len(pre) + s + size], *suf]
-                      for i, ss in zip(longs, starts, strict=True) for s in ss]
-            b = max_per_text(self.fast.window_probs(pieces), owners([len(ss) for ss in starts]),
-                             len(longs))
-            # Piecewise-linear map from the piece scale to the window scale, monotone, with
-            # piece_clear -> clear_below, so one comparison below decides for both.
-            lo, hi = self.piece_clear, self.clear_below
-            probs[longs] = np.where(
-                b < lo, b * (hi / lo) if lo > 0 else hi,
-                hi + (b - lo) * ((1.0 - hi) / (1.0 - lo))).astype(np.float32)
+            best = max_per_text(scored[len(short) :], owners([len(ss) for ss in starts]),
+                                len(longs))
+            probs[longs] = _to_window_scale(best, self.piece_clear, hi)
+        if sentences:
+            # A pass of their own: batched with 64-token pieces, every sentence would be
+            # padded to a piece's length (twice the cost, measured).
+            own = np.asarray(owner, np.int64)
+            best = max_per_text(self.fast.window_probs(sentences), own, len(flat))
+            has = np.unique(own)
+            probs[has] = np.maximum(probs[has],
+                                    _to_window_scale(best[has], self.sentence_clear or 0.0, hi))
         return probs
 
     def _count(self, cleared: int, escalated: int, windows: int = 0) -> None:
@@ -522,6 +601,14 @@ class Cascade:
             self.cleared += cleared
             self.escalated += escalated
             self.windows_escalated += windows
+
+
+def _to_window_scale(piece: F32, cut: float, clear_below: float) -> F32:
+    """A piece's (or sentence's) score on the window scale: piecewise-linear and monotone, with
+    ``cut`` -> ``clear_below``, so one comparison with ``clear_below`` decides for all."""
+    return np.where(piece < cut, piece * (clear_below / cut) if cut > 0 else clear_below,
+                    clear_below + (piece - cut) * ((1.0 - clear_below) / (1.0 - cut))
+                    ).astype(np.float32)
 
 
 # ---------------------------------------------------------------------- micro-batching

@@ -282,6 +282,89 @@ def test_a_cleared_long_window_stays_below_the_cut(wide_dirs: tuple[Path, Path])
     assert (cascade.cleared, cascade.escalated) == (1, 0)
 
 
+@pytest.fixture(scope="module")
+def sentence_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sentences")
+    return (build_tiny_classifier(root / "main", max_positions=64, punctuation=True),
+            build_tiny_classifier(root / "fast", max_positions=64, punctuation=True,
+                                  meta={"clear_below": 0.3, "piece_tokens": 16,
+                                        "piece_clear_below": 0.2}))
+
+
+def test_a_short_window_is_also_screened_by_its_sentences(
+        sentence_dirs: tuple[Path, Path]) -> None:
+    fast, main = _wide(sentence_dirs)
+    lead_in = filler(7) + " . inject " + filler(4) + " ."  # 14 tokens: 4/14 whole
+    benign = filler(7) + " . " + filler(5) + " ."
+    cascade = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.2,
+                      sentence_clear=0.5)
+    got = cascade.score([lead_in, benign])
+    # Both windows whole (14 tokens each), then their sentences (8 and 6 tokens): the
+    # attack's, 4/6, escalates its window; one pass of the fast model for all of them.
+    assert fast.seen == [14, 14, 8, 6, 8, 6]
+    assert got[0] == pytest.approx(main.score([lead_in])[0], rel=1e-6) and got[0] > 0.99
+    assert got[1] < 0.3 and (cascade.cleared, cascade.escalated) == (1, 1)
+    # Without sentences the lead-in hides the attack from the fast model.
+    fast.seen.clear()
+    plain = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.2)
+    assert plain.score([lead_in])[0] < 0.3 and fast.seen == [14]
+
+
+def test_a_long_window_is_also_screened_by_its_sentences(
+        sentence_dirs: tuple[Path, Path]) -> None:
+    fast, main = _wide(sentence_dirs)
+    text = " . ".join([filler(12), filler(9, 3) + " inject", filler(30, 5)])  # 55 tokens
+    # The 16-token piece holding the attack scores 4/16 = 0.25, under its cut of 0.3.
+    plain = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.3)
+    assert plain.score([text])[0] < 0.3
+    fast.seen.clear()
+    cascade = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.3,
+                      sentence_clear=0.3)
+    assert cascade.score([text])[0] > 0.99
+    # The four fixed pieces, then the sentences: 13 and 11 tokens (4/11 = 0.36 escalates),
+    # and the 30-token tail cut into 16-token pieces (the last ends at the end).
+    assert fast.seen == [16, 16, 16, 16, 13, 11, 16, 16]
+
+
+def test_sentence_settings(sentence_dirs: tuple[Path, Path], wide_dirs: tuple[Path, Path],
+                           tmp_path: Path) -> None:
+    fast, main = _wide(sentence_dirs)
+    with pytest.raises(ConfigError, match="sentences need pieces"):
+        Cascade(fast, main, clear_below=0.3, sentence_clear=0.5)
+    with pytest.raises(ConfigError, match="sentence_clear"):
+        Cascade(fast, main, clear_below=0.3, piece_tokens=16, sentence_clear=1.0)
+    meta_fast = SequenceClassifier(build_tiny_classifier(
+        tmp_path / "f", max_positions=64, punctuation=True,
+        meta={"clear_below": 0.3, "piece_tokens": 16, "sentence_clear_below": 0.6}))
+    assert Cascade.from_meta(meta_fast, main).sentence_clear == 0.6
+    assert Cascade.from_meta(meta_fast, main, sentence_clear=0.7).sentence_clear == 0.7
+    assert Cascade.from_meta(meta_fast, main, sentences=False).sentence_clear is None
+    assert Cascade.from_meta(meta_fast, main, piece_tokens=0).sentence_clear is None
+    # A fast model that recommends none screens no sentences.
+    assert Cascade.from_meta(SequenceClassifier(wide_dirs[1]), main).sentence_clear is None
+
+
+def test_sentence_pieces() -> None:
+    from infershield.detectors.runtime import sentence_pieces
+
+    ends = frozenset({9})
+    body = [1, 2, 9, 1, 1, 1, 1, 1, 1, 9, 1, 1, 1, 1, 1, 1, 1, 9, 1]
+    # "1 2 ." is under the minimum and joins the next; the one-token tail joins the last.
+    assert sentence_pieces(body, ends, 16, min_tokens=4) == [(0, 10), (10, 19)]
+    assert sentence_pieces(body, frozenset(), 8, min_tokens=4) == [(0, 8), (8, 16), (11, 19)]
+    assert sentence_pieces([], ends, 8) == []
+    assert sentence_pieces([9, 9, 9], ends, 8, min_tokens=4) == [(0, 3)]
+
+
+def test_sentence_ends_are_real_punctuation_tokens(wide_dirs: tuple[Path, Path],
+                                                   sentence_dirs: tuple[Path, Path]) -> None:
+    from infershield.detectors.runtime import sentence_end_ids
+
+    # The plain tiny tokenizer reads "." as [UNK]: no sentence ends, never [UNK] as one.
+    assert sentence_end_ids(SequenceClassifier(wide_dirs[1]).tokenizer) == frozenset()
+    assert sentence_end_ids(SequenceClassifier(sentence_dirs[1]).tokenizer) == {len(WORDS)}
+
+
 @pytest.mark.parametrize(("tokens", "clear", "match"), [
     (8, 0.2, "piece_tokens"), (64, 0.2, "piece_tokens"), (16, 1.0, "piece_clear"),
     (16, -0.1, "piece_clear")])
@@ -307,6 +390,19 @@ def test_check_reads_the_piece_settings_from_the_fast_model(
             chk.close()
     with pytest.raises(ConfigError, match="prefilter_piece_clear"):
         ClassifierCheck("clf", ClassifierOptions(threshold=0.6, prefilter_piece_clear=0.7),
+                        main_dir, fast_dir)
+    # Sentences: the option's cut, never above the threshold; off when asked.
+    for opts, want in [(ClassifierOptions(threshold=0.6, prefilter_sentence_clear=0.5), 0.5),
+                       (ClassifierOptions(threshold=0.6, prefilter_sentence_clear=0.5,
+                                          prefilter_sentences=False), None),
+                       (ClassifierOptions(threshold=0.6), None)]:  # the model recommends none
+        chk = ClassifierCheck("clf", opts, main_dir, fast_dir)
+        try:
+            assert chk.cascade is not None and chk.cascade.sentence_clear == want
+        finally:
+            chk.close()
+    with pytest.raises(ConfigError, match="prefilter_sentence_clear"):
+        ClassifierCheck("clf", ClassifierOptions(threshold=0.6, prefilter_sentence_clear=0.7),
                         main_dir, fast_dir)
     bad = build_tiny_classifier(tmp_path / "bad", max_positions=64,
                                 meta={"clear_below": 0.3, "piece_tokens": "many"})

@@ -93,6 +93,16 @@ class ClassifierOptions:
     #: The cut for pieces; ``None`` = the fast model's ``piece_clear_below``, else
     #: ``prefilter_clear``.
     prefilter_piece_clear: float | None = bounded(None, ge=0.0, le=1.0)
+    #: Also judge each window sentence by sentence (with pieces on): a window goes to
+    #: ``model`` when one of its sentences reaches ``prefilter_sentence_clear``, so a benign
+    #: lead-in or padding cannot hide an attack sentence from the small model. Costs about a
+    #: second pass of the small model on each window of two sentences or more.
+    prefilter_sentences: bool = True
+    #: The cut for sentences; ``None`` = the fast model's ``sentence_clear_below``. The
+    #: shipped fast model recommends none, so sentence screening is opt-in: at 0.8 it cut
+    #: held-out red-team bypass from 10.9% to 8.7% (padding 26.5% -> 18.8%) but doubled the
+    #: everyday 256-token p50 (4.6 -> 10.5 ms; see bench/RESULTS.md).
+    prefilter_sentence_clear: float | None = bounded(None, ge=0.0, le=1.0)
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
     #: Judge the native normaliser's canonical view of the text (confusables, full-width and
@@ -188,9 +198,11 @@ class ClassifierCheck(Check):
             fast = SequenceClassifier(prefilter_dir, replace(runtime, attack_labels=()))
             self.cascade = Cascade.from_meta(
                 fast, self.model, clear_below=o.prefilter_clear,
-                piece_tokens=o.prefilter_pieces, piece_clear=o.prefilter_piece_clear)
+                piece_tokens=o.prefilter_pieces, piece_clear=o.prefilter_piece_clear,
+                sentences=o.prefilter_sentences, sentence_clear=o.prefilter_sentence_clear)
             for what, cut in (("prefilter_clear", self.cascade.clear_below),
-                              ("prefilter_piece_clear", self.cascade.piece_clear)):
+                              ("prefilter_piece_clear", self.cascade.piece_clear),
+                              ("prefilter_sentence_clear", self.cascade.sentence_clear or 0.0)):
                 if cut > self.threshold:
                     raise ConfigError(f"{what} {cut} must be in [0, threshold {self.threshold}]")
             self.scorer = self.cascade
