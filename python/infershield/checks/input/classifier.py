@@ -303,25 +303,18 @@ class ClassifierCheck(Check):
         else:
             view = "original"
         score = min(max(score, 0.0), 1.0)
-        if decoded:
-            kind, best_decoded = max(decoded, key=lambda d: d[1])
-            best_decoded = min(max(best_decoded, 0.0), 1.0)
-            details.append(("decoded_score", f"{best_decoded:.3f}"))
-            if best_decoded >= self.threshold and score < self.threshold:
-                details.append(("decoded", kind))
-                reason = self.REASON_DECODED.format(score=best_decoded,
-                                                    threshold=self.threshold, kind=kind)
-                return self.block(reason, best_decoded, categories=self.categories,
-                                  details=tuple(details))
-        if hidden:
-            kind, best_hidden = max(hidden, key=lambda d: d[1])
-            best_hidden = min(max(best_hidden, 0.0), 1.0)
-            details.append(("hidden_score", f"{best_hidden:.3f}"))
-            if best_hidden >= self.threshold and score < self.threshold:
-                details.append(("hidden", kind))
-                reason = self.REASON_HIDDEN.format(score=best_hidden,
-                                                   threshold=self.threshold, kind=kind)
-                return self.block(reason, best_hidden, categories=self.categories,
+        # What was decoded, then what a page hides: each judged on its own at the threshold.
+        for parts, key, template in ((decoded, "decoded", self.REASON_DECODED),
+                                     (hidden, "hidden", self.REASON_HIDDEN)):
+            if not parts:
+                continue
+            kind, best_part = max(parts, key=lambda d: d[1])
+            best_part = min(max(best_part, 0.0), 1.0)
+            details.append((f"{key}_score", f"{best_part:.3f}"))
+            if best_part >= self.threshold and score < self.threshold:
+                details.append((key, kind))
+                reason = template.format(score=best_part, threshold=self.threshold, kind=kind)
+                return self.block(reason, best_part, categories=self.categories,
                                   details=tuple(details))
         unit_hit = -1
         if units:
