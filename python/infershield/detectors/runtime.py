@@ -516,7 +516,7 @@ class Cascade:
             piece_clear = _meta_number(fast.meta, "piece_clear_below", float, clear_below)
         if not sentences or not piece_tokens:
             sentence_clear = None
-        elif sentence_clear is None and "sentence_clear_below" in fast.meta:
+        elif sentence_clear is None:  # none recommended: no sentence screening
             sentence_clear = _meta_number(fast.meta, "sentence_clear_below", float)
         return cls(fast, main, clear_below, piece_tokens=piece_tokens, piece_clear=piece_clear,
                    sentence_clear=sentence_clear)
