@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from infershield.detectors.bert import load_encoder
-from infershield.detectors.export import export_minilm
+from infershield.detectors.export import INT8_SCHEME, export_minilm
 from infershield.detectors.head import Head
 from infershield.detectors.runtime import FP16_FILE
 from infershield.errors import ConfigError
@@ -104,7 +104,7 @@ def build_classifier(out_dir: Path, head_path: Path | None = None,
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["infershield"]["weights_sha256"] = _weights_sha256(head_path, encoder_path)
     if int8:
-        cfg["infershield"]["int8"] = True
+        cfg["infershield"]["int8"] = INT8_SCHEME
     if encoder is not None:
         cfg["infershield"]["fine_tuned_layers"] = sorted(
             {int(k.split(".")[2]) for k in encoder.weights if k.startswith("encoder.layer.")})
@@ -126,7 +126,8 @@ def _is_current(model_dir: Path, *, fp16: bool = False, name: str = SHIPPED_MODE
         and (not fp16 or (model_dir / FP16_FILE).is_file())
         and cfg.get("infershield", {}).get("weights_sha256")
         == _weights_sha256(spec.head, spec.encoder)
-        and bool(cfg["infershield"].get("int8")) == spec.int8
+        # An int8 build of an older scheme (per-batch activation scales) is stale too.
+        and cfg["infershield"].get("int8", False) == (INT8_SCHEME if spec.int8 else False)
     )
 
 

@@ -295,6 +295,33 @@ def test_pruned_int8_graph_stays_close(tmp_path: Path) -> None:
     assert float(emb[0] @ ref[0]) > 0.99  # int8 moves it a little, not elsewhere
 
 
+def test_int8_rows_do_not_depend_on_their_batch(tmp_path: Path) -> None:
+    """Activation scales are per token: a row scores the same alone, padded, or beside a
+    row of far larger activations (one scale per batch moved it by up to 0.14)."""
+    import dataclasses
+
+    cfg, w = load_bert(minilm_dir())
+    cfg = dataclasses.replace(cfg, num_hidden_layers=2)
+    out = export_minilm(tmp_path / "m", head=None, int8=True,
+                        encoder=EncoderOverride({}, num_layers=2))
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    probe = [101, 7592, 2088, 2003, 1037, 3231, 102]
+    other = [101, *([1000] * 30), *range(20000, 20040), 102]  # punctuation run + rare pieces
+
+    def run(rows: list[list[int]]) -> np.ndarray:  # type: ignore[type-arg]
+        ids = np.zeros((len(rows), max(map(len, rows))), np.int64)
+        mask = np.zeros_like(ids)
+        for r, row in enumerate(rows):
+            ids[r, : len(row)], mask[r, : len(row)] = row, 1
+        return sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]  # type: ignore[no-any-return]
+
+    alone = run([probe])[0]
+    np.testing.assert_allclose(run([probe, other])[0], alone, atol=1e-5)
+    np.testing.assert_allclose(run([other, probe])[1], alone, atol=1e-5)
+    ref = reference_embed(cfg, w, np.array([probe]), np.ones((1, len(probe)), np.int64))
+    assert float(alone @ ref[0]) > 0.99
+
+
 def test_layers_that_do_not_fit_together_are_config_errors(tmp_path: Path) -> None:
     _, w = load_bert(minilm_dir())
     # A pruned query without the matching key and output projection.
