@@ -10,13 +10,25 @@ import pytest
 
 from firewall_support import TritonHandle, run_triton, write_config
 
+_SESSION_TRITON: list[TritonHandle] = []
+
 
 @pytest.fixture(scope="session")
 def triton() -> Iterator[TritonHandle]:
     """One Triton for the whole session (it takes seconds to start)."""
     pytest.importorskip("pytriton")
     with run_triton() as handle:
+        _SESSION_TRITON.append(handle)
         yield handle
+        _SESSION_TRITON.remove(handle)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test that needs the session Triton (and before its module's fixtures start
+    firewalls in front of it), bring the Triton back if it died."""
+    if _SESSION_TRITON and "triton" in getattr(item, "fixturenames", ()):
+        _SESSION_TRITON[0].ensure_alive()
 
 
 @pytest.fixture

@@ -124,6 +124,28 @@ def config_data(
 class TritonHandle:
     port: int
     triton: Any
+    #: Starts a Triton like the first one, on the same ports (see :meth:`ensure_alive`).
+    restart: Callable[[], Any] | None = None
+    log_file: Path | None = None
+    restarts: int = 0
+
+    def ensure_alive(self) -> None:
+        """Bring a Triton that died back on the same port, after printing why it died.
+
+        One session Triton serves every e2e module; a CI run once lost it mid-session and
+        every later test failed on a dead port. Now the loss costs the test it happened in,
+        and the server's own last words land in the CI log."""
+        if self.restart is None or self.triton.is_alive():
+            return
+        tail = ""
+        if self.log_file is not None and self.log_file.exists():
+            tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-40:])
+        print(f"\n[tests] the session Triton on port {self.port} died; its log ends:\n{tail}"
+              "\n[tests] restarting it on the same port", file=sys.__stderr__, flush=True)
+        with contextlib.suppress(Exception):
+            self.triton.stop()
+        self.triton = self.restart()
+        self.restarts += 1
 
     @property
     def url(self) -> str:
@@ -198,7 +220,12 @@ def run_triton(bind: Callable[[Any], None] | None = None) -> Iterator[TritonHand
     old = os.environ.get("LD_LIBRARY_PATH", "")
     os.environ["LD_LIBRARY_PATH"] = f"{libdir}:{old}" if old else libdir
     port = free_port()
+    # An explicit workspace: pytriton's default is a TemporaryDirectory cleaned up at
+    # interpreter exit, which warns (and warnings are errors here). The server's log sits
+    # beside it, where a restart does not wipe it.
+    root = Path(tempfile.mkdtemp(prefix="infershield-triton-"))
     cfg = TritonConfig(
+        log_file=root / "tritonserver.log",
         grpc_address="127.0.0.1",
         grpc_port=port,
         http_address="127.0.0.1",
@@ -207,31 +234,35 @@ def run_triton(bind: Callable[[Any], None] | None = None) -> Iterator[TritonHand
         allow_metrics=False,
         exit_timeout_secs=5,
     )
-    # An explicit workspace: pytriton's default is a TemporaryDirectory cleaned up at
-    # interpreter exit, which warns (and warnings are errors here).
-    workspace = str(Path(tempfile.mkdtemp(prefix="infershield-triton-")) / "ws")
-    t = Triton(config=cfg, workspace=workspace)
-    (bind or _bind_echo)(t)
-    # pytriton polls readiness with gevent-based tritonclient.http clients whose __del__ fails
-    # (InvalidThreadUseError) when collected off their hub's greenlet: a known pytriton wart.
-    # Swallow exactly that while starting, and collect them here; forward anything else.
-    previous = sys.unraisablehook
 
-    def hook(u: Any) -> None:
-        if type(u.exc_value).__name__ != "InvalidThreadUseError":
-            previous(u)
+    def start() -> Any:
+        workspace = root / f"ws{len(list(root.glob('ws*')))}"
+        t = Triton(config=cfg, workspace=str(workspace))
+        (bind or _bind_echo)(t)
+        # pytriton polls readiness with gevent-based tritonclient.http clients whose __del__
+        # fails (InvalidThreadUseError) when collected off their hub's greenlet: a known
+        # pytriton wart. Swallow exactly that while starting, and collect them here; forward
+        # anything else.
+        previous = sys.unraisablehook
 
-    sys.unraisablehook = hook
+        def hook(u: Any) -> None:
+            if type(u.exc_value).__name__ != "InvalidThreadUseError":
+                previous(u)
+
+        sys.unraisablehook = hook
+        try:
+            t.run()
+            gc.collect()
+        finally:
+            sys.unraisablehook = previous
+        return t
+
+    handle = TritonHandle(port, start(), restart=start, log_file=cfg.log_file)
     try:
-        t.run()
-        gc.collect()
+        yield handle
     finally:
-        sys.unraisablehook = previous
-    try:
-        yield TritonHandle(port, t)
-    finally:
-        t.stop()
-        shutil.rmtree(Path(workspace).parent, ignore_errors=True)
+        handle.triton.stop()
+        shutil.rmtree(root, ignore_errors=True)
         if old:
             os.environ["LD_LIBRARY_PATH"] = old
         else:
