@@ -31,6 +31,7 @@ from infershield.detectors.bert import (
     minilm_dir,
 )
 from infershield.detectors.head import Head
+from infershield.detectors.quantization import per_token_activations, rewritable
 from infershield.detectors.runtime import FP16_FILE
 from infershield.errors import ConfigError
 
@@ -362,7 +363,8 @@ INT8_SCHEME = "weights per channel, activations per token"
 
 def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with its MatMul weights quantised to int8 per output channel and its
-    activations quantised at run time per token (see :func:`per_token_activations`)."""
+    activations quantised at run time per token
+    (:func:`~infershield.detectors.quantization.per_token_activations`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
@@ -378,64 +380,13 @@ def quantize_int8(model: onnx.ModelProto) -> onnx.ModelProto:
             quantize_dynamic(model, out, weight_type=QuantType.QInt8, per_channel=True,
                              reduce_range=True, op_types_to_quantize=["MatMul", "Gather"],
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-            return per_token_activations(onnx.load(str(out)))
+            quantized = onnx.load(str(out))
+            why = rewritable(quantized.graph)
+            if why:
+                raise RuntimeError(f"int8 export: {why}")
+            return per_token_activations(quantized)
     finally:
         root.removeFilter(quiet)
-
-
-def per_token_activations(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite onnxruntime's dynamic quantisation so that no row depends on its batch.
-
-    ``DynamicQuantizeLinear`` takes one scale for the whole activation tensor: the whole
-    batch, padding included. A window's score then moved with whatever else was batched
-    with it (other texts, other requests through the micro-batcher): up to 0.14 on the
-    shipped prefilter, enough to flip a window across its clearing cut. Here each token
-    (each row of a 2-D input) is quantised on its own scale, symmetric about zero and stored
-    as uint8 around 128, so ``MatMulInteger`` keeps its fast u8 x s8 kernel with a scalar zero
-    point. The scale product ``Mul(a_scale, b_scale)`` is split into two multiplications:
-    left whole, onnxruntime fuses it into ``MatMulIntegerToFloat``, which reads only the
-    first element of a per-token scale.
-    """
-    g = model.graph
-    quantized = {n.output[1]: n for n in g.node if n.op_type == "DynamicQuantizeLinear"}
-    products = {n.output[0]: (n.input[0], n.input[1]) for n in g.node
-                if n.op_type == "Mul" and n.input[0] in quantized}
-    nodes: list[onnx.NodeProto] = []
-
-    def add(op_type: str, inputs: list[str], output: str, **attrs: Any) -> None:
-        nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
-
-    for n in g.node:
-        if n.op_type == "Mul" and n.output[0] in products:
-            continue  # replaced at its consumer below
-        if n.op_type == "Mul" and n.input[1] in products:
-            a_scale, b_scale = products[n.input[1]]
-            add("Mul", [n.input[0], b_scale], n.output[0] + "_per_channel")
-            add("Mul", [n.output[0] + "_per_channel", a_scale], n.output[0])
-        elif n.op_type == "DynamicQuantizeLinear":
-            x, (q, scale, zero) = n.input[0], n.output
-            add("Abs", [x], q + "_abs")
-            add("ReduceMax", [q + "_abs"], q + "_absmax", axes=[-1], keepdims=1)
-            add("Max", [q + "_absmax", "pt_tiny"], q + "_range")
-            add("Div", [q + "_range", "pt_127"], scale)
-            add("Div", [x, scale], q + "_scaled")
-            add("Round", [q + "_scaled"], q + "_rounded")
-            add("Add", [q + "_rounded", "pt_128"], q + "_shifted")
-            add("Cast", [q + "_shifted"], q, to=TensorProto.UINT8)
-            add("Identity", ["pt_zero_u8"], zero)
-        else:
-            nodes.append(n)
-    if len(products) != len(quantized):
-        raise RuntimeError("int8 export: a quantised activation without its scale product")
-    del g.node[:]
-    g.node.extend(nodes)
-    g.initializer.extend([
-        numpy_helper.from_array(np.array(1e-12, np.float32), "pt_tiny"),
-        numpy_helper.from_array(np.array(127.0, np.float32), "pt_127"),
-        numpy_helper.from_array(np.array(128.0, np.float32), "pt_128"),
-        numpy_helper.from_array(np.array(128, np.uint8), "pt_zero_u8")])
-    onnx.checker.check_model(model)
-    return model
 
 
 class _DropPreprocessingHint(logging.Filter):

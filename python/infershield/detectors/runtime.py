@@ -189,8 +189,23 @@ class SequenceClassifier:
         so.log_severity_level = 3
         if not opts.allow_spinning:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Dynamic int8 quantisation with one scale per batch would let a window's score
+        # depend on the rest of its batch (other callers' texts): rewrite it to per-token
+        # scales, or, where no rewrite applies, run one window per forward pass.
+        from infershield.detectors.quantization import batch_independence
+
         try:
-            self.session = ort.InferenceSession(str(model_path), so, providers=self.providers)
+            plan = batch_independence(model_path)
+        except Exception as exc:  # onnx raises its own types for a file it cannot parse
+            raise ConfigError(f"cannot load {model_path}: {exc}") from None
+        self.one_row = plan.one_row
+        if plan.model is not None or plan.one_row:
+            log.info("%s: %s", model_path, plan.why if plan.model is not None else
+                     f"scored one window per pass ({plan.why})")
+        source: str | bytes = (str(model_path) if plan.model is None
+                               else plan.model.SerializeToString())
+        try:
+            self.session = ort.InferenceSession(source, so, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(f"cannot load {model_path}: {exc}") from None
         self.active_providers = tuple(self.session.get_providers())
@@ -211,6 +226,7 @@ class SequenceClassifier:
         self._inputs = {"input_ids", "attention_mask", "token_type_ids"}
         self._output = ""
         self._use_io_binding = False
+        self.one_row = False  # Triton batches as it is configured to
         try:
             remote.describe()
         except DetectorUnavailable as exc:
@@ -262,7 +278,7 @@ class SequenceClassifier:
         """Attack probability per window; windows are sorted by length so padding stays low."""
         probs = np.zeros(len(windows), np.float32)
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
-        mb = self.options.max_batch
+        mb = 1 if self.one_row else self.options.max_batch
         for start in range(0, len(order), mb):
             idx = order[start : start + mb]
             logits = self.forward([windows[i] for i in idx])
