@@ -245,7 +245,9 @@ DOCUMENT_CHARS = 500
 #: a discussion marker excuses nothing.
 MAX_OFFSET_CHARS = 20_000
 
-_SENTENCE_END = re.compile(r"[.!?\n]")
+#: Full stops, question and exclamation marks of the scripts the multilingual pack covers
+#: (CJK full-width forms, the Devanagari danda, the Arabic question mark) end sentences too.
+_SENTENCE_END = re.compile("[.!?\n\u3002\uff01\uff1f\u0964\u061f]")
 
 
 def _sentence(text: str, start: int, end: int) -> tuple[int, int]:
@@ -267,7 +269,22 @@ _JSON_VALUE = re.compile(r'"\s*:\s*$')
 #: user asks you to ...", "attackers tell the model to ...").
 _FRAMING = re.compile(r"\b(never|not|no|don'?t|cannot|can'?t|won'?t|refuse|decline|prohibited|"
                       r"forbidden|users?|people|someone|somebody|anyone|attackers?|"
-                      r"adversar(?:y|ies)|hackers?|they|them)\b", re.IGNORECASE)
+                      r"adversar(?:y|ies)|hackers?|they|them|"
+                      # The same framing in the multilingual pack's languages: an attacker,
+                      # a user, a negation (security pages are translated from English).
+                      r"atacantes?|usuari[oa]s?|usu[aá]ri[oa]s?|nunca|jam[aá]s|n[aã]o|"
+                      r"attaquants?|utilisat(?:eur|rice)s?|jamais|"
+                      r"angreifer(?:in|innen)?|benutzer(?:in|innen)?|nutzer(?:in|innen)?|"
+                      r"niemals|nie|nicht|"
+                      r"attaccanti?|aggressori?|utenti?|mai|non|"
+                      r"злоумышленник\w*|атакующ\w*|пользовател\w*|никогда|не|"
+                      r"επιτιθ[εέ]μεν\w*|χρ[ηή]στ\w*|ποτ[εέ]|δεν|μην|"
+                      r"sald[\u0131i]rgan\w*|kullan[\u0131i]c[\u0131i]\w*|asla|"
+                      r"kẻ\s+tấn\s+công|người\s+dùng|không)\b"
+                      # Scripts without spaces between words, or whose vowel signs break
+                      # \b: their words are matched where they stand.
+                      r"|攻击者|用户|黑客|从不|不要|攻撃者|ユーザー|決して|공격자|사용자|절대|"
+                      r"हमलावर|उपयोगकर्ता|कभी\s+नहीं|المهاجم|المستخدم|أبدا", re.IGNORECASE)
 
 
 def _framed(text: str, start: int) -> bool:
