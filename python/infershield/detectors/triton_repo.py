@@ -11,6 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from infershield.detectors.quantization import batch_independence
 from infershield.errors import ConfigError
 
 #: ONNX tensor element types (onnx.TensorProto) -> Triton config data types.
@@ -82,8 +83,20 @@ def export_triton(model_dir: Path, out_dir: Path, *, name: str, max_batch: int =
         raise ConfigError(f"--model: not a usable model name: {name!r}")
     inputs, outputs = graph_io(src)
     text = model_config_text(name, inputs, outputs, max_batch=max_batch)
+    # Triton batches requests from every replica together, so a row's score must not
+    # depend on its batch: per-batch int8 quantisation is rewritten or refused.
+    plan = batch_independence(src)
+    if plan.one_row:
+        raise ConfigError(f"{src}: its int8 quantisation mixes the rows of a batch "
+                          f"({plan.why}), and Triton batches requests together; export a "
+                          "float model or one quantised per token")
     entry = Path(out_dir) / name
     (entry / str(version)).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, entry / str(version) / "model.onnx")
+    if plan.model is not None:
+        import onnx
+
+        onnx.save(plan.model, str(entry / str(version) / "model.onnx"))
+    else:
+        shutil.copyfile(src, entry / str(version) / "model.onnx")
     (entry / "config.pbtxt").write_text(text, encoding="utf-8")
     return entry

@@ -164,3 +164,17 @@ def test_the_quick_file_scan_finds_every_per_batch_op() -> None:
     from infershield.detectors.quantization import _NEEDLES, PER_BATCH_OPS
 
     assert all(any(n.decode() in op for n in _NEEDLES) for op in PER_BATCH_OPS)
+
+
+def test_export_triton_rewrites_or_refuses_per_batch_quantisation(tmp_path: Path) -> None:
+    from infershield.detectors.triton_repo import export_triton
+    from infershield.errors import ConfigError
+
+    user = _model_dir(tmp_path / "int8", _quantized(tmp_path))
+    entry = export_triton(user, tmp_path / "repo", name="clf")
+    ops = {n.op_type for n in onnx.load(str(entry / "1" / "model.onnx")).graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" not in ops
+    fused = _model_dir(tmp_path / "ms", _float_graph(ms_matmul=True))
+    with pytest.raises(ConfigError, match="mixes the rows of a batch"):
+        export_triton(fused, tmp_path / "repo", name="fused")
+    assert not (tmp_path / "repo" / "fused").exists()
