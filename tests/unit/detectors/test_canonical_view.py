@@ -151,7 +151,7 @@ def test_units_and_content_can_be_turned_off(model_dir: Path) -> None:
     assert not ClassifierOptions().units  # off by default (cross-source false positives)
     check = ClassifierCheck("classifier", ClassifierOptions(
         providers=("cpu",), prefilter="none", units=False, content=False,
-        canonical=False), model_dir)
+        canonical=False, frames=False), model_dir)
     try:
         plan = check._plan(CheckContext(text='{"a": "one two three four. five six seven eight."}'))
         assert plan.view == "original" and len(plan.texts) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,9 +100,10 @@ class ClassifierOptions:
     #: second pass of the small model on each window of two sentences or more.
     prefilter_sentences: bool = True
     #: The cut for sentences; ``None`` = the fast model's ``sentence_clear_below``. The
-    #: shipped fast model recommends none, so sentence screening is opt-in: at 0.8 it cut
-    #: held-out red-team bypass from 10.9% to 8.7% (padding 26.5% -> 18.8%) but doubled the
-    #: everyday 256-token p50 (4.6 -> 10.5 ms; see bench/RESULTS.md).
+    #: shipped fast model recommends none, so sentence screening is opt-in: at 0.8 it cuts
+    #: held-out red-team bypass from 9.0% to 7.1% (padding 26.5% -> 18.8%) but doubles the
+    #: everyday 256-token p50 (3.5 -> 7.7 ms on one 2-vCPU VM, 4.6 -> 10.5 on another; see
+    #: bench/RESULTS.md).
     prefilter_sentence_clear: float | None = bounded(None, ge=0.0, le=1.0)
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
@@ -127,6 +129,14 @@ class ClassifierOptions:
     #: it ("Reference data for the ticket: <base64 of an attack>"), while an innocent
     #: encoded text scores as it would in clear. Costs nothing when the text has no blob.
     decoded: bool = True
+    #: Judge a task frame's payload on its own: in a text of the form "<task>: <payload>"
+    #: (a lead of at most 200 characters on one line, then a colon and at least four words;
+    #: texts up to 2,000 characters), the payload is also scored as a text of its own, at the
+    #: text's threshold. A framing task ("Translate the following sentence into French: …",
+    #: "Write a poem that begins with this line: …") or a tool's record key cannot dilute an
+    #: attack then, while a benign payload scores as it would alone. Held-out red team:
+    #: bypass 10.9% -> 9.0% (frames 21.2% -> 7.7%), benign battery 6 -> 8 of 1,680.
+    frames: bool = True
     #: Localised scoring: when the judged view has two sentence units or more (sentences and
     #: lines of at least four words), each unit is also scored on its own, so benign padding
     #: around an attack cannot dilute it; one unit at or above ``unit_threshold`` blocks.
@@ -156,6 +166,8 @@ class ClassifierCheck(Check):
                       "in decoded content ({kind})")
     REASON_HIDDEN = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
                      "in hidden page text ({kind})")
+    REASON_FRAMED = ("classifier: attack probability {score:.3f} >= {threshold:.3f} "
+                     "in the payload of a task frame")
     REASON_TOO_LONG = "classifier: text exceeds the window limit"
     REASON_UNAVAILABLE = "classifier: detector unavailable, blocked (fail closed): {error}"
 
@@ -269,6 +281,8 @@ class ClassifierCheck(Check):
         texts = [ctx.text] if view == "original" else [ctx.text, judged]
         parts = _decoded_parts(ctx, judged) if o.decoded else []
         parts += _hidden_parts(hidden, judged, {_squash(t) for _, t in parts})
+        if o.frames:
+            parts += _frame_part(judged, {_squash(t) for _, t in parts})
         return _Plan(view, texts + [t for _, t in parts] + units, len(texts),
                      tuple(k for k, _ in parts))
 
@@ -284,16 +298,18 @@ class ClassifierCheck(Check):
         parts = list(zip(plan.decoded, decoded, strict=True))
         return self._verdict(own, score if plan.view != "original" else None,
                              view=plan.view, units=units,
-                             decoded=[p for p in parts if p[0] not in HIDDEN_KINDS],
-                             hidden=[p for p in parts if p[0] in HIDDEN_KINDS])
+                             decoded=[p for p in parts if p[0] not in HIDDEN_KINDS | {FRAME}],
+                             hidden=[p for p in parts if p[0] in HIDDEN_KINDS],
+                             framed=[p for p in parts if p[0] == FRAME])
 
     def _verdict(self, score: float, judged: float | None = None, *, view: str = "canonical",
                  units: Sequence[float] = (),
                  decoded: Sequence[tuple[str, float]] = (),
-                 hidden: Sequence[tuple[str, float]] = ()) -> Verdict:
-        """Block when the judged view's score reaches the threshold, a decoded part's or a
-        hidden part's (``(kind, score)`` pairs) does, or one unit's reaches the (stricter)
-        unit threshold.
+                 hidden: Sequence[tuple[str, float]] = (),
+                 framed: Sequence[tuple[str, float]] = ()) -> Verdict:
+        """Block when the judged view's score reaches the threshold, a decoded part's, a
+        hidden part's or a frame's payload's (``(kind, score)`` pairs) does, or one unit's
+        reaches the (stricter) unit threshold.
         ``judged`` is the score of the view judged in place of the text itself (content, not
         form); None when the text is judged as written."""
         details: list[tuple[str, str]] = []
@@ -305,7 +321,8 @@ class ClassifierCheck(Check):
         score = min(max(score, 0.0), 1.0)
         # What was decoded, then what a page hides: each judged on its own at the threshold.
         for parts, key, template in ((decoded, "decoded", self.REASON_DECODED),
-                                     (hidden, "hidden", self.REASON_HIDDEN)):
+                                     (hidden, "hidden", self.REASON_HIDDEN),
+                                     (framed, "framed", self.REASON_FRAMED)):
             if not parts:
                 continue
             kind, best_part = max(parts, key=lambda d: d[1])
@@ -472,6 +489,29 @@ def _decoded_parts(ctx: CheckContext, judged: str) -> list[tuple[str, str]]:
         if len(out) == MAX_DECODED_PARTS:
             break
     return out
+
+
+#: The kind of a task frame's payload part (``details.framed``).
+FRAME = "frame"
+#: Frames are looked for in texts up to this long: a task with its payload, not a document.
+FRAME_MAX_CHARS = 2000
+#: "<lead>: <payload>": a lead of at most 200 characters on one line, then a colon.
+_FRAME = re.compile(r"[^\n:]{3,200}?:\s*(?P<payload>\S.*)", re.DOTALL)
+
+
+def _frame_part(judged: str, seen: set[str]) -> list[tuple[str, str]]:
+    """``[(FRAME, payload)]`` when ``judged`` is a task lead, a colon and a payload of at
+    least :data:`UNIT_MIN_WORDS` words (none when the text is longer than
+    :data:`FRAME_MAX_CHARS`, or the payload is already scored)."""
+    if len(judged) > FRAME_MAX_CHARS:
+        return []
+    m = _FRAME.match(judged.strip())
+    if m is None:
+        return []
+    payload = m.group("payload").strip()
+    if len(payload.split()) < UNIT_MIN_WORDS or _squash(payload) in seen | {_squash(judged)}:
+        return []
+    return [(FRAME, payload)]
 
 
 def _hidden_parts(hidden: Sequence[tuple[str, str]], judged: str,
