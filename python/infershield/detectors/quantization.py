@@ -97,15 +97,16 @@ def per_token_activations(model: onnx.ModelProto) -> onnx.ModelProto:
     and stored as uint8 around 128, so ``MatMulInteger`` keeps its fast u8 x s8 kernel with a
     scalar zero point. The scale product ``Mul(a_scale, b_scale)`` is split into two
     multiplications: left whole, onnxruntime fuses it into ``MatMulIntegerToFloat``, which
-    reads only the first element of a per-token scale. The caller checks the pattern first
-    (:func:`rewritable`). Modifies and returns ``model``.
+    reads only the first element of a per-token scale. A graph that is not that pattern
+    (:func:`rewritable`) is a ValueError. Modifies and returns ``model``.
     """
     g = model.graph
+    why = rewritable(g)
+    if why:
+        raise ValueError(f"cannot quantise per token: {why}")
     quantized = {n.output[1]: n for n in g.node if n.op_type == "DynamicQuantizeLinear"}
     products = {n.output[0]: (n.input[0], n.input[1]) for n in g.node
                 if n.op_type == "Mul" and n.input[0] in quantized}
-    if len(products) != len(quantized):
-        raise ValueError("a quantised activation without its scale product")
     nodes: list[onnx.NodeProto] = []
     # ReduceMax takes ``axes`` as an attribute up to opset 17 and as an input from 18 on.
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

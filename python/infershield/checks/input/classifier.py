@@ -319,7 +319,8 @@ class ClassifierCheck(Check):
         else:
             view = "original"
         score = min(max(score, 0.0), 1.0)
-        # What was decoded, then what a page hides: each judged on its own at the threshold.
+        # What was decoded, what a page hides, a task frame's payload: each judged on its
+        # own at the threshold.
         for parts, key, template in ((decoded, "decoded", self.REASON_DECODED),
                                      (hidden, "hidden", self.REASON_HIDDEN),
                                      (framed, "framed", self.REASON_FRAMED)):
