@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -393,6 +393,8 @@ MIN_PIECE_TOKENS = 16
 #: A sentence the prefilter judges alone has at least this many tokens: a shorter sentence
 #: joins the next one (a short tail joins the last), so "Hi." or "Step 2:" is not judged alone.
 MIN_SENTENCE_TOKENS = 6
+#: Which windows the prefilter also judges sentence by sentence (see :class:`Cascade`).
+SentenceScope = Literal["short", "all"]
 #: What ends a sentence, where the tokenizer has it as a token of its own.
 SENTENCE_ENDS = (".", "!", "?", ";", ":", "\u3002", "\uff01", "\uff1f")
 
@@ -434,6 +436,21 @@ def sentence_pieces(body: Sequence[int], ends: frozenset[int], size: int,
     return out
 
 
+def packed_pieces(body: Sequence[int], ends: frozenset[int], size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of pieces of at most ``size`` tokens that cover ``body``, cut at
+    sentence ends: consecutive sentences (:func:`sentence_pieces`) are packed into one piece
+    while they fit. A piece boundary never falls inside a sentence that fits in a piece, so an
+    attack sentence is never split between two pieces, each too diluted to flag. Without
+    sentence ends: consecutive pieces of ``size`` (the last one ends at the end)."""
+    out: list[tuple[int, int]] = []
+    for a, z in sentence_pieces(body, ends, size):
+        if out and z - out[-1][0] <= size:
+            out[-1] = (out[-1][0], z)
+        else:
+            out.append((a, z))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class CascadeWindows:
     """A text's windows for the fast model and for the main model (the same list when both
@@ -461,26 +478,30 @@ class Cascade:
     the cut is chosen on held-out data so that such misses stay rare.
 
     With ``piece_tokens`` (shared windows only), a window of more than that many tokens is
-    screened by its pieces instead: the fast model scores consecutive pieces of
-    ``piece_tokens`` tokens (the last one ends at the window's end) and the window goes to the
-    main model when any piece reaches ``piece_clear``. The small model dilutes an attack in a
-    long window far more than the main model does: an attack padded with benign text scored
-    below the cut as a whole window, while the piece that holds it does not. Pieces cost
-    about what the window did (the same tokens, shorter attention).
+    screened by its pieces instead: the fast model scores pieces of at most ``piece_tokens``
+    tokens, consecutive sentences packed together (:func:`packed_pieces`), and the window
+    goes to the main model when any piece reaches ``piece_clear``. The small model dilutes an
+    attack in a long window far more than the main model does: an attack padded with benign
+    text scored below the cut as a whole window, while the piece that holds it does not.
+    Pieces cost about what the window did (the same tokens, shorter attention); cutting them
+    at sentence ends keeps an attack sentence whole in one piece.
 
-    With ``sentence_clear`` as well (pieces on), every window of two sentences or more is also
+    With ``sentence_clear`` as well (pieces on), a window of two sentences or more is also
     judged sentence by sentence (:func:`sentence_pieces`), and goes to the main model when
-    one sentence reaches ``sentence_clear``: an attack after one benign sentence, or amid
-    padding, fills neither a short window nor a 64-token piece, while its own sentence reads
-    as an attack. Sentences get a stricter cut than pieces (the small model flags single
-    everyday instructions more often), and they double the fast model's work on a window.
-    The main model still judges the whole window.
+    one sentence reaches ``sentence_clear``: an attack after one benign sentence fills
+    neither a short window nor a piece, while its own sentence reads as an attack. Sentences
+    get a stricter cut than pieces (the small model flags single everyday instructions more
+    often). ``sentence_scope`` says which windows: ``short`` (the default) those of at most
+    ``piece_tokens`` tokens, where it costs at most one more short pass; ``all`` every window,
+    which doubles the fast model's work on long ones. The main model still judges the whole
+    window.
     """
 
     def __init__(self, fast: SequenceClassifier, main: SequenceClassifier,
                  clear_below: float, *, piece_tokens: int = 0,
                  piece_clear: float | None = None,
-                 sentence_clear: float | None = None) -> None:
+                 sentence_clear: float | None = None,
+                 sentence_scope: SentenceScope = "short") -> None:
         if not 0.0 <= clear_below < 1.0:
             raise ConfigError(f"prefilter clear_below must be in [0, 1), got {clear_below}")
         piece_clear = clear_below if piece_clear is None else piece_clear
@@ -493,16 +514,19 @@ class Cascade:
             raise ConfigError(f"prefilter sentence_clear must be in [0, 1), got {sentence_clear}")
         if sentence_clear is not None and not piece_tokens:
             raise ConfigError("prefilter sentences need pieces (piece_tokens)")
+        if sentence_scope not in ("short", "all"):
+            raise ConfigError(f"prefilter sentence_scope must be short or all, got "
+                              f"{sentence_scope!r}")
         self.fast, self.main, self.clear_below = fast, main, clear_below
         self.piece_tokens, self.piece_clear = piece_tokens, piece_clear
-        self.sentence_clear = sentence_clear
+        self.sentence_clear, self.sentence_scope = sentence_clear, sentence_scope
         self.model_dir = main.model_dir
         # Same tokenizer and windows: tokenise once and hand both models the same windows.
         self.shared_windows = shares_windows(fast, main)
         if piece_tokens and not self.shared_windows:
             raise ConfigError("prefilter pieces need a fast model that cuts text into the same "
                               "windows as the main model (same tokenizer, window and stride)")
-        self._ends = (sentence_end_ids(fast.tokenizer) if sentence_clear is not None
+        self._ends = (sentence_end_ids(fast.tokenizer) if piece_tokens
                       else frozenset[int]())
         self._lock = threading.Lock()
         self.cleared = 0  # texts answered by the fast model alone
@@ -513,7 +537,8 @@ class Cascade:
     def from_meta(cls, fast: SequenceClassifier, main: SequenceClassifier, *,
                   clear_below: float | None = None, piece_tokens: int | None = None,
                   piece_clear: float | None = None, sentences: bool = True,
-                  sentence_clear: float | None = None) -> Cascade:
+                  sentence_clear: float | None = None,
+                  sentence_scope: SentenceScope = "short") -> Cascade:
         """A cascade whose unset settings come from the fast model's ``meta``
         (``clear_below``, ``piece_tokens``, ``piece_clear_below``, ``sentence_clear_below``);
         a missing cut or a value that is not a number is a ConfigError. ``sentences=False``
@@ -535,7 +560,7 @@ class Cascade:
         elif sentence_clear is None:  # none recommended: no sentence screening
             sentence_clear = _meta_number(fast.meta, "sentence_clear_below", float)
         return cls(fast, main, clear_below, piece_tokens=piece_tokens, piece_clear=piece_clear,
-                   sentence_clear=sentence_clear)
+                   sentence_clear=sentence_clear, sentence_scope=sentence_scope)
 
     def windows_each(self, texts: Sequence[str]) -> list[CascadeWindows | LimitExceeded]:
         """Both models' windows per text, or the LimitExceeded of either model."""
@@ -583,23 +608,23 @@ class Cascade:
         body = [w[len(pre) : len(w) - len(suf)] for w in flat]
         short = [i for i, b in enumerate(body) if len(b) <= size]
         longs = [i for i, b in enumerate(body) if len(b) > size]
-        starts = [window_starts(len(body[i]), size, size) for i in longs]
-        pieces = [[*pre, *body[i][s : s + size], *suf]
-                  for i, ss in zip(longs, starts, strict=True) for s in ss]
+        spans = [packed_pieces(body[i], self._ends, size) for i in longs]
+        pieces = [[*pre, *body[i][a:z], *suf]
+                  for i, ss in zip(longs, spans, strict=True) for a, z in ss]
         sentences: list[list[int]] = []
         owner: list[int] = []
         if self.sentence_clear is not None and self._ends:
-            for i, b in enumerate(body):
-                spans = sentence_pieces(b, self._ends, size)
-                if len(spans) >= 2:
-                    sentences += [[*pre, *b[a:z], *suf] for a, z in spans]
-                    owner += [i] * len(spans)
+            for i in short if self.sentence_scope == "short" else range(len(body)):
+                cuts = sentence_pieces(body[i], self._ends, size)
+                if len(cuts) >= 2:
+                    sentences += [[*pre, *body[i][a:z], *suf] for a, z in cuts]
+                    owner += [i] * len(cuts)
         scored = self.fast.window_probs([*(flat[i] for i in short), *pieces])
         probs = np.zeros(len(flat), np.float32)
         probs[short] = scored[: len(short)]
         hi = self.clear_below
         if longs:
-            best = max_per_text(scored[len(short) :], owners([len(ss) for ss in starts]),
+            best = max_per_text(scored[len(short) :], owners([len(ss) for ss in spans]),
                                 len(longs))
             probs[longs] = _to_window_scale(best, self.piece_clear, hi)
         if sentences:

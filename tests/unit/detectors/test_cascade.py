@@ -310,20 +310,36 @@ def test_a_short_window_is_also_screened_by_its_sentences(
     assert plain.score([lead_in])[0] < 0.3 and fast.seen == [14]
 
 
-def test_a_long_window_is_also_screened_by_its_sentences(
-        sentence_dirs: tuple[Path, Path]) -> None:
+def test_pieces_are_cut_at_sentence_ends(sentence_dirs: tuple[Path, Path]) -> None:
     fast, main = _wide(sentence_dirs)
-    text = " . ".join([filler(12), filler(9, 3) + " inject", filler(30, 5)])  # 55 tokens
-    # The 16-token piece holding the attack scores 4/16 = 0.25, under its cut of 0.3.
-    plain = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.3)
-    assert plain.score([text])[0] < 0.3
-    fast.seen.clear()
-    cascade = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.3,
-                      sentence_clear=0.3)
+    attack = "inject " + filler(1) + " inject " + filler(2, 3) + " ."  # 6 tokens, 2 attacks
+    text = filler(14) + " . " + attack + " " + filler(30, 5) + " ."  # 52 tokens
+    cascade = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.3)
     assert cascade.score([text])[0] > 0.99
-    # The four fixed pieces, then the sentences: 13 and 11 tokens (4/11 = 0.36 escalates),
-    # and the 30-token tail cut into 16-token pieces (the last ends at the end).
-    assert fast.seen == [16, 16, 16, 16, 13, 11, 16, 16]
+    # The 15-token sentence, the attack sentence whole (8/6 -> 1.0), and the 31-token tail
+    # in pieces of 16 (the last ends at the end). Fixed 16-token pieces would have cut the
+    # attack in two, one "inject" in each (4/16 = 0.25, under the cut): cleared.
+    assert fast.seen == [15, 6, 16, 16]
+
+
+def test_sentences_of_long_windows_with_scope_all(sentence_dirs: tuple[Path, Path]) -> None:
+    fast, main = _wide(sentence_dirs)
+    # Two 8-token sentences fill one piece: the attack's 4/16 = 0.25 is under the cut.
+    text = filler(7) + " . " + filler(6, 3) + " inject . " + filler(30, 5)  # 46 tokens
+    short = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.3,
+                    sentence_clear=0.3)
+    assert short.sentence_scope == "short"
+    assert short.score([text])[0] < 0.3
+    assert fast.seen == [16, 16, 16]  # a long window: pieces only
+    fast.seen.clear()
+    every = Cascade(fast, main, clear_below=0.3, piece_tokens=16, piece_clear=0.3,
+                    sentence_clear=0.3, sentence_scope="all")
+    assert every.score([text])[0] > 0.99
+    # The pieces, then the sentences: the attack's own (4/8 = 0.5) escalates the window.
+    assert fast.seen == [16, 16, 16, 8, 8, 16, 16]
+    with pytest.raises(ConfigError, match="sentence_scope"):
+        Cascade(fast, main, clear_below=0.3, piece_tokens=16, sentence_clear=0.3,
+                sentence_scope="long")  # type: ignore[arg-type]
 
 
 def test_sentence_settings(sentence_dirs: tuple[Path, Path], wide_dirs: tuple[Path, Path],
@@ -354,6 +370,21 @@ def test_sentence_pieces() -> None:
     assert sentence_pieces(body, frozenset(), 8, min_tokens=4) == [(0, 8), (8, 16), (11, 19)]
     assert sentence_pieces([], ends, 8) == []
     assert sentence_pieces([9, 9, 9], ends, 8, min_tokens=4) == [(0, 3)]
+
+
+def test_packed_pieces() -> None:
+    from infershield.detectors.runtime import packed_pieces
+
+    ends = frozenset({9})
+    six = [1, 1, 1, 1, 1, 9]
+    # Sentences of 6 tokens, packed while they fit: two per 12-token piece.
+    assert packed_pieces(six * 5, ends, 12) == [(0, 12), (12, 24), (24, 30)]
+    # A sentence longer than a piece is cut as fixed pieces, never packed with a neighbour.
+    long_ = [1] * 12 + [9]
+    assert packed_pieces(six + long_ + six, ends, 12) == [(0, 6), (6, 18), (7, 19), (19, 25)]
+    # No sentence ends: fixed pieces, the last ending at the end.
+    assert packed_pieces([1] * 25, frozenset(), 10) == [(0, 10), (10, 20), (15, 25)]
+    assert packed_pieces([], ends, 10) == []
 
 
 def test_sentence_ends_are_real_punctuation_tokens(wide_dirs: tuple[Path, Path],

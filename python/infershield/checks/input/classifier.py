@@ -94,17 +94,18 @@ class ClassifierOptions:
     #: The cut for pieces; ``None`` = the fast model's ``piece_clear_below``, else
     #: ``prefilter_clear``.
     prefilter_piece_clear: float | None = bounded(None, ge=0.0, le=1.0)
-    #: Also judge each window sentence by sentence (with pieces on): a window goes to
-    #: ``model`` when one of its sentences reaches ``prefilter_sentence_clear``, so a benign
-    #: lead-in or padding cannot hide an attack sentence from the small model. Costs about a
-    #: second pass of the small model on each window of two sentences or more.
+    #: Also judge windows sentence by sentence (with pieces on): a window goes to ``model``
+    #: when one of its sentences reaches ``prefilter_sentence_clear``, so that a benign
+    #: lead-in cannot hide an attack sentence from the small model.
     prefilter_sentences: bool = True
-    #: The cut for sentences; ``None`` = the fast model's ``sentence_clear_below``. The
-    #: shipped fast model recommends none, so sentence screening is opt-in: at 0.8 it cuts
-    #: held-out red-team bypass from 9.0% to 7.1% (padding 26.5% -> 18.8%) but doubles the
-    #: everyday 256-token p50 (3.5 -> 7.7 ms on one 2-vCPU VM, 4.6 -> 10.5 on another; see
-    #: bench/RESULTS.md).
+    #: The cut for sentences; ``None`` = the fast model's ``sentence_clear_below`` (the
+    #: shipped one recommends 0.8; a model that recommends none screens no sentences).
     prefilter_sentence_clear: float | None = bounded(None, ge=0.0, le=1.0)
+    #: Which windows are judged by their sentences: ``short`` (windows of at most a piece,
+    #: where it costs one more short pass of the small model) or ``all`` (long windows too:
+    #: held-out red-team padding bypass 24.8% -> 18.8% in one measurement, but about twice
+    #: the everyday 256-token p50, 5.5 -> 10.4 ms on a 2-vCPU VM; see the models README).
+    prefilter_sentence_scope: Literal["short", "all"] = "short"
     #: What to do when the shipped model is not in the cache yet.
     on_missing_model: Literal["build", "error"] = "build"
     #: Judge the native normaliser's canonical view of the text (confusables, full-width and
@@ -211,7 +212,8 @@ class ClassifierCheck(Check):
             self.cascade = Cascade.from_meta(
                 fast, self.model, clear_below=o.prefilter_clear,
                 piece_tokens=o.prefilter_pieces, piece_clear=o.prefilter_piece_clear,
-                sentences=o.prefilter_sentences, sentence_clear=o.prefilter_sentence_clear)
+                sentences=o.prefilter_sentences, sentence_clear=o.prefilter_sentence_clear,
+                sentence_scope=o.prefilter_sentence_scope)
             for what, cut in (("prefilter_clear", self.cascade.clear_below),
                               ("prefilter_piece_clear", self.cascade.piece_clear),
                               ("prefilter_sentence_clear", self.cascade.sentence_clear or 0.0)):
