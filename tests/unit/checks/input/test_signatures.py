@@ -404,6 +404,29 @@ def test_hard_negative_fixture_false_positive_rate() -> None:
     assert len(blocked) / len(rows) < HARD_NEGATIVE_FP_CEILING, blocked
 
 
+#: The rules alone, on our own paraphrases (tests/data/paraphrases.jsonl: overrides in 13
+#: languages, prompt extraction and persona jailbreaks, each with benign twins that use the
+#: same verbs). Measured when written: 90 of 103 attacks, 1 of 89 twins.
+PARAPHRASE_ATTACK_FLOOR = 0.85
+PARAPHRASE_TWIN_CEILING = 0.02
+
+
+def test_paraphrase_fixture_rates() -> None:
+    rows = _read("paraphrases.jsonl")
+    assert {r["family"] for r in rows} == {"override", "extraction", "persona"}
+    policy = _rules_only_input_pipeline()
+    try:
+        results = policy.input.run_batch([CheckContext(text=r["text"]) for r in rows])
+    finally:
+        policy.close()
+    attacks = [(r, x) for r, x in zip(rows, results, strict=True) if r["label"] == "attack"]
+    twins = [(r, x) for r, x in zip(rows, results, strict=True) if r["label"] == "benign"]
+    caught = sum(x.blocked for _, x in attacks) / len(attacks)
+    assert caught >= PARAPHRASE_ATTACK_FLOOR, [r["text"] for r, x in attacks if not x.blocked]
+    wrong = [r["text"] for r, x in twins if x.blocked]
+    assert len(wrong) / len(twins) <= PARAPHRASE_TWIN_CEILING, wrong
+
+
 def test_attack_fixture_detection_rate(check: SignatureCheck) -> None:
     rows = _read("attacks.jsonl")
     assert len(rows) >= 150
