@@ -406,7 +406,7 @@ def test_hard_negative_fixture_false_positive_rate() -> None:
 
 #: The rules alone, on our own paraphrases (tests/data/paraphrases.jsonl: overrides in 13
 #: languages, prompt extraction and persona jailbreaks, each with benign twins that use the
-#: same verbs). Measured when written: 90 of 103 attacks, 1 of 89 twins.
+#: same verbs). Measured when written: 90 of 103 attacks, 0 of 89 twins.
 PARAPHRASE_ATTACK_FLOOR = 0.85
 PARAPHRASE_TWIN_CEILING = 0.02
 
