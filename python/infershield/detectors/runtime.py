@@ -442,8 +442,14 @@ def packed_pieces(body: Sequence[int], ends: frozenset[int], size: int) -> list[
     while they fit. A piece boundary never falls inside a sentence that fits in a piece, so an
     attack sentence is never split between two pieces, each too diluted to flag. Without
     sentence ends: consecutive pieces of ``size`` (the last one ends at the end)."""
+    return pack_spans(sentence_pieces(body, ends, size), size)
+
+
+def pack_spans(spans: Sequence[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Consecutive ``spans`` (:func:`sentence_pieces`) packed into pieces of at most ``size``
+    tokens while they fit (:func:`packed_pieces` from spans already cut)."""
     out: list[tuple[int, int]] = []
-    for a, z in sentence_pieces(body, ends, size):
+    for a, z in spans:
         if out and z - out[-1][0] <= size:
             out[-1] = (out[-1][0], z)
         else:
@@ -608,14 +614,18 @@ class Cascade:
         body = [w[len(pre) : len(w) - len(suf)] for w in flat]
         short = [i for i, b in enumerate(body) if len(b) <= size]
         longs = [i for i, b in enumerate(body) if len(b) > size]
-        spans = [packed_pieces(body[i], self._ends, size) for i in longs]
+        # Each window's sentences are cut once: long windows pack them into pieces, and with
+        # sentence screening the windows in scope are judged by them too.
+        cut: dict[int, list[tuple[int, int]]] = {
+            i: sentence_pieces(body[i], self._ends, size) for i in longs}
+        spans = [pack_spans(cut[i], size) for i in longs]
         pieces = [[*pre, *body[i][a:z], *suf]
                   for i, ss in zip(longs, spans, strict=True) for a, z in ss]
         sentences: list[list[int]] = []
         owner: list[int] = []
         if self.sentence_clear is not None and self._ends:
             for i in short if self.sentence_scope == "short" else range(len(body)):
-                cuts = sentence_pieces(body[i], self._ends, size)
+                cuts = cut[i] if i in cut else sentence_pieces(body[i], self._ends, size)
                 if len(cuts) >= 2:
                     sentences += [[*pre, *body[i][a:z], *suf] for a, z in cuts]
                     owner += [i] * len(cuts)
