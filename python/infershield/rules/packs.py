@@ -69,7 +69,7 @@ Scope = Literal["text", "match", "sentence"]
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 _PACK_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _RULE_KEYS = {"id", "category", "severity", "pattern", "flags", "examples", "description",
-              "validator", "kind", "scope"}
+              "validator", "kind", "scope", "quotable"}
 _PACK_KEYS = {"pack", "description", "mode", "defaults", "rules"}
 
 
@@ -91,6 +91,10 @@ class Rule:
     kind: str = ""
     description: str = ""
     scope: Scope = "text"
+    #: Whether a match quoted by a text that talks about it may be left to the other checks
+    #: (``checks/input/mention.py``). False for orders addressed to the AI that reads the
+    #: content ("Note to AI: ..."): quoted, they are still the indirect injection itself.
+    quotable: bool = True
 
     @property
     def score(self) -> float:
@@ -284,8 +288,11 @@ def _build_rule(
     scope = cast(Scope, field_str("scope", get_args(Scope)) if "scope" in raw else "text")
     if scope != "text" and category != "discussion":
         raise ConfigError(f"{where}: only discussion rules have a scope")
+    quotable = raw.get("quotable", True)
+    if not isinstance(quotable, bool):
+        raise ConfigError(f"{where}: quotable must be true or false")
     return Rule(rid, pack, category, severity, pattern, flags, pos, neg, mode, validator,
-                kind, desc, scope)
+                kind, desc, scope, quotable)
 
 
 def _examples(value: Any, where: str) -> tuple[str, ...]:

@@ -60,6 +60,7 @@ def test_multilingual_covers_at_least_five_languages() -> None:
         (GOOD_RULE + GOOD_RULE, "mine.hello: duplicate id"),
         (GOOD_RULE + "    scope: paragraph\n", "mine.hello: scope must be one of"),
         (GOOD_RULE + "    scope: match\n", "mine.hello: only discussion rules have a scope"),
+        (GOOD_RULE + "    quotable: 'no'\n", "mine.hello: quotable must be true or false"),
     ],
 )
 def test_bad_pack_is_a_config_error_naming_file_and_rule(

@@ -21,6 +21,9 @@ Severity policy:
   "never …") is excused too; one written as a plain sentence after security prose is not.
   Three or more distinct attack rules are never lowered: a real payload wrapped in a
   security question still carries many signals.
+* An attack phrase that is only *mentioned* (quoted by a text that talks about it and does
+  not ask to carry it out; ``checks/input/mention.py``) scores below ``block_severity``,
+  however many rules it matches: the classifier decides such a text.
 * The check BLOCKs at ``block_severity`` and above; below it the verdict ALLOWs with the
   score, which the pipeline still reports.
 
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
+from infershield.checks.input.mention import mentioned
 from infershield.config import Config, bounded, check_bounds
 from infershield.errors import ConfigError
 from infershield.rules.engine import VIEWS, SignatureEngine
@@ -73,6 +77,11 @@ class SignatureOptions:
     scan_decoded: bool = True
     #: How many rule ids the reason names.
     max_reported: int = bounded(3, ge=1)
+    #: Leave to the other checks a text that only *mentions* attacks: every attack phrase
+    #: lies inside a quotation that the rest of the text talks about ("our bot got
+    #: 'ignore previous instructions', how do we stop it?") and does not ask to carry out
+    #: (see ``checks/input/mention.py``). Such a match scores below ``block_severity``.
+    excuse_mentions: bool = True
 
     def __post_init__(self) -> None:
         check_bounds(self)
@@ -84,6 +93,7 @@ class _Assessment:
     rules: tuple[Rule, ...]  # attack rules that matched, most severe first
     discussed: bool
     views: tuple[str, ...] = ()  # the views the attack rules fired on, in VIEWS order
+    mentioned: bool = False  # every attack phrase quoted by a text about it (mention.py)
 
 
 class SignatureCheck(Check):
@@ -95,6 +105,7 @@ class SignatureCheck(Check):
     stages: ClassVar[tuple[Stage, ...]] = ("input", "output")
     REASON_MATCH: ClassVar[str] = "signature match: {rules}"
     REASON_DISCUSSED: ClassVar[str] = "signature match in text discussing attacks: {rules}"
+    REASON_MENTIONED: ClassVar[str] = "signature match quoted in text discussing it: {rules}"
 
     def __init__(
         self, name: str, options: SignatureOptions | None = None, *, cache_dir: Path | None = None
@@ -125,14 +136,15 @@ class SignatureCheck(Check):
             normalized=opts.scan_normalized,
             decoded=opts.scan_decoded,
         )
-        # Match-scoped discussion rules need match offsets, which the native scan does not
-        # report; Python's re finds them on the rare text where such a rule fires.
+        # Match-scoped discussion rules and mentions need match offsets, which the native
+        # scan does not report; Python's re finds them on the rare text where a rule fires.
         self._scoped = frozenset(i for i, r in enumerate(self.rules)
                                  if i >= self._n_attack and r.scope != "text")
-        # Only the rules _scope looks at: the attack rules and the scoped markers.
+        # Only the rules _scope and _mentioned look at: the attack rules and scoped markers.
         self._offsets: dict[int, re.Pattern[str] | None] = {
             i: _python_re(r) for i, r in enumerate(self.rules)
-            if i < self._n_attack or i in self._scoped} if self._scoped else {}
+            if i < self._n_attack or i in self._scoped
+        } if self._scoped or opts.excuse_mentions else {}
 
     @classmethod
     def from_config(cls, name: str, options: SignatureOptions, config: Config) -> SignatureCheck:
@@ -150,8 +162,29 @@ class SignatureCheck(Check):
         matched = self._engine.matched_views_batch([c.text for c in ctxs], analyses)
         if self._scoped:
             matched = [self._scope(c.text, m) for c, m in zip(ctxs, matched, strict=True)]
+        mentions = [self._mentioned(c.text, m) for c, m in zip(ctxs, matched, strict=True)]
         per_item = (time.perf_counter() - t0) * 1000.0 / max(len(ctxs), 1)
-        return [self._verdict(self.assess(m), per_item) for m in matched]
+        return [self._verdict(self.assess(m, mentioned=q), per_item)
+                for m, q in zip(matched, mentions, strict=True)]
+
+    def _mentioned(self, text: str, matched: dict[int, str]) -> bool:
+        """Whether every attack match of ``text`` is quoted by a text that talks about it
+        (``mention.mentioned``). Only matches in the text as written have offsets: one found
+        in a decoded or folded view is never a mention. A critical rule, or one marked not
+        ``quotable``, blocks quoted too."""
+        attack = [i for i in matched if i < self._n_attack]
+        if (not attack or not self.options.excuse_mentions or len(text) > MAX_OFFSET_CHARS
+                or any(matched[i] != "original" or not self.rules[i].quotable
+                       or self.rules[i].severity == "critical" for i in attack)):
+            return False
+        spans = []
+        for i in attack:
+            rx = self._offsets.get(i)
+            found = [m.span() for m in rx.finditer(text)] if rx is not None else []
+            if not found:
+                return False
+            spans += found
+        return mentioned(text, spans)
 
     def _scope(self, text: str, matched: dict[int, str]) -> dict[int, str]:
         """``matched`` without its scoped discussion rules, unless every attack match lies in
@@ -186,11 +219,12 @@ class SignatureCheck(Check):
     def _unscoped(self, matched: dict[int, str]) -> dict[int, str]:
         return {i: v for i, v in matched.items() if i not in self._scoped}
 
-    def assess(self, matched: set[int] | dict[int, str]) -> _Assessment:
+    def assess(self, matched: set[int] | dict[int, str], *,
+               mentioned: bool = False) -> _Assessment:
         """Fold matched rule indices into an effective severity (see the module docstring).
 
         ``matched`` maps each rule index to the view that fired it (a plain set when the
-        views are not known)."""
+        views are not known); ``mentioned``: every attack phrase is only quoted."""
         attack = sorted(
             (self.rules[i] for i in matched if i < self._n_attack),
             key=lambda r: (-r.severity_rank, r.id),
@@ -207,6 +241,9 @@ class SignatureCheck(Check):
             rank = max(rank - 1, 0)
         elif not discussed and len(attack) >= 2:
             rank = min(rank + 1, len(SEVERITIES) - 1)
+        if mentioned:
+            return _Assessment(max(min(rank, self._block_rank - 1), 0), tuple(attack), True,
+                               fired, mentioned=True)
         return _Assessment(rank, tuple(attack), discussed and len(attack) < 3, fired)
 
     def _verdict(self, a: _Assessment, elapsed_ms: float) -> Verdict:
@@ -217,7 +254,8 @@ class SignatureCheck(Check):
         more = len(a.rules) - opts.max_reported
         if more > 0:
             shown += f" (+{more} more)"
-        template = self.REASON_DISCUSSED if a.discussed else self.REASON_MATCH
+        template = (self.REASON_MENTIONED if a.mentioned
+                    else self.REASON_DISCUSSED if a.discussed else self.REASON_MATCH)
         categories = tuple(dict.fromkeys(r.category for r in a.rules))
         severity = SEVERITIES[a.rank]
         kw: dict[str, Any] = {

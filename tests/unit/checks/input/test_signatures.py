@@ -114,9 +114,13 @@ def test_discussed_attack_scores_but_does_not_block(check: SignatureCheck) -> No
     v = check.check(CheckContext(text=text))
     assert v.decision is Decision.ALLOW
     assert 0 < v.score < 0.8
+    assert v.reason.startswith("signature match quoted in text discussing it")
+    # The discussion marker alone lowers it too; without either the same text blocks.
+    marker = SignatureCheck("s", SignatureOptions(excuse_mentions=False))
+    v = marker.check(CheckContext(text=text))
+    assert v.decision is Decision.ALLOW
     assert v.reason.startswith("signature match in text discussing attacks")
-    # Without the discussion packs the same text blocks.
-    strict = SignatureCheck("s", SignatureOptions(discussion_packs=()))
+    strict = SignatureCheck("s", SignatureOptions(discussion_packs=(), excuse_mentions=False))
     assert strict.check(CheckContext(text=text)).decision is Decision.BLOCK
 
 
@@ -230,7 +234,7 @@ def test_a_document_excuses_attacks_set_apart_or_framed(
     text = _PROSE + example
     v = check.check(CheckContext(text=text))
     assert v.decision is Decision.ALLOW, v
-    assert v.reason.startswith("signature match in text discussing attacks")
+    assert "in text discussing" in v.reason  # by the document's framing, or as a mention
     # The same lines in a short message are judged by their own sentence only.
     assert len(example) < 500
 
@@ -256,7 +260,8 @@ def test_a_quoted_example_in_another_language_is_discussed(
     # Security pages translated from English quote their example attacks the same way.
     v = check.check(CheckContext(text=discussed))
     assert v.decision is Decision.ALLOW, v
-    assert v.reason.startswith("signature match in text discussing attacks")
+    # Excused by the marker, or (quoted and framed) as a mention: both say so.
+    assert "in text discussing" in v.reason
     assert check.check(CheckContext(text=attack)).decision is Decision.BLOCK
     # The marker excuses its own sentence only: the attack said next to it still blocks.
     said = check.check(CheckContext(text=f"{attack} {discussed}"))
@@ -455,13 +460,14 @@ def test_multilingual_fixtures(check: SignatureCheck) -> None:
 #: nine families, benign prompts that look like attacks, everyday prompts). The rules of
 #: 2026-12-07 were written after reading the dev set's errors; the test set was read only
 #: after they were fixed. Measured then (blocked): dev attacks 118/263, hard benign 18/260,
-#: everyday 0/300; test attacks 70/260, hard benign 14/260.
+#: everyday 0/300; test attacks 70/260, hard benign 14/260. With quoted mentions left to
+#: the classifier (checks/input/mention.py, 2026-12-07, later): hard benign dev 13, test 7.
 WRITTEN_PROBE_BOUNDS = {
     ("dev", "attack"): (0.43, 1.0),
-    ("dev", "hard"): (0.0, 0.075),
+    ("dev", "hard"): (0.0, 0.06),
     ("dev", "everyday"): (0.0, 0.005),
     ("test", "attack"): (0.25, 1.0),
-    ("test", "hard"): (0.0, 0.06),
+    ("test", "hard"): (0.0, 0.04),
 }
 
 
@@ -481,6 +487,36 @@ def test_written_probe_rates(split: str) -> None:
         rate = sum(x.blocked for _, x in got) / len(got)
         wrong = [r["text"][:80] for r, x in got if x.blocked != (kind == "attack")]
         assert low <= rate <= high, (kind, rate, wrong[:10])
+
+
+# Security talk that quotes attacks, and attacks dressed as security talk
+# (tests/data/written_security_talk.jsonl), written for the purpose by two writers who saw
+# nothing of the rules: "dev" was read while the mention rule (checks/input/mention.py) was
+# written, "test" never. Rules alone, 2026-12-07: dev benign 126 -> 58 of 320 blocked and
+# attacks 106 of 160 both before and after; test benign 65 -> 52 of 240, attacks 59 of 120.
+SECURITY_TALK_BOUNDS = {
+    ("dev", "benign"): (0.0, 0.20),
+    ("dev", "attack"): (0.62, 1.0),
+    ("test", "benign"): (0.0, 0.24),
+    ("test", "attack"): (0.45, 1.0),
+}
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_written_security_talk_rates(split: str) -> None:
+    rows = [r for r in _read("written_security_talk.jsonl") if r["split"] == split]
+    policy = _rules_only_input_pipeline()
+    try:
+        results = policy.input.run_batch([CheckContext(text=r["text"]) for r in rows])
+    finally:
+        policy.close()
+    for kind in ("benign", "attack"):
+        low, high = SECURITY_TALK_BOUNDS[(split, kind)]
+        got = [x.blocked for r, x in zip(rows, results, strict=True)
+               if (r["label"] == "benign") == (kind == "benign")]
+        assert len(got) >= 100
+        rate = sum(got) / len(got)
+        assert low <= rate <= high, (split, kind, rate)
 
 
 @pytest.mark.parametrize("text", [
