@@ -492,8 +492,8 @@ def test_written_probe_rates(split: str) -> None:
 # Security talk that quotes attacks, and attacks dressed as security talk
 # (tests/data/written_security_talk.jsonl), written for the purpose by two writers who saw
 # nothing of the rules: "dev" was read while the mention rule (checks/input/mention.py) was
-# written, "test" never. Rules alone, 2026-12-07: dev benign 126 -> 58 of 320 blocked and
-# attacks 106 of 160 both before and after; test benign 65 -> 52 of 240, attacks 59 of 120.
+# written, "test" never. Rules alone, 2026-12-07: dev benign 126 -> 52 of 320 blocked and
+# attacks 106 of 160 both before and after; test benign 65 -> 50 of 240, attacks 59 of 120.
 SECURITY_TALK_BOUNDS = {
     ("dev", "benign"): (0.0, 0.20),
     ("dev", "attack"): (0.62, 1.0),
