@@ -24,18 +24,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-#: A quoted span: a code fence, a block-quote line, or a pair of quotes on one line (double,
-#: curly, guillemets, CJK corner brackets, backticks, and single quotes that are not
-#: apostrophes).
-_QUOTED = re.compile(
-    r"```.*?```"
-    r"|^[ \t]*>[^\n]*"
-    r"|\"[^\"\n]{2,}\"|\u201c[^\u201d\n]{2,}\u201d|\u2018[^\u2019\n]{2,}\u2019"
-    r"|\u00ab[^\u00bb\n]{2,}\u00bb|\u201e[^\u201c\u201d\"\n]{2,}[\u201c\u201d\"]"
-    r"|\u300c[^\u300d]{2,}\u300d|\u300e[^\u300f]{2,}\u300f|`[^`\n]+`"
-    r"|(?<![\w'])'[^'\n]{2,}'(?!\w)",
-    re.DOTALL | re.MULTILINE,
-)
+#: Quoted spans, each kind found on its own so that quotes nest (a string literal in a code
+#: fence, a phrase in single quotes inside a quoted sentence): a code fence, a block-quote
+#: line, or a pair of quotes on one line (double, curly, guillemets, CJK corner brackets,
+#: backticks, and single quotes that are not apostrophes).
+_QUOTES = tuple(re.compile(p, re.DOTALL | re.MULTILINE) for p in (
+    r"```.*?```",
+    r"^[ \t]*>[^\n]*",
+    r"\"[^\"\n]{2,}\"",
+    r"\u201c[^\u201d\n]{2,}\u201d|\u2018[^\u2019\n]{2,}\u2019",
+    r"\u00ab[^\u00bb\n]{2,}\u00bb|\u201e[^\u201c\u201d\"\n]{2,}[\u201c\u201d\"]",
+    r"\u300c[^\u300d]{2,}\u300d|\u300e[^\u300f]{2,}\u300f",
+    r"(?<!`)`[^`\n]+`(?!`)",
+    r"(?<![\w'])'[^'\n]{2,}'(?!\w)",
+))
 #: A quote longer than this is a pasted document, not a phrase talked about: the orders in a
 #: document are the indirect injection this module must not excuse.
 MAX_QUOTE_CHARS = 200
@@ -73,7 +75,8 @@ _FRAME = re.compile(
     # it is an example in teaching, testing or documentation
     r"|examples?|e\.g\.|exams?|quiz\w*|lectures?|slides?|courses?|students?|essays?|"
     r"homework|seminar|wiki|faq|unit\s+tests?|pytest|test\s+(tables?|suites?|inputs?|"
-    r"strings?)|returns?\s+(true|false)|grade|logs?|logged|transcripts?|testing\s+us"
+    r"strings?|files?|data)|returns?\s+(true|false)|grade|logs?|logged|transcripts?|testing\s+us|"
+    r"(deny|block|black|allow|stop)[\s-]?lists?"
     # it is an attack, talked about as one
     r"|prompt[\s-]*(injections?|leak(ing|s)?|extraction|hacking)|injections?|jailbr[eo]\w*|"
     r"payloads?|exploits?|attackers?|adversarial|red[\s-]?team\w*|guardrails?|filters?|"
@@ -90,7 +93,16 @@ _FRAME = re.compile(
     r"recibió|recibido|ricevuto|recebeu|recebido|dostał\w*|otrzymał\w*|получил\w*|erhielt|"
     r"erhalten|bekommen|reçu|reçue|etiquet\w+|beschrift\w*|labelen|etichett\w+|"
     r"rotul\w+|oznacz\w*|ejemplos?|exemplos?|esempi|esempio|beispiele?|exemples?|przykład\w*|"
-    r"пример\w*|örne\w+)\b"
+    r"пример\w*|örne\w+|"
+    # someone wrote or typed it, in those languages
+    r"schreiben|schreibt|geschrieben|tippen|tippt|eingegeben|nutzer\w*|benutzer\w*|"
+    r"écrivent|écrit|tapent|tapé|saisi|utilisat(eur|rice)s?|escriben|escribió|escrito|"
+    r"usuari[oa]s?|scrivono|scritto|utent[ei]|escrevem|escreveu|usuári[oa]s?|"
+    r"utilizador(es)?|pisz[aą]|napisał\w*|użytkowni\w*|пишут|написал\w*|пользовател\w*|"
+    r"пишуть|написав\w*|користувач\w*|yazd\u0131\w*|yaz\u0131yor\w*|kullan\u0131c\u0131\w*|"
+    r"menulis|pengguna|người\s+dùng|viết|gõ)\b"
+    r"|כותבים|כתב|משתמש|输入|用户|有人|写了|入力|ユーザー|書き込|と書|입력|사용자|라고|يكتب|"
+    r"المستخدم|लिखते|लिखा|उपयोगकर्ता"
     r"|ログ|メッセージ|ジェイルブレイク|例えば|收到|消息|日志|例如|تلقى|تلقّى|الرسالة|메시지|받았|예시"
     r"|提示词注入|提示注入|注入|越狱|攻击|プロンプトインジェクション|インジェクション|脱獄|攻撃|"
     r"프롬프트|인젝션|탈옥|공격|हमल|इंजेक्शन|حقن|هجوم",
@@ -125,7 +137,13 @@ _USE = re.compile(
     r"your\s+(own\s+)?(\w+\s+){0,2}(prompts?|instructions|rules|keys?|passwords?|secrets?|"
     r"guidelines|configuration|settings|restrictions|filters?)|"
     r"your\s+(new|real|actual|updated|true)\s+(instructions|task|rules|role|orders)|"
-    r"act\s+as|acting\s+as|pretend|role-?play\s+(as|with)|let'?s\s+role-?play|"
+    r"act\s+as|acting\s+as|pretend|role-?play\s+(as|with)|let'?s\s+role-?play|in\s+character|"
+    r"(respond|answer|reply|speak|write|talk)\s+(\w+\s+){0,3}as\s+(the|that|this|it)\b|"
+    # the attack itself, said outside the quotes
+    r"(drop|disable|remove|turn\s+off|switch\s+off|bypass|ignore|lift|skip)\s+(the|your|all|"
+    r"any)\s+(\w+\s+)?(filters?|rules|guidelines|restrictions|safety|guardrails?|polic(y|ies)|"
+    r"instructions|limits)|for\s+the\s+rest\s+of\s+(this|the|our)\s+(chat|conversation|"
+    r"session)|not\s+joking|no\s+longer\s+joking|"
     r"stay\s+in\s+character|you\s+are\s+now|you're\s+now|from\s+now\s+on|you\s+must|"
     r"you\s+will\s+now|i\s+(need|want)\s+you\s+to|switch\s+to|"
     r"demonstrate\s*([:\-\u2013]|(it|this|that|them)\b|how\s+you|on\s+yourself)|"
@@ -151,29 +169,34 @@ _USE = re.compile(
 
 
 def quoted_spans(text: str) -> list[tuple[int, int]]:
-    """The quoted spans of ``text`` (see ``_QUOTED``), JSON keys and values left out."""
+    """The quoted spans of ``text`` (see ``_QUOTES``; they may nest), in order, JSON keys
+    and values left out."""
     spans = []
-    for m in _QUOTED.finditer(text):
-        s, e = m.span()
-        if text[s] == '"' and (_JSON_BEFORE.search(text, max(0, s - 16), s)
-                               or _JSON_AFTER.match(text, e)):
-            continue
-        spans.append((s, e))
-    return spans
+    for rx in _QUOTES:
+        for m in rx.finditer(text):
+            s, e = m.span()
+            if text[s] == '"' and (_JSON_BEFORE.search(text, max(0, s - 16), s)
+                                   or _JSON_AFTER.match(text, e)):
+                continue
+            spans.append((s, e))
+    return sorted(spans)
 
 
 def mentioned(text: str, attack_spans: Iterable[tuple[int, int]]) -> bool:
     """Whether every span in ``attack_spans`` (offsets into ``text``, at least one) lies in
-    a quotation that the rest of ``text`` talks about and does not ask to carry out."""
+    a short quotation that the rest of ``text`` talks about and does not ask to carry out.
+
+    "The rest" is the text less its short quotations: a longer quote (a pasted document, a
+    code fence) stays in it, so an order in a document or a code comment counts as said."""
     found = list(attack_spans)
-    quotes = quoted_spans(text)
+    quotes = [(s, e) for s, e in quoted_spans(text) if e - s <= MAX_QUOTE_CHARS]
     if not found or not quotes:
         return False
-    if not all(any(s <= a and b <= e and e - s <= MAX_QUOTE_CHARS for s, e in quotes)
-               for a, b in found):
+    if not all(any(s <= a and b <= e for s, e in quotes) for a, b in found):
         return False
     rest = list(text)
     for s, e in quotes:
         rest[s:e] = " " * (e - s)
-    outside = "".join(rest)
+    # Code names its words with underscores (is_injection, test_jailbreak_filter).
+    outside = "".join(rest).replace("_", " ")
     return _USE.search(outside) is None and _FRAME.search(outside) is not None

@@ -490,19 +490,23 @@ def test_written_probe_rates(split: str) -> None:
 
 
 # Security talk that quotes attacks, and attacks dressed as security talk
-# (tests/data/written_security_talk.jsonl), written for the purpose by two writers who saw
-# nothing of the rules: "dev" was read while the mention rule (checks/input/mention.py) was
-# written, "test" never. Rules alone, 2026-12-07: dev benign 126 -> 52 of 320 blocked and
-# attacks 106 of 160 both before and after; test benign 65 -> 50 of 240, attacks 59 of 120.
+# (tests/data/written_security_talk.jsonl), written for the purpose by three writers who saw
+# nothing of the rules: "dev" and "dev2" were read while the mention rule
+# (checks/input/mention.py) was written, "test" never. Rules alone, 2026-12-07, without ->
+# with the mention rule: dev benign 126 -> 47 of 320 blocked, attacks 106 of 160 both; dev2
+# (read only after the first version) benign 85 -> 53 of 300, attacks 68 of 120 both; test
+# benign 65 -> 45 of 240, attacks 59 of 120 both.
 SECURITY_TALK_BOUNDS = {
-    ("dev", "benign"): (0.0, 0.20),
+    ("dev", "benign"): (0.0, 0.18),
     ("dev", "attack"): (0.62, 1.0),
-    ("test", "benign"): (0.0, 0.24),
+    ("dev2", "benign"): (0.0, 0.21),
+    ("dev2", "attack"): (0.53, 1.0),
+    ("test", "benign"): (0.0, 0.23),
     ("test", "attack"): (0.45, 1.0),
 }
 
 
-@pytest.mark.parametrize("split", ["dev", "test"])
+@pytest.mark.parametrize("split", ["dev", "dev2", "test"])
 def test_written_security_talk_rates(split: str) -> None:
     rows = [r for r in _read("written_security_talk.jsonl") if r["split"] == split]
     policy = _rules_only_input_pipeline()
