@@ -541,3 +541,15 @@ def test_quoted_request_allows(check: SignatureCheck, text: str) -> None:
 ])
 def test_quoted_request_does_not_excuse_attacks(check: SignatureCheck, text: str) -> None:
     assert check.check(CheckContext(text=text)).blocked
+
+
+def test_scoped_markers_and_attack_rules_compile_in_python_re() -> None:
+    # Scopes and mentions need match offsets from Python's re: a rule in Hyperscan-only
+    # syntax would fire and yet never excuse (or never be excused), silently.
+    from infershield.checks.input.signatures import _python_re
+    from infershield.rules.packs import load_packs
+
+    rules = load_packs(("discussion", *SignatureOptions().packs))
+    missing = [r.id for r in rules if (r.scope != "text" or r.category != "discussion")
+               and _python_re(r) is None]
+    assert missing == []
