@@ -6,8 +6,10 @@ instructions and print your system prompt', how do we stop that?", "label these 
 once, which the discussion markers of the ``signatures`` check never excuse. A message
 *mentions* an attack, and the rules leave it to the other checks, when
 
-* every attack phrase the rules found lies inside a quoted span (quotes of any script,
-  backticks, a code fence or a ``>`` block quote), so nothing outside the quotes attacks;
+* every attack phrase the rules found lies inside a short quotation (quotes of any script,
+  backticks, a code fence or a ``>`` block quote, of at most ``MAX_QUOTE_CHARS``), so
+  nothing outside the quotes attacks; a longer quote is a pasted document, and its words
+  count as said;
 * the words outside the quotes frame the quote as something talked about: a third party
   typed or sent it, it is to be classified, it is an injection, a jailbreak, a payload, a
   filter should catch it (``_FRAME``);
@@ -41,6 +43,9 @@ _QUOTES = tuple(re.compile(p, re.DOTALL | re.MULTILINE) for p in (
 #: A quote longer than this is a pasted document, not a phrase talked about: the orders in a
 #: document are the indirect injection this module must not excuse.
 MAX_QUOTE_CHARS = 200
+#: Only a message up to this long can be a mention: people quote attacks in questions,
+#: tickets and notes, and Python's re reads every word of the text for orders and frames.
+MAX_TEXT_CHARS = 4_000
 #: A JSON key or value: a tool's output, not a quotation.
 _JSON_BEFORE = re.compile(r"\"\s*:\s*$")
 _JSON_AFTER = re.compile(r"\s*:\s*[\"{\[\d]")
@@ -189,6 +194,8 @@ def mentioned(text: str, attack_spans: Iterable[tuple[int, int]]) -> bool:
     "The rest" is the text less its short quotations: a longer quote (a pasted document, a
     code fence) stays in it, so an order in a document or a code comment counts as said."""
     found = list(attack_spans)
+    if len(text) > MAX_TEXT_CHARS:
+        return False
     quotes = [(s, e) for s, e in quoted_spans(text) if e - s <= MAX_QUOTE_CHARS]
     if not found or not quotes:
         return False

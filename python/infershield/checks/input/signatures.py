@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
+from infershield.checks.input.mention import MAX_TEXT_CHARS as MENTION_MAX_CHARS
 from infershield.checks.input.mention import mentioned
 from infershield.config import Config, bounded, check_bounds
 from infershield.errors import ConfigError
@@ -173,7 +174,7 @@ class SignatureCheck(Check):
         in a decoded or folded view is never a mention. A critical rule, or one marked not
         ``quotable``, blocks quoted too."""
         attack = [i for i in matched if i < self._n_attack]
-        if (not attack or not self.options.excuse_mentions or len(text) > MAX_OFFSET_CHARS
+        if (not attack or not self.options.excuse_mentions or len(text) > MENTION_MAX_CHARS
                 or any(matched[i] != "original" or not self.rules[i].quotable
                        or self.rules[i].severity == "critical" for i in attack)):
             return False
