@@ -180,12 +180,17 @@ class SignatureCheck(Check):
             return False
         spans = []
         for i in attack:
-            rx = self._offsets.get(i)
-            found = [m.span() for m in rx.finditer(text)] if rx is not None else []
+            found = self._found(i, text)
             if not found:
                 return False
             spans += found
         return mentioned(text, spans)
+
+    def _found(self, i: int, text: str) -> list[tuple[int, int]]:
+        """Where rule ``i`` matches ``text`` as written (Python's re; none for a rule in
+        Hyperscan-only syntax)."""
+        rx = self._offsets.get(i)
+        return [m.span() for m in rx.finditer(text)] if rx is not None else []
 
     def _scope(self, text: str, matched: dict[int, str]) -> dict[int, str]:
         """``matched`` without its scoped discussion rules, unless every attack match lies in
@@ -209,8 +214,7 @@ class SignatureCheck(Check):
         document = len(text) >= DOCUMENT_CHARS
 
         def excused(i: int) -> bool:
-            rx = self._offsets[i]
-            found = [m.span() for m in rx.finditer(text)] if rx is not None else []
+            found = self._found(i, text)
             return bool(found) and all(
                 any(a < e and s < b for s, e in spans) or (document and _framed(text, a))
                 for a, b in found)

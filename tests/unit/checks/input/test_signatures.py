@@ -397,15 +397,20 @@ def test_override_look_alikes_allow(check: SignatureCheck, text: str) -> None:
     assert check.check(CheckContext(text=text)).decision is Decision.ALLOW
 
 
+def _rules_only_blocked(rows: list[dict[str, str]]) -> list[bool]:
+    """Whether the default policy's rules alone block each row's text."""
+    policy = _rules_only_input_pipeline()
+    try:
+        return [x.blocked for x in
+                policy.input.run_batch([CheckContext(text=r["text"]) for r in rows])]
+    finally:
+        policy.close()
+
+
 def test_hard_negative_fixture_false_positive_rate() -> None:
     rows = _read("hard_negatives.jsonl")
     assert len(rows) >= 150
-    policy = _rules_only_input_pipeline()
-    try:
-        results = policy.input.run_batch([CheckContext(text=r["text"]) for r in rows])
-    finally:
-        policy.close()
-    blocked = [r["text"] for r, res in zip(rows, results, strict=True) if res.blocked]
+    blocked = [r["text"] for r, b in zip(rows, _rules_only_blocked(rows), strict=True) if b]
     assert len(blocked) / len(rows) < HARD_NEGATIVE_FP_CEILING, blocked
 
 
@@ -419,16 +424,12 @@ PARAPHRASE_TWIN_CEILING = 0.02
 def test_paraphrase_fixture_rates() -> None:
     rows = _read("paraphrases.jsonl")
     assert {r["family"] for r in rows} == {"override", "extraction", "persona"}
-    policy = _rules_only_input_pipeline()
-    try:
-        results = policy.input.run_batch([CheckContext(text=r["text"]) for r in rows])
-    finally:
-        policy.close()
-    attacks = [(r, x) for r, x in zip(rows, results, strict=True) if r["label"] == "attack"]
-    twins = [(r, x) for r, x in zip(rows, results, strict=True) if r["label"] == "benign"]
-    caught = sum(x.blocked for _, x in attacks) / len(attacks)
-    assert caught >= PARAPHRASE_ATTACK_FLOOR, [r["text"] for r, x in attacks if not x.blocked]
-    wrong = [r["text"] for r, x in twins if x.blocked]
+    blocked = _rules_only_blocked(rows)
+    attacks = [(r, b) for r, b in zip(rows, blocked, strict=True) if r["label"] == "attack"]
+    twins = [(r, b) for r, b in zip(rows, blocked, strict=True) if r["label"] == "benign"]
+    caught = sum(b for _, b in attacks) / len(attacks)
+    assert caught >= PARAPHRASE_ATTACK_FLOOR, [r["text"] for r, b in attacks if not b]
+    wrong = [r["text"] for r, b in twins if b]
     assert len(wrong) / len(twins) <= PARAPHRASE_TWIN_CEILING, wrong
 
 
@@ -474,18 +475,14 @@ WRITTEN_PROBE_BOUNDS = {
 @pytest.mark.parametrize("split", ["dev", "test"])
 def test_written_probe_rates(split: str) -> None:
     rows = _read(f"written_probe_{split}.jsonl")
-    policy = _rules_only_input_pipeline()
-    try:
-        results = policy.input.run_batch([CheckContext(text=r["text"]) for r in rows])
-    finally:
-        policy.close()
+    blocked = _rules_only_blocked(rows)
     for (s, kind), (low, high) in WRITTEN_PROBE_BOUNDS.items():
         if s != split:
             continue
-        got = [(r, x) for r, x in zip(rows, results, strict=True) if r["set"] == kind]
+        got = [(r, b) for r, b in zip(rows, blocked, strict=True) if r["set"] == kind]
         assert len(got) >= 250
-        rate = sum(x.blocked for _, x in got) / len(got)
-        wrong = [r["text"][:80] for r, x in got if x.blocked != (kind == "attack")]
+        rate = sum(b for _, b in got) / len(got)
+        wrong = [r["text"][:80] for r, b in got if b != (kind == "attack")]
         assert low <= rate <= high, (kind, rate, wrong[:10])
 
 
@@ -509,14 +506,10 @@ SECURITY_TALK_BOUNDS = {
 @pytest.mark.parametrize("split", ["dev", "dev2", "test"])
 def test_written_security_talk_rates(split: str) -> None:
     rows = [r for r in _read("written_security_talk.jsonl") if r["split"] == split]
-    policy = _rules_only_input_pipeline()
-    try:
-        results = policy.input.run_batch([CheckContext(text=r["text"]) for r in rows])
-    finally:
-        policy.close()
+    blocked = _rules_only_blocked(rows)
     for kind in ("benign", "attack"):
         low, high = SECURITY_TALK_BOUNDS[(split, kind)]
-        got = [x.blocked for r, x in zip(rows, results, strict=True)
+        got = [b for r, b in zip(rows, blocked, strict=True)
                if (r["label"] == "benign") == (kind == "benign")]
         assert len(got) >= 100
         rate = sum(got) / len(got)
