@@ -245,11 +245,13 @@ class _Worker:
 
         loop.add_reader(fd, on_readable)
         try:
-            await asyncio.wait_for(ready, timeout)
-        except asyncio.TimeoutError:
-            return None
+            # Not asyncio.wait_for: before Python 3.12 it swallows a cancellation that arrives
+            # as the reply does, and a pool shutting down would then wait on a live driver.
+            done, _ = await asyncio.wait({ready}, timeout=timeout)
         finally:
             loop.remove_reader(fd)
+        if not done:
+            return None
         raw = self.conn.recv_bytes()  # EOFError when the worker is gone
         reply: tuple[Any, ...] = pickle.loads(raw)
         return reply
@@ -282,6 +284,25 @@ class _Worker:
             with contextlib.suppress(Exception):
                 self.conn.close()
         return self.exitcode
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]], bound_s: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that caught a cancellation.
+
+    A task can survive one ``cancel()`` (library code that swallows it), and a shutdown that
+    waited on it would hang; this one re-cancels every 0.2 s and gives up after ``bound_s``.
+    """
+    pending = {t for t in tasks if not t.done()}
+    end = time.monotonic() + bound_s
+    while pending and time.monotonic() < end:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.2)
+    for t in pending:
+        log.error("sandbox driver %s did not stop on cancellation; abandoned", t.get_name())
+    for t in tasks:
+        if t.done() and not t.cancelled():
+            t.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 def _exit_reason(code: int | None) -> tuple[str, str]:
@@ -383,11 +404,7 @@ class WorkerPool:
     async def close(self) -> None:
         """Stop the workers; queued requests fail with BackendUnavailable."""
         self._closed = True
-        for t in self._drivers:
-            t.cancel()
-        for t in self._drivers:
-            with contextlib.suppress(BaseException):
-                await t
+        await _cancel_all(self._drivers)
         self._drivers = []
         closing = list(self._inflight)
         self._inflight.clear()

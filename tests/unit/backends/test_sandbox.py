@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import multiprocessing.connection
 import os
+import pickle
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +17,7 @@ from typing import Any
 import pytest
 
 from infershield.backends.local_model import onnx_model
-from infershield.backends.sandbox import ModelSpec, WorkerPool
+from infershield.backends.sandbox import ModelSpec, WorkerPool, _Worker
 from infershield.config import BackendConfig
 from infershield.errors import (
     BackendUnavailable,
@@ -227,6 +231,59 @@ def test_closed_pool_refuses() -> None:
         pool = WorkerPool(SPECS)
         with pytest.raises(BackendUnavailable, match="not running"):
             await pool.run("echo", {})
+
+    asyncio.run(main())
+
+
+def test_close_finishes_when_a_driver_swallows_its_cancellation() -> None:
+    """Before Python 3.12, ``asyncio.wait_for`` could swallow a cancellation that arrived as
+    its future completed; a driver that survived one ``cancel()`` used to hang ``close()``."""
+
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # only a second cancel stops it
+
+    async def main() -> None:
+        pool = WorkerPool(SPECS, workers=1)
+        await pool.start()
+        task = asyncio.create_task(stubborn())
+        pool._drivers.append(task)
+        await asyncio.sleep(0)
+        t0 = time.monotonic()
+        await asyncio.wait_for(pool.close(), timeout=5)
+        assert task.cancelled()
+        assert time.monotonic() - t0 < 2
+        assert pool.pids == []
+
+    asyncio.run(main())
+
+
+def test_worker_reply_wait_keeps_a_cancellation_that_races_the_reply() -> None:
+    """The reply and the cancellation arrive in the same loop turn: the cancellation wins."""
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        w = _Worker.__new__(_Worker)
+        w.conn = multiprocessing.connection.Connection(ours.detach())
+        peer = multiprocessing.connection.Connection(theirs.detach())
+        peer.send_bytes(pickle.dumps((1, "ok", None)))
+        loop = asyncio.get_running_loop()
+        real_add_reader = loop.add_reader
+
+        def add_reader(fd: int, callback: Callable[[], None]) -> None:
+            real_add_reader(fd, callback)
+            loop.call_soon(lambda: (callback(), task.cancel()))
+
+        loop.add_reader = add_reader  # type: ignore[method-assign]
+        try:
+            task = asyncio.create_task(w.recv(30.0))
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            del loop.add_reader
+            w.conn.close()
+            peer.close()
 
     asyncio.run(main())
 
