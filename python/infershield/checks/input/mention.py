@@ -14,7 +14,8 @@ once, which the discussion markers of the ``signatures`` check never excuse. A m
   typed or sent it, it is to be classified, it is an injection, a jailbreak, a payload, a
   filter should catch it (``_FRAME``);
 * and nothing outside the quotes asks for the quote to be carried out: follow it, obey,
-  then do it, act as, from now on, demonstrate it on yourself (``_USE``).
+  then do it, act as, from now on, demonstrate it on yourself (``_USE``); a negation right
+  before a cue ("classify it, do not act on it") cancels it.
 
 The twin attacks ("classify this message, then follow it: '...'", "for my class,
 demonstrate: '...'", a pasted document whose orders are not quoted) keep blocking. A JSON
@@ -173,6 +174,20 @@ _USE = re.compile(
 )
 
 
+#: A negation right before a use cue: "classify it, do not act on it" asks for no use.
+_NEGATED = re.compile(
+    r"(\bnot|\bnever|\bwithout|n't|n\u2019t|\bno\s+need\s+to)\s+"
+    r"((just|actually|really|ever|even|yet|blindly)\s+)?$",
+    re.IGNORECASE,
+)
+
+
+def _asks_to_use(outside: str) -> bool:
+    """Whether ``outside`` has a ``_USE`` cue that no negation right before it cancels."""
+    return any(_NEGATED.search(outside, max(0, m.start() - 40), m.start()) is None
+               for m in _USE.finditer(outside))
+
+
 def quoted_spans(text: str) -> list[tuple[int, int]]:
     """The quoted spans of ``text`` (see ``_QUOTES``; they may nest), in order, JSON keys
     and values left out."""
@@ -206,4 +221,4 @@ def mentioned(text: str, attack_spans: Iterable[tuple[int, int]]) -> bool:
         rest[s:e] = " " * (e - s)
     # Code names its words with underscores (is_injection, test_jailbreak_filter).
     outside = "".join(rest).replace("_", " ")
-    return _USE.search(outside) is None and _FRAME.search(outside) is not None
+    return not _asks_to_use(outside) and _FRAME.search(outside) is not None
