@@ -25,12 +25,14 @@ string value is data, not a quotation, so tool output never counts as quoted.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 #: Quoted spans, each kind found on its own so that quotes nest (a string literal in a code
 #: fence, a phrase in single quotes inside a quoted sentence): a code fence, a block-quote
 #: line, or a pair of quotes on one line (double, curly, guillemets, CJK corner brackets,
-#: backticks, and single quotes that are not apostrophes).
+#: backticks, and single quotes that are not apostrophes; a closing quote may carry a Korean,
+#: Japanese or Chinese particle).
 _QUOTES = tuple(re.compile(p, re.DOTALL | re.MULTILINE) for p in (
     r"```.*?```",
     r"^[ \t]*>[^\n]*",
@@ -39,7 +41,7 @@ _QUOTES = tuple(re.compile(p, re.DOTALL | re.MULTILINE) for p in (
     r"\u00ab[^\u00bb\n]{2,}\u00bb|\u201e[^\u201c\u201d\"\n]{2,}[\u201c\u201d\"]",
     r"\u300c[^\u300d]{2,}\u300d|\u300e[^\u300f]{2,}\u300f",
     r"(?<!`)`[^`\n]+`(?!`)",
-    r"(?<![\w'])'[^'\n]{2,}'(?!\w)",
+    r"(?<![\w'])'[^'\n]{2,}'(?![^\W\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af])",
 ))
 #: A quote longer than this is a pasted document, not a phrase talked about: the orders in a
 #: document are the indirect injection this module must not excuse.
@@ -168,7 +170,7 @@ _USE = re.compile(
     r"|\b(sigue|síguel[ao]s?|siguiendo|obedece|ejecuta|cumple|luego|después|suis|suivez|"
     r"obéis|obéissez|exécute[sz]?|ensuite|puis|befolge|folge|führe|danach|dann|segui|"
     r"seguila|esegui|obbedisci|poi|siga|obedeça|execute|depois|wykonaj|następnie|"
-    r"выполни\w*|следуй|затем|потом|uygula|sonra|ard\u0131ndan)\b"
+    r"выполни|выполните|выполняй|выполняйте|следуй|затем|потом|uygula|sonra|ard\u0131ndan)\b"
     r"|执行|遵循|照做|然后|実行|従って|従い|その後|실행|따르|그\s*다음",
     re.IGNORECASE,
 )
@@ -186,6 +188,27 @@ def _asks_to_use(outside: str) -> bool:
     """Whether ``outside`` has a ``_USE`` cue that no negation right before it cancels."""
     return any(_NEGATED.search(outside, max(0, m.start() - 40), m.start()) is None
                for m in _USE.finditer(outside))
+
+
+#: Letters with marks that do not decompose under NFD.
+_BARE = str.maketrans({"\u0131": "i", "\u0111": "d", "\u0110": "D", "\u0142": "l",
+                       "\u0141": "L", "\u00f8": "o", "\u00d8": "O"})
+
+
+def fold_marks(text: str) -> str:
+    """``text`` with the marks taken off its letters ("prévious" -> "previous",
+    "bỏ qua" -> "bo qua"), one character for one, so offsets into it are offsets into
+    ``text``. A rule written without accents matches a quoted accented phrase here; letters
+    of other scripts made to look Latin (homoglyphs) stay as they are."""
+    out = []
+    for ch in text:
+        if ch.isascii():
+            out.append(ch)
+            continue
+        d = unicodedata.normalize("NFD", ch)
+        out.append(d[0] if len(d) > 1 and all(unicodedata.combining(c) for c in d[1:])
+                   else ch)
+    return "".join(out).translate(_BARE)
 
 
 def quoted_spans(text: str) -> list[tuple[int, int]]:

@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 
 from infershield.checks.base import Check, CheckContext, Stage
 from infershield.checks.input.mention import MAX_TEXT_CHARS as MENTION_MAX_CHARS
-from infershield.checks.input.mention import mentioned
+from infershield.checks.input.mention import fold_marks, mentioned
 from infershield.config import Config, bounded, check_bounds
 from infershield.errors import ConfigError
 from infershield.rules.engine import VIEWS, SignatureEngine
@@ -170,17 +170,20 @@ class SignatureCheck(Check):
 
     def _mentioned(self, text: str, matched: dict[int, str]) -> bool:
         """Whether every attack match of ``text`` is quoted by a text that talks about it
-        (``mention.mentioned``). Only matches in the text as written have offsets: one found
-        in a decoded or folded view is never a mention. A critical rule, or one marked not
-        ``quotable``, blocks quoted too."""
+        (``mention.mentioned``). Only matches with offsets in the text as written count: one
+        in the text itself, or in the canonical view where taking the accents off the text
+        alone (``mention.fold_marks``, one character for one) finds it. A match found only
+        by decoding, joining or homoglyph folding is never a mention. A critical rule, or one
+        marked not ``quotable``, blocks quoted too."""
         attack = [i for i in matched if i < self._n_attack]
         if (not attack or not self.options.excuse_mentions or len(text) > MENTION_MAX_CHARS
-                or any(matched[i] != "original" or not self.rules[i].quotable
+                or any(matched[i] not in ("original", "canonical") or not self.rules[i].quotable
                        or self.rules[i].severity == "critical" for i in attack)):
             return False
+        folded = fold_marks(text) if any(matched[i] == "canonical" for i in attack) else text
         spans = []
         for i in attack:
-            found = self._found(i, text)
+            found = self._found(i, text if matched[i] == "original" else folded)
             if not found:
                 return False
             spans += found
