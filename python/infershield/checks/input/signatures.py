@@ -190,8 +190,9 @@ class SignatureCheck(Check):
         return mentioned(text, spans)
 
     def _found(self, i: int, text: str) -> list[tuple[int, int]]:
-        """Where rule ``i`` matches ``text`` as written (Python's re; none for a rule in
-        Hyperscan-only syntax)."""
+        """Where rule ``i`` matches ``text`` (Python's re; none for a rule in Hyperscan-only
+        syntax). ``text`` is the text as written or its one-for-one accent fold, so the
+        offsets are offsets into the text as written."""
         rx = self._offsets.get(i)
         return [m.span() for m in rx.finditer(text)] if rx is not None else []
 

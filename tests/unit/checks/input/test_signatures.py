@@ -503,17 +503,25 @@ SECURITY_TALK_BOUNDS = {
 }
 
 
-@pytest.mark.parametrize("split", ["dev", "dev2", "test"])
-def test_written_security_talk_rates(split: str) -> None:
-    rows = [r for r in _read("written_security_talk.jsonl") if r["split"] == split]
+def _assert_split_rates(name: str, split: str,
+                        bounds: dict[tuple[str, str], tuple[float, float]],
+                        min_rows: int) -> None:
+    """The rules alone block a share of ``split``'s benign and attack rows of ``name`` within
+    ``bounds``, each side having at least ``min_rows`` rows."""
+    rows = [r for r in _read(name) if r["split"] == split]
     blocked = _rules_only_blocked(rows)
     for kind in ("benign", "attack"):
-        low, high = SECURITY_TALK_BOUNDS[(split, kind)]
+        low, high = bounds[(split, kind)]
         got = [b for r, b in zip(rows, blocked, strict=True)
                if (r["label"] == "benign") == (kind == "benign")]
-        assert len(got) >= 100
+        assert len(got) >= min_rows
         rate = sum(got) / len(got)
         assert low <= rate <= high, (split, kind, rate)
+
+
+@pytest.mark.parametrize("split", ["dev", "dev2", "test"])
+def test_written_security_talk_rates(split: str) -> None:
+    _assert_split_rates("written_security_talk.jsonl", split, SECURITY_TALK_BOUNDS, 100)
 
 
 # Non-English attacks and benign twins in 18 languages (tests/data/written_multilingual.jsonl),
@@ -531,15 +539,7 @@ MULTILINGUAL_BOUNDS = {
 
 @pytest.mark.parametrize("split", ["dev", "test"])
 def test_written_multilingual_rates(split: str) -> None:
-    rows = [r for r in _read("written_multilingual.jsonl") if r["split"] == split]
-    blocked = _rules_only_blocked(rows)
-    for kind in ("benign", "attack"):
-        low, high = MULTILINGUAL_BOUNDS[(split, kind)]
-        got = [b for r, b in zip(rows, blocked, strict=True)
-               if (r["label"] == "benign") == (kind == "benign")]
-        assert len(got) >= 150
-        rate = sum(got) / len(got)
-        assert low <= rate <= high, (split, kind, rate)
+    _assert_split_rates("written_multilingual.jsonl", split, MULTILINGUAL_BOUNDS, 150)
 
 
 @pytest.mark.parametrize("text", [
